@@ -1,0 +1,93 @@
+"""The ``depthmine`` command line.
+
+The CLI only turns options into library calls (or flow runs); no algorithm lives here. Each
+sub-command is a small module in this package exposing ``register(subparsers)``, which adds its
+parser and sets ``func``; ``COMMANDS`` lists them in the order ``--help`` shows them.
+
+User mistakes (:class:`pipeline.errors.DepthmineError`) are printed as one line without a
+traceback and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from typing import Sequence
+
+from pipeline.errors import DepthmineError
+
+__all__ = ["main", "build_parser", "COMMANDS"]
+
+# module name (flows.cli.<name>) of each sub-command, in --help order
+COMMANDS: tuple[str, ...] = (
+    "demo",
+    "sample_movie",
+    "probe",
+    "shots",
+    "disparity",
+    "ingest",
+    "build",
+    "serve",
+    "verify",
+    "inspect",
+    "train",
+    "eval",
+    "predict",
+    "export",
+)
+
+DESCRIPTION = """\
+depthmine mines 3D (stereo) movies into a monocular-depth training set and trains a
+MiDaS-style depth model on it.
+
+Typical use:
+  depthmine sample-movie movie.mkv            # a synthetic 3D movie with known disparity
+  depthmine shots movie.mkv                   # probe, shots and sampled frames
+  depthmine ingest movie.mkv --out dataset/   # disparity labels into Parquet shards
+  depthmine verify dataset/                   # check every shard against the manifest
+  depthmine train --config train.yaml         # train on the shards
+  depthmine eval --checkpoint ckpt.pt --dataset movies:dataset/
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="depthmine",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"flows.cli.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"flows.cli.{name}":
+                continue  # a command not built yet
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    level = logging.WARNING - 10 * min(args.verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except DepthmineError as err:
+        print(f"depthmine: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("depthmine: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

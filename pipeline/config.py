@@ -1,0 +1,123 @@
+"""Typed configuration: small dataclasses per component, mapped from dicts/YAML/CLI in one place.
+
+Every component keeps its own ``@dataclass`` config next to its code (``DisparityConfig`` in
+:mod:`pipeline.disparity`, ``SamplingConfig`` in :mod:`pipeline.sampling`, ...). This module holds
+the generic machinery: dataclass <-> dict, dotted overrides (``disparity.flow=dis-fast``), and a
+stable hash of the resolved configuration that is stored with every shard and checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from typing import Any, Mapping, TypeVar
+
+import yaml
+
+from pipeline.errors import ConfigError
+
+__all__ = ["config_to_dict", "config_from_dict", "config_hash", "apply_overrides", "load_yaml"]
+
+T = TypeVar("T")
+
+
+def config_to_dict(cfg: Any) -> Any:
+    """Recursively turn dataclasses (and tuples/Paths) into JSON-able plain values."""
+    if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
+        return {f.name: config_to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+    if isinstance(cfg, Mapping):
+        return {str(k): config_to_dict(v) for k, v in cfg.items()}
+    if isinstance(cfg, (list, tuple)):
+        return [config_to_dict(v) for v in cfg]
+    if isinstance(cfg, (str, int, float, bool)) or cfg is None:
+        return cfg
+    return str(cfg)
+
+
+def config_hash(cfg: Any, length: int = 16) -> str:
+    """A stable hex digest of a configuration (dataclass or dict), independent of key order."""
+    blob = json.dumps(config_to_dict(cfg), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:length]
+
+
+def _coerce(tp: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return config_from_dict(tp, value, where)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        for a in args:
+            try:
+                return _coerce(a, value, where)
+            except (ConfigError, TypeError, ValueError):
+                continue
+        raise ConfigError(f"{where}: {value!r} does not fit {tp}")
+    if origin in (list, tuple):
+        args = typing.get_args(tp)
+        inner = args[0] if args else Any
+        seq = [_coerce(inner, v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(seq) if origin is tuple else seq
+    if origin is typing.Literal:
+        if value not in typing.get_args(tp):
+            raise ConfigError(f"{where}: {value!r} is not one of {typing.get_args(tp)}")
+        return value
+    if tp is bool and isinstance(value, str):
+        if value.lower() in ("1", "true", "yes", "on"):
+            return True
+        if value.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{where}: {value!r} is not a boolean")
+    if tp in (int, float, str) and not isinstance(value, tp):
+        try:
+            return tp(value)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{where}: {value!r} is not a valid {tp.__name__}") from exc
+    return value
+
+
+def config_from_dict(cls: type[T], data: Mapping[str, Any], where: str = "config") -> T:
+    """Build dataclass ``cls`` from a (possibly nested) mapping; unknown keys are an error."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; valid keys: {sorted(names)}")
+    kwargs = {k: _coerce(hints[k], v, f"{where}.{k}") for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b.c=value`` strings (values parsed as YAML scalars) to a nested dict, in place."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r}: expected KEY=VALUE, for example optim.lr=1e-4")
+        key, raw = item.split("=", 1)
+        node = data
+        parts = key.strip().split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {p!r} is not a section")
+        node[parts[-1]] = yaml.safe_load(raw)
+    return data
+
+
+def load_yaml(path: str) -> dict[str, Any]:
+    """Read a YAML mapping with a clear error for missing or malformed files."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh) or {}
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: no such configuration file") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return data

@@ -1,0 +1,99 @@
+"""Choosing where tasks run: threads, processes, or a Dask cluster (one machine or many).
+
+The flows take the runner as plain parameters (``runner="threads"|"processes"|"dask"``,
+``workers``, ``dask_address``) so that deployments and the CLI can pass them as JSON, and
+open the runner themselves for the heavy per-chunk tasks with :func:`open_task_runner`.
+
+* ``threads`` (default): :class:`prefect.task_runners.ThreadPoolTaskRunner`. OpenCV's optical
+  flow and PyTorch release the GIL, so threads scale on one machine without pickling frames.
+* ``processes``: :class:`prefect.task_runners.ProcessPoolTaskRunner` (Prefect >= 3.4); frames and
+  configs are pickled to worker processes. Use it when a backend holds the GIL.
+* ``dask``: :class:`prefect_dask.DaskTaskRunner`. With ``dask_address`` (``tcp://host:8786``)
+  it connects to a running scheduler whose workers may sit on other machines; the dataset
+  folder must then be on storage every worker sees at the same path (NFS, a shared volume).
+  Without an address it starts a ``LocalCluster`` of ``workers`` processes.
+
+Everything a task receives must pickle: numpy arrays, dataclass configs and strings do; the
+disparity backend is built inside each worker from its name (see :mod:`pipeline.ingest`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from pipeline.errors import ConfigError
+
+__all__ = ["RUNNERS", "RunnerSpec", "make_task_runner", "default_workers"]
+
+RUNNERS: tuple[str, ...] = ("threads", "processes", "dask")
+
+
+def default_workers() -> int:
+    """One worker per core: the disparity backends are CPU-bound and single-threaded each."""
+    return max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class RunnerSpec:
+    """Which task runner to use; JSON-able so flows can take it as parameters.
+
+    Attributes:
+        kind: ``threads``, ``processes`` or ``dask``.
+        workers: parallel tasks (threads/processes) or local Dask workers; None = one per core.
+        dask_address: a running Dask scheduler (``tcp://host:8786``); only with ``kind="dask"``.
+    """
+
+    kind: str = "threads"
+    workers: int | None = None
+    dask_address: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in RUNNERS:
+            raise ConfigError(f"unknown runner {self.kind!r}; valid runners: {', '.join(RUNNERS)}")
+        if self.workers is not None and int(self.workers) < 1:
+            raise ConfigError(f"workers must be >= 1, got {self.workers}")
+        if self.dask_address and self.kind != "dask":
+            raise ConfigError(f"--dask-address needs --runner dask (got --runner {self.kind})")
+
+    @property
+    def n_workers(self) -> int:
+        """How many tasks can run at once (for bounding the frames held in memory)."""
+        return int(self.workers or default_workers())
+
+
+def make_task_runner(spec: RunnerSpec | str = "threads", workers: int | None = None, dask_address: str | None = None) -> Any:
+    """Build (but do not start) a Prefect task runner for ``spec``.
+
+    Args:
+        spec: a :class:`RunnerSpec` or a runner name (then ``workers``/``dask_address`` apply).
+
+    Returns:
+        A Prefect ``TaskRunner``; use it as a context manager and ``submit(task, parameters)``,
+        or pass it to ``flow.with_options(task_runner=...)``.
+    """
+    if isinstance(spec, str):
+        spec = RunnerSpec(spec, workers, dask_address)
+    if spec.kind == "threads":
+        from prefect.task_runners import ThreadPoolTaskRunner
+
+        return ThreadPoolTaskRunner(max_workers=spec.n_workers)
+    if spec.kind == "processes":
+        from prefect.task_runners import ProcessPoolTaskRunner
+
+        return ProcessPoolTaskRunner(max_workers=spec.n_workers)
+    from prefect_dask import DaskTaskRunner
+
+    if spec.dask_address:
+        return DaskTaskRunner(address=spec.dask_address)
+    # Processes, one thread each: the backends are CPU-bound; nanny processes survive a crash.
+    return DaskTaskRunner(
+        cluster_class="distributed.LocalCluster",
+        cluster_kwargs={
+            "n_workers": spec.n_workers,
+            "threads_per_worker": 1,
+            "processes": True,
+            "dashboard_address": None,
+        },
+    )

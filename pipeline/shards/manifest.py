@@ -1,0 +1,472 @@
+"""Dataset layout, per-movie manifests, the dataset manifest, publishing and garbage collection.
+
+Layout::
+
+    DATASET/
+      manifest.json                     current version; replaced atomically and last
+      versions/manifest-000003.json     every published version (the last few are kept)
+      movies/<movie_id>/<key>/          immutable once movie.json exists
+        part-00000.parquet ...          frame rows, size-bounded shards
+        rejected.parquet                rejected frames with their reason
+        movie.json                      the movie's manifest, written last = its commit marker
+
+``key`` is :func:`movie_key` of the source fingerprint and the ingest configuration, so a changed
+movie or configuration writes a new folder while the previous dataset version stays readable. A
+folder without ``movie.json`` is an interrupted write: invisible to readers, removed by
+:func:`garbage_collect`. Building a dataset is therefore: for each catalog movie, reuse the
+committed folder with the expected key (:func:`committed_movies`) or ingest it with
+:class:`~pipeline.shards.writer.MovieShardWriter`; then :func:`publish` exactly those movies
+(removed movies are simply not listed); then optionally :func:`garbage_collect`.
+
+Paths in ``movie.json`` are relative to the movie folder; paths in ``manifest.json`` are relative
+to the dataset folder, so a dataset can be copied or served from object storage as is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import fsspec
+
+from pipeline.atomic import write_json_atomic
+from pipeline.config import config_hash
+from pipeline.errors import BadInputError
+from pipeline.shards.schema import SCHEMA_VERSION
+
+__all__ = [
+    "MANIFEST_NAME",
+    "MOVIE_MANIFEST_NAME",
+    "MOVIES_DIR",
+    "VERSIONS_DIR",
+    "ShardEntry",
+    "MovieManifest",
+    "DatasetManifest",
+    "movie_key",
+    "movie_folder",
+    "load_movie_manifest",
+    "committed_movies",
+    "read_manifest",
+    "publish",
+    "garbage_collect",
+    "sha256_file",
+    "utc_now",
+]
+
+log = logging.getLogger(__name__)
+
+MANIFEST_NAME = "manifest.json"
+MOVIE_MANIFEST_NAME = "movie.json"
+MOVIES_DIR = "movies"
+VERSIONS_DIR = "versions"
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+
+
+def utc_now() -> str:
+    """ISO-8601 UTC time; only ever written to JSON, never into Parquet (shards stay deterministic)."""
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def sha256_file(path: str | Path, chunk: int = 4 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def check_name(value: str, what: str) -> str:
+    """A movie id or key must be a plain folder name (no separators, no leading dot)."""
+    if not isinstance(value, str) or not _SAFE_NAME.match(value):
+        raise ValueError(f"{what} {value!r} must match {_SAFE_NAME.pattern} (it names a folder)")
+    return value
+
+
+def movie_key(source_fingerprint: str, config: Any) -> str:
+    """Folder key of a movie's shards: changes when the source file, the config or the schema do."""
+    blob = json.dumps(
+        {"fingerprint": str(source_fingerprint), "config": config_hash(config), "schema": SCHEMA_VERSION},
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def movie_folder(dataset_dir: str | Path, movie_id: str, key: str) -> Path:
+    return Path(dataset_dir) / MOVIES_DIR / check_name(movie_id, "movie_id") / check_name(key, "key")
+
+
+@dataclass
+class ShardEntry:
+    """One Parquet file as listed in a manifest.
+
+    ``path`` is relative to the movie folder in ``movie.json`` and to the dataset folder in
+    ``manifest.json``.
+    """
+
+    path: str
+    rows: int
+    bytes: int
+    sha256: str
+    split_counts: dict[str, int] = field(default_factory=dict)
+    row_group_rows: list[int] = field(default_factory=list)
+    movie_id: str = ""
+
+    @property
+    def row_groups(self) -> int:
+        return len(self.row_group_rows)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "rows": self.rows,
+            "bytes": self.bytes,
+            "sha256": self.sha256,
+            "split_counts": dict(self.split_counts),
+            "row_groups": self.row_groups,
+            "row_group_rows": list(self.row_group_rows),
+            "movie_id": self.movie_id,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "ShardEntry":
+        return cls(
+            path=str(d["path"]),
+            rows=int(d["rows"]),
+            bytes=int(d["bytes"]),
+            sha256=str(d["sha256"]),
+            split_counts={str(k): int(v) for k, v in d.get("split_counts", {}).items()},
+            row_group_rows=[int(x) for x in d.get("row_group_rows", [])],
+            movie_id=str(d.get("movie_id", "")),
+        )
+
+
+@dataclass
+class MovieManifest:
+    """A committed movie folder: its shards, rejected table and the metadata the ingest gave.
+
+    ``meta`` holds what the ingest flow passes as ``movie_meta`` (source path and fingerprint,
+    resolved configuration and its hash, split, ...); ``shard_config`` the writer's settings.
+    """
+
+    movie_id: str
+    key: str
+    shards: list[ShardEntry]
+    rejected: ShardEntry | None
+    rejected_reasons: dict[str, int] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+    shard_config: dict[str, Any] = field(default_factory=dict)
+    created: str = ""
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def folder(self) -> str:
+        """Folder relative to the dataset: ``movies/<movie_id>/<key>``."""
+        return f"{MOVIES_DIR}/{self.movie_id}/{self.key}"
+
+    @property
+    def rows(self) -> int:
+        return sum(s.rows for s in self.shards)
+
+    @property
+    def bytes(self) -> int:
+        return sum(s.bytes for s in self.shards) + (self.rejected.bytes if self.rejected else 0)
+
+    @property
+    def split_counts(self) -> dict[str, int]:
+        return _sum_counts(s.split_counts for s in self.shards)
+
+    @property
+    def rejected_rows(self) -> int:
+        return self.rejected.rows if self.rejected else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": self.schema_version,
+            "movie_id": self.movie_id,
+            "key": self.key,
+            "created": self.created,
+            "rows": self.rows,
+            "bytes": self.bytes,
+            "split_counts": self.split_counts,
+            "shards": [s.to_dict() for s in self.shards],
+            "rejected": self.rejected.to_dict() if self.rejected else None,
+            "rejected_reasons": dict(self.rejected_reasons),
+            "meta": self.meta,
+            "shard_config": self.shard_config,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "MovieManifest":
+        return cls(
+            movie_id=str(d["movie_id"]),
+            key=str(d["key"]),
+            shards=[ShardEntry.from_dict(s) for s in d.get("shards", [])],
+            rejected=ShardEntry.from_dict(d["rejected"]) if d.get("rejected") else None,
+            rejected_reasons={str(k): int(v) for k, v in d.get("rejected_reasons", {}).items()},
+            meta=dict(d.get("meta", {})),
+            shard_config=dict(d.get("shard_config", {})),
+            created=str(d.get("created", "")),
+            schema_version=int(d.get("schema_version", SCHEMA_VERSION)),
+        )
+
+
+def _sum_counts(counts) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for c in counts:
+        for k, v in c.items():
+            out[k] = out.get(k, 0) + int(v)
+    return dict(sorted(out.items()))
+
+
+@dataclass
+class DatasetManifest:
+    """One published dataset version: the movies it lists and, flattened, their shards.
+
+    ``root`` is where it was read from (a local folder or a URI); shard paths are relative to it.
+    """
+
+    version: int
+    movies: dict[str, MovieManifest]
+    created: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+    root: str = ""
+
+    @property
+    def shards(self) -> list[ShardEntry]:
+        """Every frame shard, with ``path`` relative to the dataset folder, in movie order."""
+        out = []
+        for m in self.movies.values():
+            for s in m.shards:
+                out.append(
+                    ShardEntry(
+                        path=f"{m.folder}/{s.path}",
+                        rows=s.rows,
+                        bytes=s.bytes,
+                        sha256=s.sha256,
+                        split_counts=dict(s.split_counts),
+                        row_group_rows=list(s.row_group_rows),
+                        movie_id=m.movie_id,
+                    )
+                )
+        return out
+
+    @property
+    def rows(self) -> int:
+        return sum(m.rows for m in self.movies.values())
+
+    @property
+    def split_counts(self) -> dict[str, int]:
+        return _sum_counts(m.split_counts for m in self.movies.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        movies = {}
+        for mid, m in self.movies.items():
+            md = m.to_dict()
+            md["folder"] = m.folder
+            movies[mid] = md
+        return {
+            "schema_version": self.schema_version,
+            "version": self.version,
+            "created": self.created,
+            "meta": self.meta,
+            "movies": movies,
+            "shards": [s.to_dict() for s in self.shards],
+            "totals": {
+                "movies": len(self.movies),
+                "shards": sum(len(m.shards) for m in self.movies.values()),
+                "rows": self.rows,
+                "bytes": sum(m.bytes for m in self.movies.values()),
+                "split_counts": self.split_counts,
+                "rejected_rows": sum(m.rejected_rows for m in self.movies.values()),
+            },
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], root: str = "") -> "DatasetManifest":
+        return cls(
+            version=int(d["version"]),
+            movies={mid: MovieManifest.from_dict(m) for mid, m in d.get("movies", {}).items()},
+            created=str(d.get("created", "")),
+            meta=dict(d.get("meta", {})),
+            schema_version=int(d.get("schema_version", SCHEMA_VERSION)),
+            root=root,
+        )
+
+
+def _strip(path: str | Path) -> str:
+    return str(path).rstrip("/")
+
+
+def manifest_location(path: str | Path) -> tuple[str, str]:
+    """``(dataset_root, manifest_path)`` for a dataset folder or a manifest file (local or URI)."""
+    p = _strip(path)
+    if p.endswith(".json"):
+        return p.rsplit("/", 1)[0] if "/" in p else ".", p
+    return p, f"{p}/{MANIFEST_NAME}"
+
+
+def read_manifest(path: str | Path) -> DatasetManifest:
+    """Read a dataset manifest from a dataset folder or a ``manifest.json`` (local path or URI).
+
+    Raises:
+        BadInputError: no manifest there, or it is not a depthmine manifest.
+    """
+    root, mpath = manifest_location(path)
+    try:
+        with fsspec.open(mpath, "rt", encoding="utf-8") as fh:
+            data = json.load(fh)
+    except FileNotFoundError as exc:
+        raise BadInputError(
+            mpath, "no dataset manifest", "build or publish the dataset first (depthmine build / ingest)"
+        ) from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadInputError(mpath, f"manifest is not valid JSON ({exc})") from exc
+    if not isinstance(data, dict) or "version" not in data or "movies" not in data:
+        raise BadInputError(mpath, "not a depthmine dataset manifest (no version/movies)")
+    if int(data.get("schema_version", 0)) > SCHEMA_VERSION:
+        raise BadInputError(
+            mpath,
+            f"schema version {data['schema_version']} is newer than this reader ({SCHEMA_VERSION})",
+            "upgrade depthmine",
+        )
+    return DatasetManifest.from_dict(data, root=root)
+
+
+def load_movie_manifest(folder: str | Path) -> MovieManifest | None:
+    """The committed movie in ``folder`` (``None`` when it has no ``movie.json``: not committed)."""
+    path = Path(folder) / MOVIE_MANIFEST_NAME
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return MovieManifest.from_dict(json.load(fh))
+    except FileNotFoundError:
+        return None
+    except (json.JSONDecodeError, KeyError) as exc:
+        raise BadInputError(path, f"movie manifest is unreadable ({exc})") from exc
+
+
+def committed_movies(dataset_dir: str | Path) -> dict[str, list[MovieManifest]]:
+    """Every committed movie folder, by movie id, oldest first (``[-1]`` is the newest)."""
+    out: dict[str, list[MovieManifest]] = {}
+    base = Path(dataset_dir) / MOVIES_DIR
+    if not base.is_dir():
+        return out
+    for movie_dir in sorted(p for p in base.iterdir() if p.is_dir()):
+        found = []
+        for key_dir in sorted(p for p in movie_dir.iterdir() if p.is_dir()):
+            m = load_movie_manifest(key_dir)
+            if m is not None:
+                found.append(m)
+        if found:
+            out[movie_dir.name] = sorted(found, key=lambda m: (m.created, m.key))
+    return out
+
+
+def _read_local_manifest(dataset_dir: Path) -> DatasetManifest | None:
+    if not (dataset_dir / MANIFEST_NAME).exists():
+        return None
+    return read_manifest(dataset_dir)
+
+
+def publish(
+    dataset_dir: str | Path,
+    movies: list[MovieManifest] | None = None,
+    keep: int | None = None,
+    meta: dict[str, Any] | None = None,
+) -> DatasetManifest:
+    """Publish a new dataset version listing exactly ``movies`` (default: newest committed per movie).
+
+    Writes ``versions/manifest-<version>.json`` and then replaces ``manifest.json`` atomically, so
+    readers see the previous version until the new one is complete. Movies must be committed
+    (their ``movie.json`` exists). With ``keep=N``, :func:`garbage_collect` then removes folders not
+    referenced by the last ``N`` versions.
+
+    Raises:
+        BadInputError: a listed movie folder is not committed, or a movie id is listed twice.
+    """
+    dataset_dir = Path(dataset_dir)
+    if movies is None:
+        movies = [versions[-1] for versions in committed_movies(dataset_dir).values()]
+    by_id: dict[str, MovieManifest] = {}
+    for m in movies:
+        folder = dataset_dir / m.folder
+        if not (folder / MOVIE_MANIFEST_NAME).exists():
+            raise BadInputError(folder, "movie folder is not committed (no movie.json)", "finish() its writer first")
+        if m.movie_id in by_id:
+            raise BadInputError(dataset_dir, f"movie {m.movie_id!r} listed twice (keys {by_id[m.movie_id].key}, {m.key})")
+        by_id[m.movie_id] = m
+    previous = _read_local_manifest(dataset_dir)
+    manifest = DatasetManifest(
+        version=(previous.version + 1) if previous else 1,
+        movies=dict(sorted(by_id.items())),
+        created=utc_now(),
+        meta=dict(meta or {}),
+        root=str(dataset_dir),
+    )
+    data = manifest.to_dict()
+    write_json_atomic(dataset_dir / VERSIONS_DIR / f"manifest-{manifest.version:06d}.json", data)
+    write_json_atomic(dataset_dir / MANIFEST_NAME, data)
+    log.info("published %s version %d: %d movies, %d rows", dataset_dir, manifest.version, len(by_id), manifest.rows)
+    if keep is not None:
+        garbage_collect(dataset_dir, keep=keep)
+    return manifest
+
+
+def garbage_collect(dataset_dir: str | Path, keep: int = 1) -> list[Path]:
+    """Remove movie folders and version files no longer referenced, and stale temporary files.
+
+    Keeps every folder referenced by the current manifest and the ``keep - 1`` versions before it.
+    Do not run it while a writer is still writing into this dataset: its folder is not committed
+    yet and would be removed. Returns the removed paths.
+    """
+    dataset_dir = Path(dataset_dir)
+    keep = max(1, int(keep))
+    removed: list[Path] = []
+    current = _read_local_manifest(dataset_dir)
+    referenced: set[str] = set()
+    vdir = dataset_dir / VERSIONS_DIR
+    version_files = sorted(vdir.glob("manifest-*.json")) if vdir.is_dir() else []
+    if current is not None:
+        referenced.update(m.folder for m in current.movies.values())
+        kept_versions = [v for v in version_files if _version_of(v) <= current.version][-keep:]
+        for vf in kept_versions:
+            with contextlib.suppress(Exception):
+                referenced.update(m.folder for m in read_manifest(vf).movies.values())
+        for vf in version_files:
+            if vf not in kept_versions and _version_of(vf) < current.version:
+                vf.unlink()
+                removed.append(vf)
+    base = dataset_dir / MOVIES_DIR
+    if base.is_dir():
+        for movie_dir in sorted(p for p in base.iterdir() if p.is_dir()):
+            for key_dir in sorted(p for p in movie_dir.iterdir() if p.is_dir()):
+                if f"{MOVIES_DIR}/{movie_dir.name}/{key_dir.name}" not in referenced:
+                    shutil.rmtree(key_dir)
+                    removed.append(key_dir)
+            with contextlib.suppress(OSError):
+                movie_dir.rmdir()  # only if now empty
+    for tmp in dataset_dir.rglob(".*.tmp"):
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+            removed.append(tmp)
+    if removed:
+        log.info("garbage_collect %s: removed %d paths", dataset_dir, len(removed))
+    return removed
+
+
+def _version_of(path: Path) -> int:
+    try:
+        return int(path.stem.rsplit("-", 1)[1])
+    except (IndexError, ValueError):
+        return -1
+
+

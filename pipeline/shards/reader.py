@@ -1,0 +1,279 @@
+"""Streaming and random access over shards: a shard file, a dataset folder, a manifest, or a URI.
+
+The trainer splits :func:`list_shards` across ranks and workers and streams each shard with
+:func:`iter_samples`, which reads one row group at a time and only the columns asked for (so a
+depth-only loader never touches ``right_image``). Local paths are memory-mapped; any other
+``scheme://`` goes through fsspec (``s3://``, ``gs://``, ``memory://``, ...), with the same code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.errors import BadInputError
+from pipeline.shards.codec import decode_disparity, decode_float16, decode_image, unpack_mask
+from pipeline.shards.manifest import DatasetManifest, manifest_location, read_manifest
+from pipeline.shards.schema import ARRAY_COLUMNS, ID_COLUMNS, physical_columns
+
+__all__ = [
+    "ShardInfo",
+    "list_shards",
+    "open_shard",
+    "iter_samples",
+    "read_row_group",
+    "read_sample",
+    "decode_rows",
+]
+
+_INTERNAL = {"image_codec", "disparity_scale", "disparity_offset"}
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    """A frame shard as the trainer sees it.
+
+    Attributes:
+        path: a local path or URI, directly openable by :func:`open_shard` / :func:`iter_samples`.
+        rows: number of rows (frames).
+        split_counts: rows per split, e.g. ``{"train": 120}``.
+        movie_id: the movie the shard belongs to.
+        row_groups: number of row groups (the unit of random access).
+        row_group_rows: rows in each row group.
+        bytes: file size (0 when unknown).
+        sha256: checksum from the manifest ("" when read from a bare shard).
+    """
+
+    path: str
+    rows: int
+    split_counts: dict[str, int] = field(default_factory=dict, hash=False)
+    movie_id: str = ""
+    row_groups: int = 0
+    row_group_rows: tuple[int, ...] = ()
+    bytes: int = 0
+    sha256: str = ""
+
+
+def _is_local(path: str) -> bool:
+    return "://" not in path or path.startswith("file://")
+
+
+def _local(path: str) -> str:
+    return path[len("file://") :] if path.startswith("file://") else path
+
+
+def open_shard(path: str | Path) -> pq.ParquetFile:
+    """Open a shard for reading (memory-mapped when local; fsspec for other URIs).
+
+    Raises:
+        BadInputError: the file does not exist or is not Parquet.
+    """
+    p = str(path)
+    try:
+        if _is_local(p):
+            return pq.ParquetFile(_local(p), memory_map=True)
+        fs, fpath = fsspec.core.url_to_fs(p)
+        return pq.ParquetFile(fs.open(fpath, "rb"))
+    except FileNotFoundError as exc:
+        raise BadInputError(p, "shard file is missing", "run depthmine verify on the dataset") from exc
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise BadInputError(p, f"not a readable Parquet shard ({exc})", "run depthmine verify on the dataset") from exc
+
+
+def _close(pf: pq.ParquetFile) -> None:
+    with contextlib.suppress(Exception):
+        pf.close()
+
+
+def _shard_from_file(path: str) -> ShardInfo:
+    pf = open_shard(path)
+    try:
+        md = pf.metadata
+        counts: dict[str, int] = {}
+        movie = ""
+        if md.num_rows:
+            t = pf.read(columns=["split", "movie_id"])
+            for s in t.column("split").to_pylist():
+                counts[s] = counts.get(s, 0) + 1
+            movie = t.column("movie_id")[0].as_py()
+        rg = tuple(md.row_group(i).num_rows for i in range(md.num_row_groups))
+        return ShardInfo(path, md.num_rows, dict(sorted(counts.items())), movie, len(rg), rg, 0, "")
+    finally:
+        _close(pf)
+
+
+def _join(root: str, rel: str) -> str:
+    return f"{root.rstrip('/')}/{rel}" if root not in ("", ".") else rel
+
+
+def list_shards(
+    path: str | Path | DatasetManifest,
+    split: str | None = None,
+    movie_ids: Sequence[str] | None = None,
+) -> list[ShardInfo]:
+    """Frame shards of a dataset folder, a ``manifest.json``, a manifest object or a single shard.
+
+    Args:
+        split: keep only shards holding rows of this split (rows of other splits in a mixed shard
+            are filtered by :func:`iter_samples` when it is given the same ``split``).
+        movie_ids: keep only shards of these movies.
+
+    Raises:
+        BadInputError: no manifest / shard at ``path``.
+    """
+    if isinstance(path, DatasetManifest):
+        manifest, root = path, path.root
+    else:
+        p = str(path)
+        if p.endswith(".parquet"):
+            shards = [_shard_from_file(p)]
+            manifest = None
+        else:
+            root, _ = manifest_location(p)
+            manifest = read_manifest(p)
+    if manifest is not None:
+        shards = [
+            ShardInfo(
+                path=_join(root, s.path),
+                rows=s.rows,
+                split_counts=dict(s.split_counts),
+                movie_id=s.movie_id,
+                row_groups=s.row_groups,
+                row_group_rows=tuple(s.row_group_rows),
+                bytes=s.bytes,
+                sha256=s.sha256,
+            )
+            for s in manifest.shards
+        ]
+    if split is not None:
+        shards = [s for s in shards if s.split_counts.get(split, 0) > 0]
+    if movie_ids is not None:
+        wanted = set(movie_ids)
+        shards = [s for s in shards if s.movie_id in wanted]
+    return shards
+
+
+def _blob(arr: pa.Array, i: int):
+    v = arr[i]
+    return None if not v.is_valid else v.as_buffer()
+
+
+def decode_rows(table: pa.Table, columns: Sequence[str] | None = None, split: str | None = None) -> list[dict[str, Any]]:
+    """Decode a table of shard rows into sample dicts (see :func:`iter_samples`)."""
+    names = table.schema.names
+    if columns is None:
+        out_cols = [c for c in names if c not in _INTERNAL]
+    else:
+        out_cols = list(dict.fromkeys([*ID_COLUMNS, *columns]))
+    arrays = {n: table.column(n).combine_chunks() for n in names}
+    scalars = {n: arrays[n].to_pylist() for n in names if n not in ARRAY_COLUMNS or n in ("width", "height")}
+    # masks need the size even when width/height were not asked for
+    rows: list[dict[str, Any]] = []
+    for i in range(table.num_rows):
+        if split is not None and scalars["split"][i] != split:
+            continue
+        h = scalars["height"][i] if "height" in scalars else None
+        w = scalars["width"][i] if "width" in scalars else None
+        row: dict[str, Any] = {}
+        for c in out_cols:
+            if c == "image" or c == "right_image":
+                buf = _blob(arrays[c], i)
+                row[c] = None if buf is None else decode_image(buf)
+            elif c == "disparity":
+                row[c] = decode_disparity(
+                    _blob(arrays[c], i), scalars["disparity_offset"][i], scalars["disparity_scale"][i]
+                )
+            elif c in ("valid", "sky"):
+                row[c] = unpack_mask(_blob(arrays[c], i), h, w)
+            elif c == "uncertainty":
+                buf = _blob(arrays[c], i)
+                row[c] = None if buf is None else decode_float16(buf, h, w)
+            else:
+                row[c] = scalars[c][i]
+        rows.append(row)
+    return rows
+
+
+def _check_columns(columns: Sequence[str] | None) -> list[str]:
+    try:
+        return physical_columns(list(columns) if columns is not None else None)
+    except ValueError as exc:
+        raise BadInputError(None, str(exc)) from None
+
+
+def iter_samples(
+    path: str | Path | DatasetManifest | ShardInfo,
+    columns: Sequence[str] | None = None,
+    split: str | None = None,
+    movie_ids: Sequence[str] | None = None,
+    row_groups: Sequence[int] | None = None,
+) -> Iterator[dict[str, Any]]:
+    """Yield decoded samples, one row group read at a time.
+
+    Each sample is a dict with ``image`` (HxWx3 uint8 RGB), ``disparity`` (HxW float32, px of the
+    image; NaN where the source was not finite), ``valid`` and ``sky`` (HxW bool),
+    ``uncertainty`` (HxW float32 or None), ``right_image`` (or None), the ids ``movie_id``,
+    ``shot_id``, ``frame_index``, ``pts_seconds``, ``split``, and every other column of the row
+    (size, crop box, statistics, provenance).
+
+    Args:
+        path: a shard file, dataset folder, ``manifest.json``, manifest object or :class:`ShardInfo`
+            (local path or URI).
+        columns: decode only these logical columns (ids are always included); ``None`` = all.
+        split: only rows of this split. movie_ids: only rows of these movies.
+        row_groups: only these row-group indices of each shard (random access).
+    """
+    phys = _check_columns(columns)
+    shards = [path] if isinstance(path, ShardInfo) else list_shards(path, split=split, movie_ids=movie_ids)
+    wanted = set(movie_ids) if movie_ids is not None else None
+    for shard in shards:
+        if wanted is not None and shard.movie_id and shard.movie_id not in wanted:
+            continue
+        pf = open_shard(shard.path)
+        try:
+            groups = range(pf.num_row_groups) if row_groups is None else row_groups
+            for g in groups:
+                table = pf.read_row_group(int(g), columns=phys)
+                for row in decode_rows(table, columns, split):
+                    if wanted is None or row["movie_id"] in wanted:
+                        yield row
+        finally:
+            _close(pf)
+
+
+def read_row_group(shard: str | Path | ShardInfo, index: int, columns: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """Decode row group ``index`` of one shard."""
+    phys = _check_columns(columns)
+    pf = open_shard(shard.path if isinstance(shard, ShardInfo) else shard)
+    try:
+        if not 0 <= index < pf.num_row_groups:
+            raise IndexError(f"row group {index} out of range (shard has {pf.num_row_groups})")
+        return decode_rows(pf.read_row_group(index, columns=phys), columns)
+    finally:
+        _close(pf)
+
+
+def read_sample(shard: str | Path | ShardInfo, row: int, columns: Sequence[str] | None = None) -> dict[str, Any]:
+    """Decode row ``row`` (0-based within the shard), reading only its row group."""
+    phys = _check_columns(columns)
+    pf = open_shard(shard.path if isinstance(shard, ShardInfo) else shard)
+    try:
+        md = pf.metadata
+        if not 0 <= row < md.num_rows:
+            raise IndexError(f"row {row} out of range (shard has {md.num_rows} rows)")
+        start = 0
+        for g in range(md.num_row_groups):
+            n = md.row_group(g).num_rows
+            if row < start + n:
+                table = pf.read_row_group(g, columns=phys).slice(row - start, 1)
+                return decode_rows(table, columns)[0]
+            start += n
+        raise IndexError(row)  # unreachable: num_rows is the sum of the groups
+    finally:
+        _close(pf)

@@ -1,0 +1,207 @@
+"""The shard schema: one Parquet row per kept frame, one per rejected frame, versioned.
+
+The schema is the contract between the data side (ingest writes rows) and the training side
+(datasets read them), so it lives in one place, carries its version and per-column documentation
+in the Parquet metadata (any tool that opens a shard can read what each column means), and is
+checked by :func:`check_schema` when a shard is verified.
+
+Encoded columns (``image``, ``disparity``, masks, ``uncertainty``) are stored as binary blobs in
+formats any language reads (JPEG/PNG/WebP, 16-bit PNG, bit-packed bytes, little-endian float16);
+:mod:`pipeline.shards.codec` holds the exact encodings.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "STATS_COLUMNS",
+    "PROVENANCE_COLUMNS",
+    "CROP_COLUMNS",
+    "ID_COLUMNS",
+    "FRAME_SCHEMA",
+    "REJECTED_SCHEMA",
+    "BLOB_COLUMNS",
+    "ARRAY_COLUMNS",
+    "COLUMN_DOCS",
+    "physical_columns",
+    "schema_metadata",
+    "check_schema",
+]
+
+# Bump on any change a reader must know about; readers refuse a newer major schema.
+SCHEMA_VERSION = 1
+
+ID_COLUMNS: tuple[str, ...] = ("movie_id", "shot_id", "frame_index", "pts_seconds", "split")
+
+STATS_COLUMNS: tuple[str, ...] = (
+    "valid_fraction",
+    "lr_pass_fraction",
+    "vertical_fail_fraction",
+    "disparity_min",
+    "disparity_max",
+    "disparity_p05",
+    "disparity_p50",
+    "disparity_p95",
+    "disparity_range_px",
+    "sky_fraction",
+)
+
+PROVENANCE_COLUMNS: tuple[str, ...] = ("flow_backend", "config_hash", "source_fingerprint", "project_version")
+
+CROP_COLUMNS: tuple[str, ...] = ("crop_x", "crop_y", "crop_w", "crop_h", "source_width", "source_height")
+
+COLUMN_DOCS: dict[str, str] = {
+    "movie_id": "movie identifier (the catalog's id)",
+    "shot_id": "0-based shot index within the movie",
+    "frame_index": "0-based index of the decoded frame in presentation order",
+    "pts_seconds": "presentation time of the frame in seconds",
+    "split": "train | val | test",
+    "width": "stored image width in pixels",
+    "height": "stored image height in pixels",
+    "image": "left view, encoded image bytes (JPEG by default; PNG or WebP), RGB when decoded",
+    "image_codec": "codec of image/right_image: jpeg | png | webp",
+    "disparity": (
+        "left-view disparity in pixels of the stored image (Middlebury: left x matches right x - d): "
+        "16-bit grayscale PNG q, disparity = disparity_offset + disparity_scale * q; q = 65535 marks a "
+        "non-finite value (decoded as NaN). disparity_scale = 1/32 px while the frame's range is below "
+        "2047.9 px, so the rounding error is at most 1/64 px"
+    ),
+    "disparity_scale": "px per PNG code (1/32 unless the frame's disparity range exceeds 2047.9 px)",
+    "disparity_offset": "disparity in px of PNG code 0 (the frame's minimum finite disparity)",
+    "valid": "valid-disparity mask: numpy.packbits(mask.ravel()) (big bit order, row-major, height*width bits)",
+    "uncertainty": "per-pixel uncertainty in px (left-right error): little-endian float16, row-major; null if absent",
+    "sky": "sky mask, bit-packed like valid",
+    "right_image": "right view, encoded like image; null unless the writer stored right views",
+    "crop_x": "left edge of the crop box in source pixels of one full-resolution eye",
+    "crop_y": "top edge of the crop box in source pixels of one full-resolution eye",
+    "crop_w": "crop box width in source pixels (stored width / crop_w is the resize factor)",
+    "crop_h": "crop box height in source pixels (stored height / crop_h is the resize factor)",
+    "source_width": "width of one full-resolution eye of the source movie",
+    "source_height": "height of one full-resolution eye of the source movie",
+    "valid_fraction": "fraction of pixels with valid disparity",
+    "lr_pass_fraction": "fraction of pixels passing the left-right consistency check",
+    "vertical_fail_fraction": "fraction of pixels whose |vertical flow| exceeds the threshold",
+    "disparity_min": "minimum valid disparity (px)",
+    "disparity_max": "maximum valid disparity (px)",
+    "disparity_p05": "5th percentile of valid disparity (px)",
+    "disparity_p50": "median valid disparity (px)",
+    "disparity_p95": "95th percentile of valid disparity (px)",
+    "disparity_range_px": "disparity range used by the rejection rule (px)",
+    "sky_fraction": "fraction of pixels labelled sky",
+    "flow_backend": "optical-flow backend that produced the disparity",
+    "config_hash": "hash of the resolved ingest configuration",
+    "source_fingerprint": "fingerprint of the source movie file",
+    "project_version": "depthmine version that wrote the row",
+    "reason": "why the frame was rejected",
+}
+
+_FRAME_FIELDS: list[tuple[str, pa.DataType, bool]] = [
+    ("movie_id", pa.string(), False),
+    ("shot_id", pa.int32(), False),
+    ("frame_index", pa.int64(), False),
+    ("pts_seconds", pa.float64(), False),
+    ("split", pa.string(), False),
+    ("width", pa.int32(), False),
+    ("height", pa.int32(), False),
+    ("image", pa.binary(), False),
+    ("image_codec", pa.string(), False),
+    ("disparity", pa.binary(), False),
+    ("disparity_scale", pa.float64(), False),
+    ("disparity_offset", pa.float64(), False),
+    ("valid", pa.binary(), False),
+    ("uncertainty", pa.binary(), True),
+    ("sky", pa.binary(), False),
+    ("right_image", pa.binary(), True),
+    *[(name, pa.int32(), False) for name in CROP_COLUMNS],
+    *[(name, pa.float64(), False) for name in STATS_COLUMNS],
+    *[(name, pa.string(), False) for name in PROVENANCE_COLUMNS],
+]
+
+_REJECTED_FIELDS: list[tuple[str, pa.DataType, bool]] = [
+    ("movie_id", pa.string(), False),
+    ("shot_id", pa.int32(), False),
+    ("frame_index", pa.int64(), False),
+    ("pts_seconds", pa.float64(), False),
+    ("split", pa.string(), False),
+    ("reason", pa.string(), False),
+    *[(name, pa.float64(), True) for name in STATS_COLUMNS],
+]
+
+
+def schema_metadata(kind: str) -> dict[bytes, bytes]:
+    """Key-value metadata stored in every file: version, kind and the column documentation."""
+    return {
+        b"depthmine.schema_version": str(SCHEMA_VERSION).encode(),
+        b"depthmine.kind": kind.encode(),
+        b"depthmine.columns": json.dumps(COLUMN_DOCS, sort_keys=True).encode(),
+    }
+
+
+def _schema(fields: list[tuple[str, pa.DataType, bool]], kind: str) -> pa.Schema:
+    return pa.schema(
+        [pa.field(n, t, nullable=nullable, metadata={b"doc": COLUMN_DOCS[n].encode()}) for n, t, nullable in fields],
+        metadata=schema_metadata(kind),
+    )
+
+
+FRAME_SCHEMA: pa.Schema = _schema(_FRAME_FIELDS, "frames")
+REJECTED_SCHEMA: pa.Schema = _schema(_REJECTED_FIELDS, "rejected")
+
+# Already-compressed blobs: Parquet compression would only cost CPU on every read.
+BLOB_COLUMNS: frozenset[str] = frozenset({"image", "disparity", "right_image"})
+
+# Logical (decoded) column -> the physical columns it needs.
+ARRAY_COLUMNS: dict[str, tuple[str, ...]] = {
+    "image": ("image",),
+    "right_image": ("right_image",),
+    "disparity": ("disparity", "disparity_scale", "disparity_offset"),
+    "valid": ("valid", "width", "height"),
+    "uncertainty": ("uncertainty", "width", "height"),
+    "sky": ("sky", "width", "height"),
+}
+
+_INTERNAL = ("image_codec", "disparity_scale", "disparity_offset")
+
+
+def physical_columns(columns: list[str] | tuple[str, ...] | None) -> list[str]:
+    """Physical Parquet columns to read for the requested logical columns (ids always included).
+
+    Raises:
+        ValueError: an unknown column name (the message lists the valid ones).
+    """
+    if columns is None:
+        return list(FRAME_SCHEMA.names)
+    valid = set(FRAME_SCHEMA.names) - set(_INTERNAL)
+    unknown = [c for c in columns if c not in valid]
+    if unknown:
+        raise ValueError(f"unknown shard column(s) {unknown}; valid columns: {sorted(valid)}")
+    wanted: list[str] = list(ID_COLUMNS)
+    for c in columns:
+        wanted.extend(ARRAY_COLUMNS.get(c, (c,)))
+    seen: set[str] = set()
+    return [c for c in FRAME_SCHEMA.names if c in wanted and not (c in seen or seen.add(c))]
+
+
+def check_schema(schema: pa.Schema, expected: pa.Schema = FRAME_SCHEMA) -> list[str]:
+    """Differences between a file's schema and the expected one (empty list: it matches)."""
+    problems: list[str] = []
+    meta = schema.metadata or {}
+    version = meta.get(b"depthmine.schema_version")
+    if version is None:
+        problems.append("no depthmine.schema_version in the Parquet metadata")
+    elif version != str(SCHEMA_VERSION).encode():
+        problems.append(f"schema version {version.decode()} (this reader knows {SCHEMA_VERSION})")
+    for field in expected:
+        idx = schema.get_field_index(field.name)
+        if idx < 0:
+            problems.append(f"missing column {field.name!r}")
+        elif not schema.field(idx).type.equals(field.type):
+            problems.append(f"column {field.name!r} has type {schema.field(idx).type}, expected {field.type}")
+    extra = [n for n in schema.names if expected.get_field_index(n) < 0]
+    if extra:
+        problems.append(f"unexpected column(s) {extra}")
+    return problems

@@ -1,0 +1,82 @@
+"""``depthmine ingest``: one stereo movie into the dataset (the ``ingest_movie`` flow)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+__all__ = ["register", "add_ingest_options", "add_runner_options", "prefect_env_defaults"]
+
+
+def prefect_env_defaults(verbose: int = 0) -> None:
+    """Environment defaults for CLI runs: no telemetry, quiet Prefect logs unless -v."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_UI_ENABLED", "false")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO" if verbose else "WARNING")
+    os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "WARNING")
+
+
+def add_runner_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("where the work runs")
+    g.add_argument("--runner", choices=("threads", "processes", "dask"), default="threads",
+                   help="task runner for the per-chunk disparity tasks (default threads)")
+    g.add_argument("--workers", type=int, default=None, metavar="N", help="parallel tasks / local Dask workers (default: one per core)")
+    g.add_argument("--dask-address", default=None, metavar="ADDR",
+                   help="a running Dask scheduler, e.g. tcp://10.0.0.5:8786 (with --runner dask); the dataset must be on storage every worker sees")
+
+
+def add_ingest_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("labelling")
+    g.add_argument("--flow", default=None, metavar="NAME", help="optical-flow backend (default dis-medium; see `depthmine disparity --help`)")
+    g.add_argument("--ckpt", default=None, metavar="FILE", help="local weights file for the backend")
+    g.add_argument("--device", default=None, help="cpu, cuda or cuda:N for torch backends")
+    g.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="configuration override, repeatable (e.g. --set disparity.lr_threshold_px=1.5 --set chunk_frames=4)")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "ingest",
+        help="ingest one stereo movie into a dataset (Prefect flow)",
+        description=(
+            "Probe the movie, decode it once (shots and sampling), compute disparity for the sampled "
+            "frames in parallel tasks, and write the movie's Parquet shards into DATASET, then publish "
+            "the dataset manifest with this movie added or replaced. Resumable: run the same command "
+            "again after a crash and finished chunks are not recomputed. Runs on the Prefect server "
+            "in PREFECT_API_URL, or a temporary local one."
+        ),
+    )
+    p.add_argument("movie", metavar="MOVIE", help="the movie file (left eye's file for --layout separate)")
+    p.add_argument("--out", required=True, metavar="DATASET", help="dataset folder")
+    p.add_argument("--movie-id", default=None, metavar="ID", help="name in the dataset (default: file name)")
+    p.add_argument("--split", choices=("train", "val", "test"), default="train", help="split of this movie (default train)")
+    p.add_argument("--layout", default=None, choices=("sbs-full", "sbs-half", "tab-full", "tab-half", "separate"),
+                   help="stereo layout (default: detect)")
+    p.add_argument("--right", default=None, metavar="FILE", help="right eye's file (layout separate)")
+    add_ingest_options(p)
+    add_runner_options(p)
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    prefect_env_defaults(args.verbose)
+    from flows.ingest import ingest_movie
+
+    result = ingest_movie(
+        movie=args.movie, out=args.out, movie_id=args.movie_id, split=args.split, layout=args.layout,
+        right=args.right, flow=args.flow, ckpt=args.ckpt, device=args.device, overrides=args.overrides,
+        runner=args.runner, workers=args.workers, dask_address=args.dask_address,
+        progress=sys.stderr.isatty(),
+    )
+    if args.json:
+        print(json.dumps({k: v for k, v in result.items() if k != "manifest"}, indent=2))
+        return 0
+    rej = sum(result["rejected"].values())
+    what = "unchanged (already ingested)" if result["skipped"] else f"{result['chunks_resumed']}/{result['chunks']} chunks resumed"
+    print(f"{result['movie_id']} ({result['split']}): {result['kept']} frames kept, {rej} rejected"
+          + (f" {result['rejected']}" if rej else "") + f"; {what}; {result['seconds']:.1f} s")
+    print(f"dataset: {os.path.abspath(args.out)}/manifest.json")
+    return 0

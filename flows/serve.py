@@ -1,0 +1,83 @@
+"""Scheduled rebuilds: ``build_dataset`` as a deployment with a schedule, served from this process.
+
+``serve_rebuild`` registers the deployment against the Prefect server in ``PREFECT_API_URL``
+(start one with ``prefect server start``) and then runs its scheduled flow runs until stopped.
+The deployment has a concurrency limit of one with the ``CANCEL_NEW`` strategy, so two rebuilds
+never overlap: a run that comes due while the previous rebuild is still going is cancelled (the
+next one picks up everything anyway). ``prefect.yaml`` declares the same deployment for
+``prefect deploy`` with a work pool instead.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+from pipeline.errors import ConfigError
+
+__all__ = ["rebuild_deployment", "serve_rebuild", "DEFAULT_DEPLOYMENT"]
+
+DEFAULT_DEPLOYMENT = "nightly-rebuild"
+
+
+def rebuild_deployment(
+    catalog: str,
+    out: str,
+    cron: str | None = None,
+    interval_s: float | None = None,
+    name: str = DEFAULT_DEPLOYMENT,
+    parameters: dict[str, Any] | None = None,
+) -> Any:
+    """The ``build_dataset`` deployment (a :class:`prefect.deployments.runner.RunnerDeployment`).
+
+    Args:
+        catalog, out: the flow's parameters (made absolute: runs start in other processes).
+        cron: a cron schedule (``"0 3 * * *"``: every night at 03:00, server time zone UTC).
+        interval_s: or an interval in seconds.
+        parameters: more ``build_dataset`` parameters (runner, flow, overrides, ...).
+    """
+    from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+    from prefect.deployments.runner import EntrypointType
+
+    from flows.build import build_dataset
+
+    if not cron and not interval_s:
+        raise ConfigError("a schedule needs --cron EXPR or --interval SECONDS")
+    if not Path(catalog).exists():
+        raise ConfigError(f"{catalog}: no such catalog file")
+    params = {"catalog": str(Path(catalog).resolve()), "out": str(Path(out).resolve())}
+    params.update(parameters or {})
+    return build_dataset.to_deployment(
+        name=name,
+        cron=cron or None,
+        interval=interval_s or None,
+        parameters=params,
+        concurrency_limit=ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW),
+        description=f"Rebuild {params['out']} from {params['catalog']}",
+        tags=["depthmine", "rebuild"],
+        entrypoint_type=EntrypointType.MODULE_PATH,
+    )
+
+
+def serve_rebuild(
+    catalog: str,
+    out: str,
+    cron: str | None = None,
+    interval_s: float | None = None,
+    name: str = DEFAULT_DEPLOYMENT,
+    run_now: bool = False,
+    parameters: dict[str, Any] | None = None,
+) -> None:
+    """Register the rebuild deployment and execute its runs here until interrupted (blocks)."""
+    from prefect import serve
+
+    deployment = rebuild_deployment(catalog, out, cron, interval_s, name, parameters)
+    if run_now:
+        from prefect.deployments import run_deployment
+
+        deployment.apply()
+        run_deployment(f"build-dataset/{name}", timeout=0)
+    serve(deployment, print_starting_message=True)

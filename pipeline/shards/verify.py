@@ -1,0 +1,175 @@
+"""Check a published dataset against its manifest: every shard present, whole, listed and decodable.
+
+A dataset is copied between disks and buckets, written by interruptible jobs and read by long
+training runs; a bad shard found at hour 30 of training is expensive. :func:`verify` finds, for
+every shard: missing file, truncated file, size or checksum mismatch, unreadable Parquet footer,
+schema drift, row-count mismatch, undecodable sampled rows; and in each movie folder, Parquet files
+the manifest does not list. Leftovers of interrupted writes are reported as warnings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass
+from typing import Iterable
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.shards.manifest import MOVIE_MANIFEST_NAME, MOVIES_DIR, ShardEntry, manifest_location, read_manifest
+from pipeline.shards.reader import decode_rows
+from pipeline.shards.schema import FRAME_SCHEMA, REJECTED_SCHEMA, check_schema
+
+__all__ = ["Problem", "verify"]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a dataset.
+
+    Attributes:
+        path: the shard or folder, relative to the dataset.
+        kind: ``missing``, ``truncated``, ``size``, ``checksum``, ``unreadable``, ``schema``,
+            ``rows``, ``decode``, ``unlisted``, ``movie`` (errors); ``stale``, ``unreferenced``
+            (warnings: leftovers that ``garbage_collect`` removes).
+        message: what is wrong, in words.
+        severity: ``error`` or ``warning``.
+    """
+
+    path: str
+    kind: str
+    message: str
+    severity: str = "error"
+
+    def __str__(self) -> str:
+        return f"{self.severity.upper():7s} {self.path}: {self.kind}: {self.message}"
+
+
+def _sha256(fs, path: str) -> str:
+    h = hashlib.sha256()
+    with fs.open(path, "rb") as fh:
+        while block := fh.read(4 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _check_file(
+    fs, root: str, rel: str, entry: ShardEntry, schema: pa.Schema, checksum: bool, sample_rows: int, rng: random.Random
+) -> list[Problem]:
+    path = f"{root}/{rel}"
+    if not fs.exists(path):
+        return [Problem(rel, "missing", "listed in the manifest but not found")]
+    problems: list[Problem] = []
+    size = fs.size(path)
+    if size < entry.bytes:
+        problems.append(Problem(rel, "truncated", f"{size} bytes, manifest says {entry.bytes}"))
+    elif size != entry.bytes:
+        problems.append(Problem(rel, "size", f"{size} bytes, manifest says {entry.bytes}"))
+    if checksum and not problems:
+        digest = _sha256(fs, path)
+        if digest != entry.sha256:
+            problems.append(Problem(rel, "checksum", f"sha256 {digest[:12]}..., manifest says {entry.sha256[:12]}..."))
+    try:
+        with fs.open(path, "rb") as fh:
+            pf = pq.ParquetFile(fh)
+            md = pf.metadata
+            for issue in check_schema(pf.schema_arrow, schema):
+                problems.append(Problem(rel, "schema", issue))
+            if md.num_rows != entry.rows:
+                problems.append(Problem(rel, "rows", f"{md.num_rows} rows, manifest says {entry.rows}"))
+            groups = [md.row_group(i).num_rows for i in range(md.num_row_groups)]
+            if entry.row_group_rows and groups != list(entry.row_group_rows):
+                problems.append(Problem(rel, "rows", f"row groups {groups}, manifest says {entry.row_group_rows}"))
+            if schema is FRAME_SCHEMA and md.num_rows and sample_rows > 0:
+                problems.extend(_check_decode(pf, rel, groups, sample_rows, rng))
+            elif md.num_rows:
+                pf.read()  # small table (rejected frames): read it all
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        kind = "truncated" if size < entry.bytes else "unreadable"
+        problems.append(Problem(rel, kind, f"Parquet cannot be read ({exc})"))
+    return problems
+
+
+def _check_decode(pf: pq.ParquetFile, rel: str, groups: list[int], n: int, rng: random.Random) -> list[Problem]:
+    total = sum(groups)
+    picks = sorted({0, total - 1, *(rng.randrange(total) for _ in range(max(0, n - 2)))})[: max(n, 1)]
+    problems: list[Problem] = []
+    starts = [sum(groups[:i]) for i in range(len(groups))]
+    for row in picks:
+        g = max(i for i, s in enumerate(starts) if s <= row)
+        try:
+            sample = decode_rows(pf.read_row_group(g).slice(row - starts[g], 1))[0]
+            h, w = sample["height"], sample["width"]
+            shapes = {k: sample[k].shape[:2] for k in ("image", "disparity", "valid", "sky") if sample.get(k) is not None}
+            bad = {k: s for k, s in shapes.items() if s != (h, w)}
+            if bad:
+                problems.append(Problem(rel, "decode", f"row {row}: sizes {bad} differ from {h}x{w}"))
+        except Exception as exc:  # any failure to decode is the finding, whatever raised it
+            problems.append(Problem(rel, "decode", f"row {row} cannot be decoded ({type(exc).__name__}: {exc})"))
+    return problems
+
+
+def verify(dataset: str, checksum: bool = True, sample_rows: int = 2, seed: int = 0) -> list[Problem]:
+    """Check every shard of a published dataset against its manifest; return all problems found.
+
+    Args:
+        dataset: dataset folder or ``manifest.json`` (local path or fsspec URI).
+        checksum: compare SHA-256 of every file (reads every byte; off for a quick check).
+        sample_rows: rows decoded per shard (first, last and random ones); 0 = none.
+        seed: chooses the random rows.
+
+    Raises:
+        BadInputError: there is no readable manifest (nothing to verify against).
+    """
+    manifest = read_manifest(dataset)
+    root, _ = manifest_location(str(dataset))
+    fs, root_path = fsspec.core.url_to_fs(root)
+    root_path = root_path.rstrip("/")
+    rng = random.Random(seed)
+    problems: list[Problem] = []
+    for movie in manifest.movies.values():
+        folder = f"{root_path}/{movie.folder}"
+        if not fs.exists(f"{folder}/{MOVIE_MANIFEST_NAME}"):
+            problems.append(Problem(movie.folder, "movie", "listed movie folder has no movie.json"))
+        listed = {s.path for s in movie.shards}
+        for entry in movie.shards:
+            problems += _check_file(fs, root_path, f"{movie.folder}/{entry.path}", entry, FRAME_SCHEMA, checksum, sample_rows, rng)
+        if movie.rejected is not None:
+            listed.add(movie.rejected.path)
+            problems += _check_file(
+                fs, root_path, f"{movie.folder}/{movie.rejected.path}", movie.rejected, REJECTED_SCHEMA, checksum, 0, rng
+            )
+        problems += _check_folder(fs, folder, movie.folder, listed)
+    problems += _check_unreferenced(fs, root_path, {m.folder for m in manifest.movies.values()})
+    return problems
+
+
+def _names(fs, folder: str) -> Iterable[str]:
+    try:
+        return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(folder, detail=False))
+    except FileNotFoundError:
+        return []
+
+
+def _check_folder(fs, folder: str, rel_folder: str, listed: set[str]) -> list[Problem]:
+    out = []
+    for name in _names(fs, folder):
+        if name.startswith(".") and name.endswith(".tmp"):
+            out.append(Problem(f"{rel_folder}/{name}", "stale", "temporary file of an interrupted write", "warning"))
+        elif name.endswith(".parquet") and name not in listed:
+            out.append(Problem(f"{rel_folder}/{name}", "unlisted", "Parquet file in a movie folder that the manifest does not list"))
+    return out
+
+
+def _check_unreferenced(fs, root_path: str, referenced: set[str]) -> list[Problem]:
+    out = []
+    for movie in _names(fs, f"{root_path}/{MOVIES_DIR}"):
+        for key in _names(fs, f"{root_path}/{MOVIES_DIR}/{movie}"):
+            rel = f"{MOVIES_DIR}/{movie}/{key}"
+            if rel not in referenced and fs.isdir(f"{root_path}/{rel}"):
+                committed = fs.exists(f"{root_path}/{rel}/{MOVIE_MANIFEST_NAME}")
+                what = "an older or unpublished committed movie" if committed else "an interrupted write (no movie.json)"
+                out.append(Problem(rel, "unreferenced", f"folder not in the current manifest: {what}", "warning"))
+    return out

@@ -1,0 +1,95 @@
+"""Optical-flow backends behind one interface and a registry by name.
+
+Usage::
+
+    from pipeline.flow import get_backend
+    backend = get_backend("dis-medium", working_width=940)
+    pairs = backend.compute([left], [right])     # list[FlowPair(lr, rl)]
+
+Names: ``dis-medium`` (the CPU default), ``dis-fast``, ``dis-ultrafast``, ``deepflow``, ``sgbm``
+(rectified footage only: no vertical flow) and ``ptlflow:<model>`` (any ptlflow network, with
+``ckpt=FILE``). :func:`available_backends` lists them. New backends register a factory with
+:func:`register_backend` (plain names) or :func:`register_prefix` (``prefix:argument`` names).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from pipeline.errors import ConfigError
+from pipeline.flow.base import FlowBackend, FlowPair, disparity_to_flow, flow_to_disparity, resize_flow
+from pipeline.flow.opencv import DeepFlowBackend, DisBackend
+from pipeline.flow.ptlflow_backend import PtlflowBackend
+from pipeline.flow.sgbm import SgbmBackend
+
+__all__ = [
+    "FlowBackend",
+    "FlowPair",
+    "flow_to_disparity",
+    "disparity_to_flow",
+    "resize_flow",
+    "get_backend",
+    "available_backends",
+    "register_backend",
+    "register_prefix",
+    "DEFAULT_BACKEND",
+]
+
+DEFAULT_BACKEND = "dis-medium"
+
+_BACKENDS: dict[str, Callable[..., FlowBackend]] = {}
+_PREFIXES: dict[str, Callable[..., FlowBackend]] = {}
+
+
+def register_backend(name: str, factory: Callable[..., FlowBackend]) -> None:
+    """Register ``factory(**kw) -> FlowBackend`` under a plain name."""
+    _BACKENDS[name] = factory
+
+
+def register_prefix(prefix: str, factory: Callable[..., FlowBackend]) -> None:
+    """Register ``factory(argument, ckpt=..., device=..., **kw)`` for names ``prefix:argument``."""
+    _PREFIXES[prefix] = factory
+
+
+def available_backends() -> list[str]:
+    """Registered names; prefixed families show as ``prefix:<model>``."""
+    return sorted(_BACKENDS) + [f"{p}:<model>" for p in sorted(_PREFIXES)]
+
+
+def get_backend(
+    name: str, ckpt: str | Path | None = None, device: str | None = None, **kw: Any
+) -> FlowBackend:
+    """Build a backend by name. Cheap: engines and networks are built on first use.
+
+    Args:
+        name: a name from :func:`available_backends`, e.g. ``dis-medium`` or ``ptlflow:raft``.
+        ckpt: local checkpoint file (ptlflow backends only).
+        device: torch device for network backends (``None`` picks CUDA when present).
+        **kw: backend options, e.g. ``working_width=940``.
+
+    Raises:
+        ConfigError: unknown name (the message lists the valid ones), or a checkpoint given to
+            a backend that takes none, or a network that needs a checkpoint and got none.
+    """
+    if ":" in name:
+        prefix, arg = name.split(":", 1)
+        if prefix in _PREFIXES and arg:
+            return _PREFIXES[prefix](arg, ckpt=ckpt, device=device, **kw)
+    elif name in _BACKENDS:
+        if ckpt is not None:
+            raise ConfigError(f"flow backend {name!r} takes no checkpoint (--ckpt is for ptlflow:<model>)")
+        return _BACKENDS[name](**kw)
+    raise ConfigError(f"unknown flow backend {name!r}; valid: {', '.join(available_backends())}")
+
+
+# The CPU default: DIS medium refined down to full resolution (see pipeline.flow.opencv).
+register_backend(
+    "dis-medium",
+    lambda **kw: DisBackend(**{"preset": "medium", "finest_scale": 0, "patch_size": 6, "patch_stride": 2, **kw}),
+)
+register_backend("dis-fast", lambda **kw: DisBackend(**{"preset": "fast", **kw}))
+register_backend("dis-ultrafast", lambda **kw: DisBackend(**{"preset": "ultrafast", **kw}))
+register_backend("deepflow", DeepFlowBackend)
+register_backend("sgbm", SgbmBackend)
+register_prefix("ptlflow", lambda model, ckpt=None, device=None, **kw: PtlflowBackend(model, ckpt=ckpt, device=device, **kw))

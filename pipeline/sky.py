@@ -1,0 +1,256 @@
+"""Sky masks: a weight-free heuristic by default, a segmentation model from a local file on demand.
+
+Flow is meaningless on a blank sky, yet "farthest" is the right label for it, so
+:mod:`pipeline.disparity` gives sky pixels the frame's minimum disparity. Maskers by name
+(:func:`get_sky_masker`):
+
+* ``heuristic`` (default, no weights): a pixel is sky when it is sky-coloured (blue, or bright
+  and unsaturated: overcast, haze), smooth (low image gradient), far (disparity, when given, in
+  the low tail of the frame's values and locally uniform), and belongs to a region connected to
+  the top border of the frame. Morphology cleans the mask; small regions are dropped.
+* ``model:PATH``: a segmentation network from a local file: ``.onnx`` through ``cv2.dnn``, any
+  other suffix as TorchScript (``torch.jit.load``). It must map a 1x3xHxW float image (RGB,
+  ImageNet-normalised) to 1xCxhxw scores; with C == 1 the sky probability is ``sigmoid``, else
+  the arg-max class equals ``sky_class``.
+* ``none``: no sky.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import cv2
+import numpy as np
+
+from pipeline.errors import BadInputError, ConfigError
+
+__all__ = [
+    "SkyMasker",
+    "HeuristicSkyMasker",
+    "HeuristicSkyConfig",
+    "ModelSkyMasker",
+    "NoSkyMasker",
+    "get_sky_masker",
+    "available_sky_maskers",
+    "register_sky_masker",
+]
+
+log = logging.getLogger(__name__)
+
+
+class SkyMasker:
+    """Base class: one required method, :meth:`mask`. Subclasses must be picklable."""
+
+    name = "base"
+
+    def mask(self, image: np.ndarray, disparity: np.ndarray | None = None, valid: np.ndarray | None = None) -> np.ndarray:
+        """The sky mask of ``image`` (HxWx3 uint8 RGB) as HxW bool.
+
+        Args:
+            image: the left view.
+            disparity: the left view's disparity (same size), when known; maskers may use it.
+            valid: which disparities passed the checks.
+        """
+        raise NotImplementedError
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if not k.startswith("_impl")}
+
+
+class NoSkyMasker(SkyMasker):
+    """Never sky."""
+
+    name = "none"
+
+    def mask(self, image, disparity=None, valid=None):
+        return np.zeros(image.shape[:2], bool)
+
+
+@dataclass
+class HeuristicSkyConfig:
+    """Thresholds of the heuristic sky masker (image values are 0-255).
+
+    Attributes:
+        blue_hue: OpenCV hue range (0-180) counted as blue sky.
+        min_blue_saturation, min_blue_value: a blue pixel must be at least this saturated/bright.
+        max_grey_saturation, min_grey_value: overcast/hazy sky: unsaturated and at least this bright.
+        max_gradient: the mean gray-level gradient (Sobel, per pixel) allowed in a 9x9 window.
+        disparity_quantile: sky disparity must lie within ``disparity_tolerance`` of this quantile
+            of the frame's valid disparities (the far end).
+        disparity_tolerance: as a fraction of the frame's 2-98% disparity range (at least 1 px).
+        max_disparity_spread_px: local (9x9) disparity span allowed in the sky.
+        min_area_fraction: sky regions smaller than this fraction of the frame are dropped.
+    """
+
+    blue_hue: tuple[int, int] = (85, 135)
+    min_blue_saturation: int = 40
+    min_blue_value: int = 90
+    max_grey_saturation: int = 45
+    min_grey_value: int = 150
+    max_gradient: float = 6.0
+    disparity_quantile: float = 0.02
+    disparity_tolerance: float = 0.15
+    max_disparity_spread_px: float = 2.0
+    min_area_fraction: float = 0.005
+
+
+class HeuristicSkyMasker(SkyMasker):
+    """Colour, smoothness, far and uniform disparity, connected to the top border."""
+
+    name = "heuristic"
+
+    def __init__(self, config: HeuristicSkyConfig | None = None, use_disparity: bool = True):
+        self.config = config or HeuristicSkyConfig()
+        self.use_disparity = use_disparity
+
+    def mask(self, image, disparity=None, valid=None):
+        c = self.config
+        img = np.asarray(image)
+        h, w = img.shape[:2]
+        hsv = cv2.cvtColor(img, cv2.COLOR_RGB2HSV)
+        hue, sat, val = hsv[..., 0], hsv[..., 1], hsv[..., 2]
+        blue = (hue >= c.blue_hue[0]) & (hue <= c.blue_hue[1]) & (sat >= c.min_blue_saturation) & (val >= c.min_blue_value)
+        grey = (sat <= c.max_grey_saturation) & (val >= c.min_grey_value)
+        gray = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY).astype(np.float32)
+        grad = np.abs(cv2.Sobel(gray, cv2.CV_32F, 1, 0, ksize=3)) + np.abs(cv2.Sobel(gray, cv2.CV_32F, 0, 1, ksize=3))
+        smooth = cv2.blur(grad / 8.0, (9, 9)) <= c.max_gradient  # Sobel 3x3 gain is 8 for a unit step
+        candidate = (blue | grey) & smooth
+        if self.use_disparity and disparity is not None:
+            candidate &= self._far_and_uniform(np.asarray(disparity, np.float32), valid)
+        return self._connected_to_top(candidate, h, w)
+
+    def _far_and_uniform(self, disparity: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
+        c = self.config
+        finite = np.isfinite(disparity)
+        ref = finite if valid is None else (finite & np.asarray(valid, bool))
+        if ref.sum() < 16:
+            ref = finite
+        if not ref.any():
+            return np.ones(disparity.shape, bool)
+        lo, p2, p98 = np.quantile(disparity[ref], [c.disparity_quantile, 0.02, 0.98])
+        tol = max(1.0, c.disparity_tolerance * float(p98 - p2))
+        d = np.nan_to_num(disparity, nan=float(lo))
+        far = d <= lo + tol
+        spread = cv2.morphologyEx(d, cv2.MORPH_GRADIENT, np.ones((9, 9), np.uint8))
+        return far & (spread <= c.max_disparity_spread_px)
+
+    def _connected_to_top(self, candidate: np.ndarray, h: int, w: int) -> np.ndarray:
+        k = max(3, (min(h, w) // 100) | 1)
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
+        m = cv2.morphologyEx(candidate.astype(np.uint8), cv2.MORPH_OPEN, kernel)
+        m = cv2.morphologyEx(m, cv2.MORPH_CLOSE, kernel)
+        # the first non-black row is the top of the picture (letterbox bars are not sky)
+        n, labels, stats, _ = cv2.connectedComponentsWithStats(m, connectivity=4)
+        top_rows = max(1, h // 50)
+        out = np.zeros((h, w), bool)
+        min_area = self.config.min_area_fraction * h * w
+        for lab in range(1, n):
+            if stats[lab, cv2.CC_STAT_AREA] < min_area or stats[lab, cv2.CC_STAT_TOP] > top_rows:
+                continue
+            out |= labels == lab
+        return out
+
+
+class ModelSkyMasker(SkyMasker):
+    """A sky segmentation network from a local ONNX (cv2.dnn) or TorchScript file.
+
+    Args:
+        path: the model file.
+        input_size: (width, height) the image is resized to before the network.
+        sky_class: index of the sky class for multi-class outputs.
+        threshold: probability threshold for single-channel outputs.
+    """
+
+    name = "model"
+
+    def __init__(self, path: str | Path, input_size: tuple[int, int] = (512, 256), sky_class: int = 1, threshold: float = 0.5):
+        self.path = str(path)
+        self.input_size = tuple(input_size)
+        self.sky_class = sky_class
+        self.threshold = threshold
+        if not Path(self.path).is_file():
+            raise BadInputError(self.path, "sky model file not found", "give an .onnx or TorchScript file: --sky model:FILE")
+        self._load()  # fail now, not in a worker
+
+    def _load(self) -> Any:
+        net = getattr(self, "_impl_net", None)
+        if net is not None:
+            return net
+        if self.path.lower().endswith(".onnx"):
+            try:
+                net = cv2.dnn.readNetFromONNX(self.path)
+            except cv2.error as exc:
+                raise BadInputError(self.path, "not a readable ONNX model", str(exc).strip().splitlines()[-1]) from exc
+        else:
+            import torch
+
+            try:
+                net = torch.jit.load(self.path, map_location="cpu").eval()
+            except Exception as exc:
+                raise BadInputError(
+                    self.path, "not a TorchScript model", "export with torch.jit.script/trace, or use an .onnx file"
+                ) from exc
+        self._impl_net = net
+        return net
+
+    def _scores(self, blob: np.ndarray) -> np.ndarray:
+        net = self._load()
+        if isinstance(net, cv2.dnn.Net):
+            net.setInput(blob)
+            return np.asarray(net.forward())
+        import torch
+
+        with torch.inference_mode():
+            out = net(torch.from_numpy(blob))
+        if isinstance(out, (tuple, list)):
+            out = out[0]
+        if isinstance(out, dict):
+            out = next(iter(out.values()))
+        return out.float().numpy()
+
+    def mask(self, image, disparity=None, valid=None):
+        h, w = image.shape[:2]
+        x = cv2.resize(image, self.input_size, interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
+        x = (x - np.array([0.485, 0.456, 0.406], np.float32)) / np.array([0.229, 0.224, 0.225], np.float32)
+        blob = np.ascontiguousarray(x.transpose(2, 0, 1)[None])
+        scores = self._scores(blob)
+        if scores.ndim != 4 or scores.shape[0] != 1:
+            raise BadInputError(self.path, f"sky model output has shape {scores.shape}; expected 1xCxHxW")
+        if scores.shape[1] == 1:
+            prob = 1.0 / (1.0 + np.exp(-scores[0, 0]))
+            small = prob >= self.threshold
+        else:
+            small = np.argmax(scores[0], axis=0) == self.sky_class
+        return cv2.resize(small.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
+
+
+_MASKERS: dict[str, Callable[[], SkyMasker]] = {
+    "heuristic": HeuristicSkyMasker,
+    "none": NoSkyMasker,
+}
+
+
+def register_sky_masker(name: str, factory: Callable[[], SkyMasker]) -> None:
+    """Register a masker factory under a plain name."""
+    _MASKERS[name] = factory
+
+
+def available_sky_maskers() -> list[str]:
+    return sorted(_MASKERS) + ["model:<file.onnx|file.pt>"]
+
+
+def get_sky_masker(name: str | None) -> SkyMasker:
+    """Build a sky masker by name: ``heuristic``, ``none`` (or ``None``), ``model:PATH``."""
+    if name is None:
+        return NoSkyMasker()
+    if name.startswith("model:"):
+        path = name.split(":", 1)[1]
+        if not path:
+            raise ConfigError("sky masker 'model:' needs a file: model:/path/to/sky.onnx")
+        return ModelSkyMasker(path)
+    if name in _MASKERS:
+        return _MASKERS[name]()
+    raise ConfigError(f"unknown sky masker {name!r}; valid: {', '.join(available_sky_maskers())}")

@@ -44,6 +44,7 @@ METRIC_NAMES: Mapping[str, str] = {
     "abs_rel": "AbsRel",
     "delta_1.25": "δ>1.25 %",
     "rmse_disparity": "RMSE (disparity)",
+    "ordinal_error": "ordinal error %",
 }
 
 # A least-squares system is treated as singular when the prediction's variance over the mask is

@@ -1,0 +1,376 @@
+"""Inference: a trained model on images and videos, to 16-bit inverse-depth PNGs, previews and PLY.
+
+:class:`DepthPredictor` wraps a :class:`training.model.DepthModel` with the method's input rule
+(longer side 384, sides multiples of 32, ImageNet normalisation) and resizes the prediction back to
+the input's resolution (bicubic, as MiDaS does). It batches images of equal size and runs on the
+GPU when one is present. :func:`predict_paths` is what ``depthmine predict`` calls: it walks image
+files, folders of images and videos (decoded frame by frame with PyAV, in bounded memory) and
+writes, per image or frame:
+
+* ``<name>.disparity.png``: 16-bit inverse depth (relative disparity, larger = nearer), linearly
+  scaled per image so that its minimum is 0 and its maximum 65535. The two numbers that undo the
+  scaling (``disparity = min + png / 65535 * (max - min)``) are listed in ``predictions.csv``.
+* ``<name>.preview.png``: the input next to the coloured disparity (:func:`pipeline.viz.colorize_disparity`).
+* ``<name>.ply`` (optional): a coloured point cloud for given pinhole intrinsics. The model's
+  disparity is only known up to scale and shift, so the cloud's depth ``1 / disparity`` is a
+  relative shape (nearest point at depth 1), not metres.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pipeline.atomic import atomic_open
+from pipeline.errors import BadInputError
+from pipeline.viz import colorize_disparity, hstack_tiles, save_png
+from training.benchmarks.protocols import inference_size
+
+__all__ = [
+    "DepthPredictor",
+    "PredictConfig",
+    "PointCloudIntrinsics",
+    "resolve_device",
+    "disparity_to_png16",
+    "png16_to_disparity",
+    "write_ply",
+    "iter_inputs",
+    "predict_paths",
+    "IMAGE_SUFFIXES",
+]
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """``None``/``"auto"``: the first CUDA device when present, else the CPU."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class DepthPredictor:
+    """A depth model plus the preprocessing the method prescribes.
+
+    Args:
+        model: maps ``Bx3xHxW`` ImageNet-normalised images to ``BxHxW`` disparity.
+        device: ``"auto"`` (GPU when present), ``"cpu"``, ``"cuda:1"``...
+        side, multiple, size_rule: the input size rule (see :func:`training.benchmarks.inference_size`).
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        device: str | torch.device | None = "auto",
+        side: int = 384,
+        multiple: int = 32,
+        size_rule: str = "longer",
+    ):
+        self.device = resolve_device(device)
+        self.model = model.to(self.device).eval()
+        self.side = side
+        self.multiple = multiple
+        self.size_rule = size_rule
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str | torch.device | None = "auto", **kwargs) -> "DepthPredictor":
+        """Load a depthmine (or MiDaS) checkpoint with :func:`training.checkpoint.load_model`."""
+        from training.checkpoint import load_model
+
+        model, _ = load_model(path, map_location="cpu")
+        return cls(model, device, **kwargs)
+
+    def input_size(self, height: int, width: int) -> tuple[int, int]:
+        return inference_size(height, width, self.side, self.multiple, self.size_rule)  # type: ignore[arg-type]
+
+    @torch.inference_mode()
+    def predict_batch(
+        self,
+        images: Sequence[np.ndarray],
+        input_size: tuple[int, int] | None = None,
+        output_size: tuple[int, int] | None = None,
+    ) -> np.ndarray:
+        """Disparity for images of one size: ``B x H x W`` float32.
+
+        Args:
+            images: HxWx3 uint8 RGB, all the same size.
+            input_size: the network's ``(h, w)``; defaults to this predictor's size rule.
+            output_size: ``(H, W)`` to resize the prediction to; defaults to the images' size.
+        """
+        from training.transforms import normalize, to_tensor
+
+        if not images:
+            return np.zeros((0, 0, 0), np.float32)
+        h, w = images[0].shape[:2]
+        if any(im.shape[:2] != (h, w) for im in images):
+            raise ValueError("predict_batch needs images of one size; use predict() for mixed sizes")
+        ih, iw = input_size or self.input_size(h, w)
+        interp = cv2.INTER_AREA if ih * iw < h * w else cv2.INTER_CUBIC
+        batch = torch.stack(
+            [to_tensor(cv2.resize(im, (iw, ih), interpolation=interp) if (ih, iw) != (h, w) else im) for im in images]
+        )
+        x = normalize(batch).to(self.device, non_blocking=True)
+        out = self.model(x)
+        if out.dim() == 4:
+            out = out.squeeze(1)
+        oh, ow = output_size or (h, w)
+        if out.shape[-2:] != (oh, ow):
+            out = F.interpolate(out.unsqueeze(1), size=(oh, ow), mode="bicubic", align_corners=False).squeeze(1)
+        return out.float().cpu().numpy()
+
+    def predict(self, images: Sequence[np.ndarray], batch_size: int = 8) -> list[np.ndarray]:
+        """Disparity at each image's own resolution; consecutive equal-size images share a batch."""
+        results: list[np.ndarray] = []
+        for group in _batches(images, batch_size):
+            results.extend(self.predict_batch(group))
+        return results
+
+
+def _batches(images: Iterable[np.ndarray], batch_size: int) -> Iterator[list[np.ndarray]]:
+    group: list[np.ndarray] = []
+    for im in images:
+        if group and (len(group) >= batch_size or im.shape[:2] != group[0].shape[:2]):
+            yield group
+            group = []
+        group.append(im)
+    if group:
+        yield group
+
+
+# ---------------------------------------------------------------------------------------------
+# output encodings
+
+
+def disparity_to_png16(disparity: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """Scale disparity linearly to the full uint16 range; returns ``(png, min, max)``."""
+    d = np.nan_to_num(np.asarray(disparity, np.float64))
+    lo, hi = float(d.min()), float(d.max())
+    span = hi - lo
+    if span <= 0:
+        return np.zeros(d.shape, np.uint16), lo, hi
+    return np.round((d - lo) / span * 65535.0).astype(np.uint16), lo, hi
+
+
+def png16_to_disparity(png: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Undo :func:`disparity_to_png16` (to within 1/65535 of the range)."""
+    return (lo + png.astype(np.float64) / 65535.0 * (hi - lo)).astype(np.float32)
+
+
+@dataclass
+class PointCloudIntrinsics:
+    """Pinhole intrinsics in pixels of the input image; ``None`` fields take defaults.
+
+    Defaults: ``fx = width`` (a 53° horizontal field of view), ``fy = fx``, the principal point at
+    the image centre.
+    """
+
+    fx: float | None = None
+    fy: float | None = None
+    cx: float | None = None
+    cy: float | None = None
+
+    def resolve(self, height: int, width: int) -> tuple[float, float, float, float]:
+        fx = self.fx or float(width)
+        fy = self.fy or fx
+        cx = self.cx if self.cx is not None else (width - 1) / 2.0
+        cy = self.cy if self.cy is not None else (height - 1) / 2.0
+        return fx, fy, cx, cy
+
+
+def write_ply(
+    path: str | Path,
+    disparity: np.ndarray,
+    image: np.ndarray,
+    intrinsics: PointCloudIntrinsics | None = None,
+    max_depth_ratio: float = 20.0,
+    stride: int = 1,
+) -> int:
+    """Write a binary little-endian PLY (x, y, z float32; red, green, blue uint8); returns the point count.
+
+    Depth is ``1 / disparity`` with disparity clamped to ``>= max(disparity) / max_depth_ratio``
+    (so the background stays at a finite distance), then scaled so the nearest point is at 1.
+    """
+    d = np.asarray(disparity, np.float64)[::stride, ::stride]
+    rgb = np.asarray(image)[::stride, ::stride]
+    h, w = np.asarray(disparity).shape
+    fx, fy, cx, cy = (intrinsics or PointCloudIntrinsics()).resolve(h, w)
+    dmax = float(np.nanmax(d)) if d.size else 0.0
+    if not dmax > 0:
+        dmax = 1.0
+    z = dmax / np.maximum(np.nan_to_num(d), dmax / max_depth_ratio)
+    ys, xs = np.mgrid[0:h:stride, 0:w:stride].astype(np.float64)
+    pts = np.empty(z.size, dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1")])
+    pts["x"] = ((xs - cx) / fx * z).ravel()
+    pts["y"] = ((ys - cy) / fy * z).ravel()
+    pts["z"] = z.ravel()
+    pts["red"], pts["green"], pts["blue"] = (rgb[..., c].ravel() for c in range(3))
+    header = (
+        "ply\nformat binary_little_endian 1.0\ncomment depthmine predict: relative depth, nearest point at 1\n"
+        f"element vertex {z.size}\nproperty float x\nproperty float y\nproperty float z\n"
+        "property uchar red\nproperty uchar green\nproperty uchar blue\nend_header\n"
+    )
+    with atomic_open(path, "wb") as fh:
+        fh.write(header.encode("ascii"))
+        fh.write(pts.tobytes())
+    return int(z.size)
+
+
+# ---------------------------------------------------------------------------------------------
+# files in, files out
+
+
+@dataclass
+class PredictConfig:
+    """Options of :func:`predict_paths` (``depthmine predict`` maps its flags onto these).
+
+    Attributes:
+        batch_size: images (or video frames) per forward pass.
+        ply: also write a point cloud per image/frame.
+        intrinsics: for the point cloud.
+        ply_stride: keep every n-th pixel in each direction in the point cloud.
+        preview: write ``<name>.preview.png``.
+        every: for videos, predict every n-th decoded frame.
+        max_frames: for videos, stop after this many predicted frames (``None``: all).
+    """
+
+    batch_size: int = 8
+    ply: bool = False
+    intrinsics: PointCloudIntrinsics = field(default_factory=PointCloudIntrinsics)
+    ply_stride: int = 1
+    preview: bool = True
+    every: int = 1
+    max_frames: int | None = None
+
+
+@dataclass
+class _Item:
+    source: Path
+    name: str  # output name relative to the output folder, without suffix
+    frame_index: int | None
+    image: np.ndarray
+
+
+def iter_inputs(paths: Sequence[str | Path], config: PredictConfig | None = None) -> Iterator[_Item]:
+    """Images (files, or folders of images) and video frames, in the order given."""
+    config = config or PredictConfig()
+    for raw in paths:
+        p = Path(raw)
+        if not p.exists():
+            raise BadInputError(p, "no such image, video or folder")
+        if p.is_dir():
+            files = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+            if not files:
+                raise BadInputError(p, "folder holds no images", f"supported: {', '.join(sorted(IMAGE_SUFFIXES))}")
+            for f in files:
+                yield _Item(f, f"{p.name}/{f.stem}", None, _read_image(f))
+        elif p.suffix.lower() in IMAGE_SUFFIXES:
+            yield _Item(p, p.stem, None, _read_image(p))
+        else:
+            yield from _iter_video(p, config)
+
+
+def _read_image(path: Path) -> np.ndarray:
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise BadInputError(path, "not a readable image")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def _iter_video(path: Path, config: PredictConfig) -> Iterator[_Item]:
+    import av
+
+    try:
+        container = av.open(str(path))
+    except Exception as exc:  # PyAV raises several error types for unreadable files
+        raise BadInputError(path, f"neither an image nor a readable video ({exc})") from exc
+    with container:
+        if not container.streams.video:
+            raise BadInputError(path, "has no video stream")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        kept = 0
+        for index, frame in enumerate(container.decode(stream)):
+            if index % max(1, config.every):
+                continue
+            yield _Item(path, f"{path.stem}/{index:06d}", index, frame.to_ndarray(format="rgb24"))
+            kept += 1
+            if config.max_frames is not None and kept >= config.max_frames:
+                break
+
+
+def predict_paths(
+    predictor: DepthPredictor,
+    inputs: Sequence[str | Path],
+    out_dir: str | Path,
+    config: PredictConfig | None = None,
+    progress: bool = True,
+) -> list[dict[str, object]]:
+    """Predict every image/frame of ``inputs`` and write the outputs under ``out_dir``.
+
+    Returns the rows of ``out_dir/predictions.csv`` (input, frame, files, disparity min/max).
+    """
+    from tqdm import tqdm
+
+    config = config or PredictConfig()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, object]] = []
+    bar = tqdm(desc="predict", unit="img", disable=not progress)
+    pending: list[_Item] = []
+
+    def flush() -> None:
+        if not pending:
+            return
+        disparities = predictor.predict_batch([it.image for it in pending])
+        for it, disp in zip(pending, disparities):
+            rows.append(_write_outputs(out, it, disp, config))
+        bar.update(len(pending))
+        pending.clear()
+
+    for item in iter_inputs(inputs, config):
+        if pending and (len(pending) >= config.batch_size or item.image.shape != pending[0].image.shape):
+            flush()
+        pending.append(item)
+    flush()
+    bar.close()
+    fields = ["input", "frame_index", "disparity_png", "preview_png", "ply", "disparity_min", "disparity_max"]
+    with atomic_open(out / "predictions.csv", "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    return rows
+
+
+def _write_outputs(out: Path, item: _Item, disparity: np.ndarray, config: PredictConfig) -> dict[str, object]:
+    png, lo, hi = disparity_to_png16(disparity)
+    base = out / item.name
+    disp_path = base.with_name(base.name + ".disparity.png")
+    save_png(disp_path, png)
+    row: dict[str, object] = {
+        "input": str(item.source),
+        "frame_index": "" if item.frame_index is None else item.frame_index,
+        "disparity_png": str(disp_path.relative_to(out)),
+        "preview_png": "",
+        "ply": "",
+        "disparity_min": f"{lo:.9g}",
+        "disparity_max": f"{hi:.9g}",
+    }
+    if config.preview:
+        prev_path = base.with_name(base.name + ".preview.png")
+        save_png(prev_path, hstack_tiles([item.image, colorize_disparity(disparity)]))
+        row["preview_png"] = str(prev_path.relative_to(out))
+    if config.ply:
+        ply_path = base.with_name(base.name + ".ply")
+        write_ply(ply_path, disparity, item.image, config.intrinsics, stride=max(1, config.ply_stride))
+        row["ply"] = str(ply_path.relative_to(out))
+    return row

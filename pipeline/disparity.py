@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -331,12 +332,22 @@ def disparity_from_flow(
     )
 
 
+_SKY_CACHE = threading.local()
+
+
 def _resolve_sky(config: DisparityConfig, sky_masker: object | None) -> object | None:
+    """The given masker, or the one ``config.sky`` names (one per thread: networks are not
+    thread-safe, and a model file should be read once, not per batch)."""
     if sky_masker is not None:
         return sky_masker
-    from pipeline.sky import get_sky_masker  # local: sky imports nothing from here, but keep it lazy
+    from pipeline.sky import get_sky_masker
 
-    return get_sky_masker(config.sky)
+    cache = getattr(_SKY_CACHE, "maskers", None)
+    if cache is None:
+        cache = _SKY_CACHE.maskers = {}
+    if config.sky not in cache:
+        cache[config.sky] = get_sky_masker(config.sky)
+    return cache[config.sky]
 
 
 def swap_pairs(pairs: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -83,6 +83,7 @@ class HeuristicSkyConfig:
         disparity_tolerance: as a fraction of the frame's 2-98% disparity range (at least 1 px).
         max_disparity_spread_px: local (9x9) disparity span allowed in the sky.
         min_area_fraction: sky regions smaller than this fraction of the frame are dropped.
+        skyline_growth_px: grow the sky by up to this many pixels over sky-coloured pixels.
     """
 
     blue_hue: tuple[int, int] = (85, 135)
@@ -95,6 +96,7 @@ class HeuristicSkyConfig:
     disparity_tolerance: float = 0.15
     max_disparity_spread_px: float = 2.0
     min_area_fraction: float = 0.005
+    skyline_growth_px: int = 6
 
 
 class HeuristicSkyMasker(SkyMasker):
@@ -117,10 +119,18 @@ class HeuristicSkyMasker(SkyMasker):
         gray = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY).astype(np.float32)
         grad = np.abs(cv2.Sobel(gray, cv2.CV_32F, 1, 0, ksize=3)) + np.abs(cv2.Sobel(gray, cv2.CV_32F, 0, 1, ksize=3))
         smooth = cv2.blur(grad / 8.0, (9, 9)) <= c.max_gradient  # Sobel 3x3 gain is 8 for a unit step
-        candidate = (blue | grey) & smooth
+        colour = blue | grey
+        candidate = colour & smooth
         if self.use_disparity and disparity is not None:
             candidate &= self._far_and_uniform(np.asarray(disparity, np.float32), valid)
-        return self._connected_to_top(candidate, h, w)
+        sky = self._connected_to_top(candidate, h, w)
+        # The smoothness window stops short of the skyline; grow the sky back over sky-coloured
+        # pixels there, where flow smears the horizon's disparity into the sky.
+        reach = c.skyline_growth_px
+        if reach > 0 and sky.any():
+            kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * reach + 1, 2 * reach + 1))
+            sky |= cv2.dilate(sky.astype(np.uint8), kernel).astype(bool) & colour
+        return sky
 
     def _far_and_uniform(self, disparity: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
         c = self.config

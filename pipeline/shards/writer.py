@@ -30,7 +30,7 @@ from pipeline import __version__
 from pipeline.atomic import atomic_path, write_json_atomic
 from pipeline.config import config_to_dict
 from pipeline.errors import BadInputError, ConfigError, DepthmineError
-from pipeline.shards.codec import IMAGE_CODECS, encode_disparity, encode_float16, encode_image, pack_mask
+from pipeline.shards.codec import IMAGE_CODECS, JPEG_SUBSAMPLING, encode_disparity, encode_float16, encode_image, pack_mask
 from pipeline.shards.manifest import (
     MOVIE_MANIFEST_NAME,
     MovieManifest,
@@ -78,6 +78,7 @@ class ShardConfig:
             even for huge frames.
         image_codec: ``jpeg`` (default), ``png`` (lossless) or ``webp``.
         jpeg_quality: quality for JPEG/WebP (>= 90 keeps training artefacts invisible).
+        jpeg_subsampling: JPEG chroma subsampling, ``420`` (default) or ``444`` (sharper colour).
         compression: Parquet compression of the non-image columns (masks, floats, ids).
         store_right: also store the right view (for stereo-aware training or re-labelling).
     """
@@ -87,6 +88,7 @@ class ShardConfig:
     max_row_group_bytes: int = 64 * 1024 * 1024
     image_codec: str = "jpeg"
     jpeg_quality: int = 95
+    jpeg_subsampling: str = "420"
     compression: str = "zstd"
     store_right: bool = False
 
@@ -95,6 +97,8 @@ class ShardConfig:
             raise ConfigError(f"shards.image_codec {self.image_codec!r}: valid codecs are {sorted(IMAGE_CODECS)}")
         if not 1 <= int(self.jpeg_quality) <= 101:
             raise ConfigError(f"shards.jpeg_quality {self.jpeg_quality}: expected 1..100 (101 = lossless WebP)")
+        if self.jpeg_subsampling not in JPEG_SUBSAMPLING:
+            raise ConfigError(f"shards.jpeg_subsampling {self.jpeg_subsampling!r}: valid values are {sorted(JPEG_SUBSAMPLING)}")
         if self.row_group_rows < 1 or self.target_shard_bytes < 1 or self.max_row_group_bytes < 1:
             raise ConfigError("shards: row_group_rows, target_shard_bytes and max_row_group_bytes must be positive")
         if self.compression not in ("zstd", "snappy", "gzip", "lz4", "brotli", "none"):
@@ -124,7 +128,7 @@ def encode_records(records: Iterable[FrameRecord | Mapping[str, Any]], config: S
             "split": r.split,
             "width": r.width,
             "height": r.height,
-            "image": encode_image(r.image, config.image_codec, config.jpeg_quality),
+            "image": encode_image(r.image, config.image_codec, config.jpeg_quality, config.jpeg_subsampling),
             "image_codec": config.image_codec,
             "disparity": disp,
             "disparity_scale": scale,
@@ -133,7 +137,7 @@ def encode_records(records: Iterable[FrameRecord | Mapping[str, Any]], config: S
             "uncertainty": None if r.uncertainty is None else encode_float16(r.uncertainty),
             "sky": pack_mask(r.sky),
             "right_image": (
-                encode_image(r.right_image, config.image_codec, config.jpeg_quality)
+                encode_image(r.right_image, config.image_codec, config.jpeg_quality, config.jpeg_subsampling)
                 if config.store_right and r.right_image is not None
                 else None
             ),

@@ -1,0 +1,489 @@
+"""The one-pass stereo reader: decode a 3D movie once, detect shots and yield the sampled eyes.
+
+Design (why it is fast): a film has ~170,000 frames and we keep a few thousand. PyAV decodes
+every frame in-process with FFmpeg's frame threads; for each frame we read only the luma and
+chroma planes of the left eye, shrink them to a thumbnail of ``ShotConfig.thumb_width`` pixels and
+hand it to the PySceneDetect detector. The expensive work (YUV to RGB at full resolution, splitting
+the eyes, restoring half-resolution eyes, cropping the letterbox) happens only for the frames the
+sampling rules keep. Nothing is decoded twice and nothing is written to disk.
+
+Streaming and memory: whether a frame is sampled depends on where its shot starts (known once the
+detector has seen ``latency`` more frames) and on whether its shot lasts at least
+``min_clip_seconds`` (known once it has). The reader keeps the last ``latency + 1`` decoded frames
+and the candidate frames of the current shot until its length is confirmed: a bounded buffer of
+about a second of video, whatever the movie's length. After the iteration, ``scan.shots`` and
+``scan.samples`` are final, equal to what was yielded and to
+:func:`pipeline.sampling.sample_frames` of the detected shots (checked). The scan is
+deterministic, so a crashed ingest can re-run it and skip the shots it already stored.
+
+Frame indices count decoded frames in presentation order from 0; ``pts_seconds`` is the frame's
+presentation time. Two separate eye files are decoded in lock step and paired by timestamp.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Iterator
+
+import cv2
+import numpy as np
+
+from pipeline.errors import BadInputError, ConfigError
+from pipeline.layouts import (
+    CropBox,
+    Layout,
+    LayoutDecision,
+    check_splittable,
+    detect_layout,
+    detect_letterbox,
+    eye_size,
+    layout_from_metadata,
+    packed_eye_size,
+    split_frame,
+)
+from pipeline.probe import MovieInfo, open_container, probe
+from pipeline.sampling import SamplingConfig, frame_step, in_window, kept_frame_range, min_clip_frames, sample_frames
+from pipeline.shots import Shot, ShotConfig, build_detector, shots_from_cuts
+
+__all__ = ["SampledFrame", "StereoSource", "MovieScan", "open_stereo", "scan_movie"]
+
+log = logging.getLogger(__name__)
+
+_PLANAR_420 = {"yuv420p", "yuvj420p"}
+
+
+@dataclasses.dataclass
+class SampledFrame:
+    """One sampled stereo frame.
+
+    Attributes:
+        frame_index: index of the frame in the movie (decode order = presentation order, from 0).
+        pts_seconds: presentation time in seconds.
+        shot_id: index of its shot in ``scan.shots``.
+        left, right: ``HxWx3 uint8`` RGB eyes at full per-eye resolution, letterbox cropped.
+    """
+
+    frame_index: int
+    pts_seconds: float
+    shot_id: int
+    left: np.ndarray
+    right: np.ndarray
+
+
+@dataclasses.dataclass
+class _Raw:
+    index: int
+    pts: float
+    frame: object  # av.VideoFrame (left file's, or the packed frame)
+    right: object | None  # av.VideoFrame of the right file (separate layout)
+    thumb: np.ndarray | None = None
+
+
+class StereoSource:
+    """An opened 3D movie: its metadata, layout (with the reason), eye size and letterbox crop.
+
+    Build with :func:`open_stereo`. Attributes: ``path``, ``right_path``, ``info`` (and
+    ``right_info``), ``layout``, ``layout_reason``, ``eyes_swapped`` (metadata says right eye
+    first), ``eye_size`` (full per-eye ``(w, h)``), ``crop`` (:class:`CropBox` in eye coordinates).
+    """
+
+    def __init__(self, path: Path, info: MovieInfo, decision: LayoutDecision, right_path: Path | None = None,
+                 right_info: MovieInfo | None = None):
+        self.path = path
+        self.right_path = right_path
+        self.info = info
+        self.right_info = right_info
+        self.layout: Layout = decision.layout
+        self.layout_reason: str = decision.reason
+        self.layout_scores: dict[str, float] = decision.scores
+        self.eyes_swapped: bool = decision.eyes_swapped
+        self.eye_size: tuple[int, int] = eye_size(info.width, info.height, self.layout)
+        self.crop: CropBox = CropBox.full(*self.eye_size)
+
+    def __repr__(self) -> str:
+        return (f"StereoSource({str(self.path)!r}, layout={self.layout.value}, eye={self.eye_size[0]}x{self.eye_size[1]}, "
+                f"crop={self.crop}, fps={self.info.fps:g})")
+
+    # -- decoding ---------------------------------------------------------------------------
+
+    def _open_video(self, path: Path):
+        container = open_container(path)
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"  # frame + slice threads: decoding at FFmpeg's speed
+        return container, stream
+
+    def iter_raw(self) -> Iterator[_Raw]:
+        """Decoded frames (not converted) with index and time; pairs the two files of ``separate``."""
+        import av
+
+        fps = self.info.fps
+        containers = []
+        index = -1
+        try:
+            c, s = self._open_video(self.path)
+            containers.append(c)
+            left_iter = c.decode(s)
+            pairer = None
+            if self.right_path is not None:
+                c2, s2 = self._open_video(self.right_path)
+                containers.append(c2)
+                pairer = _Pairer(iter(c2.decode(s2)))
+            unpaired = 0
+            for frame in left_iter:
+                index += 1
+                pts = frame.time if frame.time is not None else index / fps
+                right = None
+                if pairer is not None:
+                    right, missed = pairer.match(pts, 0.5 / fps)
+                    if right is None:
+                        raise BadInputError(self.right_path, "the right eye file has no frames", "give the right eye's video")
+                    unpaired += missed
+                yield _Raw(index, float(pts), frame, right)
+            if unpaired:
+                log.warning("%s: %d frame(s) of the right eye file had no partner within half a frame", self.right_path, unpaired)
+        except av.error.FFmpegError as exc:
+            raise BadInputError(
+                self.path, f"decoding failed after frame {index} ({exc.strerror or exc}): the file is truncated or corrupt",
+                "copy the file again, or remux it with ffmpeg -c copy",
+            ) from None
+        finally:
+            for c in containers:
+                c.close()
+
+    def seek_frames(self, count: int = 12) -> list[_Raw]:
+        """A few frames spread over the movie (one keyframe seek each): for layout and letterbox."""
+        import av
+
+        duration = max(self.info.duration_s, 1.0 / self.info.fps)
+        out: list[_Raw] = []
+        containers = []
+        try:
+            c, s = self._open_video(self.path)
+            containers.append(c)
+            c2 = s2 = None
+            if self.right_path is not None:
+                c2, s2 = self._open_video(self.right_path)
+                containers.append(c2)
+            seen = set()
+            for k in range(count):
+                t = duration * (k + 0.5) / count
+                f = _frame_near(c, s, t)
+                if f is None or f.pts in seen:
+                    continue
+                seen.add(f.pts)
+                r = _frame_near(c2, s2, f.time or t) if c2 is not None else None
+                if c2 is not None and r is None:
+                    continue
+                out.append(_Raw(-1, float(f.time or t), f, r))
+        except av.error.FFmpegError as exc:
+            raise BadInputError(self.path, f"cannot seek in the file ({exc.strerror or exc})", "remux it with ffmpeg -c copy") from None
+        finally:
+            for c in containers:
+                c.close()
+        return out
+
+    # -- conversion -------------------------------------------------------------------------
+
+    def eyes(self, raw: _Raw, crop: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """Full-resolution RGB ``(left, right)`` of a decoded frame, letterbox-cropped."""
+        if self.layout is Layout.SEPARATE:
+            left = raw.frame.to_ndarray(format="rgb24")
+            right = raw.right.to_ndarray(format="rgb24")
+        else:
+            left, right = split_frame(raw.frame.to_ndarray(format="rgb24"), self.layout)
+        if self.eyes_swapped:
+            left, right = right, left
+        if crop:
+            left, right = self.crop.apply(left), self.crop.apply(right)
+        return np.ascontiguousarray(left), np.ascontiguousarray(right)
+
+    def thumb(self, raw: _Raw, width: int) -> np.ndarray:
+        """A small BGR picture of the left eye's picture area from the YUV planes (no full RGB)."""
+        frame = raw.frame
+        if frame.format.name not in _PLANAR_420:
+            frame = frame.reformat(format="yuv420p")
+        planes = [np.frombuffer(p, np.uint8).reshape(p.height, p.line_size)[:, : p.width] for p in frame.planes[:3]]
+        y, u, v = planes
+        fh, fw = y.shape
+        # the left eye's region in the stored frame, then the crop scaled to it
+        if self.layout in (Layout.SBS_FULL, Layout.SBS_HALF) and not self.eyes_swapped:
+            region = (0, 0, fw // 2, fh)
+        elif self.layout in (Layout.SBS_FULL, Layout.SBS_HALF):
+            region = (fw // 2, 0, fw // 2, fh)
+        elif self.layout in (Layout.TAB_FULL, Layout.TAB_HALF) and not self.eyes_swapped:
+            region = (0, 0, fw, fh // 2)
+        elif self.layout in (Layout.TAB_FULL, Layout.TAB_HALF):
+            region = (0, fh // 2, fw, fh // 2)
+        else:
+            region = (0, 0, fw, fh)
+        ew, eh = self.eye_size
+        sx, sy = region[2] / ew, region[3] / eh
+        x0 = region[0] + int(self.crop.x * sx)
+        y0 = region[1] + int(self.crop.y * sy)
+        cw, ch = max(2, int(self.crop.w * sx)), max(2, int(self.crop.h * sy))
+        x0 -= x0 % 2
+        y0 -= y0 % 2
+        tw = min(width, cw)
+        th = max(2, int(round(ch * tw / cw)))
+        ys = cv2.resize(y[y0 : y0 + ch, x0 : x0 + cw], (tw, th), interpolation=cv2.INTER_AREA)
+        us = cv2.resize(u[y0 // 2 : (y0 + ch) // 2, x0 // 2 : (x0 + cw) // 2], (tw, th), interpolation=cv2.INTER_AREA)
+        vs = cv2.resize(v[y0 // 2 : (y0 + ch) // 2, x0 // 2 : (x0 + cw) // 2], (tw, th), interpolation=cv2.INTER_AREA)
+        return cv2.cvtColor(cv2.merge([ys, us, vs]), cv2.COLOR_YUV2BGR)
+
+
+def _frame_near(container, stream, t: float):
+    """The first frame decoded after a backward keyframe seek to ``t`` seconds (or None)."""
+    container.seek(int(max(0.0, t) / stream.time_base), stream=stream, backward=True)
+    for frame in container.decode(stream):
+        return frame
+    return None
+
+
+class _Pairer:
+    """Pairs right-eye frames with left-eye times: the right frame within ``tol`` of ``t``.
+
+    Extra right frames are skipped; a left frame without a partner reuses the last matched right
+    frame (counted and reported), so frame indices stay those of the left file.
+    """
+
+    def __init__(self, frames: Iterator):
+        self._frames = frames
+        self._next = None
+        self._last = None
+
+    def match(self, t: float, tol: float):
+        while True:
+            if self._next is None:
+                self._next = next(self._frames, None)
+                if self._next is None:
+                    break
+            ct = self._next.time if self._next.time is not None else t
+            if ct < t - tol:
+                self._next = None  # a right frame with no left partner
+                continue
+            if ct > t + tol:
+                break  # belongs to a later left frame
+            self._last, self._next = self._next, None
+            return self._last, 0
+        partner = self._last if self._last is not None else self._next
+        return partner, 1
+
+
+def open_stereo(path: str | Path, layout: str | Layout | None = None, right_path: str | Path | None = None,
+                probe_frames: int = 12) -> StereoSource:
+    """Open a 3D movie: probe it, decide its layout (logged with the reason), find the letterbox.
+
+    Args:
+        path: the movie (the left eye's file when ``right_path`` is given).
+        layout: force a layout (``sbs-half``...); None reads the metadata, else looks at the content.
+        right_path: the right eye's file: the ``separate`` layout.
+        probe_frames: frames seeked over the movie for content layout detection and the letterbox.
+
+    Raises:
+        BadInputError: unreadable input, a 2D movie, an MVC stream, an odd frame size for the layout.
+    """
+    path = Path(path)
+    info = probe(path)
+    right_info = None
+    if right_path is not None:
+        if layout is not None and Layout(str(layout)) is not Layout.SEPARATE:
+            raise ConfigError(f"a right eye file was given, so the layout is 'separate', not {layout!r}")
+        right_path = Path(right_path)
+        right_info = probe(right_path)
+        if (right_info.width, right_info.height) != (info.width, info.height):
+            raise BadInputError(right_path, f"right eye is {right_info.width}x{right_info.height} but the left eye "
+                                f"({path.name}) is {info.width}x{info.height}", "give the two eyes of the same movie")
+        if abs(right_info.fps - info.fps) > 0.01 * info.fps:
+            raise BadInputError(right_path, f"right eye runs at {right_info.fps:g} fps but the left at {info.fps:g} fps",
+                                "give the two eyes of the same movie")
+        decision = LayoutDecision(Layout.SEPARATE, f"two eye files given ({path.name} left, {right_path.name} right)")
+    elif layout is not None:
+        try:
+            chosen = Layout(str(layout))
+        except ValueError:
+            raise ConfigError(f"unknown layout {layout!r}; valid: {', '.join(l.value for l in Layout)}") from None
+        if chosen is Layout.SEPARATE:
+            raise ConfigError("layout 'separate' needs the right eye's file (right_path / --right)")
+        decision = LayoutDecision(chosen, f"layout {chosen.value} given by the user")
+    else:
+        decision = layout_from_metadata(info)
+    source = StereoSource(path, info, decision or LayoutDecision(Layout.SBS_FULL, "undecided"), right_path, right_info)
+    samples = source.seek_frames(probe_frames)
+    if not samples:
+        raise BadInputError(path, "no frame could be decoded", "the file may be truncated or corrupt")
+    if decision is None:
+        gray = [s.frame.to_ndarray(format="gray") for s in samples]
+        decision = detect_layout(gray, path=path, sample_aspect_ratio=info.sample_aspect_ratio)
+        source = StereoSource(path, info, decision, right_path, right_info)
+    if source.layout is not Layout.SEPARATE:
+        check_splittable(info.width, info.height, source.layout, path)
+    eyes = []
+    for s in samples:
+        left, right = source.eyes(s, crop=False)
+        eyes += [left, right]
+    source.crop = detect_letterbox(eyes)
+    log.info("%s: layout %s (%s); eye %dx%d; letterbox crop %s", path, source.layout.value, source.layout_reason,
+             *source.eye_size, source.crop)
+    return source
+
+
+class MovieScan:
+    """One pass over a movie: iterate to get the :class:`SampledFrame` s; then read ``shots``/``samples``.
+
+    Iterating decodes the movie exactly once (a second iteration raises). ``run()`` iterates and
+    discards the frames (for ``depthmine shots``). With ``keep_thumbnails``, ``thumbnails[shot_id]``
+    holds the first and middle frame of each shot as small RGB pictures (contact sheets).
+    """
+
+    def __init__(self, source: StereoSource, shots: ShotConfig, sampling: SamplingConfig, split: str,
+                 progress: bool = False, keep_thumbnails: bool = False):
+        self.source = source
+        self.shot_config = shots
+        self.sampling = sampling
+        self.split = split
+        frame_step(source.info.fps, split, sampling)  # validates the split now, not mid-scan
+        self.progress = progress
+        self.keep_thumbnails = keep_thumbnails
+        self.shots: list[Shot] = []
+        self.samples: list[int] = []
+        self.frame_count: int | None = None
+        self.thumbnails: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self.done = False
+        self._started = False
+
+    def run(self) -> "MovieScan":
+        for _ in self:
+            pass
+        return self
+
+    def as_dict(self) -> dict:
+        """The JSON of ``depthmine shots``: shots (half-open), samples, layout and movie facts."""
+        src = self.source
+        return {
+            "movie": str(src.path),
+            "right": str(src.right_path) if src.right_path else None,
+            "layout": src.layout.value,
+            "layout_reason": src.layout_reason,
+            "eye_size": list(src.eye_size),
+            "crop": src.crop.as_dict(),
+            "fps": src.info.fps,
+            "frame_count": self.frame_count,
+            "split": self.split,
+            "shots": [s.as_dict() for s in self.shots],
+            "samples": list(self.samples),
+        }
+
+    def __iter__(self) -> Iterator[SampledFrame]:
+        if self._started:
+            raise RuntimeError("a MovieScan decodes the movie once; call scan_movie() again to rescan")
+        self._started = True
+        return self._scan()
+
+    def _scan(self) -> Iterator[SampledFrame]:
+        src = self.source
+        fps = src.info.fps
+        detector = build_detector(self.shot_config, fps)
+        latency = detector.latency
+        first_kept, last_kept = kept_frame_range(None, fps, src.info.chapters, self.sampling)
+        step = frame_step(fps, self.split, self.sampling)
+        shortest = min_clip_frames(fps, self.sampling)
+        thumb_w = int(self.shot_config.thumb_width)
+
+        ring: collections.deque[_Raw] = collections.deque()
+        cuts: set[int] = set()
+        state = {"start": 0, "confirmed": False, "shot_id": 0, "finalized": -1}
+        pending: list[_Raw] = []
+        mids: list[tuple[int, np.ndarray]] = []
+        mid_stride = [1]
+
+        def emit(raw: _Raw) -> SampledFrame:
+            left, right = src.eyes(raw)
+            self.samples.append(raw.index)
+            return SampledFrame(raw.index, raw.pts, state["shot_id"], left, right)
+
+        def close_shot(end: int) -> None:
+            shot = Shot(state["shot_id"], state["start"], end)
+            self.shots.append(shot)
+            if self.keep_thumbnails and mids:
+                middle = shot.start_frame + shot.frame_count // 2
+                best = min(mids, key=lambda m: abs(m[0] - middle))[1]
+                self.thumbnails[shot.shot_id] = (mids[0][1][..., ::-1].copy(), best[..., ::-1].copy())
+            mids.clear()
+            mid_stride[0] = 1
+            pending.clear()  # a shot shorter than min_clip: its candidates are dropped
+
+        def finalize(raw: _Raw) -> Iterator[SampledFrame]:
+            i = raw.index
+            if i in cuts:
+                close_shot(i)
+                state.update(start=i, confirmed=False, shot_id=state["shot_id"] + 1)
+            state["finalized"] = i
+            offset = i - state["start"]
+            if self.keep_thumbnails and raw.thumb is not None and offset % mid_stride[0] == 0:
+                mids.append((i, raw.thumb))
+                if len(mids) > 32:
+                    del mids[1::2]
+                    mid_stride[0] *= 2
+            candidate = first_kept <= i < last_kept and in_window(offset, fps, step, self.sampling)
+            if not state["confirmed"] and offset + 1 >= shortest:
+                state["confirmed"] = True
+                for p in pending:
+                    yield emit(p)
+                pending.clear()
+            if candidate:
+                if state["confirmed"]:
+                    yield emit(raw)
+                else:
+                    pending.append(raw)
+
+        def add_cuts(found: list[int]) -> None:
+            for c in found:
+                if c <= state["finalized"]:
+                    log.warning("%s: detector reported cut %d after frame %d was final; ignored", src.path, c, state["finalized"])
+                else:
+                    cuts.add(c)
+
+        bar = None
+        if self.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=src.info.frame_count or None, desc=f"scanning {src.path.name}", unit="frame")
+        last_index = -1
+        try:
+            for raw in src.iter_raw():
+                last_index = raw.index
+                raw.thumb = src.thumb(raw, thumb_w)
+                add_cuts(detector.push(raw.index, raw.thumb))
+                ring.append(raw)
+                while ring and ring[0].index <= raw.index - latency:
+                    yield from finalize(ring.popleft())
+                if bar is not None:
+                    bar.update(1)
+            add_cuts(detector.finish())
+            while ring:
+                yield from finalize(ring.popleft())
+        finally:
+            if bar is not None:
+                bar.close()
+        frame_count = last_index + 1
+        if frame_count == 0:
+            raise BadInputError(src.path, "no video frame could be decoded", "the file may be truncated or corrupt")
+        close_shot(frame_count)
+        self.frame_count = frame_count
+        expected = src.info.frame_count
+        if expected and abs(expected - frame_count) > max(2, 0.02 * expected):
+            log.warning("%s: decoded %d frames, the container suggested %d", src.path, frame_count, expected)
+        rule = sample_frames(self.shots, fps, self.split, src.info.chapters, self.sampling, frame_count=frame_count)
+        if rule != self.samples:  # an invariant of this module, not a user error
+            raise RuntimeError(f"one-pass sampling diverged from sample_frames ({len(self.samples)} vs {len(rule)} frames)")
+        self.done = True
+        log.info("%s: %d frames, %d shots, %d samples (%s)", src.path, frame_count, len(self.shots), len(self.samples), self.split)
+
+
+def scan_movie(source: StereoSource, shots: ShotConfig | None = None, sampling: SamplingConfig | None = None,
+               split: str = "train", progress: bool = False, keep_thumbnails: bool = False) -> MovieScan:
+    """Prepare the one pass over ``source``; iterate the result to decode (see :class:`MovieScan`)."""
+    return MovieScan(source, shots or ShotConfig(), sampling or SamplingConfig(), split, progress, keep_thumbnails)

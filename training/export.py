@@ -2,9 +2,9 @@
 
 The exported graph has one input ``image`` (``B x 3 x H x W`` float32, RGB in [0, 1] normalised
 with the ImageNet mean and std, exactly what :func:`training.transforms.normalize` produces) and one
-output ``disparity`` (``B x H x W``, relative inverse depth). With ``dynamic=True`` the batch, height
-and width are symbolic (use sides that are multiples of 32); otherwise the file is specialised to
-the export size, which some runtimes (TensorRT, mobile) run faster.
+output ``disparity`` (``B x H x W``, relative inverse depth). The batch is always symbolic. With
+``dynamic=True`` height and width are symbolic too (use sides that are multiples of 32); otherwise
+the file is specialised to the export size, which some runtimes (TensorRT, mobile) run faster.
 
 The legacy TorchScript-based exporter is used (``dynamo=False``): the torch.export-based one
 needs ``onnxscript``, which this project does not install.
@@ -67,7 +67,10 @@ def export_onnx(
         log.warning("export size %dx%d is not a multiple of 32; the encoder may crop or pad", width, height)
     model = model.to("cpu").eval()
     dummy = torch.zeros(1, 3, height, width)
-    dynamic_axes = {"image": {0: "batch", 2: "height", 3: "width"}, "disparity": {0: "batch", 1: "height", 2: "width"}}
+    if dynamic:
+        dynamic_axes = {"image": {0: "batch", 2: "height", 3: "width"}, "disparity": {0: "batch", 1: "height", 2: "width"}}
+    else:
+        dynamic_axes = {"image": {0: "batch"}, "disparity": {0: "batch"}}
     path = Path(path)
     with atomic_path(path) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # the legacy exporter announces itself
@@ -79,7 +82,7 @@ def export_onnx(
             dynamo=False,
             input_names=["image"],
             output_names=["disparity"],
-            dynamic_axes=dynamic_axes if dynamic else None,
+            dynamic_axes=dynamic_axes,
             opset_version=opset,
             do_constant_folding=True,
         )
@@ -96,8 +99,8 @@ def check_onnx_parity(
     """Run the ONNX file with ONNX Runtime (CPU) and PyTorch on the same random inputs and compare.
 
     Args:
-        shapes: input shapes ``(B, 3, H, W)`` to test; default: the file's own static shape, or
-            ``(2, 3, 384, 384)`` and ``(1, 3, 256, 320)`` for a dynamic file.
+        shapes: input shapes ``(B, 3, H, W)`` to test; default: a batch of 2 at the file's own
+            height and width, or ``(2, 3, 384, 384)`` and ``(1, 3, 256, 320)`` when those are symbolic.
     """
     try:
         import onnxruntime as ort
@@ -106,8 +109,8 @@ def check_onnx_parity(
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     if shapes is None:
         dims = session.get_inputs()[0].shape
-        if all(isinstance(d, int) for d in dims):
-            shapes = [tuple(dims)]  # type: ignore[list-item]
+        if all(isinstance(d, int) for d in dims[1:]):
+            shapes = [(2, *dims[1:])]  # type: ignore[list-item]
         else:
             shapes = [(2, 3, 384, 384), (1, 3, 256, 320)]
     model = model.to("cpu").eval()

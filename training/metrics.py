@@ -43,7 +43,7 @@ METRIC_NAMES: Mapping[str, str] = {
     "whdr": "WHDR %",
     "abs_rel": "AbsRel",
     "delta_1.25": "δ>1.25 %",
-    "rmse_disparity": "RMSE (disparity)",
+    "rmse_disparity": "disparity RMSE",
     "ordinal_error": "ordinal error %",
 }
 

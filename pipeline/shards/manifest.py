@@ -59,6 +59,7 @@ __all__ = [
     "publish",
     "garbage_collect",
     "sha256_file",
+    "manifest_location",
     "utc_now",
 ]
 
@@ -311,7 +312,10 @@ def manifest_location(path: str | Path) -> tuple[str, str]:
     """``(dataset_root, manifest_path)`` for a dataset folder or a manifest file (local or URI)."""
     p = _strip(path)
     if p.endswith(".json"):
-        return p.rsplit("/", 1)[0] if "/" in p else ".", p
+        root = p.rsplit("/", 1)[0] if "/" in p else "."
+        if root == VERSIONS_DIR or root.endswith(f"/{VERSIONS_DIR}"):  # an older version's manifest
+            root = root[: -len(VERSIONS_DIR)].rstrip("/") or "."
+        return root, p
     return p, f"{p}/{MANIFEST_NAME}"
 
 

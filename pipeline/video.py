@@ -226,8 +226,9 @@ class StereoSource:
         cw, ch = max(2, int(self.crop.w * sx)), max(2, int(self.crop.h * sy))
         x0 -= x0 % 2
         y0 -= y0 % 2
-        tw = min(width, cw)
-        th = max(2, int(round(ch * tw / cw)))
+        # the thumbnail keeps the eye's true aspect (half layouts are unsqueezed here for free)
+        tw = min(width, self.crop.w)
+        th = max(2, int(round(self.crop.h * tw / self.crop.w)))
         ys = cv2.resize(y[y0 : y0 + ch, x0 : x0 + cw], (tw, th), interpolation=cv2.INTER_AREA)
         us = cv2.resize(u[y0 // 2 : (y0 + ch) // 2, x0 // 2 : (x0 + cw) // 2], (tw, th), interpolation=cv2.INTER_AREA)
         vs = cv2.resize(v[y0 // 2 : (y0 + ch) // 2, x0 // 2 : (x0 + cw) // 2], (tw, th), interpolation=cv2.INTER_AREA)

@@ -8,8 +8,8 @@ Flow is meaningless on a blank sky, yet "farthest" is the right label for it, so
   and unsaturated: overcast, haze), smooth (low image gradient), far (disparity, when given, in
   the low tail of the frame's values and locally uniform), and belongs to a region connected to
   the top border of the frame. Morphology cleans the mask; small regions are dropped.
-* ``model:PATH``: a segmentation network from a local file: ``.onnx`` through ``cv2.dnn``, any
-  other suffix as TorchScript (``torch.jit.load``). It must map a 1x3xHxW float image (RGB,
+* ``model:PATH``: a segmentation network from a local file: ``.onnx`` through ``cv2.dnn``,
+  ``.pt2`` through ``torch.export.load``, any other suffix as TorchScript (``torch.jit.load``). It must map a 1x3xHxW float image (RGB,
   ImageNet-normalised) to 1xCxhxw scores; with C == 1 the sky probability is ``sigmoid``, else
   the arg-max class equals ``sky_class``.
 * ``none``: no sky.
@@ -18,6 +18,7 @@ Flow is meaningless on a blank sky, yet "farthest" is the right label for it, so
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -165,7 +166,7 @@ class HeuristicSkyMasker(SkyMasker):
 
 
 class ModelSkyMasker(SkyMasker):
-    """A sky segmentation network from a local ONNX (cv2.dnn) or TorchScript file.
+    """A sky segmentation network from a local ONNX (cv2.dnn), torch.export or TorchScript file.
 
     Args:
         path: the model file.
@@ -194,14 +195,23 @@ class ModelSkyMasker(SkyMasker):
                 net = cv2.dnn.readNetFromONNX(self.path)
             except cv2.error as exc:
                 raise BadInputError(self.path, "not a readable ONNX model", str(exc).strip().splitlines()[-1]) from exc
+        elif self.path.lower().endswith(".pt2"):
+            import torch
+
+            try:
+                net = torch.export.load(self.path).module()
+            except Exception as exc:
+                raise BadInputError(self.path, "not a torch.export program (.pt2)", f"{type(exc).__name__}") from exc
         else:
             import torch
 
             try:
-                net = torch.jit.load(self.path, map_location="cpu").eval()
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", FutureWarning)  # jit is deprecated, still supported
+                    net = torch.jit.load(self.path, map_location="cpu").eval()
             except Exception as exc:
                 raise BadInputError(
-                    self.path, "not a TorchScript model", "export with torch.jit.script/trace, or use an .onnx file"
+                    self.path, "not a TorchScript model", "export with torch.jit.script/trace, or use .onnx/.pt2"
                 ) from exc
         self._impl_net = net
         return net
@@ -249,7 +259,7 @@ def register_sky_masker(name: str, factory: Callable[[], SkyMasker]) -> None:
 
 
 def available_sky_maskers() -> list[str]:
-    return sorted(_MASKERS) + ["model:<file.onnx|file.pt>"]
+    return sorted(_MASKERS) + ["model:<file.onnx|file.pt2|file.pt>"]
 
 
 def get_sky_masker(name: str | None) -> SkyMasker:

@@ -1,0 +1,96 @@
+"""verify and ``depthmine verify``: every kind of damage is found and the bad shard is named."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+from flows.cli import main
+from pipeline.shards import list_shards
+from pipeline.shards.verify import verify
+
+
+def _shard(ds, i=0):
+    s = list_shards(ds)[i]
+    return s.path, os.path.relpath(s.path, ds)
+
+
+def _flip_byte(path, where=0.5):
+    data = bytearray(open(path, "rb").read())
+    data[int(len(data) * where)] ^= 0x01
+    open(path, "wb").write(bytes(data))
+
+
+def test_clean_dataset_has_no_problems(tiny_dataset):
+    assert verify(tiny_dataset()) == []
+
+
+def test_flipped_byte(tiny_dataset, copy_dataset):
+    ds = copy_dataset(tiny_dataset())
+    path, rel = _shard(ds, 1)
+    _flip_byte(path)
+    problems = verify(ds)
+    assert [(p.path, p.kind) for p in problems if p.severity == "error"][0] == (rel, "checksum")
+    assert {p.path for p in problems} == {rel}
+
+
+def test_truncated_shard(tiny_dataset, copy_dataset):
+    ds = copy_dataset(tiny_dataset())
+    path, rel = _shard(ds, 2)
+    with open(path, "r+b") as fh:
+        fh.truncate(os.path.getsize(path) // 2)
+    kinds = {p.kind for p in verify(ds, checksum=False) if p.path == rel}
+    assert "truncated" in kinds
+
+
+def test_missing_shard(tiny_dataset, copy_dataset):
+    ds = copy_dataset(tiny_dataset())
+    path, rel = _shard(ds, 0)
+    os.remove(path)
+    assert [(p.path, p.kind) for p in verify(ds)] == [(rel, "missing")]
+
+
+def test_unlisted_shard(tiny_dataset, copy_dataset):
+    ds = copy_dataset(tiny_dataset())
+    path, _ = _shard(ds, 0)
+    extra = os.path.join(os.path.dirname(path), "part-00042.parquet")
+    shutil.copy(path, extra)
+    problems = verify(ds)
+    assert [(p.path, p.kind) for p in problems] == [(os.path.relpath(extra, ds), "unlisted")]
+
+
+def test_undecodable_row_is_found_without_checksums(tiny_dataset, copy_dataset):
+    import pyarrow.parquet as pq
+
+    ds = copy_dataset(tiny_dataset())
+    path, rel = _shard(ds, 0)
+    table = pq.read_table(path)
+    col = table.schema.get_field_index("disparity")
+    broken = table.set_column(col, table.schema.field(col), [[b"\x89PNG garbage"] * table.num_rows])
+    pq.write_table(broken, path)
+    kinds = {p.kind for p in verify(ds, checksum=False) if p.path == rel}
+    assert "decode" in kinds
+
+
+def test_stale_temp_file_is_only_a_warning(tiny_dataset, copy_dataset):
+    ds = copy_dataset(tiny_dataset())
+    path, _ = _shard(ds, 0)
+    open(os.path.join(os.path.dirname(path), ".part-00009.parquet.tmp"), "wb").close()
+    problems = verify(ds)
+    assert [(p.kind, p.severity) for p in problems] == [("stale", "warning")]
+
+
+def test_cli_exit_status_and_messages(tiny_dataset, copy_dataset, capsys):
+    ds = copy_dataset(tiny_dataset())
+    assert main(["verify", str(ds)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("OK dataset version 1: 2 movies") and out.count("\n") == 1
+    path, rel = _shard(ds, 1)
+    _flip_byte(path)
+    assert main(["verify", str(ds)]) == 1
+    err = capsys.readouterr().err
+    assert f"{rel}: checksum" in err and err.strip().splitlines()[-1].startswith("FAILED") and rel in err.splitlines()[-1]
+    assert main(["verify", str(ds / "nope")]) == 2
+    assert "no dataset manifest" in capsys.readouterr().err

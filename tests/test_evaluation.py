@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from flows.cli import main
+from pipeline.errors import BadInputError
 from training.benchmarks import BenchmarkSample, get_protocol
 from training.checkpoint import save_checkpoint
 from training.evaluation import BenchmarkResult, EvalReport, compare, evaluate, score_sample, write_report
@@ -72,6 +73,24 @@ def test_oracle_scores_zero_error_through_resize_and_alignment(kitti_ramp):
 def test_depth_instead_of_disparity_scores_badly(kitti_ramp):
     report = evaluate(GrayOracle(as_depth=True), {"kitti": kitti_ramp}, device="cpu", progress=False)
     assert report.value("kitti") > 40.0 and report.results["kitti"].means["abs_rel"] > 0.3
+
+
+def test_batching_and_max_images_do_not_change_scores(kitti_ramp):
+    model = GrayOracle(as_depth=True)
+    one = evaluate(model, {"kitti": kitti_ramp}, device="cpu", batch_size=1, progress=False)
+    two = evaluate(model, {"kitti": kitti_ramp}, device="cpu", batch_size=2, progress=False)
+    first = evaluate(model, {"kitti": kitti_ramp}, device="cpu", max_images=1, progress=False)
+    assert two.value("kitti") == pytest.approx(one.value("kitti"), rel=1e-5)
+    assert first.results["kitti"].n_images == 1
+    assert first.results["kitti"].per_image[0].metrics == pytest.approx(one.results["kitti"].per_image[0].metrics, rel=1e-5)
+
+
+def test_loader_error_surfaces_from_the_reading_thread(tmp_path):
+    cv2.imwrite(str(tmp_path / "img.png"), np.zeros((8, 8, 3), np.uint8))
+    cv2.imwrite(str(tmp_path / "gt.png"), np.zeros((8, 8, 3), np.uint8))  # 8-bit: not a KITTI depth PNG
+    (tmp_path / "files.txt").write_text("img.png gt.png\n")
+    with pytest.raises(BadInputError, match="gt.png.*16-bit"):
+        evaluate(GrayOracle(), {"kitti": tmp_path}, device="cpu", progress=False)
 
 
 def test_score_sample_diw_and_gt_beyond_cap():

@@ -17,12 +17,15 @@ converted to depth and capped; DIW is scored by WHDR on its ordinal pair without
 from __future__ import annotations
 
 import csv
+import itertools
 import logging
 import math
+import queue
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -134,6 +137,7 @@ def evaluate(
     device: str | None = "auto",
     max_images: int | None = None,
     label: str | None = None,
+    batch_size: int = 4,
     progress: bool = True,
 ) -> EvalReport:
     """Evaluate one model zero-shot on several benchmarks.
@@ -145,6 +149,7 @@ def evaluate(
         device: ``"auto"`` uses the GPU when present.
         max_images: score at most this many images per benchmark (quick looks; not the protocol).
         label: the row name in tables (default: the checkpoint's file stem).
+        batch_size: consecutive images of one size (and ground-truth size) share a forward pass.
         progress: show a progress bar per benchmark.
     """
     from tqdm import tqdm
@@ -163,18 +168,80 @@ def evaluate(
         if max_images is not None:
             total = min(total, max_images) if total is not None else max_images
         per_image: list[ImageResult] = []
-        bar = tqdm(loader, total=total, desc=f"eval {name}", unit="img", disable=not progress, leave=False)
-        for i, sample in enumerate(bar):
-            if max_images is not None and i >= max_images:
-                break
-            h, w = sample.image.shape[:2]
-            gt_hw = _gt_shape(sample)
-            pred = predictor.predict_batch([sample.image], input_size=proto.input_size(h, w), output_size=gt_hw)[0]
-            per_image.append(ImageResult(sample.sample_id, score_sample(proto, sample, pred)))
+        samples = itertools.islice(loader, max_images) if max_images is not None else iter(loader)
+        bar = tqdm(total=total, desc=f"eval {name}", unit="img", disable=not progress, leave=False)
+        for group in _same_size_groups(_prefetch(samples), batch_size):
+            h, w = group[0].image.shape[:2]
+            preds = predictor.predict_batch(
+                [s.image for s in group], input_size=proto.input_size(h, w), output_size=_gt_shape(group[0])
+            )
+            for sample, pred in zip(group, preds):
+                per_image.append(ImageResult(sample.sample_id, score_sample(proto, sample, pred)))
+            bar.update(len(group))
         bar.close()
         results[name] = _summarise(proto, str(path), per_image)
         log.info("%s on %s: %s = %.4g over %d images", default_label, name, proto.metric, results[name].value, len(per_image))
     return EvalReport(label or default_label, ckpt, results, time.perf_counter() - started)
+
+
+def _same_size_groups(samples: Iterable[BenchmarkSample], batch_size: int) -> Iterator[list[BenchmarkSample]]:
+    """Consecutive samples with equal image and ground-truth sizes, at most ``batch_size`` at a time."""
+    group: list[BenchmarkSample] = []
+    key = None
+    for s in samples:
+        k = (s.image.shape, _gt_shape(s))
+        if group and (k != key or len(group) >= max(1, batch_size)):
+            yield group
+            group = []
+        group.append(s)
+        key = k
+    if group:
+        yield group
+
+
+def _prefetch(samples: Iterator[BenchmarkSample], depth: int = 4) -> Iterator[BenchmarkSample]:
+    """Read (decode) the next samples in a background thread while the model and metrics run.
+
+    Loader errors are re-raised in the caller; stopping early lets the thread finish at its next put.
+    """
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def work() -> None:
+        try:
+            for s in samples:
+                while not stop.is_set():
+                    try:
+                        q.put(s, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            item: object = done
+        except BaseException as exc:  # handed to the consumer, which raises it
+            item = exc
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    thread = threading.Thread(target=work, name="eval-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=5)
 
 
 def _gt_shape(sample: BenchmarkSample) -> tuple[int, int]:

@@ -42,6 +42,7 @@ def register(subparsers) -> None:
     p.add_argument("--dataset", action="append", default=[], metavar="NAME:PATH", required=True, help="benchmark and its local path (repeatable)")
     p.add_argument("--out", default=None, metavar="DIR", help="folder for CSV, markdown, JSON and the per-image plot")
     p.add_argument("--max-images", type=int, default=None, metavar="N", help="score at most N images per benchmark (a quick look, not the protocol)")
+    p.add_argument("--batch-size", type=int, default=4, help="images of one size per forward pass (default 4)")
     p.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda, cuda:1 ...")
     p.add_argument("--no-plot", action="store_true", help="skip the per-image error plot")
     p.set_defaults(func=run)
@@ -57,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
     labels = _labels([c for c in ([args.baseline] if args.baseline else []) + args.checkpoint])
     reports = []
     for ckpt, label in zip(([args.baseline] if args.baseline else []) + args.checkpoint, labels):
-        reports.append(evaluate(ckpt, datasets, device=args.device, max_images=args.max_images, label=label))
+        reports.append(evaluate(ckpt, datasets, device=args.device, max_images=args.max_images, label=label,
+                                batch_size=args.batch_size))
     baseline = reports[0] if args.baseline else None
     table = compare(reports, baseline)
     print(table.to_text())

@@ -1,0 +1,209 @@
+"""The trainer's configuration: one dataclass per part, YAML plus ``key=value`` overrides.
+
+``load_train_config("configs/train_demo.yaml", ["optim.lr_new=3e-4", "max_steps=200"])`` reads the
+YAML, applies dotted overrides (values parsed as YAML scalars), and maps the result onto
+:class:`TrainConfig` with :func:`pipeline.config.config_from_dict`, so an unknown key or a badly
+typed value is a :class:`~pipeline.errors.ConfigError` naming it. The resolved configuration and its
+hash are stored in every checkpoint. Defaults are the paper's recipe (MIDAS_NOTES.md section 3).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from pipeline.config import apply_overrides, config_from_dict, config_to_dict, load_yaml
+from pipeline.errors import ConfigError
+from training.mixing import MixingConfig
+from training.model import ModelConfig
+from training.transforms import AugmentConfig
+
+__all__ = [
+    "DatasetSpec",
+    "DataConfig",
+    "LossConfig",
+    "OptimConfig",
+    "TrainConfig",
+    "load_train_config",
+    "train_config_from_dict",
+]
+
+DATASET_KINDS = ("shards", "folder", "csv", "synthetic")
+TARGET_KINDS = ("depth", "depth_up_to_scale", "inverse_depth", "disparity", "disparity_up_to_scale_shift")
+
+
+@dataclass
+class DatasetSpec:
+    """One training (or validation) dataset.
+
+    Attributes:
+        name: label in the logs.
+        kind: ``shards`` (a depthmine dataset: folder, manifest.json or URI), ``folder``
+            (``images/`` + ``targets/`` with matching stems), ``csv`` (rows ``image,target``,
+            relative to the CSV's folder) or ``synthetic`` (rendered stereo frames in memory: demos,
+            tests and benches without any data).
+        path: where the data is (unused for ``synthetic``).
+        split: shards only: the split to read (``train``, ``val``, ``test``).
+        movie_ids: shards only: restrict to these movies.
+        target: folder/csv: what the ground-truth files hold (``depth``, ``depth_up_to_scale``,
+            ``inverse_depth``, ``disparity``, ``disparity_up_to_scale_shift``).
+        validity: folder/csv: which target pixels are valid: ``positive`` (> 0 and finite),
+            ``finite`` or ``nonzero``; plus ``min_value``/``max_value`` bounds when set.
+        target_scale: folder/csv: multiply raw target values (e.g. 1/256 for KITTI PNGs).
+        size: synthetic only: number of frames. seed: synthetic only: which frames.
+        image_size: synthetic only: (width, height) of the rendered frames.
+        shuffle_buffer: shards only: samples held for shuffling within shards.
+    """
+
+    name: str = "movies"
+    kind: str = "shards"
+    path: str = ""
+    split: str | None = "train"
+    movie_ids: list[str] | None = None
+    target: str = "disparity_up_to_scale_shift"
+    validity: str = "positive"
+    min_value: float | None = None
+    max_value: float | None = None
+    target_scale: float = 1.0
+    size: int = 256
+    seed: int = 0
+    image_size: tuple[int, int] = (96, 64)
+    shuffle_buffer: int = 64
+
+
+@dataclass
+class DataConfig:
+    """Batches and augmentation.
+
+    Attributes:
+        datasets: the training datasets; every batch has ``batch_size`` samples of each.
+        batch_size: samples per dataset in a *global* batch (all ranks together; 8 in the paper),
+            divisible by the number of processes.
+        num_workers: DataLoader workers per dataset and rank (shards need at least
+            ranks x workers shards).
+        augment: flip / random crop / resize (``augment.size``: 384 in the paper).
+        val: held-out dataset for validation (aligned disparity error), or None.
+        val_samples: how many validation samples to score.
+        val_size: longer side of validation images (multiple of 32).
+    """
+
+    datasets: list[DatasetSpec] = field(default_factory=lambda: [DatasetSpec()])
+    batch_size: int = 8
+    num_workers: int = 2
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    val: DatasetSpec | None = None
+    val_samples: int = 64
+    val_size: int = 384
+
+
+@dataclass
+class LossConfig:
+    """``kind``: trim | mae | mse | silog; ``alpha``: gradient-matching weight; ``scales``: K."""
+
+    kind: str = "trim"
+    alpha: float = 0.5
+    scales: int = 4
+    trim: float = 0.2
+
+
+@dataclass
+class OptimConfig:
+    """Adam with two learning-rate groups.
+
+    Attributes:
+        lr_pretrained: for the encoder when it starts from pretrained weights (1e-5).
+        lr_new: for the decoder, and for a randomly initialised encoder (1e-4).
+        betas: Adam betas. weight_decay: L2 penalty (0 in the paper).
+        grad_clip: max global gradient norm; 0 disables (not part of the paper: a guard against
+            the odd broken frame).
+        warmup_steps: linear learning-rate warm-up (0 = none, as the paper).
+    """
+
+    lr_pretrained: float = 1e-5
+    lr_new: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    warmup_steps: int = 0
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs.
+
+    Attributes:
+        out_dir: checkpoints (``checkpoints/step-XXXXXXXX.pt``, ``last.pt``, ``final.pt``),
+            ``metrics.csv``, TensorBoard events and ``config.yaml`` go here.
+        max_steps: optimisation steps (the paper: 60 epochs of 72,000 images = 540,000 / (8 L)).
+        seed: data order, augmentation and initialisation.
+        log_every, checkpoint_every, val_every: in steps (0 disables the latter two; a final
+            checkpoint is always written).
+        keep_checkpoints: how many step checkpoints to keep (``last.pt`` always).
+        resume: a checkpoint to continue from, or ``auto`` (``out_dir``'s ``last.pt`` if present).
+        device: ``auto`` (CUDA if present), ``cpu``, ``cuda``.
+        precision: ``auto`` (bf16 on CUDA, fp32 on CPU), ``bf16``, ``fp16`` (with a grad scaler),
+            ``fp32``.
+        compile: wrap the model in ``torch.compile``.
+        tensorboard: also write TensorBoard events (a CSV is always written).
+        progress: a tqdm bar on rank 0.
+        crash_at_step: testing only: the process kills itself (SIGKILL) right after this step's
+            checkpoint, to test recovery from a real crash.
+    """
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    mixing: MixingConfig = field(default_factory=MixingConfig)
+    out_dir: str = "runs/train"
+    max_steps: int = 1000
+    seed: int = 0
+    log_every: int = 10
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 3
+    val_every: int = 0
+    resume: str | None = None
+    device: str = "auto"
+    precision: str = "auto"
+    compile: bool = False
+    tensorboard: bool = True
+    progress: bool = True
+    crash_at_step: int | None = None
+
+    def validate(self) -> "TrainConfig":
+        """Check values the dataclass types cannot; returns self."""
+        for spec in [*self.data.datasets, *([self.data.val] if self.data.val else [])]:
+            if spec.kind not in DATASET_KINDS:
+                raise ConfigError(f"dataset {spec.name!r}: kind {spec.kind!r} is not one of {DATASET_KINDS}")
+            if spec.kind in ("folder", "csv") and spec.target not in TARGET_KINDS:
+                raise ConfigError(f"dataset {spec.name!r}: target {spec.target!r} is not one of {TARGET_KINDS}")
+            if spec.kind != "synthetic" and not spec.path:
+                raise ConfigError(f"dataset {spec.name!r}: path is empty")
+        if not self.data.datasets:
+            raise ConfigError("data.datasets is empty: give at least one training dataset")
+        if self.data.batch_size < 1 or self.max_steps < 0:
+            raise ConfigError("data.batch_size must be >= 1 and max_steps >= 0")
+        if self.precision not in ("auto", "bf16", "fp16", "fp32"):
+            raise ConfigError(f"precision {self.precision!r}: valid: auto, bf16, fp16, fp32")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ConfigError(f"device {self.device!r}: valid: auto, cpu, cuda")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return config_to_dict(self)
+
+
+def train_config_from_dict(data: dict[str, Any], where: str = "config") -> TrainConfig:
+    """Map a plain dict (YAML content) onto :class:`TrainConfig` and validate it."""
+    return config_from_dict(TrainConfig, data, where).validate()
+
+
+def load_train_config(path: str | None, overrides: Sequence[str] = ()) -> TrainConfig:
+    """Read a YAML file (or nothing: the defaults) and apply ``key=value`` overrides.
+
+    Raises:
+        ConfigError: missing/malformed file, unknown key, bad value.
+    """
+    data = load_yaml(path) if path else {}
+    apply_overrides(data, list(overrides))
+    return train_config_from_dict(data, where=path or "config")

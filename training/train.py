@@ -1,0 +1,431 @@
+"""The trainer: ``torchrun -m training.train --config FILE [key=value ...]``.
+
+Reads top to bottom: configuration -> process group (torchrun's environment variables; gloo on
+the CPU, nccl on GPUs) -> model, optimizer (Adam, two learning-rate groups) -> resume -> data
+(:class:`training.datasets.MixedLoader`) -> the loop (autocast, mixing, backward, clipping, step)
+-> logs (CSV always, TensorBoard optionally, tqdm on rank 0) and checkpoints (full state, every
+``checkpoint_every`` steps, atomically).
+
+:func:`run_training` is the library entry the Prefect flow and the tests call; ``main()`` is the
+command line (also reached through ``depthmine train``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import os
+import shutil
+import signal
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch.distributed as dist
+import yaml
+from torch.nn.parallel import DistributedDataParallel
+
+from pipeline.atomic import atomic_open, atomic_path
+from pipeline.config import config_hash, config_to_dict
+from pipeline.errors import BadInputError, ConfigError, DepthmineError
+from training.checkpoint import load_checkpoint, restore_rng_state, save_checkpoint, unwrap_model
+from training.config import TrainConfig, load_train_config
+from training.datasets import MixedLoader, build_dataset, validation_samples
+from training.losses import ScaleAndShiftInvariantLoss, align_least_squares
+from training.mixing import create_mixer
+from training.model import DepthModel, build_model
+
+__all__ = ["TrainResult", "run_training", "load_train_config", "aligned_disparity_error", "param_groups", "main"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    """What a run produced.
+
+    Attributes:
+        out_dir: the run folder. checkpoint: the final checkpoint (``final.pt``).
+        steps: steps done in total (including those before a resume).
+        losses: the global-batch loss of every step this process ran (averaged over ranks).
+        final_loss: mean of the last ``log_every`` losses.
+        val_error_start, val_error: aligned disparity RMSE on the validation set before the first
+            step of this run and at the end (None without ``data.val``).
+        mixing_weights: the last step's per-dataset weights.
+    """
+
+    out_dir: str
+    checkpoint: str
+    steps: int
+    losses: list[float] = field(default_factory=list)
+    final_loss: float | None = None
+    val_error_start: float | None = None
+    val_error: float | None = None
+    mixing_weights: list[float] = field(default_factory=list)
+    config_hash: str = ""
+
+
+@dataclass
+class _Dist:
+    rank: int
+    world: int
+    local_rank: int
+    device: torch.device
+    owns_group: bool
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _setup_distributed(device_pref: str) -> _Dist:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = torch.cuda.is_available() if device_pref == "auto" else device_pref == "cuda"
+    if use_cuda and not torch.cuda.is_available():
+        raise ConfigError("device=cuda but no CUDA device is available")
+    device = torch.device(f"cuda:{local}") if use_cuda else torch.device("cpu")
+    if use_cuda:
+        torch.cuda.set_device(device)
+    owns = False
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        owns = True
+    if dist.is_initialized():
+        rank, world = dist.get_rank(), dist.get_world_size()
+    return _Dist(rank, world, local, device, owns)
+
+
+def param_groups(model: DepthModel, lr_pretrained: float, lr_new: float, encoder_pretrained: bool,
+                 weight_decay: float = 0.0) -> list[dict[str, Any]]:
+    """Adam groups: the encoder at ``lr_pretrained`` when it was pretrained (else ``lr_new``),
+    the decoder at ``lr_new``."""
+    enc_lr = lr_pretrained if encoder_pretrained else lr_new
+    return [
+        {"params": model.encoder_parameters(), "lr": enc_lr, "base_lr": enc_lr, "name": "encoder", "weight_decay": weight_decay},
+        {"params": model.decoder_parameters(), "lr": lr_new, "base_lr": lr_new, "name": "decoder", "weight_decay": weight_decay},
+    ]
+
+
+@torch.no_grad()
+def aligned_disparity_error(model: torch.nn.Module, samples: list[dict[str, torch.Tensor]],
+                            device: torch.device | str = "cpu", batch_size: int = 8) -> float:
+    """RMSE over valid pixels between the least-squares aligned prediction and the target
+    (disparity in [0, 1]): the relative-depth validation metric of the paper."""
+    was_training = model.training
+    model.eval()
+    sq, count = 0.0, 0
+    for i in range(0, len(samples), batch_size):
+        chunk = samples[i : i + batch_size]
+        x = torch.stack([s["image"] for s in chunk]).to(device)
+        t = torch.stack([s["target"] for s in chunk]).to(device)
+        m = torch.stack([s["mask"] for s in chunk]).to(device)
+        pred = model(x).float()
+        aligned = align_least_squares(pred, t, m)
+        sq += float(((aligned - t) ** 2 * m).sum())
+        count += int(m.sum())
+    model.train(was_training)
+    return (sq / max(count, 1)) ** 0.5
+
+
+def _resolve_resume(cfg: TrainConfig) -> Path | None:
+    if not cfg.resume:
+        return None
+    if cfg.resume == "auto":
+        last = Path(cfg.out_dir) / "checkpoints" / "last.pt"
+        return last if last.is_file() else None
+    path = Path(cfg.resume)
+    if not path.is_file():
+        raise BadInputError(path, "no such checkpoint to resume from", "pass --resume auto to continue in out_dir")
+    return path
+
+
+def _precision(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
+    p = cfg.precision
+    if p == "auto":
+        return torch.bfloat16 if device.type == "cuda" else None
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[p]
+
+
+class _Logs:
+    """CSV (always) and TensorBoard (optional) on rank 0."""
+
+    def __init__(self, out_dir: Path, enabled: bool, tensorboard: bool, resume_step: int):
+        self.enabled = enabled
+        self.tb = None
+        self.fh = None
+        if not enabled:
+            return
+        path = out_dir / "metrics.csv"
+        keep = []
+        if resume_step and path.exists():
+            # drop rows past the checkpoint we resume from: they will be redone
+            with open(path, newline="") as fh:
+                keep = [r for r in csv.DictReader(fh) if int(r["step"]) <= resume_step]
+        self.fh = open(path, "w", newline="")
+        self.fields = ["step", "loss", "data", "reg", "lr_encoder", "lr_decoder", "samples_per_s", "weights", "losses", "val_error"]
+        self.writer = csv.DictWriter(self.fh, fieldnames=self.fields, extrasaction="ignore")
+        self.writer.writeheader()
+        for r in keep:
+            self.writer.writerow(r)
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(out_dir / "tensorboard"), purge_step=resume_step or None)
+
+    def write(self, row: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        self.writer.writerow({k: (" ".join(f"{v:.6g}" for v in row[k]) if isinstance(row.get(k), list) else row.get(k))
+                              for k in self.fields if k in row})
+        self.fh.flush()
+        if self.tb is not None:
+            step = row["step"]
+            for k, v in row.items():
+                if isinstance(v, (int, float)) and k != "step":
+                    self.tb.add_scalar(f"train/{k}", v, step)
+                elif isinstance(v, list):
+                    for i, x in enumerate(v):
+                        self.tb.add_scalar(f"train/{k}_{i}", x, step)
+
+    def close(self) -> None:
+        if self.fh:
+            self.fh.close()
+        if self.tb is not None:
+            self.tb.close()
+
+
+def _save(cfg: TrainConfig, model, optimizer, scaler, step: int, loader: MixedLoader, name: str | None,
+          extra: dict[str, Any]) -> Path:
+    ckdir = Path(cfg.out_dir) / "checkpoints"
+    path = ckdir / (name or f"step-{step:08d}.pt")
+    save_checkpoint(path, model, optimizer=optimizer, scaler=scaler, step=step, data_state=loader.state_dict(),
+                    train_config=cfg, extra=extra)
+    with atomic_path(ckdir / "last.pt") as tmp:
+        shutil.copyfile(path, tmp)
+    if name is None and cfg.keep_checkpoints > 0:
+        old = sorted(ckdir.glob("step-*.pt"))[: -cfg.keep_checkpoints]
+        for p in old:
+            p.unlink(missing_ok=True)
+    return path
+
+
+def run_training(config: TrainConfig) -> TrainResult:
+    """Train as ``config`` says; returns where the results are.
+
+    Works in a plain process (one rank) and under ``torchrun`` (reads ``WORLD_SIZE``, ``RANK``,
+    ``LOCAL_RANK``; creates the process group if none exists and destroys it at the end).
+
+    Raises:
+        ConfigError / BadInputError: bad configuration or data (nothing trained).
+    """
+    cfg = config.validate()
+    ctx = _setup_distributed(cfg.device)
+    try:
+        return _train(cfg, ctx)
+    finally:
+        if ctx.owns_group and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _train(cfg: TrainConfig, ctx: _Dist) -> TrainResult:
+    out_dir = Path(cfg.out_dir)
+    torch.manual_seed(cfg.seed)
+    if ctx.main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with atomic_open(out_dir / "config.yaml", "w", encoding="utf-8") as fh:
+            yaml.safe_dump(config_to_dict(cfg), fh, sort_keys=False)
+
+    # -- model and optimizer -------------------------------------------------------------
+    model = build_model(cfg.model).to(ctx.device)
+    pretrained = bool(cfg.model.pretrained_path)
+    o = cfg.optim
+    optimizer = torch.optim.Adam(param_groups(model, o.lr_pretrained, o.lr_new, pretrained, o.weight_decay),
+                                 betas=tuple(o.betas))
+    amp_dtype = _precision(cfg, ctx.device)
+    scaler = torch.amp.GradScaler(ctx.device.type) if amp_dtype == torch.float16 else None
+
+    # -- resume --------------------------------------------------------------------------
+    step = 0
+    resume_path = _resolve_resume(cfg)
+    if resume_path is not None:
+        state = load_checkpoint(resume_path, map_location=ctx.device)
+        if state.get("format") == "midas" or "optimizer" not in state:
+            raise BadInputError(resume_path, "not a training checkpoint (no optimizer state)",
+                                "to start from these weights set model.pretrained_path instead")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if scaler is not None and "scaler" in state:
+            scaler.load_state_dict(state["scaler"])
+        step = int(state["step"])
+        if "rng" in state:
+            restore_rng_state({k: (v.cpu() if isinstance(v, torch.Tensor) else v) for k, v in state["rng"].items()})
+        if state.get("config_hash") and state["config_hash"] != config_hash(cfg):
+            log.warning("resuming from %s written with a different configuration", resume_path)
+        log.info("resumed from %s at step %d", resume_path, step)
+
+    train_model: torch.nn.Module = model
+    if ctx.world > 1:
+        train_model = DistributedDataParallel(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+    if cfg.compile:
+        train_model = torch.compile(train_model)
+
+    # -- data ----------------------------------------------------------------------------
+    datasets = [build_dataset(spec, cfg.data.augment, cfg.seed + 1009 * i) for i, spec in enumerate(cfg.data.datasets)]
+    loader = MixedLoader(datasets, cfg.data.batch_size, cfg.data.num_workers, start_batch=step,
+                         pin_memory=ctx.device.type == "cuda")
+    val = validation_samples(cfg.data.val, cfg.data.val_samples, cfg.data.val_size) if (cfg.data.val and ctx.main) else []
+
+    loss_fn = ScaleAndShiftInvariantLoss(cfg.loss.kind, cfg.loss.alpha, cfg.loss.scales, cfg.loss.trim)
+    mixer = create_mixer(cfg.mixing)
+    shared = model.encoder_parameters()
+    logs = _Logs(out_dir, ctx.main, cfg.tensorboard, step)
+    result = TrainResult(out_dir=str(out_dir), checkpoint="", steps=step, config_hash=config_hash(cfg))
+    if val:
+        result.val_error_start = aligned_disparity_error(model, val, ctx.device)
+        log.info("validation aligned disparity RMSE before training: %.4f", result.val_error_start)
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=cfg.max_steps, initial=step, disable=not (ctx.main and cfg.progress), desc="train", unit="step")
+    per_rank = loader.per_rank
+    n_sets = len(datasets)
+    autocast = (torch.autocast(ctx.device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext())
+    window: list[float] = []
+    t_last, samples_since = time.perf_counter(), 0
+    last_info: dict[str, Any] = {}
+    train_model.train()
+    try:
+        while step < cfg.max_steps:
+            batch = next(loader)
+            x = batch["image"].to(ctx.device, non_blocking=True)
+            target = batch["target"].to(ctx.device, non_blocking=True)
+            mask = batch["mask"].to(ctx.device, non_blocking=True)
+            if o.warmup_steps > 0:
+                for g in optimizer.param_groups:
+                    g["lr"] = g["base_lr"] * min(1.0, (step + 1) / o.warmup_steps)
+            with autocast:
+                pred = train_model(x)
+            pred = pred.float()
+            parts = [(pred[i * per_rank:(i + 1) * per_rank], target[i * per_rank:(i + 1) * per_rank],
+                      mask[i * per_rank:(i + 1) * per_rank]) for i in range(n_sets)]
+            loss, info = mixer.combine(parts, loss_fn, shared)
+            optimizer.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
+            else:
+                loss.backward()
+            if o.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip)
+            if scaler is not None:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            step += 1
+            loss_value = loss.detach()
+            if ctx.world > 1:
+                dist.all_reduce(loss_value)
+                loss_value = loss_value / ctx.world
+            lv = float(loss_value)
+            if not torch.isfinite(loss_value):
+                raise DepthmineError(f"loss became {lv} at step {step}; lower optim.lr_new or check the data")
+            result.losses.append(lv)
+            window.append(lv)
+            samples_since += per_rank * n_sets * ctx.world
+            last_info = info
+            bar.update(1)
+            if step % cfg.log_every == 0 or step == cfg.max_steps:
+                now = time.perf_counter()
+                row = {
+                    "step": step,
+                    "loss": sum(window) / len(window),
+                    "lr_encoder": optimizer.param_groups[0]["lr"],
+                    "lr_decoder": optimizer.param_groups[1]["lr"],
+                    "samples_per_s": samples_since / max(now - t_last, 1e-9),
+                    "weights": info["weights"],
+                    "losses": info["losses"],
+                }
+                result.final_loss = row["loss"]
+                window, t_last, samples_since = [], now, 0
+                bar.set_postfix(loss=f"{row['loss']:.4f}")
+                if cfg.val_every and step % cfg.val_every == 0 and val:
+                    row["val_error"] = aligned_disparity_error(model, val, ctx.device)
+                logs.write(row)
+            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.max_steps:
+                if ctx.main:
+                    path = _save(cfg, model, optimizer, scaler, step, loader, None, {"mixing_weights": info["weights"]})
+                    log.info("saved checkpoint %s", path)
+                if cfg.crash_at_step is not None and step == cfg.crash_at_step:
+                    os.kill(os.getpid(), signal.SIGKILL)  # testing: a real crash, no cleanup
+    finally:
+        bar.close()
+        loader.close()
+        logs.close()
+
+    result.steps = step
+    result.mixing_weights = list(last_info.get("weights", []))
+    if val:
+        result.val_error = aligned_disparity_error(model, val, ctx.device)
+        log.info("validation aligned disparity RMSE after %d steps: %.4f", step, result.val_error)
+    final = Path(cfg.out_dir) / "checkpoints" / "final.pt"
+    if ctx.main:
+        extra = {"mixing_weights": result.mixing_weights, "val_error": result.val_error,
+                 "val_error_start": result.val_error_start}
+        _save(cfg, model, optimizer, scaler, step, loader, "final.pt", {k: v for k, v in extra.items() if v is not None})
+    if ctx.world > 1:
+        dist.barrier()
+    result.checkpoint = str(final)
+    return result
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m training.train",
+        description="Train the MiDaS-style depth model on depthmine shards (and other datasets). "
+        "Run under torchrun for several processes: torchrun --standalone --nproc_per_node=N -m training.train ...",
+    )
+    p.add_argument("--config", help="YAML training configuration (see configs/train_demo.yaml)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a configuration value, e.g. --set optim.lr_new=3e-4 (repeatable)")
+    p.add_argument("--resume", help="checkpoint to continue from, or 'auto' (out_dir/checkpoints/last.pt)")
+    p.add_argument("--out", help="run folder (overrides out_dir)")
+    p.add_argument("extra", nargs="*", metavar="KEY=VALUE", help="more overrides")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    overrides = [*args.overrides, *args.extra]
+    if args.resume:
+        overrides.append(f"resume={args.resume}")
+    if args.out:
+        overrides.append(f"out_dir={args.out}")
+    return load_train_config(args.config, overrides)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    rank = int(os.environ.get("RANK", "0"))
+    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
+                        format=f"[rank {rank}] %(levelname)s %(name)s: %(message)s")
+    try:
+        result = run_training(config_from_args(args))
+    except DepthmineError as err:
+        print(f"depthmine train: error: {err}", file=sys.stderr)
+        return err.exit_code
+    if rank == 0:
+        print(f"trained {result.steps} steps; final loss {result.final_loss}; checkpoint {result.checkpoint}")
+        if result.val_error is not None:
+            print(f"validation aligned disparity RMSE: {result.val_error_start:.4f} -> {result.val_error:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -227,7 +227,11 @@ class ShardDataset(IterableDataset):
                 f"worker(s) = {n_global} readers; every reader needs a shard. Lower data.num_workers, use "
                 "fewer processes, or rebuild the dataset with smaller shards"
             )
-        return self.rank * nw + wid, n_global, wid if info is not None else 0
+        # A DataLoader always asks worker 0 first. After ``k`` consumed batches the next batch is
+        # due from the worker that held role ``k % nw``, so worker ``wid`` takes over role
+        # ``(wid + k) % nw`` (its shards, shuffle and skip count) and the round-robin continues.
+        role = (wid + self._skip_batches) % nw
+        return self.rank * nw + role, n_global, role
 
     # -- streaming -----------------------------------------------------------------------
     def _stream_epoch(self, epoch: int, global_worker: int, n_global: int) -> Iterator[dict[str, Any]]:
@@ -250,11 +254,11 @@ class ShardDataset(IterableDataset):
             yield buffer[j]
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        global_worker, n_global, wid = self._worker_layout()
+        global_worker, n_global, role = self._worker_layout()
         info = get_worker_info()
         nw = info.num_workers if info is not None else 1
-        # batches come round-robin from the workers: batch k from worker k % nw
-        mine = max(0, (self._skip_batches - wid + nw - 1) // nw)
+        # batches come round-robin from the workers: batch k from role k % nw
+        mine = max(0, (self._skip_batches - role + nw - 1) // nw)
         skip = mine * self._batch_size
         epoch = self.epoch
         if self.infinite:

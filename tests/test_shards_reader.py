@@ -126,3 +126,13 @@ def test_duckdb_reads_shards_directly(tiny_dataset):
     assert all(0.5 < v <= 1.0 for *_, v in rows)
     reasons = duckdb.sql(f"SELECT reason, count(*) FROM read_parquet('{ds}/movies/*/*/rejected.parquet') GROUP BY ALL").fetchall()
     assert sum(n for _, n in reasons) == 2
+
+
+def test_lossless_options_png_images_and_png16_disparity(tiny_dataset):
+    from pipeline.shards import ShardConfig
+
+    config = ShardConfig(target_shard_bytes=1 << 20, row_group_rows=4, image_codec="png", disparity_codec="png16")
+    s = next(iter_samples(tiny_dataset(n_movies=1, frames_per_movie=2, config=config)))
+    rec = make_frame_record(s["movie_id"], 0)
+    assert np.array_equal(s["image"], rec["image"])
+    assert np.abs(s["disparity"] - rec["disparity"]).max() <= BOUND

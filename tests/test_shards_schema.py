@@ -43,11 +43,12 @@ def _smooth(rng, h, w, lo, hi):
         pytest.param(-2000.0, 40.0, id="range-2040px"),
     ],
 )
-def test_disparity_round_trip_within_1_64_px(lo, hi):
+@pytest.mark.parametrize("codec", ["u16", "png16"])
+def test_disparity_round_trip_within_1_64_px(lo, hi, codec):
     rng = np.random.default_rng(1)
     d = _smooth(rng, 45, 70, lo, hi) + rng.normal(0, 0.3, (45, 70)).astype(np.float32)
-    data, offset, scale = encode_disparity(d)
-    back = decode_disparity(data, offset, scale)
+    data, offset, scale = encode_disparity(d, codec)
+    back = decode_disparity(data, offset, scale, codec, 45, 70)
     assert back.dtype == np.float32 and back.shape == d.shape
     assert scale == DISPARITY_STEP_PX
     assert np.abs(back - d).max() <= BOUND
@@ -61,7 +62,7 @@ def test_float16_would_not_meet_the_bound_at_large_disparity():
 def test_disparity_wider_than_2048px_degrades_gracefully():
     d = np.linspace(-3000, 3000, 2000, dtype=np.float32).reshape(40, 50)
     data, offset, scale = encode_disparity(d)
-    back = decode_disparity(data, offset, scale)
+    back = decode_disparity(data, offset, scale, "u16", 40, 50)
     assert scale > DISPARITY_STEP_PX
     assert np.abs(back - d).max() <= scale / 2 + 1e-3
 
@@ -70,7 +71,7 @@ def test_disparity_non_finite_decodes_as_nan():
     d = np.full((8, 9), 5.25, np.float32)
     d[2, 3] = np.nan
     d[4, 4] = np.inf
-    back = decode_disparity(*encode_disparity(d))
+    back = decode_disparity(*encode_disparity(d), "u16", 8, 9)
     assert np.isnan(back[2, 3]) and np.isnan(back[4, 4])
     assert np.isfinite(back).sum() == d.size - 2
     assert np.abs(back[np.isfinite(back)] - 5.25).max() <= BOUND

@@ -32,7 +32,7 @@ __all__ = [
     "decode_rows",
 ]
 
-_INTERNAL = {"image_codec", "disparity_scale", "disparity_offset"}
+_INTERNAL = {"image_codec", "disparity_codec", "disparity_scale", "disparity_offset"}
 
 
 @dataclass(frozen=True)
@@ -187,7 +187,12 @@ def decode_rows(table: pa.Table, columns: Sequence[str] | None = None, split: st
                 row[c] = None if buf is None else decode_image(buf)
             elif c == "disparity":
                 row[c] = decode_disparity(
-                    _blob(arrays[c], i), scalars["disparity_offset"][i], scalars["disparity_scale"][i]
+                    _blob(arrays[c], i),
+                    scalars["disparity_offset"][i],
+                    scalars["disparity_scale"][i],
+                    scalars["disparity_codec"][i],
+                    h,
+                    w,
                 )
             elif c in ("valid", "sky"):
                 row[c] = unpack_mask(_blob(arrays[c], i), h, w)

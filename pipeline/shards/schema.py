@@ -6,7 +6,8 @@ in the Parquet metadata (any tool that opens a shard can read what each column m
 checked by :func:`check_schema` when a shard is verified.
 
 Encoded columns (``image``, ``disparity``, masks, ``uncertainty``) are stored as binary blobs in
-formats any language reads (JPEG/PNG/WebP, 16-bit PNG, bit-packed bytes, little-endian float16);
+formats any language reads (JPEG/PNG/WebP, uint16 codes or 16-bit PNG, bit-packed bytes,
+little-endian float16);
 :mod:`pipeline.shards.codec` holds the exact encodings.
 """
 
@@ -65,13 +66,15 @@ COLUMN_DOCS: dict[str, str] = {
     "image": "left view, encoded image bytes (JPEG by default; PNG or WebP), RGB when decoded",
     "image_codec": "codec of image/right_image: jpeg | png | webp",
     "disparity": (
-        "left-view disparity in pixels of the stored image (Middlebury: left x matches right x - d): "
-        "16-bit grayscale PNG q, disparity = disparity_offset + disparity_scale * q; q = 65535 marks a "
-        "non-finite value (decoded as NaN). disparity_scale = 1/32 px while the frame's range is below "
-        "2047.9 px, so the rounding error is at most 1/64 px"
+        "left-view disparity in pixels of the stored image (Middlebury: left x matches right x - d), as "
+        "16-bit codes q with disparity = disparity_offset + disparity_scale * q; q = 65535 marks a "
+        "non-finite value (decoded as NaN). disparity_codec u16: height*width little-endian uint16, "
+        "row-major (compressed by Parquet); png16: a 16-bit grayscale PNG. disparity_scale = 1/32 px "
+        "while the frame's range is below 2047.9 px, so the rounding error is at most 1/64 px"
     ),
-    "disparity_scale": "px per PNG code (1/32 unless the frame's disparity range exceeds 2047.9 px)",
-    "disparity_offset": "disparity in px of PNG code 0 (the frame's minimum finite disparity)",
+    "disparity_codec": "u16 (raw little-endian uint16 codes) | png16 (16-bit grayscale PNG)",
+    "disparity_scale": "px per code (1/32 unless the frame's disparity range exceeds 2047.9 px)",
+    "disparity_offset": "disparity in px of code 0 (the frame's minimum finite disparity)",
     "valid": "valid-disparity mask: numpy.packbits(mask.ravel()) (big bit order, row-major, height*width bits)",
     "uncertainty": "per-pixel uncertainty in px (left-right error): little-endian float16, row-major; null if absent",
     "sky": "sky mask, bit-packed like valid",
@@ -110,6 +113,7 @@ _FRAME_FIELDS: list[tuple[str, pa.DataType, bool]] = [
     ("image", pa.binary(), False),
     ("image_codec", pa.string(), False),
     ("disparity", pa.binary(), False),
+    ("disparity_codec", pa.string(), False),
     ("disparity_scale", pa.float64(), False),
     ("disparity_offset", pa.float64(), False),
     ("valid", pa.binary(), False),
@@ -152,19 +156,19 @@ FRAME_SCHEMA: pa.Schema = _schema(_FRAME_FIELDS, "frames")
 REJECTED_SCHEMA: pa.Schema = _schema(_REJECTED_FIELDS, "rejected")
 
 # Already-compressed blobs: Parquet compression would only cost CPU on every read.
-BLOB_COLUMNS: frozenset[str] = frozenset({"image", "disparity", "right_image"})
+BLOB_COLUMNS: frozenset[str] = frozenset({"image", "right_image"})
 
 # Logical (decoded) column -> the physical columns it needs.
 ARRAY_COLUMNS: dict[str, tuple[str, ...]] = {
     "image": ("image",),
     "right_image": ("right_image",),
-    "disparity": ("disparity", "disparity_scale", "disparity_offset"),
+    "disparity": ("disparity", "disparity_codec", "disparity_scale", "disparity_offset", "width", "height"),
     "valid": ("valid", "width", "height"),
     "uncertainty": ("uncertainty", "width", "height"),
     "sky": ("sky", "width", "height"),
 }
 
-_INTERNAL = ("image_codec", "disparity_scale", "disparity_offset")
+_INTERNAL = ("image_codec", "disparity_codec", "disparity_scale", "disparity_offset")
 
 
 def physical_columns(columns: list[str] | tuple[str, ...] | None) -> list[str]:

@@ -30,7 +30,7 @@ from pipeline import __version__
 from pipeline.atomic import atomic_path, write_json_atomic
 from pipeline.config import config_to_dict
 from pipeline.errors import BadInputError, ConfigError, DepthmineError
-from pipeline.shards.codec import IMAGE_CODECS, JPEG_SUBSAMPLING, encode_disparity, encode_float16, encode_image, pack_mask
+from pipeline.shards.codec import DISPARITY_CODECS, IMAGE_CODECS, JPEG_SUBSAMPLING, encode_disparity, encode_float16, encode_image, pack_mask
 from pipeline.shards.manifest import (
     MOVIE_MANIFEST_NAME,
     MovieManifest,
@@ -63,7 +63,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 REJECTED_NAME = "rejected.parquet"
-_DICT_COLUMNS = ["movie_id", "split", "image_codec", *PROVENANCE_COLUMNS]
+_DICT_COLUMNS = ["movie_id", "split", "image_codec", "disparity_codec", *PROVENANCE_COLUMNS]
 
 
 @dataclass
@@ -71,7 +71,7 @@ class ShardConfig:
     """How shards are written.
 
     Attributes:
-        target_shard_bytes: a shard is closed once its encoded rows reach this size. Large shards
+        target_shard_bytes: a shard is closed once its file reaches this size (after a row group). Large shards
             keep file counts low on object storage; 256 MB streams well.
         row_group_rows: rows per row group, the unit of random access (tens of rows).
         max_row_group_bytes: a row group is also cut at this size, so random access stays cheap
@@ -79,6 +79,8 @@ class ShardConfig:
         image_codec: ``jpeg`` (default), ``png`` (lossless) or ``webp``.
         jpeg_quality: quality for JPEG/WebP (>= 90 keeps training artefacts invisible).
         jpeg_subsampling: JPEG chroma subsampling, ``420`` (default) or ``444`` (sharper colour).
+        disparity_codec: ``u16`` (raw codes, Parquet-compressed: fastest to read) or ``png16``
+            (16-bit PNG as in the paper: a little smaller, several times slower to decode).
         compression: Parquet compression of the non-image columns (masks, floats, ids).
         store_right: also store the right view (for stereo-aware training or re-labelling).
     """
@@ -89,6 +91,7 @@ class ShardConfig:
     image_codec: str = "jpeg"
     jpeg_quality: int = 95
     jpeg_subsampling: str = "420"
+    disparity_codec: str = "u16"
     compression: str = "zstd"
     store_right: bool = False
 
@@ -99,6 +102,8 @@ class ShardConfig:
             raise ConfigError(f"shards.jpeg_quality {self.jpeg_quality}: expected 1..100 (101 = lossless WebP)")
         if self.jpeg_subsampling not in JPEG_SUBSAMPLING:
             raise ConfigError(f"shards.jpeg_subsampling {self.jpeg_subsampling!r}: valid values are {sorted(JPEG_SUBSAMPLING)}")
+        if self.disparity_codec not in DISPARITY_CODECS:
+            raise ConfigError(f"shards.disparity_codec {self.disparity_codec!r}: valid codecs are {list(DISPARITY_CODECS)}")
         if self.row_group_rows < 1 or self.target_shard_bytes < 1 or self.max_row_group_bytes < 1:
             raise ConfigError("shards: row_group_rows, target_shard_bytes and max_row_group_bytes must be positive")
         if self.compression not in ("zstd", "snappy", "gzip", "lz4", "brotli", "none"):
@@ -119,7 +124,7 @@ def encode_records(records: Iterable[FrameRecord | Mapping[str, Any]], config: S
     cols: dict[str, list[Any]] = {name: [] for name in FRAME_SCHEMA.names}
     for raw in records:
         r = _coerce_record(raw)
-        disp, offset, scale = encode_disparity(r.disparity)
+        disp, offset, scale = encode_disparity(r.disparity, config.disparity_codec)
         row: dict[str, Any] = {
             "movie_id": str(r.movie_id),
             "shot_id": int(r.shot_id),
@@ -131,6 +136,7 @@ def encode_records(records: Iterable[FrameRecord | Mapping[str, Any]], config: S
             "image": encode_image(r.image, config.image_codec, config.jpeg_quality, config.jpeg_subsampling),
             "image_codec": config.image_codec,
             "disparity": disp,
+            "disparity_codec": config.disparity_codec,
             "disparity_scale": scale,
             "disparity_offset": offset,
             "valid": pack_mask(r.valid),
@@ -393,7 +399,9 @@ class MovieShardWriter:
             self._shard_rows, self._shard_bytes, self._shard_splits = [], 0, {}
         self._pw.write_table(table, row_group_size=table.num_rows)
         self._shard_rows.append(table.num_rows)
-        self._shard_bytes += nbytes
+        # each write_table is a complete row group already in the file: its size is exact and
+        # deterministic (same rows, same bytes), unlike an estimate before compression
+        self._shard_bytes = os.path.getsize(self._tmp)
         for split in table.column("split").to_pylist():
             self._shard_splits[split] = self._shard_splits.get(split, 0) + 1
         if self._shard_bytes >= self.config.target_shard_bytes:

@@ -121,3 +121,12 @@ def test_backends_pickle_after_use(name):
     assert isinstance(clone, FlowBackend) and clone.name == backend.name and clone.working_width == 48
     (pair,) = clone.compute([left], [right])
     assert pair.lr.shape == (48, 64, 2)
+
+
+def test_dis_results_do_not_depend_on_earlier_image_sizes():
+    # OpenCV's DIS keeps a finest scale clamped by the first small image; one engine per size
+    left, right = textured_pair(4.0, 256, 160)
+    fresh = get_backend("dis-fast").compute([left], [right])[0].lr
+    used = get_backend("dis-fast")
+    used.compute([left[:24, :40]], [right[:24, :40]])
+    np.testing.assert_array_equal(used.compute([left], [right])[0].lr, fresh)

@@ -88,7 +88,7 @@ register_backend(
     "dis-medium",
     lambda **kw: DisBackend(**{"preset": "medium", "finest_scale": 0, "patch_size": 6, "patch_stride": 2, **kw}),
 )
-register_backend("dis-fast", lambda **kw: DisBackend(**{"preset": "fast", **kw}))
+register_backend("dis-fast", lambda **kw: DisBackend(**{"preset": "fast", "finest_scale": 1, **kw}))
 register_backend("dis-ultrafast", lambda **kw: DisBackend(**{"preset": "ultrafast", **kw}))
 register_backend("deepflow", DeepFlowBackend)
 register_backend("sgbm", SgbmBackend)

@@ -152,31 +152,34 @@ def _packet_timestamps(container, stream, limit: int) -> list[float]:
     return out
 
 
-def _check_not_truncated(path: Path, container, stream, duration: float) -> None:
-    """Seek near the end the container announces; a cut-off file has no frames there.
+def _check_not_truncated(path: Path, container, stream, duration: float, max_frames: int = 600) -> None:
+    """Seek near the end the container announces and decode forward: a cut-off file ends early.
 
-    A keyframe seek may land up to a GOP early, hence the tolerance (real films: GOPs of 1-10 s).
+    A keyframe seek may land a whole GOP early (one GOP for a short clip), so frames are decoded
+    forward until one reaches the target (fine), the stream ends first (truncated), or
+    ``max_frames`` pass (a very long GOP: give the benefit of the doubt; the scan counts frames).
     """
     import av
 
     if duration < 1.0 or stream.time_base is None:
         return
     target = duration - 1.0
-    tolerance = min(15.0, 0.25 * duration)
+    tolerance = min(10.0, 0.25 * duration)
     last = None
     try:
         container.seek(int(target / stream.time_base), stream=stream, backward=True)
-        for frame in container.decode(stream):
-            last = frame.time
-            break
+        for n, frame in enumerate(container.decode(stream)):
+            if frame.time is not None:
+                last = frame.time
+            if (last is not None and last >= target - tolerance) or n >= max_frames:
+                return
     except av.error.FFmpegError:
-        last = None
-    if last is None or last < target - tolerance:
-        where = f"after {last:.1f} s" if last is not None else "near its end"
-        raise BadInputError(
-            path, f"truncated: the container announces {duration:.1f} s but no frames could be read {where}",
-            "the copy or download was cut off; copy it again (or remux what is left with ffmpeg -c copy)",
-        )
+        pass
+    where = f"after {last:.1f} s" if last is not None else "near its end"
+    raise BadInputError(
+        path, f"truncated: the container announces {duration:.1f} s but no frames could be read {where}",
+        "the copy or download was cut off; copy it again (or remux what is left with ffmpeg -c copy)",
+    )
 
 
 def probe(path: str | Path) -> MovieInfo:

@@ -61,6 +61,7 @@ __all__ = [
     "pack_eyes",
     "make_sample_movie",
     "load_ground_truth",
+    "render_movie_frame",
     "ground_truth_paths",
     "ffmpeg_exe",
     "STEREO_MODE_TAGS",
@@ -436,6 +437,34 @@ def load_ground_truth(path: str | Path) -> GroundTruth:
         return GroundTruth(meta=meta, disparity=data["disparity"], sky=data["sky"])
 
 
+def render_movie_frame(movie: "SampleMovie | GroundTruth | dict | str | Path", frame_index: int) -> StereoFrameTruth:
+    """Re-render frame ``frame_index`` of a sample movie exactly as it was encoded (before the codec).
+
+    ``movie`` is a :class:`SampleMovie`, a :class:`GroundTruth`, its JSON dict, or the movie's path.
+    Tests compare decoded eyes with this: the generator's view, at full per-eye resolution.
+    """
+    if isinstance(movie, SampleMovie):
+        meta = json.loads(movie.gt_json.read_text())
+    elif isinstance(movie, GroundTruth):
+        meta = movie.meta
+    elif isinstance(movie, dict):
+        meta = movie
+    else:
+        meta = json.loads(ground_truth_paths(movie)[0].read_text())
+    fps = float(meta["fps"])
+    for shot_i, (s0, s1) in enumerate(meta["shots"]):
+        if s0 <= frame_index < s1:
+            break
+    else:
+        raise IndexError(f"frame {frame_index} is outside the movie ({meta['frame_count']} frames)")
+    return render_stereo_frame(
+        int(meta["eye_width"]), int(meta["eye_height"]), (frame_index - s0) / fps, int(meta["seed"]), shot=shot_i,
+        shot_duration_s=(s1 - s0) / fps, letterbox=bool(meta.get("letterbox", True)),
+        vertical_offset_px=float(meta["vertical_offset_px"]), swap_eyes=bool(meta["swap_eyes"]),
+        dark=shot_i in set(meta.get("dark_shots", [])),
+    )
+
+
 def _shot_lengths(total: int, n: int, fps: float, rng: np.random.Generator) -> list[int]:
     """Split ``total`` frames into ``n`` uneven shots, none shorter than about 1.2 s."""
     n = max(1, min(n, total // max(1, int(fps))))
@@ -639,6 +668,8 @@ def make_sample_movie(
         "stereo_mode": stereo_mode,
         "files": {"video": out_path.name, "right": right_path.name if right_path else None},
         "disparity_range_px": [float(finite.min()), float(finite.max())] if finite.size else None,
+        "letterbox": bool(letterbox),
+        "dark_shots": sorted(int(d) for d in dark_shots),
         "disparity_convention": "left view; left x matches right x - d; larger is nearer; NaN in letterbox bars",
     }
     write_json_atomic(gt_json, meta)

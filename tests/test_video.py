@@ -1,0 +1,106 @@
+"""The one-pass reader on real encoded movies: eyes, crop, shots, samples, determinism."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline.layouts import Layout
+from pipeline.sampling import SamplingConfig, sample_frames
+from pipeline.shots import ShotConfig
+from pipeline.synthetic import render_movie_frame
+from pipeline.video import SampledFrame, open_stereo, scan_movie
+
+NO_CHAPTER_DROP = SamplingConfig(drop_first_chapters=0, drop_last_chapters=0)
+# Codec error bound, PSNR in dB of each decoded eye against the generator's view (crf 18, yuv420p:
+# the rich colour texture loses most to 4:2:0 chroma). Half layouts also lose half the resolution
+# along one axis. Measured: full ~32 dB mean / 30.6 min, sbs-half 28.6 min, tab-half 26.8 min.
+MIN_PSNR = {"sbs-full": 28.0, "tab-full": 28.0, "separate": 28.0, "sbs-half": 25.0, "tab-half": 24.0}
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float(10 * np.log10(255.0**2 / max(mse, 1e-9)))
+
+
+def _open(movie, **kw):
+    return open_stereo(movie.path, right_path=movie.right_path, **kw)
+
+
+@pytest.mark.parametrize("layout", list(MIN_PSNR))
+def test_each_eye_matches_the_generator(sample_movie, layout):
+    movie = sample_movie(layout=layout, seconds=4.0)
+    src = _open(movie)
+    assert src.layout is Layout(layout)
+    assert src.eye_size == (320, 180)
+    assert src.crop == movie.crop
+    frames = list(scan_movie(src, sampling=NO_CHAPTER_DROP, split="val"))
+    assert len(frames) >= 3
+    for f in frames:
+        truth = render_movie_frame(movie, f.frame_index)
+        want_l, want_r = src.crop.apply(truth.left), src.crop.apply(truth.right)
+        assert f.left.shape == want_l.shape == (136, 320, 3) and f.left.dtype == np.uint8
+        assert _psnr(f.left, want_l) > MIN_PSNR[layout], f"left eye of frame {f.frame_index}"
+        assert _psnr(f.right, want_r) > MIN_PSNR[layout], f"right eye of frame {f.frame_index}"
+        # and not the other eye: the two views differ by the disparity
+        assert _psnr(f.left, want_r) < _psnr(f.left, want_l) - 3
+
+
+@pytest.mark.parametrize("layout", ["sbs-full", "tab-half"])
+def test_layout_from_content_without_metadata(sample_movie, layout):
+    movie = sample_movie(layout=layout, seconds=4.0, stereo_metadata=False)
+    src = _open(movie)
+    assert src.info.stereo_mode is None
+    assert src.layout is Layout(layout)
+    assert "no stereo metadata" in src.layout_reason
+
+
+def test_shots_within_one_frame_and_samples_follow_the_rules(sample_movie):
+    movie = sample_movie(layout="sbs-half", seconds=10.0, seed=1, chapters=3)
+    scan = scan_movie(_open(movie), split="train")
+    yielded = [(f.frame_index, f.shot_id) for f in scan]
+    truth = movie.shots
+    assert len(scan.shots) == len(truth)
+    for got, (start, end) in zip(scan.shots, truth):
+        assert abs(got.start_frame - start) <= 1 and abs(got.end_frame - end) <= 1
+    assert scan.frame_count == movie.frame_count
+    assert [i for i, _ in yielded] == scan.samples
+    assert scan.samples == sample_frames(scan.shots, movie.fps, "train", scan.source.info.chapters, SamplingConfig())
+    assert scan.samples, "the middle chapter must give samples"
+    for i, shot_id in yielded:
+        shot = scan.shots[shot_id]
+        assert shot.start_frame <= i < shot.end_frame
+
+
+def test_scan_is_deterministic(sample_movie):
+    movie = sample_movie(layout="sbs-half", seconds=4.0)
+    a = list(scan_movie(_open(movie), sampling=NO_CHAPTER_DROP))
+    b = list(scan_movie(_open(movie), sampling=NO_CHAPTER_DROP))
+    assert [f.frame_index for f in a] == [f.frame_index for f in b]
+    assert all(np.array_equal(x.left, y.left) and np.array_equal(x.right, y.right) for x, y in zip(a, b))
+
+
+def test_a_scan_decodes_once(sample_movie):
+    scan = scan_movie(_open(sample_movie(layout="sbs-half", seconds=4.0)), sampling=NO_CHAPTER_DROP).run()
+    assert scan.done and scan.shots
+    with pytest.raises(RuntimeError, match="once"):
+        iter(scan)
+
+
+def test_letterbox_found_when_most_shots_are_dark(sample_movie):
+    movie = sample_movie(layout="sbs-full", seconds=4.0, dark_shots=(0, 1, 2))
+    assert _open(movie).crop == movie.crop
+
+
+def test_pts_and_shot_ids(sample_movie):
+    movie = sample_movie(layout="separate", seconds=4.0)
+    frames: list[SampledFrame] = list(scan_movie(_open(movie), sampling=NO_CHAPTER_DROP, split="train"))
+    for f in frames:
+        assert f.pts_seconds == pytest.approx(f.frame_index / 24.0, abs=1e-3)
+    assert sorted({f.shot_id for f in frames}) == list(range(len(movie.shots)))
+
+
+def test_content_detector_also_finds_the_cuts(sample_movie):
+    movie = sample_movie(layout="sbs-half", seconds=10.0, seed=1, chapters=3)
+    scan = scan_movie(_open(movie), shots=ShotConfig(detector="content"), sampling=NO_CHAPTER_DROP).run()
+    assert [(s.start_frame, s.end_frame) for s in scan.shots] == [tuple(s) for s in movie.shots]

@@ -55,6 +55,8 @@ from pipeline.shards.schema import (
     SCHEMA_VERSION,
     STATS_COLUMNS,
 )
+from pipeline.shards.verify import Problem, verify
+from pipeline.shards.inspect import inspect_dataset, summarize
 from pipeline.shards.writer import (
     MovieShardWriter,
     ShardConfig,
@@ -99,6 +101,10 @@ __all__ = [
     "read_row_group",
     "read_sample",
     "decode_rows",
+    "Problem",
+    "verify",
+    "inspect_dataset",
+    "summarize",
     "encode_image",
     "decode_image",
     "encode_disparity",

@@ -19,13 +19,14 @@ disparity backend is built inside each worker from its name (see :mod:`pipeline.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 from pipeline.errors import ConfigError
 
-__all__ = ["RUNNERS", "RunnerSpec", "make_task_runner", "default_workers"]
+__all__ = ["RUNNERS", "RunnerSpec", "make_task_runner", "open_task_runner", "default_workers"]
 
 RUNNERS: tuple[str, ...] = ("threads", "processes", "dask")
 
@@ -94,6 +95,39 @@ def make_task_runner(spec: RunnerSpec | str = "threads", workers: int | None = N
             "n_workers": spec.n_workers,
             "threads_per_worker": 1,
             "processes": True,
-            "dashboard_address": None,
+            "dashboard_address": ":0",  # any free port: several clusters may run at once
         },
     )
+
+
+@contextlib.contextmanager
+def open_task_runner(spec: RunnerSpec) -> Iterator[Any]:
+    """Start the task runner for ``spec`` inside a flow run; close it (and its cluster) after.
+
+    Worker processes must report to the same Prefect API as the flow. With a temporary local
+    server (no ``PREFECT_API_URL`` set) each new process would otherwise start a server of its
+    own, so the flow's API URL is exported to the environment the workers are started with.
+    """
+    restore = _export_api_url() if spec.kind != "threads" else None
+    try:
+        with make_task_runner(spec) as runner:
+            yield runner
+    finally:
+        if restore is not None:
+            restore()
+
+
+def _export_api_url():
+    if os.environ.get("PREFECT_API_URL"):
+        return None
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        url = str(client.api_url).rstrip("/")
+    os.environ["PREFECT_API_URL"] = url
+
+    def restore() -> None:
+        if os.environ.get("PREFECT_API_URL") == url:
+            del os.environ["PREFECT_API_URL"]
+
+    return restore

@@ -1,0 +1,422 @@
+"""The ``ingest_movie`` flow: one stereo movie into the dataset, resumable and observable.
+
+Table of contents (each step is a few lines over :mod:`pipeline`)::
+
+    probe_movie          open the movie, layout, crop, fingerprint       (task, I/O: retried)
+    decode + chunk       one decode pass: shots, sampling, per-shot chunks  (flow body, streaming)
+    label_chunk_task     disparity + checks + sky, staged on disk        (tasks, in parallel)
+    commit_movie_task    the movie's immutable shard folder              (task, I/O: retried)
+    publish_task         the dataset manifest with this movie            (task, I/O: retried)
+    report               markdown artifact: previews, shots, kept/rejected by reason
+
+Resume: chunks already staged for the same (fingerprint, configuration) key are not submitted
+again, and a movie already committed under that key is only (re)published. Bad input
+(:class:`pipeline.errors.BadInputError`) fails at once, without retries.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+import prefect
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from flows.artifacts import ProgressArtifact, markdown_table, png_data_uri, publish_markdown
+from flows.runners import RunnerSpec, open_task_runner
+from pipeline.errors import BadInputError, DepthmineError
+from pipeline.ingest import (
+    ChunkJob,
+    ChunkSummary,
+    IngestConfig,
+    WorkDir,
+    commit_movie,
+    ingest_config,
+    ingest_key,
+    iter_chunks,
+    label_chunk,
+    find_committed,
+    project_version,
+    publish_with,
+    source_fingerprint,
+)
+
+__all__ = ["ingest_movie", "IngestResult", "retry_unless_bad_input", "IO_RETRIES"]
+
+# Transient I/O (network filesystems, object stores) gets three tries with growing waits.
+IO_RETRIES = dict(retries=3, retry_delay_seconds=[2, 10, 30], retry_jitter_factor=0.2)
+
+
+def retry_unless_bad_input(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry condition: a user's bad input or configuration never gets better by retrying."""
+    try:
+        state.result()
+    except DepthmineError:
+        return False
+    except Exception:  # noqa: BLE001 - anything else may be transient
+        return True
+    return True
+
+
+@dataclass
+class MovieProbe:
+    """What the flow needs to know about the input before decoding (small, picklable)."""
+
+    path: str
+    right: str | None
+    layout: str
+    layout_reason: str
+    eye_width: int
+    eye_height: int
+    crop: dict[str, int]
+    fps: float
+    frame_count: int
+    duration_s: float
+    fingerprint: str
+
+
+@dataclass
+class IngestResult:
+    """What ``ingest_movie`` returns (also the build summary's row for this movie)."""
+
+    movie_id: str
+    key: str
+    split: str
+    kept: int
+    rejected: dict[str, int]
+    chunks: int
+    chunks_resumed: int
+    shots: int
+    seconds: float
+    skipped: bool = False  # already committed under this key: nothing recomputed
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return asdict(self)
+
+
+def _probe(movie: str, layout: str | None, right: str | None) -> MovieProbe:
+    from pipeline.video import open_stereo
+
+    if not Path(movie).exists():
+        raise BadInputError(movie, "no such movie file", "check the path")
+    if right and not Path(right).exists():
+        raise BadInputError(right, "no such right-eye file", "check --right")
+    src = open_stereo(movie, layout=layout, right_path=right)
+    info = src.info
+    crop = src.crop
+    return MovieProbe(
+        path=str(movie),
+        right=str(right) if right else None,
+        layout=str(getattr(src.layout, "value", src.layout)),
+        layout_reason=str(getattr(src, "layout_reason", "")),
+        eye_width=int(src.eye_size[0]),
+        eye_height=int(src.eye_size[1]),
+        crop={"x": int(crop.x), "y": int(crop.y), "w": int(crop.w), "h": int(crop.h)},
+        fps=float(getattr(info, "fps", 0.0) or 0.0),
+        frame_count=int(getattr(info, "frame_count", 0) or 0),
+        duration_s=float(getattr(info, "duration_s", getattr(info, "duration", 0.0)) or 0.0),
+        fingerprint=source_fingerprint(movie, right),
+    )
+
+
+@task(name="probe-movie", retry_condition_fn=retry_unless_bad_input, cache_policy=NO_CACHE, **IO_RETRIES)
+def probe_movie(movie: str, layout: str | None = None, right: str | None = None) -> MovieProbe:
+    """Open the movie, settle its layout and crop, fingerprint the file(s)."""
+    return _probe(movie, layout, right)
+
+
+@task(name="label-chunk", tags=["disparity"], cache_policy=NO_CACHE, retry_condition_fn=retry_unless_bad_input, retries=1)
+def label_chunk_task(frames: list, chunk: tuple[int, int], job: ChunkJob) -> ChunkSummary:
+    """Disparity for one chunk of one shot, staged on disk (see :func:`pipeline.ingest.label_chunk`)."""
+    return label_chunk(frames, chunk, job)
+
+
+@task(name="commit-movie", retry_condition_fn=retry_unless_bad_input, cache_policy=NO_CACHE, **IO_RETRIES)
+def commit_movie_task(out: str, movie_id: str, key: str, work_root: str, chunk_names: list[str], config: IngestConfig, meta: dict) -> Any:
+    """Copy the staged chunks, in order, into the movie's immutable shard folder."""
+    return commit_movie(out, movie_id, key, WorkDir(work_root), chunk_names, config, meta)
+
+
+@task(name="publish-dataset", retry_condition_fn=retry_unless_bad_input, cache_policy=NO_CACHE, **IO_RETRIES)
+def publish_task(out: str, movies: Any = None, drop: Sequence[str] = ()) -> Any:
+    """Publish the dataset manifest (atomically replaced; readers see the old or the new one)."""
+    return publish_with(out, add=movies or (), drop=drop)
+
+
+def _device_tags(config: IngestConfig) -> list[str]:
+    """``gpu`` for work that may use a GPU, so a tag concurrency limit can bound it.
+
+    ``prefect concurrency-limit create gpu 1`` then lets one chunk at a time hold the GPU while
+    decoding and the CPU checks of other chunks go on.
+    """
+    d = config.disparity
+    gpu = (d.device or "").startswith("cuda") or (d.device is None and d.flow.startswith("ptlflow:"))
+    return ["gpu"] if gpu else []
+
+
+@prefect.flow(name="ingest-movie", log_prints=False, persist_result=False)
+def ingest_movie(
+    movie: str,
+    out: str,
+    movie_id: str | None = None,
+    split: str = "train",
+    layout: str | None = None,
+    right: str | None = None,
+    flow: str | None = None,
+    ckpt: str | None = None,
+    device: str | None = None,
+    overrides: list[str] | None = None,
+    runner: str = "threads",
+    workers: int | None = None,
+    dask_address: str | None = None,
+    publish: bool = True,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Ingest one stereo movie into the dataset at ``out``.
+
+    Args:
+        movie: the movie file (the left eye's file for separate eyes).
+        out: the dataset folder (shared storage when the runner spans machines).
+        movie_id: the dataset's name for it; default: the file name without extension.
+        split: ``train``, ``val`` or ``test`` (splits are by movie).
+        layout: stereo layout; None detects it from metadata and content.
+        right: the right eye's file (layout ``separate``).
+        flow: optical-flow backend (default ``dis-medium``); ``ckpt``: its weights file.
+        device: ``cpu``/``cuda``/``cuda:1`` for torch backends; cuda tasks get the ``gpu`` tag.
+        overrides: dotted configuration overrides (``disparity.lr_threshold_px=1.5``).
+        runner, workers, dask_address: where the chunk tasks run (:mod:`flows.runners`).
+        publish: publish the dataset manifest at the end (``build_dataset`` publishes once).
+        progress: show a terminal progress bar (the CLI sets it in a terminal).
+
+    Returns:
+        :meth:`IngestResult.to_dict`.
+    """
+    from flows.catalog import slugify
+
+    t0 = time.monotonic()
+    logger = get_run_logger()
+    movie_id = movie_id or slugify(Path(movie).stem)
+    config = ingest_config(overrides or (), flow=flow, ckpt=ckpt, device=device)
+    spec = RunnerSpec(runner, workers, dask_address)
+
+    probe = probe_movie(movie, layout, right)
+    key = ingest_key(probe.fingerprint, config, {"split": split, "layout": probe.layout, "version": project_version()})
+    logger.info("%s: %s %dx%d per eye, %d frames, key %s", movie_id, probe.layout, probe.eye_width, probe.eye_height, probe.frame_count, key)
+
+    committed = find_committed(out, movie_id, key)
+    if committed is not None:
+        logger.info("%s already committed under key %s: nothing to compute", movie_id, key)
+        if publish:
+            publish_task(out, [committed])
+        return _result_from_manifest(movie_id, key, split, committed, time.monotonic() - t0).to_dict()
+
+    work = WorkDir.for_movie(out, movie_id, key)
+    job = ChunkJob(
+        work_dir=str(work.root),
+        movie_id=movie_id,
+        split=split,
+        config=config,
+        crop=probe.crop,
+        source_width=probe.eye_width,
+        source_height=probe.eye_height,
+        provenance={
+            "flow_backend": config.disparity.flow,
+            "config_hash": key,
+            "source_fingerprint": probe.fingerprint,
+            "project_version": project_version(),
+        },
+    )
+    summaries, plan = _label_all_chunks(movie_id, probe, config, split, work, job, spec, _device_tags(config), progress)
+
+    meta = {
+        "source": {"path": probe.path, "right": probe.right, "fingerprint": probe.fingerprint},
+        "layout": probe.layout,
+        "layout_reason": probe.layout_reason,
+        "crop": probe.crop,
+        "eye_size": [probe.eye_width, probe.eye_height],
+        "fps": probe.fps,
+        "frame_count": probe.frame_count,
+        "shots": plan["shots"],
+        "split": split,
+        "config": _config_dict(config),
+    }
+    manifest = commit_movie_task(out, movie_id, key, str(work.root), [s.name for s in summaries], config, meta)
+    if publish:
+        publish_task(out, [manifest])
+    result = IngestResult(
+        movie_id=movie_id,
+        key=key,
+        split=split,
+        kept=sum(s.kept for s in summaries),
+        rejected=dict(sum((Counter(s.rejected) for s in summaries), Counter())),
+        chunks=len(summaries),
+        chunks_resumed=sum(s.resumed for s in summaries),
+        shots=len(plan["shots"]),
+        seconds=time.monotonic() - t0,
+        manifest=_manifest_dict(manifest),
+    )
+    publish_markdown(f"ingest-{movie_id}", _report(movie, probe, result, summaries, plan, work), f"ingest of {movie_id}")
+    work.remove()
+    logger.info(
+        "%s: %d frames kept, %d rejected %s, %d/%d chunks resumed, %.1f s",
+        movie_id, result.kept, sum(result.rejected.values()), result.rejected, result.chunks_resumed, result.chunks, result.seconds,
+    )
+    return result.to_dict()
+
+
+def _label_all_chunks(movie_id, probe, config, split, work, job, spec, tags, progress):
+    """Decode once, submit every unfinished chunk, and wait; bounded frames in flight."""
+    from pipeline.video import open_stereo, scan_movie
+
+    logger = get_run_logger()
+    plan = work.read_plan()
+    done = work.done_names()
+    if plan is not None and set(plan["chunks"]) <= done:
+        # Everything was labelled before the crash: no need to decode again.
+        logger.info("%s: all %d chunks staged already; skipping the decode pass", movie_id, len(plan["chunks"]))
+        return [work.summary(n) for n in plan["chunks"]], plan
+
+    bar = _progress_bar(progress, probe.frame_count, movie_id)
+    artifact = ProgressArtifact(f"ingest-progress-{movie_id}", f"frames of {movie_id} decoded and labelled")
+    summaries: dict[str, ChunkSummary] = {}
+    max_in_flight = 2 * spec.n_workers
+    task = label_chunk_task.with_options(tags=tags) if tags else label_chunk_task
+    src = open_stereo(probe.path, layout=probe.layout, right_path=probe.right)
+    scan = scan_movie(src, config.shots, config.sampling, split, progress=False)
+    names: list[str] = []
+    pending: dict[Any, str] = {}
+
+    def finish(fut: Any) -> None:
+        s = fut.result()
+        summaries[s.name] = s
+        frac = (s.last_frame + 1) / max(probe.frame_count, 1)
+        artifact.update(frac)
+        if bar is not None:
+            bar.n = max(bar.n, s.last_frame + 1)
+            bar.set_postfix(kept=sum(x.kept for x in summaries.values()), refresh=False)
+            bar.refresh()
+
+    with open_task_runner(spec) as runner:
+        for chunk in iter_chunks(scan, config.chunk_frames):
+            names.append(chunk.name)
+            if chunk.name in done:
+                summaries[chunk.name] = work.summary(chunk.name)
+                continue
+            fut = runner.submit(task, parameters={"frames": chunk.frames, "chunk": (chunk.shot_id, chunk.part), "job": job})
+            pending[fut] = chunk.name
+            while len(pending) >= max_in_flight:
+                _wait_some(pending, finish)
+        while pending:
+            _wait_some(pending, finish)
+    if bar is not None:
+        bar.n = bar.total or bar.n
+        bar.close()
+    artifact.update(1.0, force=True)
+    plan = {
+        "shots": [_shot_dict(s) for s in scan.shots],
+        "samples": len(scan.samples) if hasattr(scan.samples, "__len__") else None,
+        "chunks": names,
+    }
+    work.write_plan(plan)
+    return [summaries[n] for n in names], plan
+
+
+def _wait_some(pending: dict[Any, str], finish) -> None:
+    """Wait for one future to finish and hand it to ``finish`` (raises its task's error)."""
+    from prefect.futures import as_completed
+
+    fut = next(as_completed(list(pending)))
+    pending.pop(fut, None)
+    finish(fut)
+
+
+def _progress_bar(progress: bool, total: int, movie_id: str):
+    if not progress:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total or None, desc=f"ingest {movie_id}", unit="frame", dynamic_ncols=True)
+
+
+def _shot_dict(shot: Any) -> dict[str, int]:
+    return {"shot_id": int(shot.shot_id), "start_frame": int(shot.start_frame), "end_frame": int(shot.end_frame)}
+
+
+def _config_dict(config: IngestConfig) -> dict[str, Any]:
+    from pipeline.config import config_to_dict
+
+    return config_to_dict(config)
+
+
+def _manifest_dict(manifest: Any) -> dict[str, Any]:
+    if manifest is None:
+        return {}
+    if hasattr(manifest, "to_dict"):
+        return manifest.to_dict()
+    from pipeline.config import config_to_dict
+
+    out = config_to_dict(manifest)
+    return out if isinstance(out, dict) else {"value": out}
+
+
+def _result_from_manifest(movie_id, key, split, manifest, seconds) -> IngestResult:
+    return IngestResult(
+        movie_id=movie_id,
+        key=key,
+        split=split,
+        kept=int(manifest.rows),
+        rejected=dict(manifest.rejected_reasons),
+        chunks=0,
+        chunks_resumed=0,
+        shots=len(manifest.meta.get("shots", [])),
+        seconds=seconds,
+        skipped=True,
+        manifest=_manifest_dict(manifest),
+    )
+
+
+def _report(movie: str, probe: MovieProbe, result: IngestResult, summaries: list[ChunkSummary], plan: dict, work: WorkDir) -> str:
+    """The run's markdown report: input, previews, shots, frames kept/rejected by reason."""
+    import cv2
+
+    lines = [
+        f"# Ingest of `{result.movie_id}` ({result.split})",
+        "",
+        f"- source: `{movie}` ({probe.layout}: {probe.layout_reason}), {probe.eye_width}x{probe.eye_height} per eye, "
+        f"{probe.frame_count} frames at {probe.fps:.3g} fps",
+        f"- crop: x={probe.crop['x']} y={probe.crop['y']} w={probe.crop['w']} h={probe.crop['h']}",
+        f"- key: `{result.key}` (fingerprint `{probe.fingerprint}`)",
+        f"- frames kept: **{result.kept}**, rejected: **{sum(result.rejected.values())}**; "
+        f"chunks: {result.chunks} ({result.chunks_resumed} resumed from disk); {result.seconds:.1f} s",
+        "",
+        "## Previews (image | disparity)",
+        "",
+    ]
+    for p in work.previews(6):
+        img = cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB)
+        lines.append(f"![{p.stem}]({png_data_uri(img)})")
+    lines += ["", "## Frames rejected by reason", ""]
+    lines.append(markdown_table(["reason", "frames"], sorted(result.rejected.items())) if result.rejected else "none")
+    per_shot: dict[int, list[ChunkSummary]] = {}
+    for s in summaries:
+        per_shot.setdefault(s.shot_id, []).append(s)
+    rows = []
+    for shot in plan["shots"]:
+        ss = per_shot.get(shot["shot_id"], [])
+        rej = Counter()
+        for s in ss:
+            rej.update(s.rejected)
+        rows.append([shot["shot_id"], shot["start_frame"], shot["end_frame"], sum(s.kept for s in ss), sum(rej.values()),
+                     ", ".join(f"{k}: {v}" for k, v in sorted(rej.items()))])
+    lines += ["", "## Shots", "", markdown_table(["shot", "start", "end", "kept", "rejected", "reasons"], rows)]
+    return "\n".join(lines) + "\n"

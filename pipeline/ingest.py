@@ -1,0 +1,426 @@
+"""Ingest one movie into the dataset, resumably: plain library code the Prefect flows call.
+
+The work is cut into **chunks**: up to ``chunk_frames`` consecutive sampled frames of one shot.
+Each chunk is labelled (disparity, checks, sky) independently and staged on disk in the movie's
+work folder, ``DATASET/.work/<movie_id>/<key>/``::
+
+    plan.json                   shots, sampled frames and chunk names (written after the decode pass)
+    s00003-p000.parquet         the chunk's kept frames (pipeline.shards.write_chunk), atomic
+    s00003-p000.json            the chunk's rejected frames and counts: written LAST, it marks the chunk done
+    s00003-p000.png             a small preview (image | disparity) for reports
+
+``key`` is :func:`ingest_key` of the movie's :func:`source_fingerprint` and the resolved
+:class:`IngestConfig`, so a changed movie or configuration never reuses stale chunks, and a
+re-run after a crash skips every chunk whose ``.json`` exists. Once all chunks are done,
+:func:`commit_movie` copies them in chunk order (shot, part: deterministic whatever the order
+they finished in) into the immutable per-movie shard folder with
+:class:`pipeline.shards.MovieShardWriter`, and the work folder is removed.
+
+The source fingerprint is ``sha256(size, mtime_ns, first MiB, last MiB)`` of the movie (and of
+the right-eye file for separate eyes): fast on 50 GB files, and it changes when a file is
+replaced or re-encoded. A file edited in its middle while keeping size and mtime would be missed;
+``touch`` the file to force a re-ingest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import shutil
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
+
+import pipeline
+from pipeline.atomic import write_json_atomic
+from pipeline.config import apply_overrides, config_from_dict, config_hash, config_to_dict
+from pipeline.disparity import DisparityConfig, backend_from_config, compute_disparity_batch
+from pipeline.errors import ConfigError
+from pipeline.sampling import SamplingConfig
+from pipeline.shards import MovieShardWriter, ShardConfig, read_chunk, write_chunk
+from pipeline.shots import ShotConfig
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "IngestConfig",
+    "ingest_config",
+    "source_fingerprint",
+    "ingest_key",
+    "ChunkJob",
+    "ChunkSummary",
+    "Chunk",
+    "WorkDir",
+    "iter_chunks",
+    "label_chunk",
+    "commit_movie",
+    "get_cached_backend",
+    "find_committed",
+    "publish_with",
+    "project_version",
+]
+
+_MIB = 1 << 20
+
+
+@dataclass
+class IngestConfig:
+    """Everything that decides an ingested movie's rows (and so its key).
+
+    The flow backend, its weights and device are ``disparity.flow`` / ``.ckpt`` / ``.device``
+    (the device does not enter the key: CPU and GPU runs of one backend make the same rows, up
+    to float rounding).
+
+    Attributes:
+        chunk_frames: frames per staged chunk (and per task): the unit of resume and of parallel
+            work; bounds memory (a 1880x800 frame pair is ~9 MB).
+        shots, sampling, disparity, shards: the components' own configurations.
+    """
+
+    chunk_frames: int = 8
+    shots: ShotConfig = field(default_factory=ShotConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    disparity: DisparityConfig = field(default_factory=DisparityConfig)
+    shards: ShardConfig = field(default_factory=ShardConfig)
+
+    def __post_init__(self) -> None:
+        if int(self.chunk_frames) < 1:
+            raise ConfigError(f"chunk_frames must be >= 1, got {self.chunk_frames}")
+
+
+def ingest_config(overrides: Sequence[str] = (), base: dict[str, Any] | None = None, **fields: Any) -> IngestConfig:
+    """Build an :class:`IngestConfig` from dotted overrides (``disparity.lr_threshold_px=1.5``).
+
+    ``flow``, ``ckpt`` and ``device`` keywords set ``disparity.flow/ckpt/device``; they are applied
+    before the overrides, and None values are ignored so CLI defaults do not clobber a catalog's
+    overrides.
+    """
+    data: dict[str, Any] = json.loads(json.dumps(base or {}))
+    for name in ("flow", "ckpt", "device"):
+        value = fields.pop(name, None)
+        if value is not None:
+            data.setdefault("disparity", {})[name] = value
+    data.update({k: v for k, v in fields.items() if v is not None})
+    apply_overrides(data, list(overrides))
+    return config_from_dict(IngestConfig, data, "ingest")
+
+
+def source_fingerprint(path: str | os.PathLike, right: str | os.PathLike | None = None) -> str:
+    """A fast identity of the input file(s): size, mtime and the first and last MiB.
+
+    Raises:
+        FileNotFoundError: the file does not exist (callers turn it into ``BadInputError``).
+    """
+    h = hashlib.sha256()
+    for p in (path, right):
+        if p is None:
+            continue
+        st = os.stat(p)
+        h.update(f"{st.st_size}:{st.st_mtime_ns}:".encode())
+        with open(p, "rb") as fh:
+            h.update(fh.read(_MIB))
+            if st.st_size > 2 * _MIB:
+                fh.seek(-_MIB, os.SEEK_END)
+                h.update(fh.read(_MIB))
+    return h.hexdigest()[:24]
+
+
+def ingest_key(fingerprint: str, config: IngestConfig, extra: dict[str, Any] | None = None) -> str:
+    """The work/shard folder name for one (input, configuration): 16 hex digits.
+
+    ``extra`` holds what else decides the rows (split, layout choice, project version).
+    """
+    cfg = config_to_dict(config)
+    cfg["disparity"].pop("device", None)
+    return config_hash({"source": fingerprint, "config": cfg, "extra": extra or {}})
+
+
+# --------------------------------------------------------------------------- chunks
+
+
+@dataclass
+class Chunk:
+    """Up to ``chunk_frames`` consecutive sampled frames of one shot."""
+
+    shot_id: int
+    part: int
+    frames: list  # list[pipeline.video.SampledFrame]
+
+    @property
+    def name(self) -> str:
+        return chunk_name(self.shot_id, self.part)
+
+
+def chunk_name(shot_id: int, part: int) -> str:
+    return f"s{int(shot_id):05d}-p{int(part):03d}"
+
+
+def iter_chunks(frames: Iterable[Any], chunk_frames: int) -> Iterator[Chunk]:
+    """Group sampled frames (in decode order) into per-shot chunks of at most ``chunk_frames``.
+
+    Deterministic: the same frames give the same chunks, which is what makes resume exact.
+    """
+    current: Chunk | None = None
+    for fr in frames:
+        sid = int(fr.shot_id)
+        if current is not None and (current.shot_id != sid or len(current.frames) >= chunk_frames):
+            yield current
+            part = current.part + 1 if current.shot_id == sid else 0
+            current = Chunk(sid, part, [])
+        if current is None:
+            current = Chunk(sid, 0, [])
+        current.frames.append(fr)
+    if current is not None and current.frames:
+        yield current
+
+
+@dataclass(frozen=True)
+class ChunkJob:
+    """What labelling a chunk needs besides its frames; small and picklable (Dask, processes)."""
+
+    work_dir: str
+    movie_id: str
+    split: str
+    config: IngestConfig
+    crop: dict[str, int]  # x, y, w, h in source pixels of one eye
+    source_width: int
+    source_height: int
+    provenance: dict[str, str]
+
+
+@dataclass
+class ChunkSummary:
+    """The outcome of one chunk: counts only (the data is on disk)."""
+
+    name: str
+    shot_id: int
+    part: int
+    kept: int
+    rejected: dict[str, int]
+    first_frame: int
+    last_frame: int
+    resumed: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+_local = threading.local()
+
+
+def get_cached_backend(config: DisparityConfig) -> Any:
+    """One flow backend per configuration and per worker thread.
+
+    Networks load once per worker, and OpenCV engines (not thread-safe) are never shared.
+    """
+    cache = getattr(_local, "backends", None)
+    if cache is None:
+        cache = _local.backends = {}
+    key = (config.flow, config.ckpt, config.device, config.working_width)
+    if key not in cache:
+        cache[key] = backend_from_config(config)
+    return cache[key]
+
+
+def label_chunk(frames: Sequence[Any], chunk: tuple[int, int], job: ChunkJob) -> ChunkSummary:
+    """Compute disparity for one chunk's frames and stage the result in the work folder.
+
+    Idempotent: if the chunk is already done its summary is read back and nothing is computed.
+    """
+    shot_id, part = chunk
+    work = WorkDir(job.work_dir)
+    name = chunk_name(shot_id, part)
+    if work.is_done(name):
+        return work.summary(name)
+    cfg = job.config
+    backend = get_cached_backend(cfg.disparity)
+    pairs = [(f.left, f.right) for f in frames]
+    results = compute_disparity_batch(pairs, cfg.disparity, backend)
+    kept: list[dict[str, Any]] = []
+    rejected: list[dict[str, Any]] = []
+    for fr, res in zip(frames, results):
+        stats = res.stats.to_dict() if hasattr(res.stats, "to_dict") else dict(res.stats)
+        base = {
+            "movie_id": job.movie_id,
+            "shot_id": int(fr.shot_id),
+            "frame_index": int(fr.frame_index),
+            "pts_seconds": float(fr.pts_seconds),
+            "split": job.split,
+        }
+        if res.rejected_reason:
+            rejected.append({**base, "reason": str(res.rejected_reason), "stats": _jsonable(stats)})
+            continue
+        kept.append(
+            {
+                **base,
+                "image": fr.left,
+                "disparity": res.disparity,
+                "valid": res.valid,
+                "uncertainty": res.uncertainty,
+                "sky": res.sky,
+                "crop_x": job.crop["x"],
+                "crop_y": job.crop["y"],
+                "crop_w": job.crop["w"],
+                "crop_h": job.crop["h"],
+                "source_width": job.source_width,
+                "source_height": job.source_height,
+                "stats": stats,
+                "provenance": job.provenance,
+            }
+        )
+    if kept:
+        write_chunk(work.chunk_path(name), kept, cfg.shards)
+        _save_preview(work.preview_path(name), kept[0])
+    summary = ChunkSummary(
+        name=name,
+        shot_id=shot_id,
+        part=part,
+        kept=len(kept),
+        rejected=dict(Counter(r["reason"] for r in rejected)),
+        first_frame=int(frames[0].frame_index),
+        last_frame=int(frames[-1].frame_index),
+    )
+    # The marker goes last: a chunk is done only once its rows are safely on disk.
+    write_json_atomic(work.marker_path(name), {"summary": summary.to_dict(), "rejected": rejected})
+    return summary
+
+
+def _jsonable(stats: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for k, v in stats.items():
+        try:
+            f = float(v)
+            out[k] = f if np.isfinite(f) else None
+        except (TypeError, ValueError):
+            out[k] = str(v)
+    return out
+
+
+def _save_preview(path: Path, record: dict[str, Any]) -> None:
+    from pipeline.viz import colorize_disparity, hstack_tiles, save_png
+
+    tile = hstack_tiles([record["image"], colorize_disparity(record["disparity"], record["valid"])], height=96)
+    save_png(path, tile)
+
+
+# --------------------------------------------------------------------------- the work folder
+
+
+class WorkDir:
+    """The staging folder of one (movie, key): chunk files, done markers, the plan."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+
+    @classmethod
+    def for_movie(cls, dataset: str | os.PathLike, movie_id: str, key: str) -> "WorkDir":
+        return cls(Path(dataset) / ".work" / movie_id / key)
+
+    def chunk_path(self, name: str) -> Path:
+        return self.root / f"{name}.parquet"
+
+    def marker_path(self, name: str) -> Path:
+        return self.root / f"{name}.json"
+
+    def preview_path(self, name: str) -> Path:
+        return self.root / f"{name}.png"
+
+    @property
+    def plan_path(self) -> Path:
+        return self.root / "plan.json"
+
+    def is_done(self, name: str) -> bool:
+        return self.marker_path(name).exists()
+
+    def done_names(self) -> set[str]:
+        if not self.root.is_dir():
+            return set()
+        return {p.stem for p in self.root.glob("s*-p*.json")}
+
+    def summary(self, name: str) -> ChunkSummary:
+        data = json.loads(self.marker_path(name).read_text())
+        return ChunkSummary(**{**data["summary"], "resumed": True})
+
+    def rejected(self, name: str) -> list[dict[str, Any]]:
+        return json.loads(self.marker_path(name).read_text())["rejected"]
+
+    def write_plan(self, plan: dict[str, Any]) -> None:
+        write_json_atomic(self.plan_path, plan)
+
+    def read_plan(self) -> dict[str, Any] | None:
+        try:
+            return json.loads(self.plan_path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+
+    def previews(self, limit: int = 6) -> list[Path]:
+        return sorted(self.root.glob("s*-p*.png"))[:limit]
+
+    def remove(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+        # drop the movie's folder too once no other key is staged there
+        parent = self.root.parent
+        if parent.is_dir() and not any(parent.iterdir()):
+            parent.rmdir()
+
+
+def commit_movie(
+    dataset: str | os.PathLike,
+    movie_id: str,
+    key: str,
+    work: WorkDir,
+    chunk_names: Sequence[str],
+    config: IngestConfig,
+    movie_meta: dict[str, Any],
+) -> Any:
+    """Write the movie's immutable shard folder from its staged chunks, in chunk order.
+
+    Returns:
+        The :class:`pipeline.shards.MovieManifest` of the committed movie.
+    """
+    writer = MovieShardWriter(dataset, movie_id, key, config.shards, movie_meta)
+    for name in sorted(chunk_names):
+        if work.chunk_path(name).exists():
+            writer.write_table(read_chunk(work.chunk_path(name)))
+        for rec in work.rejected(name):
+            writer.reject(rec)
+    return writer.finish()
+
+
+def project_version() -> str:
+    return getattr(pipeline, "__version__", "0")
+
+
+def find_committed(dataset: str | os.PathLike, movie_id: str, key: str) -> Any:
+    """The committed :class:`~pipeline.shards.MovieManifest` of ``movie_id`` under ``key``, or None."""
+    from pipeline.shards import committed_movies
+
+    for m in committed_movies(dataset).get(movie_id, []):
+        if m.key == key:
+            return m
+    return None
+
+
+def publish_with(dataset: str | os.PathLike, add: Sequence[Any] = (), drop: Sequence[str] = (), keep: int | None = None) -> Any:
+    """Publish a new dataset version: the current one with ``add`` added/replaced and ``drop`` removed.
+
+    A read-modify-write of the manifest: run one publisher per dataset at a time (the build flow
+    publishes once at its end; its deployment has a concurrency limit of one).
+    """
+    from pipeline.shards import publish, read_manifest
+
+    movies: dict[str, Any] = {}
+    if (Path(dataset) / "manifest.json").exists():
+        movies.update(read_manifest(dataset).movies)
+    for mid in drop:
+        movies.pop(mid, None)
+    for m in add:
+        movies[m.movie_id] = m
+    return publish(dataset, list(movies.values()), keep=keep)

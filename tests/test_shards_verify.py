@@ -74,6 +74,17 @@ def test_undecodable_row_is_found_without_checksums(tiny_dataset, copy_dataset):
     assert "decode" in kinds
 
 
+def test_movie_json_disagreeing_with_the_manifest(tiny_dataset, copy_dataset):
+    import json
+
+    ds = copy_dataset(tiny_dataset())
+    movie_json = next(ds.glob("movies/movie-01/*/movie.json"))
+    data = json.loads(movie_json.read_text())
+    data["shards"] = data["shards"][:-1]
+    movie_json.write_text(json.dumps(data))
+    assert [(p.path, p.kind) for p in verify(ds)] == [(str(movie_json.relative_to(ds)), "movie")]
+
+
 def test_stale_temp_file_is_only_a_warning(tiny_dataset, copy_dataset):
     ds = copy_dataset(tiny_dataset())
     path, _ = _shard(ds, 0)

@@ -40,7 +40,7 @@ import fsspec
 
 from pipeline.atomic import write_json_atomic
 from pipeline.config import config_hash
-from pipeline.errors import BadInputError
+from pipeline.errors import BadInputError, ConfigError
 from pipeline.shards.schema import SCHEMA_VERSION
 
 __all__ = [
@@ -88,7 +88,10 @@ def sha256_file(path: str | Path, chunk: int = 4 << 20) -> str:
 def check_name(value: str, what: str) -> str:
     """A movie id or key must be a plain folder name (no separators, no leading dot)."""
     if not isinstance(value, str) or not _SAFE_NAME.match(value):
-        raise ValueError(f"{what} {value!r} must match {_SAFE_NAME.pattern} (it names a folder)")
+        raise ConfigError(
+            f"{what} {value!r} must be a plain folder name: letters, digits and . _ + - "
+            "(not starting with . _ + -)"
+        )
     return value
 
 

@@ -10,6 +10,7 @@ the manifest does not list. Leftovers of interrupted writes are reported as warn
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 from dataclasses import dataclass
 from typing import Iterable
@@ -18,7 +19,14 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.shards.manifest import MOVIE_MANIFEST_NAME, MOVIES_DIR, ShardEntry, manifest_location, read_manifest
+from pipeline.shards.manifest import (
+    MOVIE_MANIFEST_NAME,
+    MOVIES_DIR,
+    MovieManifest,
+    ShardEntry,
+    manifest_location,
+    read_manifest,
+)
 from pipeline.shards.reader import decode_rows
 from pipeline.shards.schema import FRAME_SCHEMA, REJECTED_SCHEMA, check_schema
 
@@ -131,8 +139,7 @@ def verify(dataset: str, checksum: bool = True, sample_rows: int = 2, seed: int 
     problems: list[Problem] = []
     for movie in manifest.movies.values():
         folder = f"{root_path}/{movie.folder}"
-        if not fs.exists(f"{folder}/{MOVIE_MANIFEST_NAME}"):
-            problems.append(Problem(movie.folder, "movie", "listed movie folder has no movie.json"))
+        problems += _check_movie_json(fs, folder, movie)
         listed = {s.path for s in movie.shards}
         for entry in movie.shards:
             problems += _check_file(fs, root_path, f"{movie.folder}/{entry.path}", entry, FRAME_SCHEMA, checksum, sample_rows, rng)
@@ -144,6 +151,22 @@ def verify(dataset: str, checksum: bool = True, sample_rows: int = 2, seed: int 
         problems += _check_folder(fs, folder, movie.folder, listed)
     problems += _check_unreferenced(fs, root_path, {m.folder for m in manifest.movies.values()})
     return problems
+
+
+def _check_movie_json(fs, folder: str, movie) -> list[Problem]:
+    """The movie's own commit marker must exist and list the same files as the dataset manifest."""
+    path = f"{folder}/{MOVIE_MANIFEST_NAME}"
+    if not fs.exists(path):
+        return [Problem(movie.folder, "movie", "listed movie folder has no movie.json (never committed)")]
+    try:
+        with fs.open(path, "rt", encoding="utf-8") as fh:
+            own = MovieManifest.from_dict(json.load(fh))
+    except (ValueError, KeyError) as exc:
+        return [Problem(f"{movie.folder}/{MOVIE_MANIFEST_NAME}", "movie", f"unreadable ({exc})")]
+    listed = lambda m: [(s.path, s.rows, s.sha256) for s in m.shards]  # noqa: E731
+    if listed(own) != listed(movie):
+        return [Problem(f"{movie.folder}/{MOVIE_MANIFEST_NAME}", "movie", "lists other shards than manifest.json")]
+    return []
 
 
 def _names(fs, folder: str) -> Iterable[str]:

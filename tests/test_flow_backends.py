@@ -19,7 +19,7 @@ from pipeline.flow import (
     resize_flow,
 )
 
-CPU_BACKENDS = ["dis-medium", "dis-fast", "dis-ultrafast", "deepflow", "sgbm"]
+CPU_BACKENDS = ["dis-medium", "dis-fast", "dis-ultrafast", "deepflow", "sgbm", "dis-medium+sgbm"]
 
 
 def textured_pair(disparity_px: float, width: int = 192, height: int = 128, seed: int = 0):
@@ -130,3 +130,20 @@ def test_dis_results_do_not_depend_on_earlier_image_sizes():
     used = get_backend("dis-fast")
     used.compute([left[:24, :40]], [right[:24, :40]])
     np.testing.assert_array_equal(used.compute([left], [right])[0].lr, fresh)
+
+
+def test_fused_backend_takes_horizontal_from_the_matcher_and_vertical_from_flow():
+    left, right = textured_pair(-4.0)
+    right[:, 60:100] = 128  # SGBM leaves this unmatched; DIS fills it
+    fused = get_backend("dis-medium+sgbm")
+    assert fused.name == "dis-medium+sgbm"
+    (pair,) = fused.compute([left], [right])
+    (flow,) = get_backend("dis-medium").compute([left], [right])
+    (stereo,) = get_backend("sgbm").compute([left], [right])
+    matched = np.isfinite(stereo.lr[..., 0])
+    assert matched.any() and (~matched).any()
+    np.testing.assert_array_equal(pair.lr[..., 0][matched], stereo.lr[..., 0][matched])
+    np.testing.assert_array_equal(pair.lr[..., 0][~matched], flow.lr[..., 0][~matched])
+    np.testing.assert_array_equal(pair.lr[..., 1], flow.lr[..., 1])
+    assert np.isfinite(pair.lr).all()
+    assert pickle.loads(pickle.dumps(fused)).name == "dis-medium+sgbm"

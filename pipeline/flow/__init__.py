@@ -7,7 +7,8 @@ Usage::
     pairs = backend.compute([left], [right])     # list[FlowPair(lr, rl)]
 
 Names: ``dis-medium`` (the CPU default), ``dis-fast``, ``dis-ultrafast``, ``deepflow``, ``sgbm``
-(rectified footage only: no vertical flow) and ``ptlflow:<model>`` (any ptlflow network, with
+(rectified footage only: no vertical flow), ``dis-medium+sgbm`` (SGBM's horizontal disparity
+inside DIS flow, see :mod:`pipeline.flow.fusion`) and ``ptlflow:<model>`` (any ptlflow network, with
 ``ckpt=FILE``). :func:`available_backends` lists them. New backends register a factory with
 :func:`register_backend` (plain names) or :func:`register_prefix` (``prefix:argument`` names).
 """
@@ -19,6 +20,7 @@ from typing import Any, Callable
 
 from pipeline.errors import ConfigError
 from pipeline.flow.base import FlowBackend, FlowPair, disparity_to_flow, flow_to_disparity, resize_flow
+from pipeline.flow.fusion import FusedBackend
 from pipeline.flow.opencv import DeepFlowBackend, DisBackend
 from pipeline.flow.ptlflow_backend import PtlflowBackend
 from pipeline.flow.sgbm import SgbmBackend
@@ -26,6 +28,7 @@ from pipeline.flow.sgbm import SgbmBackend
 __all__ = [
     "FlowBackend",
     "FlowPair",
+    "FusedBackend",
     "flow_to_disparity",
     "disparity_to_flow",
     "resize_flow",
@@ -92,4 +95,10 @@ register_backend("dis-fast", lambda **kw: DisBackend(**{"preset": "fast", "fines
 register_backend("dis-ultrafast", lambda **kw: DisBackend(**{"preset": "ultrafast", **kw}))
 register_backend("deepflow", DeepFlowBackend)
 register_backend("sgbm", SgbmBackend)
+register_backend(
+    "dis-medium+sgbm",
+    lambda working_width=None, **kw: FusedBackend(
+        _BACKENDS["dis-medium"](**kw), SgbmBackend(), working_width=working_width
+    ),
+)
 register_prefix("ptlflow", lambda model, ckpt=None, device=None, **kw: PtlflowBackend(model, ckpt=ckpt, device=device, **kw))

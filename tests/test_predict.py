@@ -67,6 +67,7 @@ def test_ply_geometry(tmp_path):
     np.testing.assert_allclose(pts["x"], [0.0, 2.0, 0.0, 4.0])  # x = (u - cx) / fx * z
 
 
+@pytest.mark.slow  # encodes the shared sample movie when no other test has yet
 def test_predict_images_and_sample_movie_frames(predictor, sample_movie, tmp_path):
     movie = sample_movie()
     img_path = tmp_path / "photo.jpg"

@@ -103,6 +103,14 @@ def test_score_sample_diw_and_gt_beyond_cap():
     assert out["abs_rel"] == pytest.approx(0.0, abs=1e-9)
 
 
+def test_protocol_crop_limits_the_scored_pixels():
+    depth = np.array([[1.0, 2.0, 4.0, 8.0]])
+    sample = BenchmarkSample("c", np.zeros((1, 4, 3), np.uint8), depth=depth)
+    pred = np.array([[1.0, 0.5, 0.25, 5.0]])  # the last pixel is wrong
+    assert score_sample(get_protocol("nyu"), sample, pred)["delta_1.25"] > 0
+    assert score_sample(get_protocol("nyu", crop=(0, 1, 0, 3)), sample, pred)["delta_1.25"] == 0.0
+
+
 def _report(label, values):
     results = {k: BenchmarkResult(k, get_protocol(k).metric, v, {}, 1, 0, "") for k, v in values.items()}
     return EvalReport(label, None, results)

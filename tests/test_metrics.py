@@ -121,3 +121,18 @@ def test_evaluate_disparity_handles_negative_movie_disparity():
     assert out["ordinal_error"] == 0.0
     scrambled = metrics.evaluate_disparity(np.random.default_rng(1).permutation(gt.ravel()).reshape(8, 8), gt)
     assert scrambled["rmse_disparity"] > 1.0 and scrambled["ordinal_error"] > 20.0
+
+
+def test_evaluate_depth_equals_the_composed_public_functions():
+    rng = np.random.default_rng(3)
+    depth = rng.uniform(0.5, 30.0, (16, 24)).astype(np.float32)
+    mask = rng.random((16, 24)) > 0.2
+    pred = (1.0 / depth + rng.normal(0, 0.2, depth.shape)).astype(np.float32)  # some go negative
+    aligned = metrics.align_scale_shift(pred, metrics.depth_to_disparity(depth, mask), mask)
+    z = metrics.disparity_to_depth(aligned, cap=20.0)
+    expected = {
+        "abs_rel": metrics.abs_rel(z, depth, mask),
+        "delta_1.25": metrics.delta_accuracy(z, depth, mask),
+        "rmse_disparity": metrics.rmse_disparity(aligned, metrics.depth_to_disparity(depth, mask), mask),
+    }
+    assert metrics.evaluate_depth(pred, depth, mask, depth_cap=20.0) == pytest.approx(expected, rel=1e-9)

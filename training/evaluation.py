@@ -112,13 +112,23 @@ def score_sample(protocol: Protocol, sample: BenchmarkSample, prediction: np.nda
     if protocol.ground_truth == "ordinal":
         return {"whdr": metrics.whdr(prediction, sample.point_pairs or [])}
     if protocol.ground_truth == "disparity":
-        return metrics.evaluate_disparity(prediction, sample.disparity, sample.valid)
-    depth = np.asarray(sample.depth, np.float64)
-    mask = np.ones(depth.shape, bool) if sample.valid is None else np.asarray(sample.valid, bool)
-    mask = mask & np.isfinite(depth) & (depth > 0)
+        return metrics.evaluate_disparity(prediction, sample.disparity, _cropped(protocol, sample.valid, sample.disparity.shape))
+    depth = np.asarray(sample.depth)
+    mask = _cropped(protocol, sample.valid, depth.shape) & np.isfinite(depth) & (depth > 0)
     if protocol.max_gt_depth is not None:
         mask &= depth <= protocol.max_gt_depth
     return metrics.evaluate_depth(prediction, depth, mask, protocol.depth_cap)
+
+
+def _cropped(protocol: Protocol, valid: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
+    """The valid mask (all True when absent) limited to the protocol's crop."""
+    mask = np.ones(shape[:2], bool) if valid is None else np.asarray(valid, bool).copy()
+    if protocol.crop is not None:
+        top, bottom, left, right = protocol.crop
+        keep = np.zeros_like(mask)
+        keep[top:bottom, left:right] = True
+        mask &= keep
+    return mask
 
 
 def _as_predictor(checkpoint_or_model, device) -> tuple[DepthPredictor, str, str | None]:

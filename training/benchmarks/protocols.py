@@ -57,6 +57,10 @@ class Protocol:
         multiple: the other side is rounded to a multiple of this.
         ground_truth: ``depth`` (metres or up to scale), ``disparity`` (up to scale and shift), or
             ``ordinal`` (point pairs).
+        crop: ``(top, bottom, left, right)`` of the scored region in ground-truth pixels (rows
+            ``top:bottom``, columns ``left:right``), or ``None`` to score every valid pixel. The
+            paper states none; a common choice for NYU is the Eigen crop ``(45, 471, 41, 601)``:
+            ``get_protocol("nyu", crop=(45, 471, 41, 601))``.
     """
 
     name: str
@@ -68,6 +72,7 @@ class Protocol:
     side: int = 384
     multiple: int = 32
     ground_truth: Literal["depth", "disparity", "ordinal"] = "depth"
+    crop: tuple[int, int, int, int] | None = None
 
     def input_size(self, height: int, width: int) -> tuple[int, int]:
         """The network input ``(h, w)`` for a ``height x width`` image under this protocol."""

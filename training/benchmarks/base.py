@@ -71,8 +71,11 @@ def require_path(path: str | Path, what: str) -> Path:
 
 
 def read_rgb(path: str | Path) -> np.ndarray:
-    """An image file as HxWx3 uint8 RGB; unreadable files raise BadInputError."""
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    """An image file as HxWx3 uint8 RGB; unreadable files raise BadInputError.
+
+    EXIF orientation is ignored: ground truth is registered to the pixels as stored.
+    """
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
     if img is None:
         raise BadInputError(path, "missing or not a readable image")
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)

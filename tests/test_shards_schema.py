@@ -12,10 +12,10 @@ from pipeline.shards import FRAME_SCHEMA, REJECTED_SCHEMA, SCHEMA_VERSION, STATS
 from pipeline.shards.codec import (
     DISPARITY_STEP_PX,
     decode_disparity,
-    decode_float16,
+    decode_uncertainty,
     decode_image,
     encode_disparity,
-    encode_float16,
+    encode_uncertainty,
     encode_image,
     pack_mask,
     unpack_mask,
@@ -43,7 +43,7 @@ def _smooth(rng, h, w, lo, hi):
         pytest.param(-2000.0, 40.0, id="range-2040px"),
     ],
 )
-@pytest.mark.parametrize("codec", ["u16", "png16"])
+@pytest.mark.parametrize("codec", ["u16d", "u16", "png16"])
 def test_disparity_round_trip_within_1_64_px(lo, hi, codec):
     rng = np.random.default_rng(1)
     d = _smooth(rng, 45, 70, lo, hi) + rng.normal(0, 0.3, (45, 70)).astype(np.float32)
@@ -62,7 +62,7 @@ def test_float16_would_not_meet_the_bound_at_large_disparity():
 def test_disparity_wider_than_2048px_degrades_gracefully():
     d = np.linspace(-3000, 3000, 2000, dtype=np.float32).reshape(40, 50)
     data, offset, scale = encode_disparity(d)
-    back = decode_disparity(data, offset, scale, "u16", 40, 50)
+    back = decode_disparity(data, offset, scale, "u16d", 40, 50)
     assert scale > DISPARITY_STEP_PX
     assert np.abs(back - d).max() <= scale / 2 + 1e-3
 
@@ -71,7 +71,7 @@ def test_disparity_non_finite_decodes_as_nan():
     d = np.full((8, 9), 5.25, np.float32)
     d[2, 3] = np.nan
     d[4, 4] = np.inf
-    back = decode_disparity(*encode_disparity(d), "u16", 8, 9)
+    back = decode_disparity(*encode_disparity(d), "u16d", 8, 9)
     assert np.isnan(back[2, 3]) and np.isnan(back[4, 4])
     assert np.isfinite(back).sum() == d.size - 2
     assert np.abs(back[np.isfinite(back)] - 5.25).max() <= BOUND
@@ -84,10 +84,13 @@ def test_masks_round_trip_exactly(shape):
     assert back.dtype == bool and np.array_equal(back, m)
 
 
-def test_uncertainty_float16_round_trip():
+def test_uncertainty_round_trip_within_1_64_px():
     u = np.random.default_rng(3).random((10, 12)).astype(np.float32) * 8
-    back = decode_float16(encode_float16(u), 10, 12)
-    assert back.dtype == np.float32 and np.allclose(back, u, rtol=1e-3, atol=1e-3)
+    u[0, 0], u[0, 1], u[0, 2] = np.nan, 5000.0, -1.0
+    back = decode_uncertainty(encode_uncertainty(u), 10, 12)
+    assert back.dtype == np.float32
+    assert np.abs(back - u).ravel()[3:].max() <= 1 / 64 + 1e-6
+    assert np.isnan(back[0, 0]) and back[0, 1] == pytest.approx(2047.9375) and np.isnan(back[0, 2])
 
 
 def test_png_image_is_lossless_and_jpeg_is_close():

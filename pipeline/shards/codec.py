@@ -1,12 +1,11 @@
 """Byte encodings of the array columns: images, disparity, masks, uncertainty.
 
-Every encoding is a format any language can read without this project: JPEG/PNG/WebP for images,
-uint16 codes with a per-frame offset and scale for disparity (raw or as a 16-bit PNG, the paper's
-storage),
-``numpy.packbits`` for masks and little-endian float16 for the uncertainty.
+Every encoding is a format any language reads without this project: JPEG/PNG/WebP for images;
+disparity as 16-bit codes with a per-frame offset and scale (delta-coded byte planes by default,
+raw little-endian words, or a 16-bit PNG as in the paper); ``numpy.packbits`` for masks; the
+uncertainty as 16-bit codes of 1/32 px in byte planes. Parquet's zstd compresses the raw codes.
 
-Disparity is quantised to 16-bit codes and stored raw (``u16``, default: Parquet's zstd compresses
-them) or as a 16-bit PNG (``png16``). Bound: the code step is 1/32 px while a frame's finite disparity spans at most
+Disparity bound: the code step is 1/32 px while a frame's finite disparity spans at most
 65534/32 = 2047.9 px, so the decoded value is within 1/64 px of the input (half a step) plus float32
 rounding. A frame with a wider range (never seen in practice) uses step = range / 65534. Code 65535
 is reserved for non-finite values, decoded as NaN. float16 would not do: above 64 px its spacing is
@@ -34,8 +33,11 @@ __all__ = [
     "decode_disparity",
     "pack_mask",
     "unpack_mask",
-    "encode_float16",
-    "decode_float16",
+    "encode_uncertainty",
+    "decode_uncertainty",
+    "split_bytes",
+    "join_bytes",
+    "UNCERTAINTY_STEP_PX",
 ]
 
 DISPARITY_STEP_PX = 1.0 / 32.0
@@ -100,7 +102,31 @@ def decode_image(data: bytes | memoryview | np.ndarray) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-DISPARITY_CODECS: tuple[str, ...] = ("u16", "png16")
+DISPARITY_CODECS: tuple[str, ...] = ("u16d", "u16", "png16")
+UNCERTAINTY_STEP_PX = 1.0 / 32.0
+
+
+def split_bytes(codes: np.ndarray) -> bytes:
+    """uint16 values as two byte planes: all low bytes, then all high bytes (row-major).
+
+    The high bytes of neighbouring pixels are nearly constant, so zstd compresses the planes far
+    better than interleaved little-endian words.
+    """
+    b = np.ascontiguousarray(codes, dtype="<u2").reshape(-1).view(np.uint8).reshape(-1, 2)
+    return np.concatenate([b[:, 0], b[:, 1]]).tobytes()
+
+
+def join_bytes(data: bytes | memoryview | np.ndarray, height: int, width: int) -> np.ndarray:
+    """Inverse of :func:`split_bytes`: HxW uint16."""
+    n = int(height) * int(width)
+    planes = np.frombuffer(data, np.uint8)
+    if planes.size != 2 * n:
+        raise ValueError(f"{planes.size} bytes, expected 2 x {height} x {width}")
+    planes = planes.reshape(2, n)
+    words = np.empty((n, 2), np.uint8)
+    words[:, 0] = planes[0]
+    words[:, 1] = planes[1]
+    return words.view("<u2").reshape(int(height), int(width))
 
 
 def quantize_disparity(disparity: np.ndarray) -> tuple[np.ndarray, float, float]:
@@ -146,15 +172,23 @@ def dequantize_disparity(codes: np.ndarray, offset: float, scale: float) -> np.n
     return out
 
 
-def encode_disparity(disparity: np.ndarray, codec: str = "u16") -> tuple[bytes, float, float]:
+def encode_disparity(disparity: np.ndarray, codec: str = "u16d") -> tuple[bytes, float, float]:
     """Encode disparity; returns ``(bytes, offset_px, scale_px)``.
 
-    ``u16`` (default): raw little-endian uint16 codes, row-major; the Parquet column is
-    zstd-compressed, which is 10x faster to write and read than PNG at a similar size. ``png16``:
-    a 16-bit grayscale PNG of the codes (the paper's storage; about 10-25% smaller on noisy
-    disparity, several times slower to decode).
+    Codecs (all lossless on the 16-bit codes; Parquet's zstd compresses the raw ones):
+
+    * ``u16d`` (default): each row delta-coded modulo 2**16 (``code[x] - code[x-1]``, the first
+      pixel as is), stored as :func:`split_bytes` planes. Smallest and fast: on noisy
+      flow-derived disparity about 7% smaller than PNG and ten times faster to decode.
+    * ``u16``: the codes as little-endian uint16, row-major (simplest to read by hand).
+    * ``png16``: a 16-bit grayscale PNG of the codes (the paper's storage; slow to decode).
     """
     q, lo, scale = quantize_disparity(disparity)
+    if codec == "u16d":
+        delta = np.empty_like(q)
+        delta[:, :1] = q[:, :1]
+        np.subtract(q[:, 1:], q[:, :-1], out=delta[:, 1:])  # uint16 arithmetic wraps: lossless
+        return split_bytes(delta), lo, scale
     if codec == "u16":
         return q.astype("<u2", copy=False).tobytes(), lo, scale
     if codec == "png16":
@@ -169,28 +203,52 @@ def decode_disparity(
     data: bytes | memoryview | np.ndarray,
     offset: float,
     scale: float,
-    codec: str = "u16",
+    codec: str = "u16d",
     height: int | None = None,
     width: int | None = None,
 ) -> np.ndarray:
     """Decode :func:`encode_disparity` output back to HxW float32 pixels (NaN where non-finite).
 
-    ``height`` and ``width`` are needed for ``u16`` (raw codes carry no shape).
+    ``height`` and ``width`` are needed for ``u16d``/``u16`` (raw codes carry no shape).
     """
     if codec == "png16":
         codes = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
         if codes is None or codes.dtype != np.uint16 or codes.ndim != 2:
             raise ValueError("disparity bytes are not a 16-bit grayscale PNG")
-    elif codec == "u16":
+    elif codec in ("u16d", "u16"):
         if height is None or width is None:
-            raise ValueError("u16 disparity needs height and width")
-        codes = np.frombuffer(data, dtype="<u2")
-        if codes.size != int(height) * int(width):
-            raise ValueError(f"disparity has {codes.size} codes, expected {height}x{width}")
-        codes = codes.reshape(int(height), int(width))
+            raise ValueError(f"{codec} disparity needs height and width")
+        if codec == "u16d":
+            codes = np.cumsum(join_bytes(data, height, width), axis=1, dtype=np.uint16)
+        else:
+            codes = np.frombuffer(data, dtype="<u2")
+            if codes.size != int(height) * int(width):
+                raise ValueError(f"disparity has {codes.size} codes, expected {height}x{width}")
+            codes = codes.reshape(int(height), int(width))
     else:
         raise ValueError(f"unknown disparity codec {codec!r}; valid codecs: {list(DISPARITY_CODECS)}")
     return dequantize_disparity(codes, offset, scale)
+
+
+def encode_uncertainty(uncertainty: np.ndarray) -> bytes:
+    """Non-negative uncertainty (px) as uint16 codes of 1/32 px, :func:`split_bytes` planes.
+
+    Rounding error at most 1/64 px; values above 2047.9 px saturate; non-finite values (and
+    negative ones, which an uncertainty cannot be) become code 65535, decoded as NaN. Noisy
+    per-pixel errors compress to about a quarter of float16.
+    """
+    u = np.asarray(uncertainty, dtype=np.float32)
+    if u.ndim != 2:
+        raise ValueError(f"uncertainty must be HxW, got shape {u.shape}")
+    codes = np.rint(np.minimum(u, _MAX_CODE * UNCERTAINTY_STEP_PX) * (1.0 / UNCERTAINTY_STEP_PX))
+    bad = ~np.isfinite(u) | (u < 0)
+    codes[bad] = DISPARITY_NAN_CODE
+    return split_bytes(codes.astype(np.uint16))
+
+
+def decode_uncertainty(data: bytes | memoryview | np.ndarray, height: int, width: int) -> np.ndarray:
+    """Inverse of :func:`encode_uncertainty`: HxW float32 px, NaN where it was not finite."""
+    return dequantize_disparity(join_bytes(data, height, width), 0.0, UNCERTAINTY_STEP_PX)
 
 
 def pack_mask(mask: np.ndarray) -> bytes:
@@ -205,17 +263,3 @@ def unpack_mask(data: bytes | memoryview | np.ndarray, height: int, width: int) 
     if bits.size != n:
         raise ValueError(f"mask has {bits.size} bits, expected {height}x{width}")
     return bits.reshape(int(height), int(width)).view(bool)
-
-
-def encode_float16(values: np.ndarray) -> bytes:
-    """Little-endian float16 bytes, row-major (values beyond +-65504 saturate to +-inf)."""
-    with np.errstate(over="ignore"):
-        return np.asarray(values, dtype="<f2").tobytes()
-
-
-def decode_float16(data: bytes | memoryview | np.ndarray, height: int, width: int) -> np.ndarray:
-    """Inverse of :func:`encode_float16`: HxW float32."""
-    arr = np.frombuffer(data, dtype="<f2")
-    if arr.size != int(height) * int(width):
-        raise ValueError(f"float16 array has {arr.size} values, expected {height}x{width}")
-    return arr.reshape(int(height), int(width)).astype(np.float32)

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.errors import BadInputError
-from pipeline.shards.codec import decode_disparity, decode_float16, decode_image, unpack_mask
+from pipeline.shards.codec import decode_disparity, decode_image, decode_uncertainty, unpack_mask
 from pipeline.shards.manifest import DatasetManifest, manifest_location, read_manifest
 from pipeline.shards.schema import ARRAY_COLUMNS, ID_COLUMNS, physical_columns
 
@@ -198,7 +198,7 @@ def decode_rows(table: pa.Table, columns: Sequence[str] | None = None, split: st
                 row[c] = unpack_mask(_blob(arrays[c], i), h, w)
             elif c == "uncertainty":
                 buf = _blob(arrays[c], i)
-                row[c] = None if buf is None else decode_float16(buf, h, w)
+                row[c] = None if buf is None else decode_uncertainty(buf, h, w)
             else:
                 row[c] = scalars[c][i]
         rows.append(row)

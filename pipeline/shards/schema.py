@@ -6,8 +6,7 @@ in the Parquet metadata (any tool that opens a shard can read what each column m
 checked by :func:`check_schema` when a shard is verified.
 
 Encoded columns (``image``, ``disparity``, masks, ``uncertainty``) are stored as binary blobs in
-formats any language reads (JPEG/PNG/WebP, uint16 codes or 16-bit PNG, bit-packed bytes,
-little-endian float16);
+formats any language reads (JPEG/PNG/WebP, 16-bit codes or 16-bit PNG, bit-packed bytes);
 :mod:`pipeline.shards.codec` holds the exact encodings.
 """
 
@@ -68,15 +67,19 @@ COLUMN_DOCS: dict[str, str] = {
     "disparity": (
         "left-view disparity in pixels of the stored image (Middlebury: left x matches right x - d), as "
         "16-bit codes q with disparity = disparity_offset + disparity_scale * q; q = 65535 marks a "
-        "non-finite value (decoded as NaN). disparity_codec u16: height*width little-endian uint16, "
-        "row-major (compressed by Parquet); png16: a 16-bit grayscale PNG. disparity_scale = 1/32 px "
+        "non-finite value (decoded as NaN). disparity_codec u16d: per row, q[0], q[1]-q[0], ... "
+        "(modulo 65536) as byte planes, all low bytes then all high bytes; u16: height*width "
+        "little-endian uint16, row-major; png16: a 16-bit grayscale PNG of q. disparity_scale = 1/32 px "
         "while the frame's range is below 2047.9 px, so the rounding error is at most 1/64 px"
     ),
-    "disparity_codec": "u16 (raw little-endian uint16 codes) | png16 (16-bit grayscale PNG)",
+    "disparity_codec": "u16d | u16 | png16 (see disparity)",
     "disparity_scale": "px per code (1/32 unless the frame's disparity range exceeds 2047.9 px)",
     "disparity_offset": "disparity in px of code 0 (the frame's minimum finite disparity)",
     "valid": "valid-disparity mask: numpy.packbits(mask.ravel()) (big bit order, row-major, height*width bits)",
-    "uncertainty": "per-pixel uncertainty in px (left-right error): little-endian float16, row-major; null if absent",
+    "uncertainty": (
+        "per-pixel uncertainty in px (left-right error), null if absent: uint16 codes of 1/32 px "
+        "(65535 = not finite) stored as byte planes, all low bytes then all high bytes, row-major"
+    ),
     "sky": "sky mask, bit-packed like valid",
     "right_image": "right view, encoded like image; null unless the writer stored right views",
     "crop_x": "left edge of the crop box in source pixels of one full-resolution eye",

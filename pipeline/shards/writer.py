@@ -30,7 +30,15 @@ from pipeline import __version__
 from pipeline.atomic import atomic_path, write_json_atomic
 from pipeline.config import config_to_dict
 from pipeline.errors import BadInputError, ConfigError, DepthmineError
-from pipeline.shards.codec import DISPARITY_CODECS, IMAGE_CODECS, JPEG_SUBSAMPLING, encode_disparity, encode_float16, encode_image, pack_mask
+from pipeline.shards.codec import (
+    DISPARITY_CODECS,
+    IMAGE_CODECS,
+    JPEG_SUBSAMPLING,
+    encode_disparity,
+    encode_image,
+    encode_uncertainty,
+    pack_mask,
+)
 from pipeline.shards.manifest import (
     MOVIE_MANIFEST_NAME,
     MovieManifest,
@@ -79,8 +87,10 @@ class ShardConfig:
         image_codec: ``jpeg`` (default), ``png`` (lossless) or ``webp``.
         jpeg_quality: quality for JPEG/WebP (>= 90 keeps training artefacts invisible).
         jpeg_subsampling: JPEG chroma subsampling, ``420`` (default) or ``444`` (sharper colour).
-        disparity_codec: ``u16`` (raw codes, Parquet-compressed: fastest to read) or ``png16``
-            (16-bit PNG as in the paper: a little smaller, several times slower to decode).
+        disparity_codec: ``u16d`` (delta-coded 16-bit codes: smallest and fast, default), ``u16``
+            (plain 16-bit codes) or ``png16`` (16-bit PNG as in the paper, ten times slower to decode);
+            see :func:`pipeline.shards.codec.encode_disparity`.
+        compression_level: zstd level of the Parquet columns (None: Arrow's default).
         compression: Parquet compression of the non-image columns (masks, floats, ids).
         store_right: also store the right view (for stereo-aware training or re-labelling).
     """
@@ -91,8 +101,9 @@ class ShardConfig:
     image_codec: str = "jpeg"
     jpeg_quality: int = 95
     jpeg_subsampling: str = "420"
-    disparity_codec: str = "u16"
+    disparity_codec: str = "u16d"
     compression: str = "zstd"
+    compression_level: int | None = None
     store_right: bool = False
 
     def __post_init__(self) -> None:
@@ -140,7 +151,7 @@ def encode_records(records: Iterable[FrameRecord | Mapping[str, Any]], config: S
             "disparity_scale": scale,
             "disparity_offset": offset,
             "valid": pack_mask(r.valid),
-            "uncertainty": None if r.uncertainty is None else encode_float16(r.uncertainty),
+            "uncertainty": None if r.uncertainty is None else encode_uncertainty(r.uncertainty),
             "sky": pack_mask(r.sky),
             "right_image": (
                 encode_image(r.right_image, config.image_codec, config.jpeg_quality, config.jpeg_subsampling)
@@ -187,10 +198,12 @@ def _is_rejected(rec: Any) -> bool:
     return isinstance(rec, RejectedRecord) or (isinstance(rec, Mapping) and "reason" in rec and "image" not in rec)
 
 
-def _parquet_options(schema: pa.Schema, compression: str) -> dict[str, Any]:
-    codec = "none" if compression == "none" else compression
+def _parquet_options(schema: pa.Schema, config: "ShardConfig") -> dict[str, Any]:
+    codec = config.compression
     binary = {f.name for f in schema if pa.types.is_binary(f.type)}
+    extra = {} if config.compression_level is None or codec == "none" else {"compression_level": config.compression_level}
     return {
+        **extra,
         "compression": {n: ("none" if n in BLOB_COLUMNS else codec) for n in schema.names},
         "use_dictionary": [n for n in _DICT_COLUMNS if n in schema.names] + (["reason"] if "reason" in schema.names else []),
         # min/max of encoded blobs is useless and bloats the footer
@@ -232,7 +245,7 @@ def write_chunk(
     schema = REJECTED_SCHEMA if _kind(table) == "rejected" else FRAME_SCHEMA
     table = _conform(table, schema, str(path))
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, row_group_size=max(1, table.num_rows), **_parquet_options(schema, config.compression))
+        pq.write_table(table, tmp, row_group_size=max(1, table.num_rows), **_parquet_options(schema, config))
     return Path(path)
 
 
@@ -395,7 +408,7 @@ class MovieShardWriter:
         if self._pw is None:
             name = f"part-{len(self._shards):05d}.parquet"
             self._tmp = self.folder / f".{name}.tmp"
-            self._pw = pq.ParquetWriter(self._tmp, FRAME_SCHEMA, **_parquet_options(FRAME_SCHEMA, self.config.compression))
+            self._pw = pq.ParquetWriter(self._tmp, FRAME_SCHEMA, **_parquet_options(FRAME_SCHEMA, self.config))
             self._shard_rows, self._shard_bytes, self._shard_splits = [], 0, {}
         self._pw.write_table(table, row_group_size=table.num_rows)
         self._shard_rows.append(table.num_rows)
@@ -445,7 +458,7 @@ class MovieShardWriter:
         rpath = self.folder / REJECTED_NAME
         with atomic_path(rpath) as tmp:
             pq.write_table(
-                rejected, tmp, row_group_size=max(1, rejected.num_rows), **_parquet_options(REJECTED_SCHEMA, self.config.compression)
+                rejected, tmp, row_group_size=max(1, rejected.num_rows), **_parquet_options(REJECTED_SCHEMA, self.config)
             )
         reasons: dict[str, int] = {}
         for reason in rejected.column("reason").to_pylist():

@@ -15,6 +15,7 @@ its output is ``{"flows": B x 1 x 2 x H x W}``.
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -138,7 +139,9 @@ class PtlflowBackend(FlowBackend):
         names = ptlflow.get_model_names()
         if self.model_name not in names:
             raise ConfigError(f"unknown ptlflow model {self.model_name!r}; valid: {', '.join(sorted(names))}")
-        model = ptlflow.get_model(self.model_name)  # architecture only; weights below
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # ptlflow's own deprecation noise (jsonargparse)
+            model = ptlflow.get_model(self.model_name)  # architecture only; weights below
         if self.ckpt is not None:
             try:
                 state = torch.load(self.ckpt, map_location="cpu", weights_only=True)

@@ -156,6 +156,12 @@ def test_cli_eval_compares_checkpoints_against_baseline(tiny_dataset, tiny_check
     assert float(rows[0]["kitti_improvement_pct"]) == 0.0 and rows[1]["mean_improvement_pct"] != ""
 
 
+def test_dataset_without_test_split_is_a_clear_error(tiny_dataset, tiny_checkpoints, capsys):
+    ds = tiny_dataset(n_movies=1, frames_per_movie=2, splits=("train",))
+    rc = main(["eval", "--checkpoint", str(tiny_checkpoints[0]), "--dataset", f"movies:{ds}"])
+    assert rc == 2 and "no Movies test images" in capsys.readouterr().err
+
+
 def test_cli_eval_bad_dataset_name_exits_2(tiny_checkpoints, capsys):
     rc = main(["eval", "--checkpoint", str(tiny_checkpoints[0]), "--dataset", "kitty:/x"])
     assert rc == 2 and "valid names" in capsys.readouterr().err

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from pipeline.atomic import atomic_open, atomic_path, write_json_atomic
-from pipeline.errors import ConfigError
+from pipeline.errors import BadInputError, ConfigError
 from training import metrics
 from training.benchmarks import PROTOCOLS, BenchmarkSample, Protocol, get_protocol, open_benchmark
 from training.predict import DepthPredictor
@@ -189,6 +189,9 @@ def evaluate(
                 per_image.append(ImageResult(sample.sample_id, score_sample(proto, sample, pred)))
             bar.update(len(group))
         bar.close()
+        if not per_image:
+            hint = "assign held-out movies to the test split when building the dataset" if name == "movies" else None
+            raise BadInputError(path, f"no {proto.title} test images found", hint)
         results[name] = _summarise(proto, str(path), per_image)
         log.info("%s on %s: %s = %.4g over %d images", default_label, name, proto.metric, results[name].value, len(per_image))
     return EvalReport(label or default_label, ckpt, results, time.perf_counter() - started)

@@ -115,6 +115,9 @@ class DepthModel(nn.Module):
             setattr(self.scratch, f"layer{i}_rn", nn.Conv2d(c, f, 3, padding=1, bias=False))
         for i in range(1, 5):
             setattr(self.scratch, f"refinenet{i}", FeatureFusionBlock(f))
+        # refinenet4 has no skip input, so its resConfUnit1 is never used; it stays for key
+        # compatibility with the MiDaS checkpoint but is frozen (DDP would wait for its gradient)
+        self.scratch.refinenet4.resConfUnit1.requires_grad_(False)
         self.scratch.output_conv = nn.Sequential(
             nn.Conv2d(f, f // 2, 3, padding=1),
             _Interpolate(2),

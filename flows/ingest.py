@@ -236,7 +236,7 @@ def ingest_movie(
             "project_version": project_version(),
         },
     )
-    summaries, plan = _label_all_chunks(movie_id, probe, config, split, work, job, spec, _device_tags(config), progress)
+    summaries, plan = _label_all_chunks(movie_id, probe, layout, config, split, work, job, spec, _device_tags(config), progress)
 
     meta = {
         "source": {"path": probe.path, "right": probe.right, "fingerprint": probe.fingerprint},
@@ -274,7 +274,7 @@ def ingest_movie(
     return result.to_dict()
 
 
-def _label_all_chunks(movie_id, probe, config, split, work, job, spec, tags, progress):
+def _label_all_chunks(movie_id, probe, layout, config, split, work, job, spec, tags, progress):
     """Decode once, submit every unfinished chunk, and wait; bounded frames in flight."""
     from pipeline.video import open_stereo, scan_movie
 
@@ -291,7 +291,9 @@ def _label_all_chunks(movie_id, probe, config, split, work, job, spec, tags, pro
     summaries: dict[str, ChunkSummary] = {}
     max_in_flight = 2 * spec.n_workers
     task = label_chunk_task.with_options(tags=tags) if tags else label_chunk_task
-    src = open_stereo(probe.path, layout=probe.layout, right_path=probe.right)
+    # the user's layout argument again (not the probed one): detection is deterministic and
+    # keeps what metadata says beyond the layout (eyes stored right first).
+    src = open_stereo(probe.path, layout=layout, right_path=probe.right)
     scan = scan_movie(src, config.shots, config.sampling, split, progress=False)
     names: list[str] = []
     pending: dict[Any, str] = {}

@@ -1,0 +1,152 @@
+"""The ingest_movie flow on a real (temporary) Prefect API: rows, artifacts, retries, CLI."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from pipeline.errors import BadInputError
+
+pytestmark = pytest.mark.slow  # a Prefect API and real ingests
+
+FAST = ["chunk_frames=2", "sampling.eval_fps=4"]
+
+
+@pytest.fixture(scope="module")
+def tiny_movie(sample_movie):
+    return sample_movie(layout="sbs-half", seconds=6.0, size=(160, 96), seed=3)
+
+
+def _artifacts(key: str):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    async def read():
+        async with get_client() as client:
+            return await client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+
+    return asyncio.run(read())
+
+
+def _task_runs(flow_run_id, name: str):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, TaskRunFilter, TaskRunFilterName
+
+    async def read():
+        async with get_client() as client:
+            return await client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
+                task_run_filter=TaskRunFilter(name=TaskRunFilterName(like_=name)),
+            )
+
+    return asyncio.run(read())
+
+
+@pytest.fixture(scope="module")
+def ingested(prefect_harness, tiny_movie, tmp_path_factory):
+    from flows.ingest import ingest_movie
+
+    out = tmp_path_factory.mktemp("ingest") / "dataset"
+    result = ingest_movie(movie=str(tiny_movie.path), out=str(out), movie_id="tiny", split="val",
+                          flow="dis-ultrafast", overrides=FAST, workers=2)
+    return out, result
+
+
+def test_ingest_writes_a_verified_dataset_with_every_kept_frame(ingested):
+    from pipeline.shards import iter_samples, read_manifest, verify
+
+    out, result = ingested
+    assert verify(str(out)) == []
+    manifest = read_manifest(out)
+    assert set(manifest.movies) == {"tiny"} and manifest.rows == result["kept"] > 0
+    rows = list(iter_samples(out))
+    assert [r["frame_index"] for r in rows] == sorted(r["frame_index"] for r in rows)  # shot order kept
+    assert {r["split"] for r in rows} == {"val"}
+    assert rows[0]["flow_backend"] == "dis-ultrafast" and rows[0]["config_hash"] == result["key"]
+    assert result["chunks"] > 1 and result["chunks_resumed"] == 0
+    assert not (out / ".work" / "tiny").exists(), "staging must be cleaned up after the commit"
+
+
+def test_ingest_publishes_report_and_progress_artifacts(ingested):
+    report = _artifacts("ingest-tiny")
+    assert report, "no markdown report"
+    md = report[0].data
+    assert "# Ingest of `tiny`" in md and "data:image/png;base64," in md
+    assert "## Shots" in md and "## Frames rejected by reason" in md
+    progress = _artifacts("ingest-progress-tiny")
+    assert progress and float(progress[0].data) == pytest.approx(100.0)
+
+
+def test_reingest_of_an_unchanged_movie_recomputes_nothing(ingested, tiny_movie):
+    from flows.ingest import ingest_movie
+    from pipeline.shards import read_manifest
+
+    out, first = ingested
+    again = ingest_movie(movie=str(tiny_movie.path), out=str(out), movie_id="tiny", split="val",
+                         flow="dis-ultrafast", overrides=FAST)
+    assert again["skipped"] and again["key"] == first["key"] and again["kept"] == first["kept"]
+    assert read_manifest(out).movies["tiny"].key == first["key"]
+
+
+def test_bad_input_fails_fast_without_retries(prefect_harness, tmp_path):
+    from flows.ingest import ingest_movie
+
+    bad = tmp_path / "not_a_movie.mkv"
+    bad.write_bytes(b"this is not a video" * 100)
+    state = ingest_movie(movie=str(bad), out=str(tmp_path / "ds"), return_state=True)
+    assert state.is_failed()
+    with pytest.raises(BadInputError, match="not_a_movie.mkv"):
+        state.result()
+    runs = _task_runs(state.state_details.flow_run_id, "probe-movie")
+    assert len(runs) == 1 and runs[0].run_count == 1, "bad input must not be retried"
+    assert not (tmp_path / "ds" / "manifest.json").exists()
+
+
+def test_retry_condition_retries_io_errors_only():
+    from prefect.states import Completed, Failed
+
+    from flows.ingest import retry_unless_bad_input
+
+    def failed(exc):
+        return Failed(data=exc)
+
+    assert retry_unless_bad_input(None, None, failed(OSError("NFS hiccup")))
+    assert not retry_unless_bad_input(None, None, failed(BadInputError("x.mkv", "not a video")))
+    assert retry_unless_bad_input(None, None, Completed())
+
+
+def test_cli_ingest_bad_file_prints_one_line_and_exits_2(prefect_harness, tmp_path, capsys):
+    from flows.cli import main
+
+    code = main(["ingest", str(tmp_path / "missing.mkv"), "--out", str(tmp_path / "ds")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "missing.mkv" in err and "Traceback" not in err
+
+
+def test_cli_ingest_prints_summary(ingested, tiny_movie, capsys):
+    from flows.cli import main
+
+    out, first = ingested
+    code = main(["ingest", str(tiny_movie.path), "--out", str(out), "--movie-id", "tiny", "--split", "val",
+                 "--flow", "dis-ultrafast"] + [a for o in FAST for a in ("--set", o)])
+    text = capsys.readouterr().out
+    assert code == 0
+    assert f"tiny (val): {first['kept']} frames kept" in text and "unchanged" in text
+
+
+def test_ingest_key_changes_with_configuration_and_file(tmp_path):
+    from pipeline.ingest import ingest_config, ingest_key, source_fingerprint
+
+    f = tmp_path / "m.bin"
+    f.write_bytes(np.arange(3 << 20, dtype=np.uint8).tobytes())
+    fp = source_fingerprint(f)
+    a = ingest_key(fp, ingest_config(flow="dis-fast"))
+    assert a == ingest_key(fp, ingest_config(flow="dis-fast", device="cuda"))  # device: same rows
+    assert a != ingest_key(fp, ingest_config(["disparity.lr_threshold_px=1.5"], flow="dis-fast"))
+    with open(f, "r+b") as fh:  # change the last MiB, keep the size
+        fh.seek(-10, 2)
+        fh.write(b"x" * 10)
+    assert source_fingerprint(f) != fp

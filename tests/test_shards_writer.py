@@ -215,3 +215,10 @@ def test_writer_killed_mid_shard_leaves_no_visible_partial_shard(tmp_path):
     # a rerun of the killed movie writes it whole
     assert _write_movie(dataset, "victim", _records("victim", 5)).rows == 5
     assert len(list_shards(publish(dataset))) >= 2
+
+
+def test_movie_with_every_frame_rejected_is_a_valid_empty_movie(tmp_path):
+    movie = _write_movie(tmp_path, "dark", [], rejected=[_rejected("dark", i, "disparity_range") for i in range(3)])
+    assert movie.shards == [] and movie.rows == 0 and movie.rejected_reasons == {"disparity_range": 3}
+    publish(tmp_path)
+    assert list(iter_samples(tmp_path)) == [] and verify(tmp_path) == []

@@ -26,6 +26,7 @@ def register(subparsers) -> None:
     p.add_argument("--quick", action="store_true", help="skip the SHA-256 checksums (size, footer and samples only)")
     p.add_argument("--sample-rows", type=int, default=2, metavar="N", help="rows decoded per shard (default 2: first and last)")
     p.add_argument("--seed", type=int, default=0, help="chooses the randomly sampled rows")
+    p.add_argument("--workers", type=int, default=4, help="files checked in parallel (default 4)")
     p.set_defaults(func=run)
 
 
@@ -35,7 +36,14 @@ def run(args: argparse.Namespace) -> int:
 
     t0 = time.monotonic()
     manifest = read_manifest(args.dataset)
-    problems = verify(args.dataset, checksum=not args.quick, sample_rows=args.sample_rows, seed=args.seed)
+    problems = verify(
+        args.dataset,
+        checksum=not args.quick,
+        sample_rows=args.sample_rows,
+        seed=args.seed,
+        workers=args.workers,
+        progress=sys.stderr.isatty(),
+    )
     errors = [p for p in problems if p.severity == "error"]
     for p in problems:
         print(p, file=sys.stderr if p.severity == "error" else sys.stdout)

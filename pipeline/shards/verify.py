@@ -12,12 +12,14 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterable
 
 import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
+from tqdm import tqdm
 
 from pipeline.shards.manifest import (
     MOVIE_MANIFEST_NAME,
@@ -119,14 +121,24 @@ def _check_decode(pf: pq.ParquetFile, rel: str, groups: list[int], n: int, rng: 
     return problems
 
 
-def verify(dataset: str, checksum: bool = True, sample_rows: int = 2, seed: int = 0) -> list[Problem]:
+def verify(
+    dataset: str,
+    checksum: bool = True,
+    sample_rows: int = 2,
+    seed: int = 0,
+    workers: int = 4,
+    progress: bool = False,
+) -> list[Problem]:
     """Check every shard of a published dataset against its manifest; return all problems found.
 
     Args:
         dataset: dataset folder or ``manifest.json`` (local path or fsspec URI).
         checksum: compare SHA-256 of every file (reads every byte; off for a quick check).
         sample_rows: rows decoded per shard (first, last and random ones); 0 = none.
-        seed: chooses the random rows.
+        seed: chooses the random rows (per shard, so the result does not depend on ``workers``).
+        workers: files checked in parallel (hashing and decoding release the GIL; object stores
+            are latency-bound).
+        progress: show a progress bar over the files.
 
     Raises:
         BadInputError: there is no readable manifest (nothing to verify against).
@@ -135,20 +147,27 @@ def verify(dataset: str, checksum: bool = True, sample_rows: int = 2, seed: int 
     root, _ = manifest_location(str(dataset))
     fs, root_path = fsspec.core.url_to_fs(root)
     root_path = root_path.rstrip("/")
-    rng = random.Random(seed)
+    jobs: list[tuple[str, ShardEntry, pa.Schema, int]] = []
     problems: list[Problem] = []
     for movie in manifest.movies.values():
         folder = f"{root_path}/{movie.folder}"
         problems += _check_movie_json(fs, folder, movie)
         listed = {s.path for s in movie.shards}
-        for entry in movie.shards:
-            problems += _check_file(fs, root_path, f"{movie.folder}/{entry.path}", entry, FRAME_SCHEMA, checksum, sample_rows, rng)
+        jobs += [(f"{movie.folder}/{e.path}", e, FRAME_SCHEMA, sample_rows) for e in movie.shards]
         if movie.rejected is not None:
             listed.add(movie.rejected.path)
-            problems += _check_file(
-                fs, root_path, f"{movie.folder}/{movie.rejected.path}", movie.rejected, REJECTED_SCHEMA, checksum, 0, rng
-            )
+            jobs.append((f"{movie.folder}/{movie.rejected.path}", movie.rejected, REJECTED_SCHEMA, 0))
         problems += _check_folder(fs, folder, movie.folder, listed)
+
+    def check(job: tuple[str, ShardEntry, pa.Schema, int]) -> list[Problem]:
+        rel, entry, schema, n = job
+        rng = random.Random(f"{seed}:{rel}")
+        return _check_file(fs, root_path, rel, entry, schema, checksum, n, rng)
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        results = pool.map(check, jobs)
+        for found in tqdm(results, total=len(jobs), desc="verify", unit="file", disable=not progress):
+            problems += found
     problems += _check_unreferenced(fs, root_path, {m.folder for m in manifest.movies.values()})
     return problems
 

@@ -25,7 +25,9 @@ Checks (MIDAS_NOTES.md section 1), all in pixels of the image passed in:
 
 Sky pixels (see :mod:`pipeline.sky`) get the frame's minimum disparity over the valid non-sky
 pixels (the farthest value) and count as valid: flow is meaningless on a blank sky, but "farthest"
-is the right label for it.
+is the right label for it. For the same reason sky pixels count as passing the left-right check
+and never as vertical failures in the frame statistics: a frame with a large clear sky is not a
+bad frame.
 
 Swapped eyes: with the eyes reversed every disparity flips sign, so what is far measures near.
 Each frame records ``swap_evidence`` from two priors of filmed scenes: the sky (found by colour,
@@ -140,8 +142,9 @@ class DisparityConfig:
 class FrameStats:
     """Per-frame statistics; every field is a float column of the shard schema.
 
-    Fractions are of all pixels of the frame. Disparity figures are over the final valid pixels
-    (sky included, at its assigned value) and NaN when none is valid.
+    Fractions are of all pixels of the frame; sky pixels count as passing the left-right check and
+    not as vertical failures. Disparity figures are over the final valid pixels (sky included, at
+    its assigned value) and NaN when none is valid.
     """
 
     valid_fraction: float
@@ -304,8 +307,8 @@ def disparity_from_flow(
     p_lo, p50, p_hi = _robust_range(kept, config.range_percentiles)
     stats = FrameStats(
         valid_fraction=float(valid.sum() / n),
-        lr_pass_fraction=float(lr_ok.sum() / n),
-        vertical_fail_fraction=float(vertical_fail.sum() / n),
+        lr_pass_fraction=float((lr_ok | sky).sum() / n),
+        vertical_fail_fraction=float((vertical_fail & ~sky).sum() / n),
         disparity_min=float(kept.min()) if kept.size else float("nan"),
         disparity_max=float(kept.max()) if kept.size else float("nan"),
         disparity_p05=p_lo,

@@ -89,7 +89,7 @@ class HeuristicSkyConfig:
 
     blue_hue: tuple[int, int] = (85, 135)
     min_blue_saturation: int = 40
-    min_blue_value: int = 90
+    min_blue_value: int = 35
     max_grey_saturation: int = 45
     min_grey_value: int = 150
     max_gradient: float = 6.0

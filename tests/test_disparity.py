@@ -313,3 +313,32 @@ def test_frames_decoded_from_an_encoded_sample_movie(sample_movie):
         assert (res.disparity[ok & (gt < -3)] < 0).mean() > 0.97
         results.append(res)
     assert not detect_swapped_eyes(results).swapped
+
+
+class TopBandSky:
+    """A sky masker that calls the top quarter sky (a plain object honouring the masker contract)."""
+
+    def mask(self, image, disparity=None, valid=None):
+        m = np.zeros(image.shape[:2], bool)
+        m[: image.shape[0] // 4] = True
+        return m
+
+
+def test_sky_pixels_are_neither_lr_nor_vertical_failures():
+    from pipeline.disparity import disparity_from_flow
+    from pipeline.flow import FlowPair, disparity_to_flow
+
+    h, w = 80, 120
+    d = np.tile(np.linspace(-6, 6, w, dtype=np.float32), (h, 1))
+    lr, rl = disparity_to_flow(d), np.zeros((h, w, 2), np.float32)
+    rl[..., 0] = np.tile(np.linspace(-6, 6, w, dtype=np.float32), (h, 1))  # roughly consistent
+    lr[: h // 4, :, 1] = 5.0  # noisy flow on a blank sky: vertical ...
+    lr[: h // 4, :, 0] += 9.0  # ... and inconsistent
+    image = np.zeros((h, w, 3), np.uint8)
+    res = disparity_from_flow(FlowPair(lr, rl), DisparityConfig(edge_threshold_px=None), image=image, sky_masker=TopBandSky())
+    assert res.stats.vertical_fail_fraction == 0.0
+    assert res.stats.sky_fraction == pytest.approx(0.25)
+    assert res.valid[: h // 4].all()
+    without_sky = disparity_from_flow(FlowPair(lr, rl), DisparityConfig(edge_threshold_px=None))
+    assert without_sky.stats.vertical_fail_fraction == pytest.approx(0.25, abs=0.01)
+    assert without_sky.stats.lr_pass_fraction < res.stats.lr_pass_fraction

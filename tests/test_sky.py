@@ -153,3 +153,16 @@ def test_garbage_model_file_is_a_clear_error(tmp_path, suffix):
     bad.write_bytes(b"definitely not a network")
     with pytest.raises(BadInputError, match=str(bad)):
         get_sky_masker(f"model:{bad}")
+
+
+@pytest.mark.parametrize(
+    "name, low, high",
+    [("rocket", 0.5, 0.85), ("coffee", 0.0, 0.01), ("chelsea", 0.0, 0.01)],
+    ids=["dusk-sky-photo", "no-sky-coffee", "no-sky-cat"],
+)
+def test_heuristic_on_real_photographs(name, low, high):
+    """Real photos shipped by scikit-image: a launch pad under a dusk sky, and two without sky."""
+    skdata = pytest.importorskip("skimage.data", reason="scikit-image ships the test photographs")
+    img = getattr(skdata, name)()
+    fraction = HeuristicSkyMasker(use_disparity=False).mask(img).mean()
+    assert low <= fraction <= high

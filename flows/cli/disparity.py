@@ -85,12 +85,20 @@ def read_image(path: str) -> np.ndarray:
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
+def _mask_tile(valid: np.ndarray, sky: np.ndarray) -> np.ndarray:
+    """Valid pixels white, sky blue, invalid black."""
+    tile = np.zeros(valid.shape + (3,), np.uint8)
+    tile[valid] = (255, 255, 255)
+    tile[sky] = (80, 140, 255)
+    return tile
+
+
 def run(args: argparse.Namespace) -> int:
     from pipeline.atomic import atomic_path
     from pipeline.config import apply_overrides, config_from_dict, config_to_dict
     from pipeline.disparity import DisparityConfig, compute_disparity
     from pipeline.flow import get_backend
-    from pipeline.viz import colorize_disparity, colorize_mask, hstack_tiles, label_tile, save_png
+    from pipeline.viz import colorize_disparity, hstack_tiles, label_tile, save_png
 
     left, right = read_image(args.left), read_image(args.right)
     if left.shape != right.shape:
@@ -122,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
         tiles = [
             label_tile(image, "left"),
             label_tile(colorize_disparity(result.disparity, result.valid), f"disparity {config.flow}"),
-            label_tile(colorize_mask(result.valid), "valid"),
+            label_tile(_mask_tile(result.valid, result.sky), "valid (sky blue)"),
         ]
         save_png(args.preview, hstack_tiles(tiles))
 
@@ -130,6 +138,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"{args.left}: {w}x{h}, flow {config.flow}" + (f" at width {config.working_width}" if config.working_width else ""))
     for k, v in stats.items():
         print(f"  {k:<24} {v:10.3f}")
+    ev = result.swap_evidence
+    if np.isfinite(ev):
+        verdict = "looks reversed: try --swap-eyes" if ev >= 0.05 else ("looks normal" if ev <= -0.05 else "undecided")
+        print(f"  {'swapped-eye evidence':<24} {ev:10.3f}  ({verdict}; judge a whole shot with detect_swapped_eyes)")
     if result.rejected_reason:
         print(f"REJECTED: {result.rejected_reason}")
     else:

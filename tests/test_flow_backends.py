@@ -147,3 +147,13 @@ def test_fused_backend_takes_horizontal_from_the_matcher_and_vertical_from_flow(
     np.testing.assert_array_equal(pair.lr[..., 1], flow.lr[..., 1])
     assert np.isfinite(pair.lr).all()
     assert pickle.loads(pickle.dumps(fused)).name == "dis-medium+sgbm"
+
+
+@pytest.mark.parametrize("name", CPU_BACKENDS)
+@pytest.mark.parametrize("shape", [(8, 8), (1, 50), (16, 24)], ids=["8x8", "1x50", "16x24"])
+def test_tiny_images_do_not_crash(name, shape):
+    rng = np.random.default_rng(0)
+    left = rng.integers(0, 256, shape + (3,), dtype=np.uint8)
+    right = rng.integers(0, 256, shape + (3,), dtype=np.uint8)
+    (pair,) = get_backend(name).compute([left], [right])
+    assert pair.lr.shape == shape + (2,) and pair.rl.shape == shape + (2,)

@@ -51,7 +51,7 @@ class FlowPair:
 
 def flow_to_disparity(flow_lr: np.ndarray) -> np.ndarray:
     """Left-view disparity from left-to-right flow: ``d = -u`` (see the module docstring)."""
-    return np.negative(np.asarray(flow_lr)[..., 0], dtype=np.float32)
+    return np.negative(np.asarray(flow_lr)[..., 0], dtype=np.float32) + np.float32(0.0)  # no -0.0
 
 
 def disparity_to_flow(disparity: np.ndarray) -> np.ndarray:

@@ -22,6 +22,8 @@ from pipeline.flow.base import FlowBackend, FlowPair, to_gray
 
 __all__ = ["DisBackend", "DeepFlowBackend"]
 
+_MIN_SIDE = 32  # smaller images are padded for DIS
+
 _PRESETS = {
     "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
     "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
@@ -91,8 +93,15 @@ class DisBackend(FlowBackend):
         out = []
         for left, right in zip(lefts, rights):
             gl, gr = to_gray(left), to_gray(right)
+            h, w = gl.shape
+            # DIS refuses images smaller than a few patches: pad (edge replication), then crop
+            ph, pw = max(0, _MIN_SIDE - h), max(0, _MIN_SIDE - w)
+            if ph or pw:
+                gl = cv2.copyMakeBorder(gl, 0, ph, 0, pw, cv2.BORDER_REPLICATE)
+                gr = cv2.copyMakeBorder(gr, 0, ph, 0, pw, cv2.BORDER_REPLICATE)
             engine = self._engine(gl.shape[1], gl.shape[0])
-            out.append(FlowPair(engine.calc(gl, gr, None), engine.calc(gr, gl, None)))
+            lr, rl = engine.calc(gl, gr, None), engine.calc(gr, gl, None)
+            out.append(FlowPair(np.ascontiguousarray(lr[:h, :w]), np.ascontiguousarray(rl[:h, :w])))
         return out
 
 

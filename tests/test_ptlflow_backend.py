@@ -145,7 +145,7 @@ def test_real_ptlflow_model_end_to_end_from_a_local_checkpoint(tmp_path):
 
     torch.manual_seed(0)
     ckpt = tmp_path / "raft_small-random.ckpt"
-    torch.save({"state_dict": ptlflow.get_model("raft_small").state_dict()}, ckpt)
+    torch.save({"state_dict": ptlflow.get_model("raft_small").state_dict(), "hyper_parameters": {"train_size": [368, 496]}}, ckpt)
     backend = get_backend("ptlflow:raft_small", ckpt=ckpt, device="cpu", batch_size=4)
     rng = np.random.default_rng(0)
     lefts = [rng.integers(0, 256, (125, 190, 3), dtype=np.uint8) for _ in range(3)]
@@ -157,7 +157,18 @@ def test_real_ptlflow_model_end_to_end_from_a_local_checkpoint(tmp_path):
     res = compute_disparity(lefts[0], rights[0], DisparityConfig(sky="none"), backend=backend)
     assert res.disparity.shape == (125, 190) and res.stats.valid_fraction >= 0.0
 
+    assert list(backend._model().train_size) == [368, 496], "ptlflow's hyper-parameters are restored"
     wrong = tmp_path / "wrong.ckpt"
     torch.save({"state_dict": {"not.a.weight": torch.zeros(1)}}, wrong)
     with pytest.raises(BadInputError, match="do not fit"):
         get_backend("ptlflow:raft_small", ckpt=wrong).compute(lefts[:1], rights[:1])
+
+
+def test_checkpoint_that_is_not_weights_only_is_refused(tmp_path):
+    import argparse
+
+    unsafe = tmp_path / "pickled.ckpt"
+    torch.save({"state_dict": {}, "args": argparse.Namespace(lr=1.0)}, unsafe)
+    backend = get_backend("ptlflow:raft_small", ckpt=unsafe)
+    with pytest.raises(BadInputError, match="weights_only=True"):
+        backend.compute([flat(1)], [flat(2)])

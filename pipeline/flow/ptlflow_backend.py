@@ -126,12 +126,31 @@ class PtlflowBackend(FlowBackend):
             return torch.device(self.device)
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
+    def read_checkpoint(self) -> tuple[dict, dict]:
+        """Load ``ckpt`` safely (``weights_only=True``): returns (state dict, hyper-parameters)."""
+        import torch
+
+        try:
+            raw = torch.load(self.ckpt, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise BadInputError(
+                self.ckpt,
+                f"not loadable with torch.load(weights_only=True) ({exc.__class__.__name__})",
+                "if you trust the file, re-save just its weights: torch.save({'state_dict': "
+                "torch.load(F, weights_only=False)['state_dict']}, G)",
+            ) from exc
+        if not isinstance(raw, dict):
+            raise BadInputError(self.ckpt, "checkpoint holds no state dict")
+        hyper = raw.get("hyper_parameters", {})
+        state = raw.get("state_dict", raw)
+        return state, hyper if isinstance(hyper, dict) else {}
+
     def _model(self) -> Any:
         model = getattr(self, "_impl_model", None)
         if model is not None:
             return model
-        import torch
-
+        # read the weights first: a bad file fails fast, before the slow ptlflow import
+        state, hyper = self.read_checkpoint() if self.ckpt is not None else (None, {})
         try:
             import ptlflow
         except ImportError as exc:  # pragma: no cover - ptlflow is a dependency
@@ -142,15 +161,11 @@ class PtlflowBackend(FlowBackend):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # ptlflow's own deprecation noise (jsonargparse)
             model = ptlflow.get_model(self.model_name)  # architecture only; weights below
-        if self.ckpt is not None:
-            try:
-                state = torch.load(self.ckpt, map_location="cpu", weights_only=True)
-            except Exception as exc:
-                raise BadInputError(self.ckpt, f"not a loadable checkpoint ({exc.__class__.__name__}: {exc})") from exc
-            if isinstance(state, dict) and "state_dict" in state:
-                state = state["state_dict"]
-            if not isinstance(state, dict):
-                raise BadInputError(self.ckpt, "checkpoint holds no state dict")
+        if state is not None:
+            # as ptlflow.restore_model does: some models adapt their inference to these
+            for key in ("train_size", "train_avg_length"):
+                if key in hyper:
+                    setattr(model, key, hyper[key])
             try:
                 model.load_state_dict(state)
             except RuntimeError as exc:

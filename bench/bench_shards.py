@@ -90,9 +90,9 @@ def main(argv: list[str] | None = None) -> int:
 
         # -- read ----------------------------------------------------------------------------
         jpegs = [encode_image(r["image"], "jpeg", config.jpeg_quality) for r in records]
-        t_bare_dec = timed(lambda: [decode_image(b) for b in jpegs], 2)
-        t_train = timed(lambda: sum(1 for _ in iter_samples(tmp / "ds", columns=["image", "disparity", "valid"])), 2)
-        t_all = timed(lambda: sum(1 for _ in iter_samples(tmp / "ds")), 2)
+        t_bare_dec = timed(lambda: [decode_image(b) for b in jpegs], 3)
+        t_train = timed(lambda: sum(1 for _ in iter_samples(tmp / "ds", columns=["image", "disparity", "valid"])), 3)
+        t_all = timed(lambda: sum(1 for _ in iter_samples(tmp / "ds")), 3)
         t_meta = timed(lambda: sum(1 for _ in iter_samples(tmp / "ds", columns=["disparity_p50"])), 2)
         print("\nread (one thread)                    samples/s   ratio to bare JPEG decode")
         print(f"  bare cv2 JPEG decode (baseline)   {n / t_bare_dec:9.1f}   1.00")

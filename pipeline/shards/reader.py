@@ -9,6 +9,7 @@ depth-only loader never touches ``right_image``). Local paths are memory-mapped;
 from __future__ import annotations
 
 import contextlib
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -30,6 +31,7 @@ __all__ = [
     "read_row_group",
     "read_sample",
     "decode_rows",
+    "iter_decoded",
 ]
 
 _INTERNAL = {"image_codec", "disparity_codec", "disparity_scale", "disparity_offset"}
@@ -166,6 +168,11 @@ def _blob(arr: pa.Array, i: int):
 
 def decode_rows(table: pa.Table, columns: Sequence[str] | None = None, split: str | None = None) -> list[dict[str, Any]]:
     """Decode a table of shard rows into sample dicts (see :func:`iter_samples`)."""
+    return list(iter_decoded(table, columns, split))
+
+
+def iter_decoded(table: pa.Table, columns: Sequence[str] | None = None, split: str | None = None) -> Iterator[dict[str, Any]]:
+    """Decode rows one at a time, so only one decoded sample is in memory besides the table."""
     names = table.schema.names
     if columns is None:
         out_cols = [c for c in names if c not in _INTERNAL]
@@ -174,7 +181,6 @@ def decode_rows(table: pa.Table, columns: Sequence[str] | None = None, split: st
     arrays = {n: table.column(n).combine_chunks() for n in names}
     scalars = {n: arrays[n].to_pylist() for n in names if n not in ARRAY_COLUMNS or n in ("width", "height")}
     # masks need the size even when width/height were not asked for
-    rows: list[dict[str, Any]] = []
     for i in range(table.num_rows):
         if split is not None and scalars["split"][i] != split:
             continue
@@ -201,8 +207,7 @@ def decode_rows(table: pa.Table, columns: Sequence[str] | None = None, split: st
                 row[c] = None if buf is None else decode_uncertainty(buf, h, w)
             else:
                 row[c] = scalars[c][i]
-        rows.append(row)
-    return rows
+        yield row
 
 
 def _check_columns(columns: Sequence[str] | None) -> list[str]:
@@ -218,6 +223,7 @@ def iter_samples(
     split: str | None = None,
     movie_ids: Sequence[str] | None = None,
     row_groups: Sequence[int] | None = None,
+    prefetch: bool = True,
 ) -> Iterator[dict[str, Any]]:
     """Yield decoded samples, one row group read at a time.
 
@@ -233,23 +239,42 @@ def iter_samples(
         columns: decode only these logical columns (ids are always included); ``None`` = all.
         split: only rows of this split. movie_ids: only rows of these movies.
         row_groups: only these row-group indices of each shard (random access).
+        prefetch: read the next row group in a background thread while decoding this one.
     """
     phys = _check_columns(columns)
     shards = [path] if isinstance(path, ShardInfo) else list_shards(path, split=split, movie_ids=movie_ids)
     wanted = set(movie_ids) if movie_ids is not None else None
-    for shard in shards:
-        if wanted is not None and shard.movie_id and shard.movie_id not in wanted:
-            continue
-        pf = open_shard(shard.path)
-        try:
-            groups = range(pf.num_row_groups) if row_groups is None else row_groups
-            for g in groups:
-                table = pf.read_row_group(int(g), columns=phys)
-                for row in decode_rows(table, columns, split):
-                    if wanted is None or row["movie_id"] in wanted:
-                        yield row
-        finally:
-            _close(pf)
+    # One background thread reads (and decompresses) the next row group while this one decodes:
+    # Arrow and cv2 both release the GIL, and on object storage the read is mostly waiting.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-prefetch") as pool:
+        for shard in shards:
+            if wanted is not None and shard.movie_id and shard.movie_id not in wanted:
+                continue
+            pf = open_shard(shard.path)
+            pending: Future | None = None
+            try:
+                groups = [int(g) for g in (range(pf.num_row_groups) if row_groups is None else row_groups)]
+                read = pool.submit if prefetch else _now
+                if groups:
+                    pending = read(pf.read_row_group, groups[0], columns=phys)
+                for k in range(len(groups)):
+                    table = pending.result()
+                    pending = read(pf.read_row_group, groups[k + 1], columns=phys) if k + 1 < len(groups) else None
+                    for row in iter_decoded(table, columns, split):
+                        if wanted is None or row["movie_id"] in wanted:
+                            yield row
+            finally:
+                if pending is not None:  # the consumer stopped early: let the read finish first
+                    with contextlib.suppress(Exception):
+                        pending.result()
+                _close(pf)
+
+
+def _now(fn, *args, **kwargs) -> Future:
+    """``pool.submit`` without the pool: run now, return a finished future."""
+    fut: Future = Future()
+    fut.set_result(fn(*args, **kwargs))
+    return fut
 
 
 def read_row_group(shard: str | Path | ShardInfo, index: int, columns: Sequence[str] | None = None) -> list[dict[str, Any]]:

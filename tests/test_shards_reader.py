@@ -136,3 +136,14 @@ def test_lossless_options_png_images_and_png16_disparity(tiny_dataset):
     rec = make_frame_record(s["movie_id"], 0)
     assert np.array_equal(s["image"], rec["image"])
     assert np.abs(s["disparity"] - rec["disparity"]).max() <= BOUND
+
+
+def test_prefetch_gives_the_same_rows_and_stops_cleanly(tiny_dataset):
+    ds = tiny_dataset()
+    with_prefetch = [(s["movie_id"], s["frame_index"]) for s in iter_samples(ds, columns=["valid"])]
+    without = [(s["movie_id"], s["frame_index"]) for s in iter_samples(ds, columns=["valid"], prefetch=False)]
+    assert with_prefetch == without and len(without) == 16
+    it = iter_samples(ds, columns=["image"])
+    first = next(it)
+    it.close()  # a consumer that stops early: the pending read is awaited, the file closed
+    assert first["image"].shape == (64, 96, 3)

@@ -266,7 +266,8 @@ def read_chunk(path: str | Path) -> pa.Table:
 
 
 def _row_bytes(table: pa.Table) -> np.ndarray:
-    """Encoded size of each row (sum of its binary columns) to bound shards and row groups."""
+    """Encoded size of each row (sum of its binary columns, before Parquet compression), to bound
+    row groups (and so the memory a reader needs per row group)."""
     total = np.zeros(table.num_rows, dtype=np.int64)
     for f in table.schema:
         if pa.types.is_binary(f.type):
@@ -398,13 +399,13 @@ class MovieShardWriter:
                 if not final:
                     break
                 cut = n
-            self._write_row_group(pending.slice(start, cut - start), int(sizes[cut - 1] - base))
+            self._write_row_group(pending.slice(start, cut - start))
             start = cut
         rest = pending.slice(start)
         self._pending = [rest] if rest.num_rows else []
         self._pending_rows = rest.num_rows
 
-    def _write_row_group(self, table: pa.Table, nbytes: int) -> None:
+    def _write_row_group(self, table: pa.Table) -> None:
         if self._pw is None:
             name = f"part-{len(self._shards):05d}.parquet"
             self._tmp = self.folder / f".{name}.tmp"

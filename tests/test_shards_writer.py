@@ -222,3 +222,10 @@ def test_movie_with_every_frame_rejected_is_a_valid_empty_movie(tmp_path):
     assert movie.shards == [] and movie.rows == 0 and movie.rejected_reasons == {"disparity_range": 3}
     publish(tmp_path)
     assert list(iter_samples(tmp_path)) == [] and verify(tmp_path) == []
+
+
+def test_row_groups_are_also_cut_by_bytes(tmp_path):
+    config = ShardConfig(row_group_rows=32, max_row_group_bytes=40_000)  # about two tiny frames
+    movie = _write_movie(tmp_path, "m", _records("m", 5), config=config)
+    groups = [n for s in movie.shards for n in s.row_group_rows]
+    assert sum(groups) == 5 and max(groups) <= 2 and len(groups) >= 3

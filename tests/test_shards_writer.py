@@ -24,6 +24,7 @@ from pipeline.shards import (
     list_shards,
     movie_key,
     publish,
+    publish_update,
     read_chunk,
     read_manifest,
     write_chunk,
@@ -229,3 +230,15 @@ def test_row_groups_are_also_cut_by_bytes(tmp_path):
     movie = _write_movie(tmp_path, "m", _records("m", 5), config=config)
     groups = [n for s in movie.shards for n in s.row_group_rows]
     assert sum(groups) == 5 and max(groups) <= 2 and len(groups) >= 3
+
+
+def test_parallel_publish_updates_lose_no_movie(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    movies = [_write_movie(tmp_path, f"m{i}", _records(f"m{i}", 1)) for i in range(6)]
+    publish(tmp_path, movies[:1])
+    with ThreadPoolExecutor(5) as pool:  # each flock() opens its own file: threads contend like processes
+        list(pool.map(lambda m: publish_update(tmp_path, add=[m]), movies[1:]))
+    final = read_manifest(tmp_path)
+    assert sorted(final.movies) == [f"m{i}" for i in range(6)] and final.version == 6
+    assert publish_update(tmp_path, drop=["m0"]).version == 7 and "m0" not in read_manifest(tmp_path).movies

@@ -36,6 +36,7 @@ from pipeline.shards.manifest import (
     movie_folder,
     movie_key,
     publish,
+    publish_update,
     read_manifest,
 )
 from pipeline.shards.reader import (
@@ -92,6 +93,7 @@ __all__ = [
     "load_movie_manifest",
     "committed_movies",
     "publish",
+    "publish_update",
     "garbage_collect",
     "read_manifest",
     "ShardInfo",

@@ -25,6 +25,7 @@ to the dataset folder, so a dataset can be copied or served from object storage 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import datetime as _dt
 import hashlib
 import json
@@ -34,7 +35,7 @@ import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 import fsspec
 
@@ -57,6 +58,8 @@ __all__ = [
     "committed_movies",
     "read_manifest",
     "publish",
+    "publish_update",
+    "publish_lock",
     "garbage_collect",
     "sha256_file",
     "manifest_location",
@@ -69,6 +72,7 @@ MANIFEST_NAME = "manifest.json"
 MOVIE_MANIFEST_NAME = "movie.json"
 MOVIES_DIR = "movies"
 VERSIONS_DIR = "versions"
+LOCK_NAME = ".publish.lock"
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
 
@@ -384,6 +388,22 @@ def _read_local_manifest(dataset_dir: Path) -> DatasetManifest | None:
     return read_manifest(dataset_dir)
 
 
+@contextlib.contextmanager
+def publish_lock(dataset_dir: str | Path) -> Iterator[None]:
+    """Serialise publishers of one dataset across processes (an advisory ``flock``).
+
+    Readers never need it: they read ``manifest.json``, which is replaced atomically.
+    """
+    dataset_dir = Path(dataset_dir)
+    dataset_dir.mkdir(parents=True, exist_ok=True)
+    with open(dataset_dir / LOCK_NAME, "a+b") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
 def publish(
     dataset_dir: str | Path,
     movies: list[MovieManifest] | None = None,
@@ -395,12 +415,44 @@ def publish(
     Writes ``versions/manifest-<version>.json`` and then replaces ``manifest.json`` atomically, so
     readers see the previous version until the new one is complete. Movies must be committed
     (their ``movie.json`` exists). With ``keep=N``, :func:`garbage_collect` then removes folders not
-    referenced by the last ``N`` versions.
+    referenced by the last ``N`` versions. Concurrent publishers are serialised by
+    :func:`publish_lock`; use :func:`publish_update` to add or drop movies relative to the current
+    version without losing another publisher's change.
 
     Raises:
         BadInputError: a listed movie folder is not committed, or a movie id is listed twice.
     """
+    with publish_lock(dataset_dir):
+        return _publish_locked(Path(dataset_dir), movies, keep, meta)
+
+
+def publish_update(
+    dataset_dir: str | Path,
+    add: Iterable[MovieManifest] = (),
+    drop: Iterable[str] = (),
+    keep: int | None = None,
+    meta: dict[str, Any] | None = None,
+) -> DatasetManifest:
+    """Publish the current version with movies ``add``-ed (or replaced) and ``drop``-ped, atomically.
+
+    The read of the current manifest and the write of the next one happen under one
+    :func:`publish_lock`, so movies ingested in parallel can each publish themselves safely.
+    """
     dataset_dir = Path(dataset_dir)
+    with publish_lock(dataset_dir):
+        current = _read_local_manifest(dataset_dir)
+        movies = dict(current.movies) if current else {}
+        for mid in drop:
+            movies.pop(mid, None)
+        for m in add:
+            movies[m.movie_id] = m
+        merged_meta = {**(current.meta if current else {}), **(meta or {})}
+        return _publish_locked(dataset_dir, list(movies.values()), keep, merged_meta)
+
+
+def _publish_locked(
+    dataset_dir: Path, movies: list[MovieManifest] | None, keep: int | None, meta: dict[str, Any] | None
+) -> DatasetManifest:
     if movies is None:
         movies = [versions[-1] for versions in committed_movies(dataset_dir).values()]
     by_id: dict[str, MovieManifest] = {}

@@ -1,0 +1,202 @@
+"""Catalog parsing and the build_dataset flow: changes, removals, a bad movie, atomic versions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.errors import ConfigError
+
+OVERRIDES = ["chunk_frames=4", "sampling.eval_fps=4"]
+
+
+# ---------------------------------------------------------------------------- catalog
+
+
+def test_yaml_catalog_resolves_paths_defaults_and_overrides(tmp_path):
+    from flows.catalog import load_catalog
+
+    cat = tmp_path / "sub" / "catalog.yaml"
+    cat.parent.mkdir()
+    cat.write_text(yaml.safe_dump({
+        "defaults": {"layout": "sbs-half", "overrides": ["disparity.lr_threshold_px=1.5"]},
+        "movies": [
+            {"path": "films/A Movie (2009).mkv", "split": "validation"},
+            {"path": "/abs/b.mkv", "movie_id": "bee", "overrides": {"sampling.train_fps": 2}},
+            {"path": "c_L.mkv", "layout": "separate", "right": "c_R.mkv", "split": "test"},
+        ],
+    }))
+    a, b, c = load_catalog(cat)
+    assert a.path == str(tmp_path / "sub" / "films" / "A Movie (2009).mkv")
+    assert (a.movie_id, a.split, a.layout) == ("A-Movie-2009", "val", "sbs-half")
+    assert b.overrides == ("disparity.lr_threshold_px=1.5", "sampling.train_fps=2")
+    assert b.path == "/abs/b.mkv" and b.movie_id == "bee"
+    assert c.right == str(tmp_path / "sub" / "c_R.mkv") and c.layout == "separate"
+
+
+def test_csv_catalog_with_comments_and_several_overrides(tmp_path):
+    from flows.catalog import load_catalog
+
+    cat = tmp_path / "catalog.csv"
+    cat.write_text("# my films\npath,movie_id,split,layout,overrides\n"
+                   "a.mkv,a,train,,chunk_frames=4;sampling.train_fps=2\n\nb.mkv,b,test,tab-half,\n")
+    a, b = load_catalog(cat)
+    assert a.overrides == ("chunk_frames=4", "sampling.train_fps=2") and a.layout is None and a.line == 3
+    assert (b.split, b.layout, b.line) == ("test", "tab-half", 5)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        pytest.param("movies:\n  - path: a.mkv\n  - path: b.mkv\n    split: dev\n", r"catalog.yaml:3: split 'dev'", id="yaml/bad-split"),
+        pytest.param("movies:\n  - path: a.mkv\n    movie_id: x\n  - path: b.mkv\n    movie_id: x\n", r":4: movie_id 'x' already used on line 2", id="yaml/duplicate-id"),
+        pytest.param("movies:\n  - path: a.mkv\n    colour: red\n", r":2: unknown key\(s\) \['colour'\]", id="yaml/unknown-key"),
+        pytest.param("movies:\n  - path: a.mkv\n    layout: sbs\n", r":2: layout 'sbs' is not one of", id="yaml/bad-layout"),
+        pytest.param("movies:\n  - path: a.mkv\n    layout: separate\n", r"needs 'right'", id="yaml/separate-without-right"),
+        pytest.param("movies:\n  - split: train\n", r":2: every movie needs a 'path'", id="yaml/no-path"),
+        pytest.param("movies: [a.mkv\n", r"not valid YAML", id="yaml/syntax"),
+        pytest.param("movies:\n  - path: a.mkv\n    overrides: [chunk_frames]\n", r"not KEY=VALUE", id="yaml/bad-override"),
+    ],
+)
+def test_catalog_mistakes_name_file_and_line(tmp_path, text, message):
+    from flows.catalog import load_catalog
+
+    cat = tmp_path / "catalog.yaml"
+    cat.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_catalog(cat)
+
+
+def test_csv_mistakes_name_the_line(tmp_path):
+    from flows.catalog import load_catalog
+
+    cat = tmp_path / "catalog.csv"
+    cat.write_text("path,split\na.mkv,train\nb.mkv,holdout\n")
+    with pytest.raises(ConfigError, match=r"catalog.csv:3: split 'holdout'"):
+        load_catalog(cat)
+    cat.write_text("file,split\na.mkv,train\n")
+    with pytest.raises(ConfigError, match=r"catalog.csv:1: .*'path'"):
+        load_catalog(cat)
+
+
+def test_missing_catalog_is_a_config_error(tmp_path):
+    from flows.catalog import load_catalog
+
+    with pytest.raises(ConfigError, match="no such catalog"):
+        load_catalog(tmp_path / "nope.yaml")
+
+
+# ---------------------------------------------------------------------------- build flow
+
+
+@pytest.fixture(scope="module")
+def movies(sample_movie):
+    return {
+        name: sample_movie(layout="sbs-half", seconds=5.0, size=(160, 96), seed=seed)
+        for name, seed in (("alpha", 21), ("beta", 22), ("gamma", 23))
+    }
+
+
+def _write_catalog(path: Path, entries: list[dict]) -> Path:
+    path.write_text(yaml.safe_dump({"movies": entries}))
+    return path
+
+
+def _build(catalog: Path, out: Path):
+    from flows.build import build_dataset
+
+    return build_dataset(catalog=str(catalog), out=str(out), flow="dis-ultrafast", overrides=OVERRIDES, workers=2)
+
+
+@pytest.mark.slow
+def test_build_ingests_only_changes_drops_removed_and_keeps_old_version_readable(prefect_harness, movies, tmp_path):
+    from pipeline.shards import read_manifest, verify
+
+    out = tmp_path / "dataset"
+    cat = _write_catalog(tmp_path / "catalog.yaml", [
+        {"path": str(movies["alpha"].path), "movie_id": "alpha", "split": "train"},
+        {"path": str(movies["beta"].path), "movie_id": "beta", "split": "val"},
+    ])
+    first = _build(cat, out)
+    assert first["version"] == 1 and not first["failed"]
+    assert {m["movie_id"]: m["skipped"] for m in first["movies"]} == {"alpha": False, "beta": False}
+    v1 = read_manifest(out)
+    assert {k: m.split_counts for k, m in v1.movies.items()}.keys() == {"alpha", "beta"}
+    assert set(v1.movies["beta"].split_counts) == {"val"}
+
+    # beta removed, gamma added, alpha unchanged
+    _write_catalog(cat, [
+        {"path": str(movies["alpha"].path), "movie_id": "alpha", "split": "train"},
+        {"path": str(movies["gamma"].path), "movie_id": "gamma", "split": "test"},
+    ])
+    second = _build(cat, out)
+    assert {m["movie_id"]: m["skipped"] for m in second["movies"]} == {"alpha": True, "gamma": False}
+    assert second["removed"] == ["beta"] and second["version"] == 2
+    v2 = read_manifest(out)
+    assert set(v2.movies) == {"alpha", "gamma"}
+    assert v2.movies["alpha"].key == v1.movies["alpha"].key  # not rewritten
+    problems = verify(str(out))
+    assert [p for p in problems if p.severity != "warning"] == []
+    assert {p.path for p in problems} <= {v1.movies["beta"].folder}  # kept for the previous version
+    # the previous version's file and folders stay readable (keep_versions=2)
+    old = read_manifest(out / "versions" / "manifest-000001.json")
+    assert set(old.movies) == {"alpha", "beta"}
+    assert (out / old.movies["beta"].folder / "movie.json").exists()
+
+    # a changed configuration for one movie re-ingests just that one
+    _write_catalog(cat, [
+        {"path": str(movies["alpha"].path), "movie_id": "alpha", "split": "train", "overrides": ["disparity.lr_threshold_px=1.5"]},
+        {"path": str(movies["gamma"].path), "movie_id": "gamma", "split": "test"},
+    ])
+    third = _build(cat, out)
+    assert {m["movie_id"]: m["skipped"] for m in third["movies"]} == {"alpha": False, "gamma": True}
+    assert read_manifest(out).movies["alpha"].key != v1.movies["alpha"].key
+
+
+@pytest.mark.slow
+def test_a_bad_movie_is_reported_and_skipped_the_rest_is_published(prefect_harness, movies, tmp_path):
+    from prefect.client.orchestration import get_client
+
+    from pipeline.shards import read_manifest
+
+    bad = tmp_path / "broken.mkv"
+    bad.write_bytes(b"\x1aE\xdf\xa3 truncated download" * 50)
+    cat = _write_catalog(tmp_path / "catalog.yaml", [
+        {"path": str(bad), "movie_id": "broken", "split": "train"},
+        {"path": str(movies["alpha"].path), "movie_id": "alpha", "split": "train"},
+        {"path": str(tmp_path / "gone.mkv"), "movie_id": "gone", "split": "val"},
+    ])
+    out = tmp_path / "dataset"
+    summary = _build(cat, out)
+    assert [f["movie_id"] for f in summary["failed"]] == ["broken", "gone"]
+    assert "broken.mkv" in summary["failed"][0]["error"] and summary["failed"][0]["line"] == 2
+    assert set(read_manifest(out).movies) == {"alpha"}
+
+    import asyncio
+
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    async def report():
+        async with get_client() as client:
+            return await client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["build-summary"])))
+
+    md = max(asyncio.run(report()), key=lambda a: a.created).data  # this run's: the newest
+    assert "Skipped (bad input)" in md and "broken" in md
+
+
+@pytest.mark.slow
+def test_cli_build_exits_1_when_a_movie_was_skipped(prefect_harness, movies, tmp_path, capsys):
+    from flows.cli import main
+
+    cat = tmp_path / "catalog.csv"
+    cat.write_text(f"path,movie_id,split\n{movies['alpha'].path},alpha,train\n{tmp_path / 'nope.mkv'},nope,val\n")
+    args = ["build", "--catalog", str(cat), "--out", str(tmp_path / "ds"), "--flow", "dis-ultrafast"]
+    for o in OVERRIDES:
+        args += ["--set", o]
+    code = main(args)
+    cap = capsys.readouterr()
+    assert code == 1
+    assert "version 1: 1 movies" in cap.out and "nope" in cap.err and "SKIPPED" in cap.err

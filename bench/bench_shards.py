@@ -92,11 +92,15 @@ def main(argv: list[str] | None = None) -> int:
         jpegs = [encode_image(r["image"], "jpeg", config.jpeg_quality) for r in records]
         t_bare_dec = timed(lambda: [decode_image(b) for b in jpegs], 3)
         t_train = timed(lambda: sum(1 for _ in iter_samples(tmp / "ds", columns=["image", "disparity", "valid"])), 3)
+        t_nopf = timed(
+            lambda: sum(1 for _ in iter_samples(tmp / "ds", columns=["image", "disparity", "valid"], prefetch=False)), 3
+        )
         t_all = timed(lambda: sum(1 for _ in iter_samples(tmp / "ds")), 3)
         t_meta = timed(lambda: sum(1 for _ in iter_samples(tmp / "ds", columns=["disparity_p50"])), 2)
-        print("\nread (one thread)                    samples/s   ratio to bare JPEG decode")
+        print("\nread (one consumer thread)           samples/s   ratio to bare JPEG decode")
         print(f"  bare cv2 JPEG decode (baseline)   {n / t_bare_dec:9.1f}   1.00")
         print(f"  iter_samples image+disparity+valid{n / t_train:9.1f}   {t_bare_dec / t_train:.2f}")
+        print(f"    same, prefetch=False            {n / t_nopf:9.1f}   {t_bare_dec / t_nopf:.2f}")
         print(f"  iter_samples all columns          {n / t_all:9.1f}   {t_bare_dec / t_all:.2f}")
         print(f"  iter_samples scalar column only   {n / t_meta:9.1f}")
         need = GPU_SAMPLES_PER_S / (n / t_train)

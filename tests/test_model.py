@@ -115,3 +115,11 @@ def test_augment_applies_alike_to_image_target_and_mask():
             assert np.abs(img[..., 0][both] / 4.0 - disp[both]).max() < 4.5
         flipped += int(disp[0, 0] > disp[0, -1])
     assert 0 < flipped < 20  # some flipped, some not
+
+
+def test_timm_encoder_by_name():
+    pytest.importorskip("timm", reason="timm encoders are optional")
+    model = build_model(ModelConfig(encoder="timm:resnet18", features=16))
+    assert model.pretrained.channels == (64, 128, 256, 512)
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 64, 64)).shape == (1, 64, 64)

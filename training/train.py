@@ -255,7 +255,8 @@ def _train(cfg: TrainConfig, ctx: _Dist) -> TrainResult:
     step = 0
     resume_path = _resolve_resume(cfg)
     if resume_path is not None:
-        state = load_checkpoint(resume_path, map_location=ctx.device)
+        # on the CPU first: RNG states must stay CPU tensors; load_state_dict moves the rest
+        state = load_checkpoint(resume_path, map_location="cpu")
         if state.get("format") == "midas" or "optimizer" not in state:
             raise BadInputError(resume_path, "not a training checkpoint (no optimizer state)",
                                 "to start from these weights set model.pretrained_path instead")
@@ -265,7 +266,7 @@ def _train(cfg: TrainConfig, ctx: _Dist) -> TrainResult:
             scaler.load_state_dict(state["scaler"])
         step = int(state["step"])
         if "rng" in state:
-            restore_rng_state({k: (v.cpu() if isinstance(v, torch.Tensor) else v) for k, v in state["rng"].items()})
+            restore_rng_state(state["rng"])
         if state.get("config_hash") and state["config_hash"] != config_hash(cfg):
             log.warning("resuming from %s written with a different configuration", resume_path)
         log.info("resumed from %s at step %d", resume_path, step)

@@ -11,7 +11,7 @@ from pipeline.shards.inspect import contact_sheet, format_summary, sample_frames
 def test_summary_counts_frames_and_rejections(tiny_dataset):
     s = summarize(tiny_dataset(n_movies=3))
     assert s.frames == {"movie-00": {"train": 8}, "movie-01": {"val": 8}, "movie-02": {"train": 8}}
-    assert s.total_rejected == 3 and s.rejected["movie-01"] == {"lr_consistency": 1}
+    assert s.total_rejected == 3 and s.rejected["movie-01"] == {"left_right_consistency": 1}
     text = format_summary(s)
     assert "frames per movie and split" in text and "rejections by reason" in text
     total = [line for line in text.splitlines() if line.startswith("TOTAL")][0].split()
@@ -35,7 +35,7 @@ def test_cli_writes_sheet_and_histogram(tiny_dataset, tmp_path, capsys):
     out = tmp_path / "sheet.png"
     assert main(["inspect", str(tiny_dataset()), "--out", str(out), "--n", "4", "--seed", "3"]) == 0
     text = capsys.readouterr().out
-    assert "movie-01" in text and "vertical_misalignment" in text and str(out) in text
+    assert "movie-01" in text and "vertical_disparity" in text and str(out) in text
     sheet = cv2.imread(str(out))
     assert sheet.shape[0] == 4 * 64 + 3 * 4
     hist = cv2.imread(str(tmp_path / "sheet_hist.png"))

@@ -12,7 +12,8 @@ Baselines measured in the same run:
 The ratio loader/step says whether training waits for data here; the per-worker rate says how many
 workers a GPU (about 110 samples/s for a MiDaS step on one H100 at 384 px, bf16) needs.
 
-Run: ``python bench/bench_loader.py [--frames 48] [--batches 8] [--step-batch 4]``
+Run: ``python bench/bench_loader.py [--frames 48] [--batches 12] [--step-batch 2]``; on a machine with a
+GPU, ``python bench/bench_loader.py --gpu`` records bf16 steps/s of both encoders at 384x384.
 """
 
 from __future__ import annotations
@@ -70,26 +71,43 @@ def loader_rate(root: Path, workers: int, batch: int, batches: int, crop: int) -
     return batches * batch / dt
 
 
-def step_rate(encoder: str, batch: int, crop: int, steps: int = 1) -> float:
+def step_rate(encoder: str, batch: int, crop: int, steps: int = 1, device: str = "cpu") -> float:
+    """Samples/s of full training steps (bf16 autocast on CUDA, fp32 on the CPU)."""
     torch.manual_seed(0)
-    model = build_model(ModelConfig(encoder=encoder, features=256))
+    model = build_model(ModelConfig(encoder=encoder, features=256)).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
     loss_fn = ScaleAndShiftInvariantLoss("trim")
-    x = torch.randn(batch, 3, crop, crop)
-    target = torch.rand(batch, crop, crop)
-    mask = torch.ones(batch, crop, crop, dtype=torch.bool)
+    x = torch.randn(batch, 3, crop, crop, device=device)
+    target = torch.rand(batch, crop, crop, device=device)
+    mask = torch.ones(batch, crop, crop, dtype=torch.bool, device=device)
+    cuda = device.startswith("cuda")
 
     def one():
-        loss = loss_fn(model(x), target, mask)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+            pred = model(x)
+        loss = loss_fn(pred.float(), target, mask)
         opt.zero_grad()
         loss.backward()
         opt.step()
 
-    one()  # warm-up
+    for _ in range(3 if cuda else 1):  # warm-up (cuDNN autotuning on GPUs)
+        one()
+    if cuda:
+        torch.cuda.synchronize()
     t = time.perf_counter()
     for _ in range(steps):
         one()
+    if cuda:
+        torch.cuda.synchronize()
     return steps * batch / (time.perf_counter() - t)
+
+
+def gpu_steps(batch: int, crop: int) -> None:
+    """The issue's GPU record: steps/s with bf16 for both paper encoders at 384x384."""
+    for encoder in ("resnet50", "resnext101_32x8d"):
+        rate = step_rate(encoder, batch, crop, steps=20, device="cuda")
+        print(f"GPU {torch.cuda.get_device_name()}: {encoder} {crop}x{crop} batch {batch} bf16: "
+              f"{rate / batch:.2f} steps/s, {rate:.0f} samples/s")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,7 +118,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--crop", type=int, default=384, help="training crop (default 384)")
     ap.add_argument("--step-batch", type=int, default=2, help="batch of the timed training step (default 2)")
     ap.add_argument("--encoder", default="resnet50", help="encoder of the timed training step")
+    ap.add_argument("--gpu", action="store_true", help="only time bf16 training steps of both encoders on CUDA")
     args = ap.parse_args(argv)
+    if args.gpu:
+        if not torch.cuda.is_available():
+            print("--gpu: no CUDA device here")
+            return 2
+        gpu_steps(8, args.crop)
+        return 0
     # loader workers run torch single-threaded (the DataLoader sets it); do the same in-process so
     # that 0 workers is measured the same way and not slowed by idle OpenMP spinning
     torch.set_num_threads(1)

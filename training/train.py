@@ -169,7 +169,7 @@ class _Logs:
             with open(path, newline="") as fh:
                 keep = [r for r in csv.DictReader(fh) if int(r["step"]) <= resume_step]
         self.fh = open(path, "w", newline="")
-        self.fields = ["step", "loss", "data", "reg", "lr_encoder", "lr_decoder", "samples_per_s", "weights", "losses", "val_error"]
+        self.fields = ["step", "loss", "lr_encoder", "lr_decoder", "samples_per_s", "weights", "losses", "val_error"]
         self.writer = csv.DictWriter(self.fh, fieldnames=self.fields, extrasaction="ignore")
         self.writer.writeheader()
         for r in keep:

@@ -123,3 +123,42 @@ def test_timm_encoder_by_name():
     assert model.pretrained.channels == (64, 128, 256, 512)
     with torch.no_grad():
         assert model(torch.randn(1, 3, 64, 64)).shape == (1, 64, 64)
+
+
+def _reference_midas_decoder(scratch, feats):
+    """The official MiDaS v2.1 decoder written as released (in-place ReLU in the residual units,
+    in-place add in the fusion blocks): what the released weights were trained with."""
+    import torch.nn.functional as F
+
+    def rcu(unit, x):
+        out = F.relu(x, inplace=True)  # mutates x: the skip below adds relu(x)
+        out = unit.conv1(out)
+        out = F.relu(out, inplace=True)
+        out = unit.conv2(out)
+        return out + x
+
+    def fuse(block, *xs):
+        output = xs[0]
+        if len(xs) == 2:
+            output += rcu(block.resConfUnit1, xs[1])
+        output = rcu(block.resConfUnit2, output)
+        return F.interpolate(output, scale_factor=2, mode="bilinear", align_corners=True)
+
+    l1, l2, l3, l4 = (getattr(scratch, f"layer{i}_rn")(f) for i, f in enumerate(feats, start=1))
+    path = fuse(scratch.refinenet4, l4)
+    path = fuse(scratch.refinenet3, path, l3)
+    path = fuse(scratch.refinenet2, path, l2)
+    path = fuse(scratch.refinenet1, path, l1)
+    oc = scratch.output_conv
+    out = F.interpolate(oc[0](path), scale_factor=2, mode="bilinear", align_corners=False)
+    out = F.relu(oc[4](F.relu(oc[2](out))))
+    return out.squeeze(1)
+
+
+def test_decoder_matches_official_midas_semantics():
+    torch.manual_seed(3)
+    model = build_model(ModelConfig(encoder="tiny", features=16)).eval()
+    x = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        expected = _reference_midas_decoder(model.scratch, model.pretrained(x))
+        assert torch.allclose(model(x), expected, atol=1e-6)

@@ -55,8 +55,13 @@ class ModelConfig:
 
 
 class ResidualConvUnit(nn.Module):
-    """relu-conv-relu-conv plus identity (no in-place ReLU: the reference's in-place ReLU also
-    rectifies the skip input it is about to add)."""
+    """``r + conv2(relu(conv1(r)))`` with ``r = relu(x)``.
+
+    The official MiDaS code writes ``out = relu_(x) ... return out + x`` with an *in-place* ReLU,
+    so its skip connection actually carries ``relu(x)``. The released weights were trained with
+    that behaviour; it is reproduced here explicitly (without mutating the input) so those weights
+    give the same predictions.
+    """
 
     def __init__(self, features: int):
         super().__init__()
@@ -64,9 +69,8 @@ class ResidualConvUnit(nn.Module):
         self.conv2 = nn.Conv2d(features, features, 3, padding=1, bias=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.conv1(F.relu(x))
-        out = self.conv2(F.relu(out))
-        return out + x
+        r = F.relu(x)
+        return r + self.conv2(F.relu(self.conv1(r)))
 
 
 class FeatureFusionBlock(nn.Module):
@@ -92,7 +96,8 @@ class _Interpolate(nn.Module):
         self.scale_factor = scale_factor
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.interpolate(x, scale_factor=self.scale_factor, mode="bilinear", align_corners=True)
+        # MiDaS's Interpolate uses align_corners=False here (the fusion blocks use True)
+        return F.interpolate(x, scale_factor=self.scale_factor, mode="bilinear", align_corners=False)
 
 
 class DepthModel(nn.Module):

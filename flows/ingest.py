@@ -235,6 +235,8 @@ def ingest_movie(
             "source_fingerprint": probe.fingerprint,
             "project_version": project_version(),
         },
+        # parallel tasks share the cores: one OpenCV thread each (-1: a single worker uses them all)
+        cv_threads=1 if spec.n_workers > 1 else -1,
     )
     summaries, plan = _label_all_chunks(movie_id, probe, layout, config, split, work, job, spec, _device_tags(config), progress)
 

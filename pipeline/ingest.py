@@ -193,6 +193,7 @@ class ChunkJob:
     source_width: int
     source_height: int
     provenance: dict[str, str]
+    cv_threads: int | None = None  # OpenCV threads per worker: 1 when tasks already use every core
 
 
 @dataclass
@@ -240,6 +241,10 @@ def label_chunk(frames: Sequence[Any], chunk: tuple[int, int], job: ChunkJob) ->
     if work.is_done(name):
         return work.summary(name)
     cfg = job.config
+    if job.cv_threads is not None:
+        import cv2
+
+        cv2.setNumThreads(job.cv_threads)
     backend = get_cached_backend(cfg.disparity)
     pairs = [(f.left, f.right) for f in frames]
     results = compute_disparity_batch(pairs, cfg.disparity, backend)

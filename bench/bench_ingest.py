@@ -1,0 +1,110 @@
+"""End-to-end ingest of a sample movie against its bound, and the speed-up from 1 to 2 workers.
+
+The bound, measured in the same run on the same movie:
+
+    bound = one bare ffmpeg decode pass of the whole movie
+          + the disparity stage's single-threaded time on the sampled frames / cores
+
+An ideal ingest overlaps the labelling with the decode and spreads it over every core; whatever
+else it spends (Prefect task orchestration, RGB conversion and crop of sampled frames, shot
+detection, shard encoding, the manifest) shows as a ratio below 1. Target: >= 0.7.
+
+    python bench/bench_ingest.py [--size 640x360] [--seconds 16] [--flow dis-medium]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def bare_decode_seconds(movie: Path) -> float:
+    from pipeline.synthetic import ffmpeg_exe
+
+    t0 = time.perf_counter()
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-nostdin", "-i", str(movie), "-f", "null", "-"], check=True)
+    return time.perf_counter() - t0
+
+
+def disparity_seconds(movie: Path, config) -> tuple[float, int]:
+    """Single-threaded labelling time of the sampled frames (decoded beforehand, not timed)."""
+    import cv2
+
+    from pipeline.disparity import compute_disparity_batch
+    from pipeline.ingest import get_cached_backend
+    from pipeline.video import open_stereo, scan_movie
+
+    frames = list(scan_movie(open_stereo(movie), config.shots, config.sampling, "train"))
+    cv2.setNumThreads(1)
+    backend = get_cached_backend(config.disparity)
+    compute_disparity_batch([(frames[0].left, frames[0].right)], config.disparity, backend)  # warm-up
+    t0 = time.perf_counter()
+    for i in range(0, len(frames), config.chunk_frames):
+        chunk = frames[i : i + config.chunk_frames]
+        compute_disparity_batch([(f.left, f.right) for f in chunk], config.disparity, backend)
+    seconds = time.perf_counter() - t0
+    cv2.setNumThreads(-1)
+    return seconds, len(frames)
+
+
+def ingest_seconds(movie: Path, out: Path, flow: str, workers: int) -> tuple[float, dict]:
+    from flows.ingest import ingest_movie
+
+    t0 = time.perf_counter()
+    result = ingest_movie(movie=str(movie), out=str(out), movie_id="bench", flow=flow, workers=workers)
+    return time.perf_counter() - t0, result
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size", default="640x360", help="per-eye size (default 640x360)")
+    ap.add_argument("--seconds", type=float, default=16.0, help="movie length (default 16)")
+    ap.add_argument("--flow", default="dis-medium", help="flow backend (default dis-medium)")
+    args = ap.parse_args()
+    w, h = (int(v) for v in args.size.split("x"))
+    cores = os.cpu_count() or 1
+
+    from prefect import flow as prefect_flow
+
+    from pipeline.ingest import ingest_config
+    from pipeline.synthetic import make_sample_movie
+
+    with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
+        tmp = Path(tmp)
+        movie = make_sample_movie(tmp / "movie.mkv", layout="sbs-half", seconds=args.seconds, size=(w, h), seed=7).path
+        config = ingest_config(flow=args.flow)
+
+        @prefect_flow
+        def warm_up() -> None:  # start the temporary Prefect server outside the timings
+            return None
+
+        warm_up()
+        decode = min(bare_decode_seconds(movie) for _ in range(2))
+        label, n_frames = disparity_seconds(movie, config)
+        bound = decode + label / cores
+        t1, r1 = ingest_seconds(movie, tmp / "ds1", args.flow, workers=1)
+        t2, r2 = ingest_seconds(movie, tmp / "ds2", args.flow, workers=cores)
+        assert r1["kept"] == r2["kept"], "1 and N workers must make the same dataset"
+
+    print(f"movie: sbs-half {w}x{h} per eye, {args.seconds:g} s; {n_frames} sampled frames; flow {args.flow}; {cores} cores")
+    print(f"  bare ffmpeg decode pass          {decode:7.2f} s")
+    print(f"  disparity, 1 thread, all frames  {label:7.2f} s   ({label / max(n_frames, 1) * 1000:.0f} ms/frame)")
+    print(f"  bound = decode + disparity/{cores}     {bound:7.2f} s")
+    print(f"  ingest_movie, 1 worker           {t1:7.2f} s")
+    print(f"  ingest_movie, {cores} workers          {t2:7.2f} s")
+    print(f"ratio bound / ingest ({cores} workers): {bound / t2:.2f}   (target >= 0.70)")
+    print(f"speed-up 1 -> {cores} workers:          {t1 / t2:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

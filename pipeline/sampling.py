@@ -4,7 +4,8 @@ The rules (MiDaS, section 1; every number is a :class:`SamplingConfig` field):
 
 1. **Chapters.** With ``n`` chapters, frames before the start of chapter ``drop_first_chapters``
    (0-based) or from the end of chapter ``n - 1 - drop_last_chapters`` on are dropped (studio
-   logos, credits). A frame's time is ``frame_index / fps``. When the movie has no more chapters
+   logos, credits); with 0 chapters to drop on a side, nothing is dropped on that side (not even
+   frames outside every chapter mark). A frame's time is ``frame_index / fps``. When the movie has no more chapters
    than are to be dropped (including none at all), no frame is dropped for chapters: dropping the
    whole movie is never what was meant (a warning is logged).
 2. **Clips.** A shot ``[start, end)`` shorter than ``ceil(min_clip_seconds * fps)`` frames is
@@ -96,11 +97,12 @@ def kept_frame_range(frame_count: int | None, fps: float, chapters: Sequence, co
             log.warning("only %d chapter(s): not dropping any (drop_first=%d, drop_last=%d)",
                         n, config.drop_first_chapters, config.drop_last_chapters)
         return 0, end_all
-    start_s = bounds[config.drop_first_chapters][0]
-    end_s = bounds[n - 1 - config.drop_last_chapters][1]
-    # frame i is kept when start_s <= i / fps < end_s
-    first = max(0, math.ceil(start_s * fps - 1e-6))
-    last = min(end_all, math.ceil(end_s * fps - 1e-6))
+    # frame i is kept when start_s <= i / fps < end_s; nothing dropped on a side with 0 chapters
+    first, last = 0, end_all
+    if config.drop_first_chapters:
+        first = max(0, math.ceil(bounds[config.drop_first_chapters][0] * fps - 1e-6))
+    if config.drop_last_chapters:
+        last = min(end_all, math.ceil(bounds[n - 1 - config.drop_last_chapters][1] * fps - 1e-6))
     return first, max(first, last)
 
 

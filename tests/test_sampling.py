@@ -48,6 +48,8 @@ CASES = [
                  id="train/single-chapter-never-dropped"),
     pytest.param(Case([(0, 48)], "train", [0, 6, 12, 18], chapters=(), config=SamplingConfig()),
                  id="train/no-chapters"),
+    pytest.param(Case([(0, 48), (48, 96)], "train", [0, 6, 12, 18, 48, 54, 60, 66], chapters=(Chapter(0, 1),)),
+                 id="train/drop-0-keeps-frames-past-the-last-chapter-mark"),
 ]
 
 

@@ -104,3 +104,13 @@ def test_content_detector_also_finds_the_cuts(sample_movie):
     movie = sample_movie(layout="sbs-half", seconds=10.0, seed=1, chapters=3)
     scan = scan_movie(_open(movie), shots=ShotConfig(detector="content"), sampling=NO_CHAPTER_DROP).run()
     assert [(s.start_frame, s.end_frame) for s in scan.shots] == [tuple(s) for s in movie.shots]
+
+
+def test_stopping_early_stops_the_decoder_thread(sample_movie):
+    import threading
+
+    scan = scan_movie(_open(sample_movie(layout="sbs-half", seconds=4.0)), sampling=NO_CHAPTER_DROP)
+    frames = iter(scan)
+    next(frames)
+    frames.close()
+    assert not [t for t in threading.enumerate() if t.name == "depthmine-decode"]

@@ -96,3 +96,40 @@ def test_sample_movie_is_deterministic(tmp_path):
 def test_bad_sizes_are_config_errors(tmp_path, size):
     with pytest.raises(ConfigError, match="eye size"):
         make_sample_movie(tmp_path / "x.mkv", seconds=1.0, size=size)
+
+
+def test_sample_movie_command(tmp_path, capsys):
+    from flows.cli import main
+
+    out = tmp_path / "cli.mkv"
+    rc = main(["sample-movie", str(out), "--layout", "tab-half", "--seconds", "1", "--size", "64x36", "--chapters", "1",
+               "--vertical-offset", "1", "--swap-eyes"])
+    assert rc == 0 and out.exists()
+    truth = load_ground_truth(out)
+    assert truth.meta["layout"] == "tab-half" and truth.meta["swap_eyes"] and truth.meta["vertical_offset_px"] == 1.0
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_probe_and_shots_commands_json(sample_movie, capsys):
+    from flows.cli import main
+
+    movie = sample_movie(layout="sbs-half", seconds=4.0)
+    assert main(["probe", str(movie.path), "--json"]) == 0
+    probed = json.loads(capsys.readouterr().out)
+    assert probed["layout"] == "sbs-half" and len(probed["chapters"]) == 3
+    assert main(["shots", str(movie.path), "--json", "--split", "val"]) == 0
+    shots = json.loads(capsys.readouterr().out)
+    assert [[s["start_frame"], s["end_frame"]] for s in shots["shots"]] == [list(s) for s in movie.shots]
+    assert shots["samples"] == sorted(shots["samples"])
+
+
+def test_contact_sheet(sample_movie, tmp_path):
+    import cv2
+
+    from flows.cli import main
+
+    movie = sample_movie(layout="sbs-half", seconds=4.0)
+    sheet = tmp_path / "sheet.png"
+    assert main(["shots", str(movie.path), "--contact-sheet", str(sheet), "--no-progress"]) == 0
+    img = cv2.imread(str(sheet))
+    assert img is not None and img.shape[1] > 4 * 256  # four shots per row, two tiles each

@@ -155,12 +155,15 @@ class StereoSource:
                 containers.append(c2)
                 pairer = _Pairer(iter(c2.decode(s2)))
             unpaired = 0
+            t0 = None
             for frame in left_iter:
                 index += 1
                 pts = frame.time if frame.time is not None else index / fps
                 right = None
                 if pairer is not None:
-                    right, missed = pairer.match(pts, 0.5 / fps)
+                    if t0 is None:
+                        t0 = float(pts)
+                    right, missed = pairer.match(pts - t0, 0.5 / fps)
                     if right is None:
                         raise BadInputError(self.right_path, "the right eye file has no frames", "give the right eye's video")
                     unpaired += missed
@@ -346,14 +349,18 @@ class _Pairer:
         self._frames = frames
         self._next = None
         self._last = None
+        self._t0: float | None = None  # first right time: files may start at different timestamps
 
     def match(self, t: float, tol: float):
+        """``t`` is the left frame's time since the left file's first frame."""
         while True:
             if self._next is None:
                 self._next = next(self._frames, None)
                 if self._next is None:
                     break
-            ct = self._next.time if self._next.time is not None else t
+                if self._t0 is None:
+                    self._t0 = float(self._next.time or 0.0)
+            ct = (self._next.time - self._t0) if self._next.time is not None else t
             if ct < t - tol:
                 self._next = None  # a right frame with no left partner
                 continue

@@ -114,3 +114,18 @@ def test_stopping_early_stops_the_decoder_thread(sample_movie):
     next(frames)
     frames.close()
     assert not [t for t in threading.enumerate() if t.name == "depthmine-decode"]
+
+
+def test_separate_files_paired_by_timestamp_despite_a_start_offset(sample_movie, tmp_path):
+    import subprocess
+
+    from pipeline.synthetic import ffmpeg_exe
+
+    movie = sample_movie(layout="separate", seconds=4.0)
+    shifted = tmp_path / "right-shifted.mkv"
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(movie.right_path), "-c", "copy", "-output_ts_offset", "1.5",
+                    str(shifted)], check=True)
+    a = list(scan_movie(open_stereo(movie.path, right_path=movie.right_path), sampling=NO_CHAPTER_DROP))
+    b = list(scan_movie(open_stereo(movie.path, right_path=shifted), sampling=NO_CHAPTER_DROP))
+    assert [f.frame_index for f in a] == [f.frame_index for f in b]
+    assert all(np.array_equal(x.right, y.right) for x, y in zip(a, b))

@@ -64,6 +64,7 @@ def test_shots_within_one_frame_and_samples_follow_the_rules(sample_movie):
     for got, (start, end) in zip(scan.shots, truth):
         assert abs(got.start_frame - start) <= 1 and abs(got.end_frame - end) <= 1
     assert scan.frame_count == movie.frame_count
+    assert scan.source.info.frame_count_exact and scan.source.info.frame_count == movie.frame_count
     assert [i for i, _ in yielded] == scan.samples
     assert scan.samples == sample_frames(scan.shots, movie.fps, "train", scan.source.info.chapters, SamplingConfig())
     assert scan.samples, "the middle chapter must give samples"

@@ -131,6 +131,10 @@ class DepthModel(nn.Module):
             nn.Conv2d(32, 1, 1),
             nn.ReLU(True) if config.non_negative else nn.Identity(),
         )
+        # Start with positive outputs: a final ReLU whose input is negative everywhere passes no
+        # gradient and a randomly initialised network can start (and stay) dead. A checkpoint
+        # load overwrites this.
+        nn.init.constant_(self.scratch.output_conv[4].bias, 1.0)
 
     def encoder_parameters(self) -> list[nn.Parameter]:
         """The encoder's parameters (the pretrained, shared part: its own learning rate, and the

@@ -128,18 +128,19 @@ class StereoSource:
         stream.thread_type = "AUTO" if frame_threads else "SLICE"
         return container, stream
 
-    def iter_raw(self, prefetch: int = 8) -> Iterator[_Raw]:
+    def iter_raw(self, prefetch: int = 8, thumb_width: int | None = None) -> Iterator[_Raw]:
         """Decoded frames (not converted) with index and time; pairs the two files of ``separate``.
 
         With ``prefetch > 0`` demuxing and decoding run in a background thread that stays up to
-        ``prefetch`` frames ahead (FFmpeg releases the GIL while it decodes), so the per-frame
-        Python work of the caller overlaps the decoder instead of stalling its frame threads.
+        ``prefetch`` frames ahead (FFmpeg and OpenCV release the GIL while they work), so the
+        per-frame Python work of the caller overlaps the decoder instead of stalling its frame
+        threads. With ``thumb_width`` that thread also makes each frame's detection thumbnail.
         """
         if prefetch <= 0:
-            return self._decode_raw()
-        return _prefetched(self._decode_raw, prefetch)
+            return self._decode_raw(thumb_width)
+        return _prefetched(lambda: self._decode_raw(thumb_width), prefetch)
 
-    def _decode_raw(self) -> Iterator[_Raw]:
+    def _decode_raw(self, thumb_width: int | None = None) -> Iterator[_Raw]:
         import av
 
         fps = self.info.fps
@@ -167,7 +168,10 @@ class StereoSource:
                     if right is None:
                         raise BadInputError(self.right_path, "the right eye file has no frames", "give the right eye's video")
                     unpaired += missed
-                yield _Raw(index, float(pts), frame, right)
+                raw = _Raw(index, float(pts), frame, right)
+                if thumb_width:
+                    raw.thumb = self.thumb(raw, thumb_width)
+                yield raw
             if unpaired:
                 log.warning("%s: %d frame(s) of the right eye file had no partner within half a frame", self.right_path, unpaired)
         except av.error.FFmpegError as exc:
@@ -553,9 +557,8 @@ class MovieScan:
             bar = tqdm(total=src.info.frame_count or None, desc=f"scanning {src.path.name}", unit="frame")
         last_index = -1
         try:
-            for raw in src.iter_raw():
+            for raw in src.iter_raw(thumb_width=thumb_w):
                 last_index = raw.index
-                raw.thumb = src.thumb(raw, thumb_w)
                 add_cuts(detector.push(raw.index, raw.thumb))
                 ring.append(raw)
                 while ring and ring[0].index <= raw.index - latency:

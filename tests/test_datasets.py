@@ -100,10 +100,10 @@ def test_shuffle_is_deterministic_per_seed_and_epoch(shards_ds):
 
 
 def test_too_few_shards_is_a_clear_error(shards_ds):
-    ds = ShardDataset(shards_ds, "train", augment=CENTRE, rank=0, world_size=4)
-    loader = DataLoader(ds, batch_size=None, num_workers=2)
-    with pytest.raises(Exception, match=r"6 shard\(s\) for 4 process\(es\) x 2 loader"):
-        next(iter(loader))
+    # in-process (no workers): a worker's error would be the same message, re-raised by the loader
+    ds = ShardDataset(shards_ds, "train", augment=CENTRE, rank=0, world_size=8)
+    with pytest.raises(ConfigError, match=r"6 shard\(s\) for 8 process\(es\) x 1 loader"):
+        next(iter(ds))
 
 
 def test_unknown_split_is_a_user_error(shards_ds):
@@ -111,7 +111,6 @@ def test_unknown_split_is_a_user_error(shards_ds):
         ShardDataset(shards_ds, "nonexistent")
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("workers", [0, 2], ids=["in-process", "2-workers"])
 def test_mid_epoch_resume_continues_exactly(shards_ds, workers):
     """Consume 7 batches (crossing into the next epoch with 2 workers), save, resume in a new loader."""

@@ -181,3 +181,12 @@ def test_resume_refuses_weights_only_file(tmp_path):
     with pytest.raises(BadInputError, match="w.pt"):
         run_training(load_train_config(str(path), [f"resume={tmp_path / 'w.pt'}", f"out_dir={tmp_path / 'r'}",
                                                    "model.features=16"]))
+
+
+def test_demo_config_trains_on_a_dataset(movies, tmp_path):
+    from training.config import demo_train_config
+
+    cfg = demo_train_config(str(movies), str(tmp_path / "demo"), max_steps=2)
+    cfg.progress = cfg.tensorboard = False
+    result = run_training(cfg)
+    assert result.steps == 2 and result.val_error is not None

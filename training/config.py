@@ -26,6 +26,7 @@ __all__ = [
     "TrainConfig",
     "load_train_config",
     "train_config_from_dict",
+    "demo_train_config",
 ]
 
 DATASET_KINDS = ("shards", "folder", "csv", "synthetic")
@@ -207,3 +208,26 @@ def load_train_config(path: str | None, overrides: Sequence[str] = ()) -> TrainC
     data = load_yaml(path) if path else {}
     apply_overrides(data, list(overrides))
     return train_config_from_dict(data, where=path or "config")
+
+
+def demo_train_config(dataset: str, out_dir: str, max_steps: int = 200, val_split: str | None = "val") -> TrainConfig:
+    """A small CPU run on a depthmine dataset (the demo's): tiny encoder, 64 px crops.
+
+    Args:
+        dataset: dataset folder / manifest with a ``train`` split.
+        out_dir: run folder.
+        val_split: split scored before and after training (None: no validation).
+    """
+    spec = DatasetSpec(name="movies", kind="shards", path=str(dataset), split="train")
+    val = DatasetSpec(name="held-out", kind="shards", path=str(dataset), split=val_split) if val_split else None
+    cfg = TrainConfig(
+        model=ModelConfig(encoder="tiny", features=32),
+        data=DataConfig(datasets=[spec], batch_size=8, num_workers=0, augment=AugmentConfig(size=64, min_crop_scale=0.6),
+                        val=val, val_samples=16, val_size=64),
+        optim=OptimConfig(lr_new=1e-3),
+        out_dir=str(out_dir),
+        max_steps=max_steps,
+        log_every=20,
+        checkpoint_every=100,
+    )
+    return cfg.validate()

@@ -57,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
                "-m", "training.train", *_forwarded(args)]
         return subprocess.call(cmd)
     result = run_training(cfg)
-    print(f"trained {result.steps} steps; final loss {result.final_loss:.4f}; checkpoint {result.checkpoint}")
+    loss = "n/a" if result.final_loss is None else f"{result.final_loss:.4f}"
+    print(f"trained {result.steps} steps; final loss {loss}; checkpoint {result.checkpoint}")
     if result.val_error is not None:
         print(f"validation aligned disparity RMSE: {result.val_error_start:.4f} -> {result.val_error:.4f}")
     return 0

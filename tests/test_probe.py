@@ -59,3 +59,16 @@ def test_variable_frame_rate_is_detected(tmp_path):
     info = probe(vfr)
     assert info.variable_frame_rate
     assert 12.0 < info.fps < 24.0
+
+
+def test_h264_frame_packing_sei_gives_the_layout(sample_movie, tmp_path):
+    from pipeline.layouts import Layout, layout_from_metadata
+
+    movie = sample_movie(layout="sbs-half", seconds=4.0)
+    mp4 = tmp_path / "packed.mp4"  # no MKV tag: only the H.264 frame-packing SEI says side-by-side
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(movie.path), "-map", "0:v", "-c:v", "libx264",
+                    "-x264-params", "frame-packing=3", "-pix_fmt", "yuv420p", str(mp4)], check=True)
+    info = probe(mp4)
+    assert info.stereo_mode is None and info.stereo3d == "side_by_side"
+    decision = layout_from_metadata(info)
+    assert decision.layout is Layout.SBS_HALF and "stereo3d" in decision.reason

@@ -9,7 +9,13 @@ An ideal ingest overlaps the labelling with the decode and spreads it over every
 else it spends (Prefect task orchestration, RGB conversion and crop of sampled frames, shot
 detection, shard encoding, the manifest) shows as a ratio below 1. Target: >= 0.7.
 
-    python bench/bench_ingest.py [--size 640x360] [--seconds 16] [--flow dis-medium]
+    python bench/bench_ingest.py [--size 640x360] [--seconds 24] [--flow dis-medium] [--repeat 2]
+
+Every movie frame of every shot window is sampled (no chapter dropped) and chunks hold 4 frames,
+so the labelling dominates and both workers have work. Each figure is the best of ``--repeat``
+runs: the machine may be shared, and the minimum is the least disturbed measurement. With one
+worker the ingest lets OpenCV use every core inside each task; with N workers each task gets one
+OpenCV thread (see ``ChunkJob.cv_threads``).
 """
 
 from __future__ import annotations
@@ -56,18 +62,25 @@ def disparity_seconds(movie: Path, config) -> tuple[float, int]:
     return seconds, len(frames)
 
 
+OVERRIDES = ["chunk_frames=4", "sampling.drop_first_chapters=0", "sampling.drop_last_chapters=0"]
+
+
 def ingest_seconds(movie: Path, out: Path, flow: str, workers: int) -> tuple[float, dict]:
+    import shutil
+
     from flows.ingest import ingest_movie
 
+    shutil.rmtree(out, ignore_errors=True)
     t0 = time.perf_counter()
-    result = ingest_movie(movie=str(movie), out=str(out), movie_id="bench", flow=flow, workers=workers)
+    result = ingest_movie(movie=str(movie), out=str(out), movie_id="bench", flow=flow, workers=workers, overrides=OVERRIDES)
     return time.perf_counter() - t0, result
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", default="640x360", help="per-eye size (default 640x360)")
-    ap.add_argument("--seconds", type=float, default=16.0, help="movie length (default 16)")
+    ap.add_argument("--seconds", type=float, default=24.0, help="movie length (default 24)")
+    ap.add_argument("--repeat", type=int, default=2, help="runs of each measurement; the best counts (default 2)")
     ap.add_argument("--flow", default="dis-medium", help="flow backend (default dis-medium)")
     args = ap.parse_args()
     w, h = (int(v) for v in args.size.split("x"))
@@ -81,19 +94,23 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
         tmp = Path(tmp)
         movie = make_sample_movie(tmp / "movie.mkv", layout="sbs-half", seconds=args.seconds, size=(w, h), seed=7).path
-        config = ingest_config(flow=args.flow)
+        config = ingest_config(OVERRIDES, flow=args.flow)
 
         @prefect_flow
         def warm_up() -> None:  # start the temporary Prefect server outside the timings
             return None
 
         warm_up()
-        decode = min(bare_decode_seconds(movie) for _ in range(2))
-        label, n_frames = disparity_seconds(movie, config)
+        decode = label = t1 = t2 = float("inf")
+        for _ in range(max(1, args.repeat)):  # interleaved, so a busy spell hits every figure alike
+            decode = min(decode, bare_decode_seconds(movie))
+            lab, n_frames = disparity_seconds(movie, config)
+            label = min(label, lab)
+            a, r1 = ingest_seconds(movie, tmp / "ds1", args.flow, workers=1)
+            b, r2 = ingest_seconds(movie, tmp / "ds2", args.flow, workers=cores)
+            t1, t2 = min(t1, a), min(t2, b)
+            assert r1["kept"] == r2["kept"], "1 and N workers must make the same dataset"
         bound = decode + label / cores
-        t1, r1 = ingest_seconds(movie, tmp / "ds1", args.flow, workers=1)
-        t2, r2 = ingest_seconds(movie, tmp / "ds2", args.flow, workers=cores)
-        assert r1["kept"] == r2["kept"], "1 and N workers must make the same dataset"
 
     print(f"movie: sbs-half {w}x{h} per eye, {args.seconds:g} s; {n_frames} sampled frames; flow {args.flow}; {cores} cores")
     print(f"  bare ffmpeg decode pass          {decode:7.2f} s")
@@ -101,6 +118,7 @@ def main() -> int:
     print(f"  bound = decode + disparity/{cores}     {bound:7.2f} s")
     print(f"  ingest_movie, 1 worker           {t1:7.2f} s")
     print(f"  ingest_movie, {cores} workers          {t2:7.2f} s")
+    print(f"  (labelling inside the {cores}-worker ingest: {r2['label_seconds']:.2f} s of task time)")
     print(f"ratio bound / ingest ({cores} workers): {bound / t2:.2f}   (target >= 0.70)")
     print(f"speed-up 1 -> {cores} workers:          {t1 / t2:.2f}x")
     return 0

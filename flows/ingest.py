@@ -95,6 +95,7 @@ class IngestResult:
     chunks_resumed: int
     shots: int
     seconds: float
+    label_seconds: float = 0.0  # summed over chunk tasks computed in this run
     skipped: bool = False  # already committed under this key: nothing recomputed
     manifest: dict[str, Any] = field(default_factory=dict)
 
@@ -265,6 +266,7 @@ def ingest_movie(
         chunks_resumed=sum(s.resumed for s in summaries),
         shots=len(plan["shots"]),
         seconds=time.monotonic() - t0,
+        label_seconds=sum(s.seconds for s in summaries if not s.resumed),
         manifest=_manifest_dict(manifest),
     )
     publish_markdown(f"ingest-{movie_id}", _report(movie, probe, result, summaries, plan, work), f"ingest of {movie_id}")

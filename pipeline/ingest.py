@@ -31,6 +31,7 @@ import logging
 import os
 import shutil
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -207,6 +208,7 @@ class ChunkSummary:
     rejected: dict[str, int]
     first_frame: int
     last_frame: int
+    seconds: float = 0.0  # labelling time of this chunk (disparity and staging)
     resumed: bool = False
 
     def to_dict(self) -> dict[str, Any]:
@@ -235,6 +237,7 @@ def label_chunk(frames: Sequence[Any], chunk: tuple[int, int], job: ChunkJob) ->
 
     Idempotent: if the chunk is already done its summary is read back and nothing is computed.
     """
+    t0 = time.perf_counter()
     shot_id, part = chunk
     work = WorkDir(job.work_dir)
     name = chunk_name(shot_id, part)
@@ -291,6 +294,7 @@ def label_chunk(frames: Sequence[Any], chunk: tuple[int, int], job: ChunkJob) ->
         rejected=dict(Counter(r["reason"] for r in rejected)),
         first_frame=int(frames[0].frame_index),
         last_frame=int(frames[-1].frame_index),
+        seconds=time.perf_counter() - t0,
     )
     # The marker goes last: a chunk is done only once its rows are safely on disk.
     write_json_atomic(work.marker_path(name), {"summary": summary.to_dict(), "rejected": rejected})

@@ -84,6 +84,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DepthmineError as err:
         print(f"depthmine: error: {err}", file=sys.stderr)
         return err.exit_code
+    except BrokenPipeError:  # `depthmine probe ... | head`: the reader went away
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("depthmine: interrupted", file=sys.stderr)
         return 130

@@ -145,6 +145,8 @@ class TrainConfig:
         precision: ``auto`` (bf16 on CUDA, fp32 on CPU), ``bf16``, ``fp16`` (with a grad scaler),
             ``fp32``.
         compile: wrap the model in ``torch.compile``.
+        sync_batchnorm: under multi-GPU DDP, convert the encoder's BatchNorm to SyncBatchNorm so
+            its statistics cover the global batch (a few images per GPU otherwise).
         tensorboard: also write TensorBoard events (a CSV is always written).
         progress: a tqdm bar on rank 0.
         crash_at_step: testing only: the process kills itself (SIGKILL) right after this step's
@@ -167,6 +169,7 @@ class TrainConfig:
     device: str = "auto"
     precision: str = "auto"
     compile: bool = False
+    sync_batchnorm: bool = True
     tensorboard: bool = True
     progress: bool = True
     crash_at_step: int | None = None

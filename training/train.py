@@ -272,6 +272,8 @@ def _train(cfg: TrainConfig, ctx: _Dist) -> TrainResult:
         log.info("resumed from %s at step %d", resume_path, step)
 
     train_model: torch.nn.Module = model
+    if ctx.world > 1 and ctx.device.type == "cuda" and cfg.sync_batchnorm:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # swaps modules, keeps the Parameters
     if ctx.world > 1:
         train_model = DistributedDataParallel(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
     if cfg.compile:

@@ -39,6 +39,7 @@ from training.datasets import MixedLoader, build_dataset, validation_samples
 from training.losses import ScaleAndShiftInvariantLoss, align_least_squares
 from training.mixing import create_mixer
 from training.model import DepthModel, build_model
+from training.transforms import batch_to_input
 
 __all__ = ["TrainResult", "run_training", "load_train_config", "aligned_disparity_error", "param_groups", "main"]
 
@@ -117,13 +118,17 @@ def param_groups(model: DepthModel, lr_pretrained: float, lr_new: float, encoder
 def aligned_disparity_error(model: torch.nn.Module, samples: list[dict[str, torch.Tensor]],
                             device: torch.device | str = "cpu", batch_size: int = 8) -> float:
     """RMSE over valid pixels between the least-squares aligned prediction and the target
-    (disparity in [0, 1]): the relative-depth validation metric of the paper."""
+    (disparity in [0, 1]): the relative-depth validation metric of the paper.
+
+    ``samples`` are dataset samples (uint8 ``image``, ``target``, ``mask``), e.g. from
+    :func:`training.datasets.validation_samples`.
+    """
     was_training = model.training
     model.eval()
     sq, count = 0.0, 0
     for i in range(0, len(samples), batch_size):
         chunk = samples[i : i + batch_size]
-        x = torch.stack([s["image"] for s in chunk]).to(device)
+        x = batch_to_input(torch.stack([s["image"] for s in chunk]).to(device))
         t = torch.stack([s["target"] for s in chunk]).to(device)
         m = torch.stack([s["mask"] for s in chunk]).to(device)
         pred = model(x).float()
@@ -307,7 +312,7 @@ def _train(cfg: TrainConfig, ctx: _Dist) -> TrainResult:
     try:
         while step < cfg.max_steps:
             batch = next(loader)
-            x = batch["image"].to(ctx.device, non_blocking=True)
+            x = batch_to_input(batch["image"].to(ctx.device, non_blocking=True))
             target = batch["target"].to(ctx.device, non_blocking=True)
             mask = batch["mask"].to(ctx.device, non_blocking=True)
             if o.warmup_steps > 0:

@@ -30,6 +30,7 @@ __all__ = [
     "prepare_input",
     "augment",
     "sample_to_tensors",
+    "batch_to_input",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -141,3 +142,12 @@ def sample_to_tensors(image: np.ndarray, disparity: np.ndarray, valid: np.ndarra
         torch.from_numpy(np.ascontiguousarray(disparity, dtype=np.float32)),
         torch.from_numpy(np.ascontiguousarray(valid, dtype=bool)),
     )
+
+
+def batch_to_input(images_uint8: torch.Tensor) -> torch.Tensor:
+    """``Bx3xHxW`` (or ``3xHxW``) uint8 images -> normalised float network input.
+
+    Loaders ship images as uint8 (a quarter of the bytes through worker shared memory and the
+    host-to-device copy); the trainer normalises them on the device with this.
+    """
+    return normalize(images_uint8.float().div_(255.0))

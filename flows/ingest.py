@@ -217,6 +217,7 @@ def ingest_movie(
     committed = find_committed(out, movie_id, key)
     if committed is not None:
         logger.info("%s already committed under key %s: nothing to compute", movie_id, key)
+        WorkDir.for_movie(out, movie_id, key).remove()  # a crash after the commit left it behind
         if publish:
             publish_task(out, [committed])
         return _result_from_manifest(movie_id, key, split, committed, time.monotonic() - t0).to_dict()

@@ -136,7 +136,8 @@ def probe_movie(movie: str, layout: str | None = None, right: str | None = None)
     return _probe(movie, layout, right)
 
 
-@task(name="label-chunk", tags=["disparity"], cache_policy=NO_CACHE, retry_condition_fn=retry_unless_bad_input, retries=1)
+# No retries: labelling is computation, not I/O; a crash is handled by resuming the run.
+@task(name="label-chunk", tags=["disparity"], cache_policy=NO_CACHE)
 def label_chunk_task(frames: list, chunk: tuple[int, int], job: ChunkJob) -> ChunkSummary:
     """Disparity for one chunk of one shot, staged on disk (see :func:`pipeline.ingest.label_chunk`)."""
     return label_chunk(frames, chunk, job)

@@ -6,8 +6,8 @@ Flow is meaningless on a blank sky, yet "farthest" is the right label for it, so
 
 * ``heuristic`` (default, no weights): a pixel is sky when it is sky-coloured (blue, or bright
   and unsaturated: overcast, haze), smooth (low image gradient), far (disparity, when given, in
-  the low tail of the frame's values and locally uniform), and belongs to a region connected to
-  the top border of the frame. Morphology cleans the mask; small regions are dropped.
+  the far part of the frame's consistent matches; judged per region, since flow on a blank sky is
+  unreliable), and belongs to a region connected to the top border of the frame. Morphology cleans the mask; small regions are dropped.
 * ``model:PATH``: a segmentation network from a local file: ``.onnx`` through ``cv2.dnn``,
   ``.pt2`` through ``torch.export.load``, any other suffix as TorchScript (``torch.jit.load``). It must map a 1x3xHxW float image (RGB,
   ImageNet-normalised) to 1xCxhxw scores; with C == 1 the sky probability is ``sigmoid``, else
@@ -79,10 +79,9 @@ class HeuristicSkyConfig:
         min_blue_saturation, min_blue_value: a blue pixel must be at least this saturated/bright.
         max_grey_saturation, min_grey_value: overcast/hazy sky: unsaturated and at least this bright.
         max_gradient: the mean gray-level gradient (Sobel, per pixel) allowed in a 9x9 window.
-        disparity_quantile: sky disparity must lie within ``disparity_tolerance`` of this quantile
-            of the frame's valid disparities (the far end).
-        disparity_tolerance: as a fraction of the frame's 2-98% disparity range (at least 1 px).
-        max_disparity_spread_px: local (9x9) disparity span allowed in the sky.
+        region_far_quantile: with a disparity, a sky region is dropped when the median of its
+            consistent (valid) matches lies above this quantile of the frame's valid disparities.
+            Consistent matches in the nearer half of the frame are never sky.
         min_area_fraction: sky regions smaller than this fraction of the frame are dropped.
         skyline_growth_px: grow the sky by up to this many pixels over sky-coloured pixels.
     """
@@ -93,9 +92,7 @@ class HeuristicSkyConfig:
     max_grey_saturation: int = 45
     min_grey_value: int = 150
     max_gradient: float = 6.0
-    disparity_quantile: float = 0.02
-    disparity_tolerance: float = 0.15
-    max_disparity_spread_px: float = 2.0
+    region_far_quantile: float = 0.4
     min_area_fraction: float = 0.005
     skyline_growth_px: int = 6
 
@@ -122,9 +119,15 @@ class HeuristicSkyMasker(SkyMasker):
         smooth = cv2.blur(grad / 8.0, (9, 9)) <= c.max_gradient  # Sobel 3x3 gain is 8 for a unit step
         colour = blue | grey
         candidate = colour & smooth
+        d = ok = None
         if self.use_disparity and disparity is not None:
-            candidate &= self._far_and_uniform(np.asarray(disparity, np.float32), valid)
+            d, ok = self._reliable_disparity(np.asarray(disparity, np.float32), valid)
+            if ok is not None:
+                # Pixel veto: a consistent match in the nearer half of the frame is never sky.
+                candidate &= ~(ok & (d > np.median(d[ok])))
         sky = self._connected_to_top(candidate, h, w)
+        if ok is not None and sky.any():
+            sky = self._far_regions(sky, d, ok)
         # The smoothness window stops short of the skyline; grow the sky back over sky-coloured
         # pixels there, where flow smears the horizon's disparity into the sky.
         reach = c.skyline_growth_px
@@ -133,20 +136,33 @@ class HeuristicSkyMasker(SkyMasker):
             sky |= cv2.dilate(sky.astype(np.uint8), kernel).astype(bool) & colour
         return sky
 
-    def _far_and_uniform(self, disparity: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
-        c = self.config
+    @staticmethod
+    def _reliable_disparity(disparity: np.ndarray, valid: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
         finite = np.isfinite(disparity)
-        ref = finite if valid is None else (finite & np.asarray(valid, bool))
-        if ref.sum() < 16:
-            ref = finite
-        if not ref.any():
-            return np.ones(disparity.shape, bool)
-        lo, p2, p98 = np.quantile(disparity[ref], [c.disparity_quantile, 0.02, 0.98])
-        tol = max(1.0, c.disparity_tolerance * float(p98 - p2))
-        d = np.nan_to_num(disparity, nan=float(lo))
-        far = d <= lo + tol
-        spread = cv2.morphologyEx(d, cv2.MORPH_GRADIENT, np.ones((9, 9), np.uint8))
-        return far & (spread <= c.max_disparity_spread_px)
+        ok = finite if valid is None else (finite & np.asarray(valid, bool))
+        if ok.sum() < 16:
+            return disparity, None
+        return disparity, ok
+
+    def _far_regions(self, sky: np.ndarray, d: np.ndarray, ok: np.ndarray) -> np.ndarray:
+        """Keep the sky regions whose consistent disparities sit at the far end of the frame.
+
+        Flow on a blank sky is unreliable (it smears the skyline's disparity upwards and often
+        still passes the left-right check), so the test is per region, on the median of its
+        consistent pixels, against a generous quantile of the frame: a region is dropped only
+        when its matches say it is clearly not far. Regions with too few matches are kept.
+        """
+        c = self.config
+        far_limit = float(np.quantile(d[ok], c.region_far_quantile))
+        n, labels = cv2.connectedComponents(sky.astype(np.uint8), connectivity=4)
+        out = np.zeros_like(sky)
+        for lab in range(1, n):
+            region = labels == lab
+            matched = region & ok
+            if matched.sum() >= max(50, 0.05 * region.sum()) and np.median(d[matched]) > far_limit:
+                continue
+            out |= region
+        return out
 
     def _connected_to_top(self, candidate: np.ndarray, h: int, w: int) -> np.ndarray:
         k = max(3, (min(h, w) // 100) | 1)

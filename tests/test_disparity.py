@@ -26,7 +26,9 @@ from pipeline.disparity import (
     FrameStats,
     compute_disparity,
     compute_disparity_batch,
+    decide_swapped_eyes,
     detect_swapped_eyes,
+    resize_result,
 )
 from pipeline.errors import ConfigError
 from pipeline.flow import get_backend
@@ -100,7 +102,11 @@ def test_sky_is_masked_and_set_to_the_minimum(labelled):
         non_sky = res.valid & ~res.sky
         floor = res.disparity[non_sky].min()
         assert np.all(res.disparity[res.sky] == floor)
-        assert abs(floor - truth.disparity[truth.sky].min()) < 1.0
+        # the method labels sky with the frame's minimum disparity: the far end of the rest of
+        # the scene (not the renderer's own value for the sky, which lies beyond it); the minimum
+        # of the labels may sit a little beyond the true far end (label noise), never nearer
+        far_end = truth.disparity[~truth.sky].min()
+        assert far_end - 2.0 < floor <= far_end + 0.5
         assert np.all(res.uncertainty[res.sky] == 0)
         assert res.stats.sky_fraction == pytest.approx(res.sky.mean())
 
@@ -311,6 +317,8 @@ def test_frames_decoded_from_an_encoded_sample_movie(sample_movie):
         assert np.median(err) < 0.25 and (err > 2.0).mean() < 0.03  # measured: 0.10 px, 0.24%
         assert (res.disparity[ok & (gt > 3)] > 0).mean() > 0.97
         assert (res.disparity[ok & (gt < -3)] < 0).mean() > 0.97
+        # the sky is found from flow disparity too, which is unreliable on a blank sky
+        assert (res.sky & sky).sum() / (res.sky | sky).sum() > 0.7
         results.append(res)
     assert not detect_swapped_eyes(results).swapped
 
@@ -342,3 +350,51 @@ def test_sky_pixels_are_neither_lr_nor_vertical_failures():
     without_sky = disparity_from_flow(FlowPair(lr, rl), DisparityConfig(edge_threshold_px=None))
     assert without_sky.stats.vertical_fail_fraction == pytest.approx(0.25, abs=0.01)
     assert without_sky.stats.lr_pass_fraction < res.stats.lr_pass_fraction
+
+
+def test_resize_result_scales_disparity_to_stored_pixels(labelled):
+    import cv2
+
+    truth, res = labelled[0]
+    small = resize_result(res, W // 2, H // 2 + 1)
+    assert small.disparity.shape == small.valid.shape == small.sky.shape == small.uncertainty.shape == (H // 2 + 1, W // 2)
+    gt = cv2.resize(truth.disparity, (W // 2, H // 2 + 1), interpolation=cv2.INTER_AREA) * 0.5
+    sky = cv2.resize(truth.sky.astype(np.float32), (W // 2, H // 2 + 1), interpolation=cv2.INTER_AREA) > 0
+    ok = small.valid & ~sky
+    assert np.median(np.abs(small.disparity - gt)[ok]) < 0.2
+    assert (small.disparity[ok & (gt > 2)] > 0).mean() > 0.98 and (small.disparity[ok & (gt < -2)] < 0).mean() > 0.98
+    assert small.valid[small.sky].all() and small.stats.sky_fraction == pytest.approx(small.sky.mean())
+    assert small.stats.valid_fraction == pytest.approx(small.valid.mean())
+    assert small.stats.disparity_range_px == pytest.approx(res.stats.disparity_range_px * 0.5, rel=0.1)
+    assert small.stats.lr_pass_fraction == res.stats.lr_pass_fraction  # a labelling-resolution check
+    assert small.rejected_reason == res.rejected_reason and small.swap_evidence == res.swap_evidence
+    assert resize_result(res, W, H) is res
+    with pytest.raises(ValueError, match="downscales"):
+        resize_result(res, W * 2, H * 2)
+
+
+def test_resize_result_is_a_valid_weighted_average():
+    d = np.full((4, 8), 6.0, np.float32)
+    valid = np.ones((4, 8), bool)
+    d[:, 1::2] = 1000.0  # garbage on invalid pixels must not leak
+    valid[:, 1::2] = False
+    valid[:2, :2] = False  # the top-left output pixel has no valid source pixel
+    stats = FrameStats(*([0.5] * len(STATS_FIELDS)))
+    from pipeline.disparity import DisparityResult
+
+    res = DisparityResult(d, valid, np.where(valid, 1.0, UNCERTAINTY_MAX_PX).astype(np.float32), np.zeros_like(valid), stats)
+    small = resize_result(res, 4, 2)
+    assert np.allclose(small.disparity[small.valid], 3.0)  # 6 px at half width
+    assert not small.valid[0, 0] and small.valid[1, 0] and small.valid.sum() == 7
+    assert np.allclose(small.uncertainty[small.valid], 0.5)
+    assert small.stats.disparity_p50 == pytest.approx(3.0)
+
+
+def test_decide_swapped_eyes_matches_detect_on_evidence_values():
+    class R:
+        def __init__(self, e):
+            self.swap_evidence = e
+
+    ev = [0.4, 0.3, float("nan"), -0.02, 0.6]
+    assert decide_swapped_eyes(ev) == detect_swapped_eyes([R(e) for e in ev])
+    assert decide_swapped_eyes([None, 0.5, 0.5, 0.5]).swapped and decide_swapped_eyes([None]).frames == 1

@@ -16,6 +16,7 @@ again, and a movie already committed under that key is only (re)published. Bad i
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections import Counter
@@ -37,6 +38,7 @@ from pipeline.ingest import (
     ChunkSummary,
     IngestConfig,
     WorkDir,
+    chunk_name,
     commit_movie,
     ingest_config,
     ingest_key,
@@ -46,6 +48,7 @@ from pipeline.ingest import (
     project_version,
     publish_with,
     source_fingerprint,
+    swap_report,
 )
 
 __all__ = ["ingest_movie", "IngestResult", "retry_unless_bad_input", "IO_RETRIES"]
@@ -80,6 +83,7 @@ class MovieProbe:
     frame_count: int
     duration_s: float
     fingerprint: str
+    eyes_swapped_metadata: bool = False  # metadata says right eye first: decoding already exchanges them
 
 
 @dataclass
@@ -97,6 +101,7 @@ class IngestResult:
     seconds: float
     label_seconds: float = 0.0  # summed over chunk tasks computed in this run
     skipped: bool = False  # already committed under this key: nothing recomputed
+    swapped_eyes: dict[str, Any] = field(default_factory=dict)  # pipeline.ingest.SwapReport.to_dict()
     manifest: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -127,6 +132,7 @@ def _probe(movie: str, layout: str | None, right: str | None) -> MovieProbe:
         frame_count=int(getattr(info, "frame_count", 0) or 0),
         duration_s=float(getattr(info, "duration_s", getattr(info, "duration", 0.0)) or 0.0),
         fingerprint=source_fingerprint(movie, right),
+        eyes_swapped_metadata=bool(getattr(src, "eyes_swapped", False)),
     )
 
 
@@ -241,7 +247,24 @@ def ingest_movie(
         # parallel tasks share the cores: one OpenCV thread each (-1: a single worker uses them all)
         cv_threads=1 if spec.n_workers > 1 else -1,
     )
-    summaries, plan = _label_all_chunks(movie_id, probe, layout, config, split, work, job, spec, _device_tags(config), progress)
+    tags = _device_tags(config)
+    summaries, plan = _label_all_chunks(movie_id, probe, layout, config, split, work, job, spec, tags, progress)
+    swap = swap_report(summaries, config.swap_eyes)
+    if swap.swapped_shots:
+        logger.warning(
+            "%s: eyes look reversed in shot(s) %s (%s); movie: %s (confidence %.2f)%s",
+            movie_id, ", ".join(map(str, swap.swapped_shots)), swap.movie.reason,
+            "swapped" if swap.movie.swapped else "not swapped", swap.movie.confidence,
+            "; relabelling them with the eyes exchanged" if config.swap_eyes == "auto" else
+            "; set swap_eyes=auto (or always) to correct",
+        )
+    if config.swap_eyes == "auto" and swap.swapped_shots:
+        fixed, _ = _label_all_chunks(movie_id, probe, layout, config, split, work, dataclasses.replace(job, swap=True),
+                                     spec, tags, progress, swap_shots=set(swap.swapped_shots), plan=plan)
+        by_shot = {s.shot_id for s in fixed}
+        summaries = [s for s in summaries if s.shot_id not in by_shot] + fixed
+        summaries.sort(key=lambda s: (s.shot_id, s.part))
+        swap.corrected = sorted(by_shot)
 
     meta = {
         "source": {"path": probe.path, "right": probe.right, "fingerprint": probe.fingerprint},
@@ -254,6 +277,8 @@ def ingest_movie(
         "shots": plan["shots"],
         "split": split,
         "config": _config_dict(config),
+        "eyes_swapped_metadata": probe.eyes_swapped_metadata,
+        "swapped_eyes": swap.to_dict(),
     }
     manifest = commit_movie_task(out, movie_id, key, str(work.root), [s.name for s in summaries], config, meta)
     if publish:
@@ -269,9 +294,10 @@ def ingest_movie(
         shots=len(plan["shots"]),
         seconds=time.monotonic() - t0,
         label_seconds=sum(s.seconds for s in summaries if not s.resumed),
+        swapped_eyes=swap.to_dict(),
         manifest=_manifest_dict(manifest),
     )
-    publish_markdown(f"ingest-{movie_id}", _report(movie, probe, result, summaries, plan, work), f"ingest of {movie_id}")
+    publish_markdown(f"ingest-{movie_id}", _report(movie, probe, result, summaries, plan, work, swap), f"ingest of {movie_id}")
     work.remove()
     logger.info(
         "%s: %d frames kept, %d rejected %s, %d/%d chunks resumed, %.1f s",
@@ -280,17 +306,26 @@ def ingest_movie(
     return result.to_dict()
 
 
-def _label_all_chunks(movie_id, probe, layout, config, split, work, job, spec, tags, progress):
-    """Decode once, submit every unfinished chunk, and wait; bounded frames in flight."""
+def _label_all_chunks(movie_id, probe, layout, config, split, work, job, spec, tags, progress, swap_shots=None, plan=None):
+    """Decode once, submit every unfinished chunk, and wait; bounded frames in flight.
+
+    With ``swap_shots`` (``swap_eyes="auto"``): a second pass labelling only those shots' chunks
+    with the eyes exchanged (``job.swap``), under their own names (``s00003-p000x``), so a resumed
+    run reuses them too; ``plan`` is the first pass's plan and is not rewritten.
+    """
     from pipeline.video import open_stereo, scan_movie
 
     logger = get_run_logger()
-    plan = work.read_plan()
     done = work.done_names()
-    if plan is not None and set(plan["chunks"]) <= done:
+    if swap_shots is None:
+        plan = work.read_plan()
+        wanted = plan["chunks"] if plan is not None else None
+    else:
+        wanted = [n + "x" for n in plan["chunks"] if int(n[1:6]) in swap_shots]
+    if wanted is not None and set(wanted) <= done:
         # Everything was labelled before the crash: no need to decode again.
-        logger.info("%s: all %d chunks staged already; skipping the decode pass", movie_id, len(plan["chunks"]))
-        return [work.summary(n) for n in plan["chunks"]], plan
+        logger.info("%s: all %d chunks staged already; skipping the decode pass", movie_id, len(wanted))
+        return [work.summary(n) for n in wanted], plan
 
     bar = _progress_bar(progress, probe.frame_count, movie_id)
     artifact = ProgressArtifact(f"ingest-progress-{movie_id}", f"frames of {movie_id} decoded and labelled")
@@ -316,12 +351,15 @@ def _label_all_chunks(movie_id, probe, layout, config, split, work, job, spec, t
 
     with open_task_runner(spec) as runner:
         for chunk in iter_chunks(scan, config.chunk_frames):
-            names.append(chunk.name)
-            if chunk.name in done:
-                summaries[chunk.name] = work.summary(chunk.name)
+            if swap_shots is not None and chunk.shot_id not in swap_shots:
+                continue
+            name = chunk_name(chunk.shot_id, chunk.part, job.swap)
+            names.append(name)
+            if name in done:
+                summaries[name] = work.summary(name)
                 continue
             fut = runner.submit(task, parameters={"frames": chunk.frames, "chunk": (chunk.shot_id, chunk.part), "job": job})
-            pending[fut] = chunk.name
+            pending[fut] = name
             while len(pending) >= max_in_flight:
                 _wait_some(pending, finish)
         while pending:
@@ -330,6 +368,8 @@ def _label_all_chunks(movie_id, probe, layout, config, split, work, job, spec, t
         bar.n = bar.total or bar.n
         bar.close()
     artifact.update(1.0, force=True)
+    if swap_shots is not None:
+        return [summaries[n] for n in names], plan
     plan = {
         "shots": [_shot_dict(s) for s in scan.shots],
         "samples": len(scan.samples) if hasattr(scan.samples, "__len__") else None,
@@ -389,11 +429,13 @@ def _result_from_manifest(movie_id, key, split, manifest, seconds) -> IngestResu
         shots=len(manifest.meta.get("shots", [])),
         seconds=seconds,
         skipped=True,
+        swapped_eyes=dict(manifest.meta.get("swapped_eyes", {})),
         manifest=_manifest_dict(manifest),
     )
 
 
-def _report(movie: str, probe: MovieProbe, result: IngestResult, summaries: list[ChunkSummary], plan: dict, work: WorkDir) -> str:
+def _report(movie: str, probe: MovieProbe, result: IngestResult, summaries: list[ChunkSummary], plan: dict, work: WorkDir,
+            swap: Any = None) -> str:
     """The run's markdown report: input, previews, shots, frames kept/rejected by reason."""
     import cv2
 
@@ -427,4 +469,28 @@ def _report(movie: str, probe: MovieProbe, result: IngestResult, summaries: list
         rows.append([shot["shot_id"], shot["start_frame"], shot["end_frame"], sum(s.kept for s in ss), sum(rej.values()),
                      ", ".join(f"{k}: {v}" for k, v in sorted(rej.items()))])
     lines += ["", "## Shots", "", markdown_table(["shot", "start", "end", "kept", "rejected", "reasons"], rows)]
+    if swap is not None:
+        lines += ["", *_swap_section(probe, swap)]
     return "\n".join(lines) + "\n"
+
+
+def _swap_section(probe: MovieProbe, swap: Any) -> list[str]:
+    """The report's reversed-eyes section: the movie's decision and a row per shot."""
+    m = swap.movie
+    verdict = "**reversed**" if m.swapped else "normal"
+    lines = [
+        "## Swapped eyes",
+        "",
+        f"- movie: {verdict} (confidence {m.confidence:.2f}): {m.reason}",
+        f"- metadata: {'right eye stored first (exchanged when decoding)' if probe.eyes_swapped_metadata else 'left eye first'}; "
+        f"mode `swap_eyes={swap.mode}`"
+        + (f"; relabelled with the eyes exchanged: shots {', '.join(map(str, swap.corrected))}" if swap.corrected else ""),
+        "",
+    ]
+    rows = []
+    for sid, d in sorted(swap.shots.items()):
+        mean = f"{d.mean_evidence:+.2f}" if d.mean_evidence == d.mean_evidence else "n/a"
+        rows.append([sid, d.frames, d.swapped_frames, d.normal_frames, mean, f"{d.confidence:.2f}",
+                     ("**reversed**" + (" (corrected)" if sid in swap.corrected else "")) if d.swapped else "normal"])
+    lines.append(markdown_table(["shot", "frames", "look reversed", "look normal", "mean evidence", "confidence", "decision"], rows))
+    return lines

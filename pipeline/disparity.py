@@ -67,7 +67,10 @@ __all__ = [
     "disparity_from_flow",
     "left_right_check",
     "detect_swapped_eyes",
+    "decide_swapped_eyes",
     "swap_pairs",
+    "resize_result",
+    "RESIZE_MIN_VALID_FRACTION",
     "backend_from_config",
 ]
 
@@ -303,20 +306,12 @@ def disparity_from_flow(
         valid = valid | sky
         uncertainty[sky] = 0.0
 
-    kept = disparity[valid]
-    p_lo, p50, p_hi = _robust_range(kept, config.range_percentiles)
-    stats = FrameStats(
-        valid_fraction=float(valid.sum() / n),
+    stats = _frame_stats(
+        disparity, valid, sky, config.range_percentiles,
         lr_pass_fraction=float((lr_ok | sky).sum() / n),
         vertical_fail_fraction=float((vertical_fail & ~sky).sum() / n),
-        disparity_min=float(kept.min()) if kept.size else float("nan"),
-        disparity_max=float(kept.max()) if kept.size else float("nan"),
-        disparity_p05=p_lo,
-        disparity_p50=p50,
-        disparity_p95=p_hi,
-        disparity_range_px=(p_hi - p_lo) if kept.size else 0.0,
-        sky_fraction=float(sky.sum() / n),
     )
+    kept_range = stats.disparity_range_px
     reason = None
     if stats.vertical_fail_fraction > config.max_vertical_fail_fraction:
         reason = REJECT_VERTICAL
@@ -331,7 +326,107 @@ def disparity_from_flow(
         sky=sky,
         stats=stats,
         rejected_reason=reason,
-        swap_evidence=_swap_evidence(image, disparity_raw, valid & ~sky, kept_range=stats.disparity_range_px),
+        swap_evidence=_swap_evidence(image, disparity_raw, valid & ~sky, kept_range=kept_range),
+    )
+
+
+def _frame_stats(
+    disparity: np.ndarray,
+    valid: np.ndarray,
+    sky: np.ndarray,
+    percentiles: tuple[float, float],
+    lr_pass_fraction: float,
+    vertical_fail_fraction: float,
+) -> FrameStats:
+    """:class:`FrameStats` of a label's arrays (the check fractions come from the caller)."""
+    n = float(valid.size)
+    kept = disparity[valid]
+    p_lo, p50, p_hi = _robust_range(kept, percentiles)
+    return FrameStats(
+        valid_fraction=float(valid.sum() / n),
+        lr_pass_fraction=float(lr_pass_fraction),
+        vertical_fail_fraction=float(vertical_fail_fraction),
+        disparity_min=float(kept.min()) if kept.size else float("nan"),
+        disparity_max=float(kept.max()) if kept.size else float("nan"),
+        disparity_p05=p_lo,
+        disparity_p50=p50,
+        disparity_p95=p_hi,
+        disparity_range_px=(p_hi - p_lo) if kept.size else 0.0,
+        sky_fraction=float(sky.sum() / n),
+    )
+
+
+#: A stored pixel is valid when at least this fraction of its source footprint was valid.
+RESIZE_MIN_VALID_FRACTION = 0.5
+
+
+def resize_result(
+    result: DisparityResult,
+    width: int,
+    height: int,
+    percentiles: tuple[float, float] = (5.0, 95.0),
+) -> DisparityResult:
+    """Downscale a label to the stored size, with disparity in pixels of the stored image.
+
+    Labels are computed at full crop resolution (where flow is most accurate) and stored smaller
+    (the paper stores 940x400 of the 1880x800 crop). Each output pixel covers a footprint of
+    source pixels (``cv2.INTER_AREA`` weights, fractional at the edges):
+
+    * ``disparity``: the valid-weighted average over the footprint (normalised convolution,
+      ``sum(d * valid) / sum(valid)``), so invalid pixels (occlusions, holes) never leak into a
+      stored value, times ``width / source width``: disparity is in pixels of the stored image.
+    * ``valid``: at least :data:`RESIZE_MIN_VALID_FRACTION` (half) of the footprint was valid.
+    * ``uncertainty``: the valid-weighted average where the output is valid, the plain area
+      average elsewhere, times the same factor, capped at :data:`UNCERTAINTY_MAX_PX`.
+    * ``sky``: the majority of the footprint (sky pixels are valid, so sky stays valid).
+    * ``stats``: recomputed from the resized arrays (they describe what is stored), except the
+      left-right and vertical check fractions, which are fractions of the labelling-resolution
+      pixels and carried over; ``rejected_reason`` and ``swap_evidence`` are kept as decided at
+      labelling resolution.
+
+    Args:
+        result: a label at its source resolution.
+        width, height: the stored size; not larger than the source (no upscaling).
+        percentiles: the robust-range percentiles (``DisparityConfig.range_percentiles``).
+
+    Returns:
+        ``result`` itself when the size is unchanged, else a new :class:`DisparityResult`.
+    """
+    h0, w0 = result.disparity.shape
+    width, height = int(width), int(height)
+    if (width, height) == (w0, h0):
+        return result
+    if width > w0 or height > h0 or width < 1 or height < 1:
+        raise ValueError(f"resize_result downscales only: {w0}x{h0} -> {width}x{height}")
+    size = (width, height)
+    factor = width / float(w0)
+    valid0 = result.valid.astype(np.float32)
+    den = cv2.resize(valid0, size, interpolation=cv2.INTER_AREA)
+    num = cv2.resize(np.where(result.valid, result.disparity, 0.0).astype(np.float32), size, interpolation=cv2.INTER_AREA)
+    has = den > 1e-6
+    disparity = np.where(has, num / np.maximum(den, 1e-6), 0.0) * factor
+    valid = den >= RESIZE_MIN_VALID_FRACTION
+    unc0 = result.uncertainty.astype(np.float32)
+    unc_valid = cv2.resize(np.where(result.valid, unc0, 0.0).astype(np.float32), size, interpolation=cv2.INTER_AREA)
+    unc_all = cv2.resize(unc0, size, interpolation=cv2.INTER_AREA)
+    uncertainty = np.where(valid, unc_valid / np.maximum(den, 1e-6), unc_all) * factor
+    uncertainty = np.minimum(uncertainty, UNCERTAINTY_MAX_PX)
+    sky = cv2.resize(result.sky.astype(np.float32), size, interpolation=cv2.INTER_AREA) >= 0.5
+    valid |= sky
+    disparity = disparity.astype(np.float32)
+    stats = _frame_stats(
+        disparity, valid, sky, percentiles,
+        lr_pass_fraction=result.stats.lr_pass_fraction,
+        vertical_fail_fraction=result.stats.vertical_fail_fraction,
+    )
+    return DisparityResult(
+        disparity=disparity,
+        valid=valid,
+        uncertainty=uncertainty.astype(np.float32),
+        sky=sky,
+        stats=stats,
+        rejected_reason=result.rejected_reason,
+        swap_evidence=result.swap_evidence,
     )
 
 
@@ -442,14 +537,25 @@ def detect_swapped_eyes(
     Returns:
         :class:`SwapDecision`; without evidence, ``swapped=False`` at confidence 0.
     """
-    ev = np.array([r.swap_evidence for r in results], np.float64)
+    return decide_swapped_eyes([r.swap_evidence for r in results], min_frames, decisive_fraction, dead_zone)
+
+
+def decide_swapped_eyes(
+    evidence: Sequence[float | None], min_frames: int = 3, decisive_fraction: float = 0.7, dead_zone: float = 0.05
+) -> SwapDecision:
+    """:func:`detect_swapped_eyes` over per-frame ``swap_evidence`` values (None/NaN: no evidence).
+
+    For callers that kept only the evidence (the ingest's chunk summaries), not the results.
+    """
+    n_frames = len(evidence)
+    ev = np.array([np.nan if e is None else e for e in evidence], np.float64)
     ev = ev[np.isfinite(ev)]
     voting = ev[np.abs(ev) >= dead_zone]
     n_swapped = int((voting > 0).sum())
     n_normal = int((voting < 0).sum())
     mean = float(ev.mean()) if ev.size else float("nan")
     if voting.size == 0:
-        return SwapDecision(False, 0.0, 0, 0, len(results), mean, "no frame with sky or depth layout to judge by")
+        return SwapDecision(False, 0.0, 0, 0, n_frames, mean, "no frame with sky or depth layout to judge by")
     share = n_swapped / voting.size
     swapped = share >= decisive_fraction
     confidence = float(abs(2.0 * share - 1.0) * min(1.0, voting.size / float(min_frames)))
@@ -457,4 +563,4 @@ def detect_swapped_eyes(
         f"{n_swapped} of {voting.size} frames look reversed (sky or top of frame nearer than the rest); "
         f"mean evidence {mean:+.2f}"
     )
-    return SwapDecision(bool(swapped), confidence, n_normal, n_swapped, len(results), mean, reason)
+    return SwapDecision(bool(swapped), confidence, n_normal, n_swapped, n_frames, mean, reason)

@@ -42,7 +42,14 @@ import numpy as np
 import pipeline
 from pipeline.atomic import write_json_atomic
 from pipeline.config import apply_overrides, config_from_dict, config_hash, config_to_dict
-from pipeline.disparity import DisparityConfig, backend_from_config, compute_disparity_batch
+from pipeline.disparity import (
+    DisparityConfig,
+    SwapDecision,
+    backend_from_config,
+    compute_disparity_batch,
+    decide_swapped_eyes,
+    resize_result,
+)
 from pipeline.errors import ConfigError
 from pipeline.sampling import SamplingConfig
 from pipeline.shards import MovieShardWriter, ShardConfig, read_chunk, write_chunk
@@ -52,7 +59,12 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "IngestConfig",
+    "SWAP_MODES",
     "ingest_config",
+    "store_size",
+    "chunk_name",
+    "SwapReport",
+    "swap_report",
     "source_fingerprint",
     "ingest_key",
     "ChunkJob",
@@ -82,10 +94,24 @@ class IngestConfig:
     Attributes:
         chunk_frames: frames per staged chunk (and per task): the unit of resume and of parallel
             work; bounds memory (a 1880x800 frame pair is ~9 MB).
+        store_width: the stored image width (the paper stores 940x400 of the 1880x800 crop).
+            Disparity is computed at the disparity configuration's resolution (the full crop by
+            default, or ``disparity.working_width``) and the label is then downscaled with
+            :func:`pipeline.disparity.resize_result`, so stored disparity is in pixels of the
+            stored image. ``None`` keeps the crop's full resolution; never upscales
+            (``min(store_width, crop width)``); sizes are even and keep the crop's aspect
+            (:func:`store_size`).
+        swap_eyes: what to do about reversed eyes (left and right views exchanged). Every ingest
+            detects them per shot and per movie and reports them; ``"never"`` (default) only
+            reports, ``"always"`` labels every frame with the eyes exchanged (the same as
+            ``disparity.swap_eyes=true``), ``"auto"`` relabels the chunks of shots detected as
+            swapped with the eyes exchanged before the commit.
         shots, sampling, disparity, shards: the components' own configurations.
     """
 
     chunk_frames: int = 8
+    store_width: int | None = 940
+    swap_eyes: str = "never"
     shots: ShotConfig = field(default_factory=ShotConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     disparity: DisparityConfig = field(default_factory=DisparityConfig)
@@ -94,6 +120,35 @@ class IngestConfig:
     def __post_init__(self) -> None:
         if int(self.chunk_frames) < 1:
             raise ConfigError(f"chunk_frames must be >= 1, got {self.chunk_frames}")
+        if self.store_width is not None and int(self.store_width) < 2:
+            raise ConfigError(f"store_width must be >= 2 or null (full resolution), got {self.store_width}")
+        if self.swap_eyes not in SWAP_MODES:
+            raise ConfigError(f"swap_eyes must be one of {', '.join(SWAP_MODES)}, got {self.swap_eyes!r}")
+
+    def disparity_for(self, swap: bool = False) -> DisparityConfig:
+        """The disparity configuration for labelling, with the eyes exchanged when ``swap`` (or
+        when ``swap_eyes`` is ``"always"``)."""
+        if swap or self.swap_eyes == "always":
+            return dataclasses.replace(self.disparity, swap_eyes=True)
+        return self.disparity
+
+
+#: Values of :attr:`IngestConfig.swap_eyes`.
+SWAP_MODES = ("never", "always", "auto")
+
+
+def store_size(crop_w: int, crop_h: int, store_width: int | None) -> tuple[int, int]:
+    """The stored ``(width, height)`` of a ``crop_w`` x ``crop_h`` crop.
+
+    ``min(store_width, crop_w)`` rounded down to even, the height from the crop's aspect rounded to
+    even; the crop's own size when ``store_width`` is None or not smaller (never upscales).
+    """
+    crop_w, crop_h = int(crop_w), int(crop_h)
+    if store_width is None or int(store_width) >= crop_w:
+        return crop_w, crop_h
+    w = max(2, int(store_width) // 2 * 2)
+    h = max(2, int(round(crop_h * w / crop_w / 2.0)) * 2)
+    return w, h
 
 
 def ingest_config(overrides: Sequence[str] = (), base: dict[str, Any] | None = None, **fields: Any) -> IngestConfig:
@@ -159,8 +214,9 @@ class Chunk:
         return chunk_name(self.shot_id, self.part)
 
 
-def chunk_name(shot_id: int, part: int) -> str:
-    return f"s{int(shot_id):05d}-p{int(part):03d}"
+def chunk_name(shot_id: int, part: int, swap: bool = False) -> str:
+    """``s00003-p000``; relabelled with the eyes exchanged: ``s00003-p000x``."""
+    return f"s{int(shot_id):05d}-p{int(part):03d}" + ("x" if swap else "")
 
 
 def iter_chunks(frames: Iterable[Any], chunk_frames: int) -> Iterator[Chunk]:
@@ -195,6 +251,7 @@ class ChunkJob:
     source_height: int
     provenance: dict[str, str]
     cv_threads: int | None = None  # OpenCV threads per worker: 1 when tasks already use every core
+    swap: bool = False  # relabel with the eyes exchanged (swap_eyes="auto"): chunk names get "x"
 
 
 @dataclass
@@ -210,6 +267,8 @@ class ChunkSummary:
     last_frame: int
     seconds: float = 0.0  # labelling time of this chunk (disparity and staging)
     resumed: bool = False
+    swap_evidence: list = field(default_factory=list)  # per frame, None without evidence
+    swapped: bool = False  # labelled with the eyes exchanged
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -240,17 +299,18 @@ def label_chunk(frames: Sequence[Any], chunk: tuple[int, int], job: ChunkJob) ->
     t0 = time.perf_counter()
     shot_id, part = chunk
     work = WorkDir(job.work_dir)
-    name = chunk_name(shot_id, part)
+    name = chunk_name(shot_id, part, job.swap)
     if work.is_done(name):
         return work.summary(name)
     cfg = job.config
-    if job.cv_threads is not None:
-        import cv2
+    import cv2
 
+    if job.cv_threads is not None:
         cv2.setNumThreads(job.cv_threads)
-    backend = get_cached_backend(cfg.disparity)
+    dcfg = cfg.disparity_for(job.swap)
+    backend = get_cached_backend(dcfg)
     pairs = [(f.left, f.right) for f in frames]
-    results = compute_disparity_batch(pairs, cfg.disparity, backend)
+    results = compute_disparity_batch(pairs, dcfg, backend)
     kept: list[dict[str, Any]] = []
     rejected: list[dict[str, Any]] = []
     for fr, res in zip(frames, results):
@@ -265,10 +325,17 @@ def label_chunk(frames: Sequence[Any], chunk: tuple[int, int], job: ChunkJob) ->
         if res.rejected_reason:
             rejected.append({**base, "reason": str(res.rejected_reason), "stats": _jsonable(stats)})
             continue
+        image = fr.right if dcfg.swap_eyes else fr.left  # the view the label belongs to
+        h0, w0 = res.disparity.shape
+        sw, sh = store_size(w0, h0, cfg.store_width)
+        if (sw, sh) != (w0, h0):
+            image = cv2.resize(image, (sw, sh), interpolation=cv2.INTER_AREA)
+            res = resize_result(res, sw, sh, dcfg.range_percentiles)
+            stats = res.stats.to_dict()
         kept.append(
             {
                 **base,
-                "image": fr.left,
+                "image": image,
                 "disparity": res.disparity,
                 "valid": res.valid,
                 "uncertainty": res.uncertainty,
@@ -295,6 +362,8 @@ def label_chunk(frames: Sequence[Any], chunk: tuple[int, int], job: ChunkJob) ->
         first_frame=int(frames[0].frame_index),
         last_frame=int(frames[-1].frame_index),
         seconds=time.perf_counter() - t0,
+        swap_evidence=[float(r.swap_evidence) if np.isfinite(r.swap_evidence) else None for r in results],
+        swapped=bool(dcfg.swap_eyes),
     )
     # The marker goes last: a chunk is done only once its rows are safely on disk.
     write_json_atomic(work.marker_path(name), {"summary": summary.to_dict(), "rejected": rejected})
@@ -420,16 +489,63 @@ def find_committed(dataset: str | os.PathLike, movie_id: str, key: str) -> Any:
 def publish_with(dataset: str | os.PathLike, add: Sequence[Any] = (), drop: Sequence[str] = (), keep: int | None = None) -> Any:
     """Publish a new dataset version: the current one with ``add`` added/replaced and ``drop`` removed.
 
-    A read-modify-write of the manifest: run one publisher per dataset at a time (the build flow
-    publishes once at its end; its deployment has a concurrency limit of one).
+    The read of the current manifest and the write of the next happen under the dataset's
+    publish lock (:func:`pipeline.shards.publish_update`), so ingests running in parallel into
+    one dataset (threads, processes, or machines sharing a filesystem with working ``flock``)
+    each publish their movie without dropping the others'.
     """
-    from pipeline.shards import publish, read_manifest
+    from pipeline.shards import publish_update
 
-    movies: dict[str, Any] = {}
-    if (Path(dataset) / "manifest.json").exists():
-        movies.update(read_manifest(dataset).movies)
-    for mid in drop:
-        movies.pop(mid, None)
-    for m in add:
-        movies[m.movie_id] = m
-    return publish(dataset, list(movies.values()), keep=keep)
+    return publish_update(dataset, add=list(add), drop=list(drop), keep=keep)
+
+
+# --------------------------------------------------------------------------- swapped eyes
+
+
+@dataclass
+class SwapReport:
+    """Reversed-eyes decisions of one ingest, from the chunks' per-frame ``swap_evidence``.
+
+    Attributes:
+        movie: the decision over every sampled frame of the movie.
+        shots: the decision per shot id (shots with sampled frames only).
+        corrected: shot ids relabelled with the eyes exchanged (``swap_eyes="auto"``).
+        mode: the :attr:`IngestConfig.swap_eyes` in force.
+    """
+
+    movie: SwapDecision
+    shots: dict[int, SwapDecision]
+    corrected: list[int] = field(default_factory=list)
+    mode: str = "never"
+
+    @property
+    def swapped_shots(self) -> list[int]:
+        """Shot ids whose frames look reversed (as labelled, before any auto-correction)."""
+        return sorted(sid for sid, d in self.shots.items() if d.swapped)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode,
+            "movie": dataclasses.asdict(self.movie),
+            "swapped_shots": self.swapped_shots,
+            "corrected_shots": list(self.corrected),
+            "shots": {str(sid): dataclasses.asdict(d) for sid, d in sorted(self.shots.items())},
+        }
+
+
+def swap_report(summaries: Iterable[ChunkSummary], mode: str = "never", corrected: Sequence[int] = ()) -> SwapReport:
+    """Decide reversed eyes per shot and per movie from chunk summaries (as first labelled).
+
+    Uses :func:`pipeline.disparity.decide_swapped_eyes` with its defaults; deterministic in the
+    summaries, so a resumed run reaches the same decisions from the staged markers.
+    """
+    per_shot: dict[int, list] = {}
+    for s in sorted(summaries, key=lambda s: (s.shot_id, s.part)):
+        per_shot.setdefault(int(s.shot_id), []).extend(s.swap_evidence)
+    everything = [e for ev in per_shot.values() for e in ev]
+    return SwapReport(
+        movie=decide_swapped_eyes(everything),
+        shots={sid: decide_swapped_eyes(ev) for sid, ev in per_shot.items()},
+        corrected=sorted(int(c) for c in corrected),
+        mode=mode,
+    )

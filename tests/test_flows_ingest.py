@@ -69,6 +69,47 @@ def test_ingest_writes_a_verified_dataset_with_every_kept_frame(ingested):
     assert not (out / ".work" / "tiny").exists(), "staging must be cleaned up after the commit"
 
 
+def test_ingest_result_reports_swapped_eyes(ingested):
+    _, result = ingested
+    swap = result["swapped_eyes"]
+    assert swap["mode"] == "never" and swap["corrected_shots"] == []
+    assert swap["shots"] and {int(s) for s in swap["shots"]} <= set(range(result["shots"]))  # shots with samples
+    assert swap["movie"]["frames"] == result["kept"] + sum(result["rejected"].values())
+
+
+@pytest.mark.parametrize("swap_eyes", [False, True], ids=["normal", "reversed"])
+def test_swapped_eyes_are_reported_and_auto_corrected(prefect_harness, sample_movie, tmp_path, swap_eyes):
+    """320x180 eyes: at 160x96 (80 px wide encoded halves) the evidence is not reliable."""
+    from flows.ingest import ingest_movie
+    from pipeline.shards import iter_samples, read_manifest
+
+    movie = sample_movie(layout="sbs-half", seconds=4.0, size=(320, 180), seed=5, swap_eyes=swap_eyes)
+    out = tmp_path / "ds"
+    mid = "rev" if swap_eyes else "ok"
+    result = ingest_movie(movie=str(movie.path), out=str(out), movie_id=mid, flow="dis-ultrafast",
+                          overrides=FAST + ["swap_eyes=auto"], workers=1)
+    swap = result["swapped_eyes"]
+    md = _artifacts(f"ingest-{mid}")[0].data
+    assert "## Swapped eyes" in md
+    if not swap_eyes:
+        assert not swap["movie"]["swapped"] and swap["swapped_shots"] == [] and swap["corrected_shots"] == []
+        assert swap["movie"]["normal_frames"] > 0 and swap["movie"]["swapped_frames"] == 0
+    else:
+        assert swap["movie"]["swapped"] and swap["movie"]["confidence"] > 0.5, swap
+        assert swap["swapped_shots"] == sorted(int(s) for s in swap["shots"]), "every shot is reversed"
+        assert swap["corrected_shots"] == swap["swapped_shots"] and "**reversed** (corrected)" in md
+        assert read_manifest(out).movies[mid].meta["swapped_eyes"]["corrected_shots"] == swap["corrected_shots"]
+    # stored rows: the true left view's image and disparity either way
+    truth = movie.load_truth()
+    c = truth.crop
+    rows = list(iter_samples(out))
+    assert len(rows) == result["kept"] > 0
+    for r in rows:
+        gt = truth.disparity[r["frame_index"]][c.y:c.y + c.h, c.x:c.x + c.w].astype(np.float32)
+        ok = r["valid"] & ~r["sky"] & np.isfinite(gt)
+        assert np.corrcoef(r["disparity"][ok], gt[ok])[0, 1] > 0.6, "stored label must be the true left view's"
+
+
 def test_ingest_publishes_report_and_progress_artifacts(ingested):
     report = _artifacts("ingest-tiny")
     assert report, "no markdown report"

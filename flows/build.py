@@ -122,6 +122,9 @@ def build_dataset(
             failed.append({"movie_id": entry.movie_id, "path": entry.path, "line": entry.line, "error": str(err)})
             continue
         rows.append(result)
+        if result.get("swapped_eyes", {}).get("swapped_shots") and not result["swapped_eyes"].get("corrected_shots"):
+            logger.warning("%s: eyes look reversed in shot(s) %s; set swap_eyes=auto in its catalog overrides to correct",
+                           entry.movie_id, ", ".join(map(str, result["swapped_eyes"]["swapped_shots"])))
         manifests.append(_load_manifest(out, entry.movie_id, result["key"]))
     previous = _current_ids(out)
     manifest = publish_task(out, manifests, drop=sorted(previous))
@@ -162,6 +165,17 @@ def _current_ids(out: str) -> set[str]:
     return set(read_manifest(out).movies)
 
 
+def _eyes(movie: dict[str, Any]) -> str:
+    """The build summary's reversed-eyes cell for one movie's ingest result."""
+    swap = movie.get("swapped_eyes") or {}
+    shots = swap.get("swapped_shots") or []
+    if not shots:
+        return "normal"
+    fixed = swap.get("corrected_shots") or []
+    what = "movie reversed" if swap.get("movie", {}).get("swapped") else "reversed"
+    return f"**{what}**: shots {', '.join(map(str, shots))}" + (" (corrected)" if fixed else "")
+
+
 def _summary_markdown(catalog: str, out: str, s: dict[str, Any]) -> str:
     lines = [
         f"# Dataset `{out}` version {s['version']}",
@@ -172,10 +186,10 @@ def _summary_markdown(catalog: str, out: str, s: dict[str, Any]) -> str:
         "## Movies",
         "",
         markdown_table(
-            ["movie", "split", "status", "kept", "rejected", "chunks resumed", "seconds"],
+            ["movie", "split", "status", "kept", "rejected", "chunks resumed", "eyes", "seconds"],
             [
                 [m["movie_id"], m["split"], "unchanged" if m["skipped"] else "ingested", m["kept"],
-                 sum(m["rejected"].values()), f"{m['chunks_resumed']}/{m['chunks']}", m["seconds"]]
+                 sum(m["rejected"].values()), f"{m['chunks_resumed']}/{m['chunks']}", _eyes(m), m["seconds"]]
                 for m in s["movies"]
             ],
         ),

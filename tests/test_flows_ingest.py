@@ -191,3 +191,16 @@ def test_ingest_key_changes_with_configuration_and_file(tmp_path):
         fh.seek(-10, 2)
         fh.write(b"x" * 10)
     assert source_fingerprint(f) != fp
+
+
+def test_build_summary_shows_reversed_eyes():
+    from flows.build import _summary_markdown
+
+    movie = {"movie_id": "a", "split": "train", "skipped": False, "kept": 3, "rejected": {}, "chunks_resumed": 0,
+             "chunks": 2, "seconds": 1.0,
+             "swapped_eyes": {"swapped_shots": [2, 5], "corrected_shots": [], "movie": {"swapped": False}}}
+    normal = {**movie, "movie_id": "b", "swapped_eyes": {"swapped_shots": [], "corrected_shots": []}}
+    md = _summary_markdown("c.yaml", "/ds", {"version": 1, "rows": 6, "movies": [movie, normal], "failed": [],
+                                             "removed": [], "seconds": 1.0})
+    assert any("movie" in line and "eyes" in line for line in md.splitlines()), "a column for the eyes"
+    assert "**reversed**: shots 2, 5" in md and "| normal |" in md

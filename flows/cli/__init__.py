@@ -71,7 +71,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _QuietUserErrors(logging.Filter):
+    """Drop the traceback from log records about user mistakes (a bad movie, a missing file).
+
+    Prefect's engines log every failed flow and task run with its traceback; for a
+    :class:`DepthmineError` the one-line message is the whole story, and the CLI prints it again
+    at the end. Real bugs keep their tracebacks.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, DepthmineError):
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+_PREFECT_RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs", "prefect.flow_engine", "prefect.task_engine")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    for name in _PREFECT_RUN_LOGGERS:
+        logging.getLogger(name).addFilter(_QuietUserErrors())
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

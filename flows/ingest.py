@@ -250,17 +250,18 @@ def ingest_movie(
     tags = _device_tags(config)
     summaries, plan = _label_all_chunks(movie_id, probe, layout, config, split, work, job, spec, tags, progress)
     swap = swap_report(summaries, config.swap_eyes)
-    if swap.swapped_shots:
+    if swap.swapped_shots or swap.movie.swapped:
         logger.warning(
             "%s: eyes look reversed in shot(s) %s (%s); movie: %s (confidence %.2f)%s",
-            movie_id, ", ".join(map(str, swap.swapped_shots)), swap.movie.reason,
+            movie_id, ", ".join(map(str, swap.swapped_shots)) or "none alone", swap.movie.reason,
             "swapped" if swap.movie.swapped else "not swapped", swap.movie.confidence,
-            "; relabelling them with the eyes exchanged" if config.swap_eyes == "auto" else
+            "; relabelling with the eyes exchanged where confident (swap_eyes=auto)" if config.swap_eyes == "auto" else
             "; set swap_eyes=auto (or always) to correct",
         )
-    if config.swap_eyes == "auto" and swap.swapped_shots:
+    to_correct = swap.shots_to_correct(config.swap_min_confidence) if config.swap_eyes == "auto" else []
+    if to_correct:
         fixed, _ = _label_all_chunks(movie_id, probe, layout, config, split, work, dataclasses.replace(job, swap=True),
-                                     spec, tags, progress, swap_shots=set(swap.swapped_shots), plan=plan)
+                                     spec, tags, progress, swap_shots=set(to_correct), plan=plan)
         by_shot = {s.shot_id for s in fixed}
         summaries = [s for s in summaries if s.shot_id not in by_shot] + fixed
         summaries.sort(key=lambda s: (s.shot_id, s.part))
@@ -490,7 +491,8 @@ def _swap_section(probe: MovieProbe, swap: Any) -> list[str]:
     rows = []
     for sid, d in sorted(swap.shots.items()):
         mean = f"{d.mean_evidence:+.2f}" if d.mean_evidence == d.mean_evidence else "n/a"
+        verdict = "**reversed**" if d.swapped else ("normal" if d.swapped_frames + d.normal_frames else "no evidence")
         rows.append([sid, d.frames, d.swapped_frames, d.normal_frames, mean, f"{d.confidence:.2f}",
-                     ("**reversed**" + (" (corrected)" if sid in swap.corrected else "")) if d.swapped else "normal"])
+                     verdict + (" (corrected)" if sid in swap.corrected else "")])
     lines.append(markdown_table(["shot", "frames", "look reversed", "look normal", "mean evidence", "confidence", "decision"], rows))
     return lines

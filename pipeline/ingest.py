@@ -104,14 +104,17 @@ class IngestConfig:
         swap_eyes: what to do about reversed eyes (left and right views exchanged). Every ingest
             detects them per shot and per movie and reports them; ``"never"`` (default) only
             reports, ``"always"`` labels every frame with the eyes exchanged (the same as
-            ``disparity.swap_eyes=true``), ``"auto"`` relabels the chunks of shots detected as
-            swapped with the eyes exchanged before the commit.
+            ``disparity.swap_eyes=true``), ``"auto"`` relabels the chunks of the shots
+            :meth:`SwapReport.shots_to_correct` names with the eyes exchanged before the commit.
+        swap_min_confidence: the confidence a reversed-eyes decision needs for ``"auto"`` to act
+            on it (:class:`pipeline.disparity.SwapDecision`; a shot of one frame reaches 1/3).
         shots, sampling, disparity, shards: the components' own configurations.
     """
 
     chunk_frames: int = 8
     store_width: int | None = 940
     swap_eyes: str = "never"
+    swap_min_confidence: float = 0.5
     shots: ShotConfig = field(default_factory=ShotConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     disparity: DisparityConfig = field(default_factory=DisparityConfig)
@@ -126,10 +129,14 @@ class IngestConfig:
             raise ConfigError(f"swap_eyes must be one of {', '.join(SWAP_MODES)}, got {self.swap_eyes!r}")
 
     def disparity_for(self, swap: bool = False) -> DisparityConfig:
-        """The disparity configuration for labelling, with the eyes exchanged when ``swap`` (or
-        when ``swap_eyes`` is ``"always"``)."""
-        if swap or self.swap_eyes == "always":
-            return dataclasses.replace(self.disparity, swap_eyes=True)
+        """The disparity configuration for labelling.
+
+        The eyes are exchanged when ``disparity.swap_eyes`` or ``swap_eyes="always"`` says so;
+        ``swap`` (an ``"auto"`` relabel) exchanges them once more relative to that.
+        """
+        base = bool(self.disparity.swap_eyes) or self.swap_eyes == "always"
+        if base != bool(self.disparity.swap_eyes) or swap:
+            return dataclasses.replace(self.disparity, swap_eyes=base != bool(swap))
         return self.disparity
 
 
@@ -522,6 +529,18 @@ class SwapReport:
     def swapped_shots(self) -> list[int]:
         """Shot ids whose frames look reversed (as labelled, before any auto-correction)."""
         return sorted(sid for sid, d in self.shots.items() if d.swapped)
+
+    def shots_to_correct(self, min_confidence: float = 0.5) -> list[int]:
+        """The shots ``swap_eyes="auto"`` relabels with the eyes exchanged.
+
+        Reversed eyes are usually a property of the whole file (an authoring error), sometimes of
+        single shots (an editing error); short shots give little evidence. So: when the movie is
+        decided reversed with ``min_confidence``, every shot except those decided normal with
+        ``min_confidence``; otherwise only the shots decided reversed with ``min_confidence``.
+        """
+        if self.movie.swapped and self.movie.confidence >= min_confidence:
+            return sorted(sid for sid, d in self.shots.items() if d.swapped or d.confidence < min_confidence)
+        return sorted(sid for sid, d in self.shots.items() if d.swapped and d.confidence >= min_confidence)
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -204,3 +204,33 @@ def test_build_summary_shows_reversed_eyes():
                                              "removed": [], "seconds": 1.0})
     assert any("movie" in line and "eyes" in line for line in md.splitlines()), "a column for the eyes"
     assert "**reversed**: shots 2, 5" in md and "| normal |" in md
+
+
+def test_auto_correction_resumes_after_a_crash_before_the_commit(prefect_harness, sample_movie, tmp_path, monkeypatch):
+    import flows.ingest as flow_module
+    from flows.ingest import ingest_movie
+    from pipeline.shards import iter_samples
+
+    movie = sample_movie(layout="sbs-half", seconds=4.0, size=(320, 180), seed=5, swap_eyes=True)
+    args = dict(movie=str(movie.path), movie_id="rev", flow="dis-ultrafast", overrides=FAST + ["swap_eyes=auto"], workers=1)
+    real_commit = flow_module.commit_movie
+
+    def crash(*a, **kw):  # a user-error type: the commit task fails at once, without retries
+        raise BadInputError("commit", "simulated crash before the commit")
+
+    monkeypatch.setattr(flow_module, "commit_movie", crash)
+    state = ingest_movie(out=str(tmp_path / "crashed"), return_state=True, **args)
+    assert state.is_failed()
+    staged = {p.name for p in (tmp_path / "crashed" / ".work" / "rev").glob("*/s*-p*.json")}
+    assert any(n.endswith("x.json") for n in staged) and any(not n.endswith("x.json") for n in staged)
+
+    monkeypatch.setattr(flow_module, "commit_movie", real_commit)
+    resumed = ingest_movie(out=str(tmp_path / "crashed"), **args)
+    clean = ingest_movie(out=str(tmp_path / "clean"), **args)
+    assert resumed["chunks_resumed"] == resumed["chunks"] == clean["chunks"] and clean["chunks_resumed"] == 0
+    assert resumed["swapped_eyes"]["corrected_shots"] == clean["swapped_eyes"]["corrected_shots"] != []
+
+    def rows(out):
+        return [(r["frame_index"], r["image"].tobytes(), r["disparity"].tobytes()) for r in iter_samples(out)]
+
+    assert rows(tmp_path / "crashed") == rows(tmp_path / "clean")

@@ -143,3 +143,33 @@ def test_concurrent_publishes_keep_every_movie(tmp_path):
     current = read_manifest(tmp_path)
     assert set(current.movies) == {f"m{i}" for i in range(6)}
     assert current.version == 6
+
+
+def test_always_labels_the_true_left_view_of_reversed_frames(tmp_path):
+    truths, reversed_ = _frames(shot=2, n=2, swap_eyes=True)
+    config = ingest_config(["swap_eyes=always"], flow="dis-ultrafast")
+    assert config.disparity_for().swap_eyes and not config.disparity_for(swap=True).swap_eyes
+    summary, manifest = _ingest(tmp_path, "always", config, reversed_)
+    assert summary.swapped and swap_report([summary]).swapped_shots == []
+    from pipeline.shards import iter_samples, publish
+
+    publish(tmp_path, [manifest])
+    for row, truth in zip(iter_samples(tmp_path), truths):
+        # the stored image is the true left view (the file's right slot), matching its label
+        img = row["image"].astype(int)  # lossy-coded in the shard: compare distances
+        assert np.abs(img - truth.right).mean() < 0.5 * np.abs(img - truth.left).mean()
+        ok = row["valid"] & ~row["sky"]
+        assert (row["disparity"][ok & (truth.disparity > 3)] > 0).mean() > 0.97
+
+
+def test_auto_corrects_a_reversed_movie_but_not_a_stray_shot():
+    from pipeline.disparity import SwapDecision
+    from pipeline.ingest import SwapReport
+
+    def d(swapped, conf):
+        return SwapDecision(swapped, conf, 0 if swapped else 3, 3 if swapped else 0, 3, 0.3 if swapped else -0.3)
+
+    stray = SwapReport(movie=d(False, 0.6), shots={0: d(False, 1.0), 1: d(True, 0.33), 2: d(True, 1.0)})
+    assert stray.swapped_shots == [1, 2] and stray.shots_to_correct(0.5) == [2]
+    whole = SwapReport(movie=d(True, 0.9), shots={0: d(False, 0.2), 1: d(True, 0.33), 2: d(False, 1.0)})
+    assert whole.shots_to_correct(0.5) == [0, 1]  # all but the confidently normal shot

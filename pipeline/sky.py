@@ -84,6 +84,8 @@ class HeuristicSkyConfig:
             Consistent matches in the nearer half of the frame are never sky.
         min_area_fraction: sky regions smaller than this fraction of the frame are dropped.
         skyline_growth_px: grow the sky by up to this many pixels over sky-coloured pixels.
+        working_width: wider frames are judged at this width (the pixel-sized thresholds above
+            are meant for it) and the mask is scaled back; None judges at full size.
     """
 
     blue_hue: tuple[int, int] = (85, 135)
@@ -93,6 +95,7 @@ class HeuristicSkyConfig:
     min_grey_value: int = 150
     max_gradient: float = 6.0
     region_far_quantile: float = 0.4
+    working_width: int | None = 480
     min_area_fraction: float = 0.005
     skyline_growth_px: int = 6
 
@@ -107,17 +110,40 @@ class HeuristicSkyMasker(SkyMasker):
         self.use_disparity = use_disparity
 
     def mask(self, image, disparity=None, valid=None):
-        c = self.config
         img = np.asarray(image)
         h, w = img.shape[:2]
+        work_w = self.config.working_width
+        if not work_w or w <= work_w:
+            return self._mask(img, disparity, valid)
+        # Smoothness and morphology are measured in pixels: judge every frame at one working
+        # size, so a 1920 px frame's upscaled texture does not pass for a smooth sky.
+        size = (int(work_w), max(1, round(h * work_w / w)))
+        small_img = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
+        small_d = small_v = None
+        if disparity is not None:
+            small_d = cv2.resize(np.asarray(disparity, np.float32), size, interpolation=cv2.INTER_NEAREST)
+            if valid is not None:
+                small_v = cv2.resize(np.asarray(valid, np.uint8), size, interpolation=cv2.INTER_NEAREST).astype(bool)
+        small = self._mask(small_img, small_d, small_v)
+        up = cv2.resize(small.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR) >= 0.5
+        # the upsampled edge is blocky; keep it to sky-coloured pixels
+        return up & self._colour(img)
+
+    def _colour(self, img: np.ndarray) -> np.ndarray:
+        c = self.config
         hsv = cv2.cvtColor(img, cv2.COLOR_RGB2HSV)
         hue, sat, val = hsv[..., 0], hsv[..., 1], hsv[..., 2]
         blue = (hue >= c.blue_hue[0]) & (hue <= c.blue_hue[1]) & (sat >= c.min_blue_saturation) & (val >= c.min_blue_value)
         grey = (sat <= c.max_grey_saturation) & (val >= c.min_grey_value)
+        return blue | grey
+
+    def _mask(self, img: np.ndarray, disparity, valid) -> np.ndarray:
+        c = self.config
+        h, w = img.shape[:2]
         gray = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY).astype(np.float32)
         grad = np.abs(cv2.Sobel(gray, cv2.CV_32F, 1, 0, ksize=3)) + np.abs(cv2.Sobel(gray, cv2.CV_32F, 0, 1, ksize=3))
         smooth = cv2.blur(grad / 8.0, (9, 9)) <= c.max_gradient  # Sobel 3x3 gain is 8 for a unit step
-        colour = blue | grey
+        colour = self._colour(img)
         candidate = colour & smooth
         d = ok = None
         if self.use_disparity and disparity is not None:

@@ -9,6 +9,7 @@ import pytest
 
 from pipeline.errors import BadInputError, ConfigError
 from pipeline.sky import (
+    HeuristicSkyConfig,
     HeuristicSkyMasker,
     ModelSkyMasker,
     NoSkyMasker,
@@ -166,3 +167,12 @@ def test_heuristic_on_real_photographs(name, low, high):
     img = getattr(skdata, name)()
     fraction = HeuristicSkyMasker(use_disparity=False).mask(img).mean()
     assert low <= fraction <= high
+
+
+def test_heuristic_is_resolution_independent():
+    """A full-HD frame's texture is smooth at the pixel scale; judged at the working width it is not sky."""
+    truth = render_stereo_frame(1920, 1080, 1.0, 0, letterbox=False)
+    mask = HeuristicSkyMasker().mask(truth.left, disparity=truth.disparity)
+    assert iou(mask, truth.sky) > 0.85
+    full_size = HeuristicSkyMasker(HeuristicSkyConfig(working_width=None)).mask(truth.left, disparity=truth.disparity)
+    assert iou(mask, truth.sky) > iou(full_size, truth.sky)

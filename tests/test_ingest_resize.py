@@ -118,31 +118,38 @@ def test_swap_evidence_is_kept_per_frame_and_decided_per_shot(tmp_path):
     assert swap_report([a, fixed]).swapped_shots == []
 
 
-def test_concurrent_publishes_keep_every_movie(tmp_path):
+def _publish_after(barrier, dataset, manifest):
+    barrier.wait()
+    publish_with(dataset, add=[manifest])
+
+
+@pytest.mark.parametrize("how", ["threads", "processes"])
+def test_concurrent_publishes_keep_every_movie(tmp_path, how):
+    """Ingests publishing into one dataset at once: each read-modify-write holds the lock."""
+    import multiprocessing as mp
+
     from pipeline.shards import read_manifest
 
     config = ingest_config(flow="dis-ultrafast")
     _, frames = _frames(n=1)
-    manifests = [_ingest(tmp_path, f"m{i}", config, frames, key=f"{i:016x}")[1] for i in range(6)]
-    barrier = threading.Barrier(len(manifests))
-    errors = []
-
-    def publish_one(m):
-        try:
-            barrier.wait()
-            publish_with(tmp_path, add=[m])
-        except Exception as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=publish_one, args=(m,)) for m in manifests]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    n = 6 if how == "threads" else 3
+    manifests = [_ingest(tmp_path, f"m{i}", config, frames, key=f"{i:016x}")[1] for i in range(n)]
+    if how == "threads":
+        barrier = threading.Barrier(n)
+        workers = [threading.Thread(target=_publish_after, args=(barrier, tmp_path, m)) for m in manifests]
+    else:
+        ctx = mp.get_context("spawn")
+        barrier = ctx.Barrier(n)
+        workers = [ctx.Process(target=_publish_after, args=(barrier, tmp_path, m)) for m in manifests]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=120)
+    if how == "processes":
+        assert [w.exitcode for w in workers] == [0] * n
     current = read_manifest(tmp_path)
-    assert set(current.movies) == {f"m{i}" for i in range(6)}
-    assert current.version == 6
+    assert set(current.movies) == {f"m{i}" for i in range(n)}
+    assert current.version == n
 
 
 def test_always_labels_the_true_left_view_of_reversed_frames(tmp_path):

@@ -5,9 +5,11 @@ Table of contents (each step is a few lines over :mod:`pipeline`)::
     probe_movie          open the movie, layout, crop, fingerprint       (task, I/O: retried)
     decode + chunk       one decode pass: shots, sampling, per-shot chunks  (flow body, streaming)
     label_chunk_task     disparity + checks + sky, staged on disk        (tasks, in parallel)
+    swapped eyes         decided per shot and movie from the chunks' evidence; a warning, and with
+                         swap_eyes=auto a second pass relabelling those shots with the eyes exchanged
     commit_movie_task    the movie's immutable shard folder              (task, I/O: retried)
     publish_task         the dataset manifest with this movie            (task, I/O: retried)
-    report               markdown artifact: previews, shots, kept/rejected by reason
+    report               markdown artifact: previews, shots, kept/rejected by reason, swapped eyes
 
 Resume: chunks already staged for the same (fingerprint, configuration) key are not submitted
 again, and a movie already committed under that key is only (re)published. Bad input

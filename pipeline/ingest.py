@@ -8,6 +8,7 @@ work folder, ``DATASET/.work/<movie_id>/<key>/``::
     s00003-p000.parquet         the chunk's kept frames (pipeline.shards.write_chunk), atomic
     s00003-p000.json            the chunk's rejected frames and counts: written LAST, it marks the chunk done
     s00003-p000.png             a small preview (image | disparity) for reports
+    s00003-p000x.*              the same chunk relabelled with the eyes exchanged (swap_eyes="auto")
 
 ``key`` is :func:`ingest_key` of the movie's :func:`source_fingerprint` and the resolved
 :class:`IngestConfig`, so a changed movie or configuration never reuses stale chunks, and a
@@ -15,6 +16,12 @@ re-run after a crash skips every chunk whose ``.json`` exists. Once all chunks a
 :func:`commit_movie` copies them in chunk order (shot, part: deterministic whatever the order
 they finished in) into the immutable per-movie shard folder with
 :class:`pipeline.shards.MovieShardWriter`, and the work folder is removed.
+
+Rows are stored at :attr:`IngestConfig.store_width` (940 by default, the paper's half of the
+1880x800 crop): labels are computed at the disparity configuration's resolution and downscaled
+with :func:`pipeline.disparity.resize_result`, so stored disparity is in pixels of the stored
+image and ``width / crop_w`` is the scale. Each chunk's marker keeps its frames'
+``swap_evidence``; :func:`swap_report` decides reversed eyes per shot and per movie from them.
 
 The source fingerprint is ``sha256(size, mtime_ns, first MiB, last MiB)`` of the movie (and of
 the right-eye file for separate eyes): fast on 50 GB files, and it changes when a file is
@@ -543,13 +550,19 @@ class SwapReport:
         return sorted(sid for sid, d in self.shots.items() if d.swapped and d.confidence >= min_confidence)
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain JSON (no NaN: a decision without evidence has ``mean_evidence`` None)."""
         return {
             "mode": self.mode,
-            "movie": dataclasses.asdict(self.movie),
+            "movie": _decision_dict(self.movie),
             "swapped_shots": self.swapped_shots,
             "corrected_shots": list(self.corrected),
-            "shots": {str(sid): dataclasses.asdict(d) for sid, d in sorted(self.shots.items())},
+            "shots": {str(sid): _decision_dict(d) for sid, d in sorted(self.shots.items())},
         }
+
+
+def _decision_dict(decision: SwapDecision) -> dict[str, Any]:
+    out = dataclasses.asdict(decision)
+    return {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in out.items()}
 
 
 def swap_report(summaries: Iterable[ChunkSummary], mode: str = "never", corrected: Sequence[int] = ()) -> SwapReport:

@@ -116,6 +116,14 @@ def test_swap_evidence_is_kept_per_frame_and_decided_per_shot(tmp_path):
     fixed = label_chunk(reversed_, (1, 0), _job(work, "m", config, swap=True))
     assert fixed.name == "s00001-p000x" and fixed.swapped
     assert swap_report([a, fixed]).swapped_shots == []
+    # a shot without evidence: no decision, and strict JSON (manifests and --json output)
+    import dataclasses
+    import json
+
+    blind = dataclasses.replace(a, shot_id=7, swap_evidence=[None, None])
+    report = swap_report([a, blind])
+    assert report.shots[7].frames == 2 and not report.shots[7].swapped and report.shots[7].confidence == 0
+    json.dumps(report.to_dict(), allow_nan=False)
 
 
 def _publish_after(barrier, dataset, manifest):

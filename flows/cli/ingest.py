@@ -78,5 +78,11 @@ def run(args: argparse.Namespace) -> int:
     what = "unchanged (already ingested)" if result["skipped"] else f"{result['chunks_resumed']}/{result['chunks']} chunks resumed"
     print(f"{result['movie_id']} ({result['split']}): {result['kept']} frames kept, {rej} rejected"
           + (f" {result['rejected']}" if rej else "") + f"; {what}; {result['seconds']:.1f} s")
+    swap = result.get("swapped_eyes") or {}
+    if swap.get("swapped_shots"):
+        corrected = swap.get("corrected_shots") or []
+        print(f"eyes look reversed in shots {swap['swapped_shots']}"
+              + (f"; relabelled with the eyes exchanged: {corrected}" if corrected
+                 else "; rerun with --set swap_eyes=auto (or always) to correct them"))
     print(f"dataset: {os.path.abspath(args.out)}/manifest.json")
     return 0

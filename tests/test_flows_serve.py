@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.fixtures.prefect import wait_until
+from tests.fixtures.prefect import stop_process, wait_until
 
 pytestmark = pytest.mark.slow  # a real Prefect server and a served deployment
 
@@ -58,12 +58,7 @@ def test_interval_schedule_on_a_real_server_completes_a_rebuild(prefect_server, 
         print(log.read_text()[-4000:])
         raise
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
     assert done[0].parameters["out"] == str(out.resolve())
     assert set(read_manifest(out).movies) == {"served"}
     deployments, runs = _runs(prefect_server.api_url, "test-rebuild")

@@ -136,8 +136,8 @@ class PtlflowBackend(FlowBackend):
             raise BadInputError(
                 self.ckpt,
                 f"not loadable with torch.load(weights_only=True) ({exc.__class__.__name__})",
-                "if you trust the file, re-save just its weights: torch.save({'state_dict': "
-                "torch.load(F, weights_only=False)['state_dict']}, G)",
+                "if you trust the file, load it once in your own session and re-save only its "
+                "tensors: torch.save({'state_dict': model_state_dict}, NEW_FILE)",
             ) from exc
         if not isinstance(raw, dict):
             raise BadInputError(self.ckpt, "checkpoint holds no state dict")

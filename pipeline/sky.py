@@ -84,6 +84,10 @@ class HeuristicSkyConfig:
             Consistent matches in the nearer half of the frame are never sky.
         min_area_fraction: sky regions smaller than this fraction of the frame are dropped.
         skyline_growth_px: grow the sky by up to this many pixels over sky-coloured pixels.
+        min_top_contact_fraction: a (mostly blue) sky region must touch the top of the picture
+            over at least this fraction of the width.
+        min_top_contact_fraction_grey: the same for grey/white regions (walls and ceilings look
+            like an overcast sky; they rarely span the top of the frame).
         working_width: wider frames are judged at this width (the pixel-sized thresholds above
             are meant for it) and the mask is scaled back; None judges at full size.
     """
@@ -96,6 +100,8 @@ class HeuristicSkyConfig:
     max_gradient: float = 6.0
     region_far_quantile: float = 0.4
     working_width: int | None = 480
+    min_top_contact_fraction: float = 0.05
+    min_top_contact_fraction_grey: float = 0.25
     min_area_fraction: float = 0.005
     skyline_growth_px: int = 6
 
@@ -129,13 +135,15 @@ class HeuristicSkyMasker(SkyMasker):
         # the upsampled edge is blocky; keep it to sky-coloured pixels
         return up & self._colour(img)
 
-    def _colour(self, img: np.ndarray) -> np.ndarray:
+    def _colour(self, img: np.ndarray, grey: bool = True) -> np.ndarray:
+        """Sky-coloured pixels: blue, and (with ``grey``) bright unsaturated (overcast, haze)."""
         c = self.config
         hsv = cv2.cvtColor(img, cv2.COLOR_RGB2HSV)
         hue, sat, val = hsv[..., 0], hsv[..., 1], hsv[..., 2]
         blue = (hue >= c.blue_hue[0]) & (hue <= c.blue_hue[1]) & (sat >= c.min_blue_saturation) & (val >= c.min_blue_value)
-        grey = (sat <= c.max_grey_saturation) & (val >= c.min_grey_value)
-        return blue | grey
+        if not grey:
+            return blue
+        return blue | ((sat <= c.max_grey_saturation) & (val >= c.min_grey_value))
 
     def _mask(self, img: np.ndarray, disparity, valid) -> np.ndarray:
         c = self.config
@@ -151,7 +159,7 @@ class HeuristicSkyMasker(SkyMasker):
             if ok is not None:
                 # Pixel veto: a consistent match in the nearer half of the frame is never sky.
                 candidate &= ~(ok & (d > np.median(d[ok])))
-        sky = self._connected_to_top(candidate, h, w)
+        sky = self._connected_to_top(candidate, h, w, blue=self._colour(img, grey=False))
         if ok is not None and sky.any():
             sky = self._far_regions(sky, d, ok)
         # The smoothness window stops short of the skyline; grow the sky back over sky-coloured
@@ -190,7 +198,7 @@ class HeuristicSkyMasker(SkyMasker):
             out |= region
         return out
 
-    def _connected_to_top(self, candidate: np.ndarray, h: int, w: int) -> np.ndarray:
+    def _connected_to_top(self, candidate: np.ndarray, h: int, w: int, blue: np.ndarray | None = None) -> np.ndarray:
         k = max(3, (min(h, w) // 100) | 1)
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
         m = cv2.morphologyEx(candidate.astype(np.uint8), cv2.MORPH_OPEN, kernel)
@@ -200,10 +208,19 @@ class HeuristicSkyMasker(SkyMasker):
         top_rows = max(1, h // 50)
         out = np.zeros((h, w), bool)
         min_area = self.config.min_area_fraction * h * w
+        c = self.config
+        top_band = labels[:top_rows]
         for lab in range(1, n):
             if stats[lab, cv2.CC_STAT_AREA] < min_area or stats[lab, cv2.CC_STAT_TOP] > top_rows:
                 continue
-            out |= labels == lab
+            region = labels == lab
+            # Sky spans the top of the picture; a bright unsaturated patch touching it over a few
+            # columns is far more often a wall, a ceiling or a window than an overcast sky.
+            contact = float((top_band == lab).any(axis=0).mean())
+            is_blue = blue is not None and float(blue[region].mean()) >= 0.5
+            if contact < (c.min_top_contact_fraction if is_blue else c.min_top_contact_fraction_grey):
+                continue
+            out |= region
         return out
 
 

@@ -176,3 +176,11 @@ def test_heuristic_is_resolution_independent():
     assert iou(mask, truth.sky) > 0.85
     full_size = HeuristicSkyMasker(HeuristicSkyConfig(working_width=None)).mask(truth.left, disparity=truth.disparity)
     assert iou(mask, truth.sky) > iou(full_size, truth.sky)
+
+
+def test_white_wall_touching_the_top_is_not_sky():
+    """Middlebury's motorcycle: an indoor scene whose bright, smooth, far wall touches the top."""
+    skdata = pytest.importorskip("skimage.data", reason="scikit-image ships the Middlebury pair")
+    left, _, disparity = skdata.stereo_motorcycle()
+    d = np.where(np.isfinite(disparity), disparity, np.nan).astype(np.float32)
+    assert HeuristicSkyMasker().mask(left, disparity=d).mean() < 0.005

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 
 import pytest
 
@@ -89,7 +90,7 @@ def test_missing_file(tmp_path, capsys):
 def test_cli_exits_nonzero_in_a_subprocess(tmp_path):
     p = tmp_path / "notes.mkv"
     p.write_text("not a movie")
-    proc = subprocess.run(["python", "-m", "flows", "shots", str(p)], capture_output=True, text=True, cwd=str(_repo()))
+    proc = subprocess.run([sys.executable, "-m", "flows", "shots", str(p)], capture_output=True, text=True, cwd=str(_repo()))
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and "not a video file" in proc.stderr
 

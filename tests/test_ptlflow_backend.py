@@ -172,3 +172,12 @@ def test_checkpoint_that_is_not_weights_only_is_refused(tmp_path):
     backend = get_backend("ptlflow:raft_small", ckpt=unsafe)
     with pytest.raises(BadInputError, match="weights_only=True"):
         backend.compute([flat(1)], [flat(2)])
+
+
+def test_get_backend_accepts_a_prebuilt_model():
+    """``get_backend("ptlflow:NAME", model=...)`` hands a built network to the backend (no weights needed)."""
+    from pipeline.flow import get_backend
+
+    sentinel = object()
+    backend = get_backend("ptlflow:raft_small", model=sentinel)
+    assert backend._model() is sentinel and backend.name == "ptlflow:raft_small"

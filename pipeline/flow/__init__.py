@@ -101,4 +101,4 @@ register_backend(
         _BACKENDS["dis-medium"](**kw), SgbmBackend(), working_width=working_width
     ),
 )
-register_prefix("ptlflow", lambda model, ckpt=None, device=None, **kw: PtlflowBackend(model, ckpt=ckpt, device=device, **kw))
+register_prefix("ptlflow", lambda model_name, ckpt=None, device=None, **kw: PtlflowBackend(model_name, ckpt=ckpt, device=device, **kw))

@@ -47,17 +47,29 @@ def load_catalog_task(catalog: str) -> list[CatalogEntry]:
 
 
 @task(name="collect-garbage", cache_policy=NO_CACHE)
-def collect_garbage_task(out: str, keep_versions: int, movie_ids: list[str]) -> int:
-    """Remove unreferenced movie folders and the staging of movies no longer in the catalog."""
+def collect_garbage_task(out: str, keep_versions: int, movie_ids: list[str], current_keys: dict[str, str]) -> int:
+    """Remove unreferenced movie folders and stale staging.
+
+    Staging goes when its movie left the catalog, or when the movie was just committed under
+    another key (an earlier file or configuration whose interrupted work can never be reused).
+    """
     from pipeline.shards import garbage_collect
 
     removed = len(garbage_collect(out, keep=keep_versions))
     work = Path(out) / ".work"
     if work.is_dir():
         for d in work.iterdir():
-            if d.is_dir() and d.name not in movie_ids:
+            if not d.is_dir():
+                continue
+            if d.name not in movie_ids:
                 shutil.rmtree(d, ignore_errors=True)
                 removed += 1
+            elif d.name in current_keys:
+                for stale in (k for k in d.iterdir() if k.is_dir() and k.name != current_keys[d.name]):
+                    shutil.rmtree(stale, ignore_errors=True)
+                    removed += 1
+                if not any(d.iterdir()):
+                    d.rmdir()
     return removed
 
 
@@ -129,7 +141,8 @@ def build_dataset(
     previous = _current_ids(out)
     manifest = publish_task(out, manifests, drop=sorted(previous))
     removed_ids = sorted(previous - {m.movie_id for m in manifests})
-    removed_paths = collect_garbage_task(out, keep_versions, [e.movie_id for e in entries])
+    removed_paths = collect_garbage_task(out, keep_versions, [e.movie_id for e in entries],
+                                         {r["movie_id"]: r["key"] for r in rows})
     summary = {
         "version": manifest.version,
         "rows": manifest.rows,

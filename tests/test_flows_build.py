@@ -151,9 +151,14 @@ def test_build_ingests_only_changes_drops_removed_and_keeps_old_version_readable
         {"path": str(movies["alpha"].path), "movie_id": "alpha", "split": "train", "overrides": ["disparity.lr_threshold_px=1.5"]},
         {"path": str(movies["gamma"].path), "movie_id": "gamma", "split": "test"},
     ])
+    # (a crashed run under an older configuration left staging behind: it can never be reused)
+    stale = out / ".work" / "alpha" / "0123456789abcdef"
+    stale.mkdir(parents=True)
+    (stale / "s00000-p000.parquet").write_bytes(b"interrupted")
     third = _build(cat, out)
     assert {m["movie_id"]: m["skipped"] for m in third["movies"]} == {"alpha": False, "gamma": True}
     assert read_manifest(out).movies["alpha"].key != v1.movies["alpha"].key
+    assert not stale.exists() and not (out / ".work" / "alpha").exists()
 
 
 @pytest.mark.slow

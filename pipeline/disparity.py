@@ -53,6 +53,7 @@ from pipeline.errors import ConfigError
 from pipeline.flow import DEFAULT_BACKEND, FlowBackend, FlowPair, flow_to_disparity, get_backend
 
 __all__ = [
+    "black_side_bands",
     "DisparityConfig",
     "DisparityResult",
     "FrameStats",
@@ -106,6 +107,11 @@ class DisparityConfig:
         edge_threshold_px: invalidate pixels whose disparity spans more than this within
             ``edge_window`` x ``edge_window`` (``None`` turns the depth-edge check off).
         edge_window: window size of the depth-edge check (odd).
+        black_band_level: columns at the left or right edge of either view whose pixels are all
+            darker than this (0-255 luma) form a black band: a 3D film's floating window or a
+            pillarbox. Left pixels inside the left view's band, or whose match falls inside the
+            right view's band, are invalid (flow there is made up). ``None`` turns this off.
+        black_band_max_fraction: the widest band looked for, as a fraction of the width.
         sky: sky masker name (:func:`pipeline.sky.available_sky_maskers`): ``heuristic``,
             ``none`` or ``model:PATH``.
         swap_eyes: the input's eyes are known to be reversed: swap them before anything else.
@@ -124,6 +130,8 @@ class DisparityConfig:
     min_lr_pass_fraction: float = 0.70
     edge_threshold_px: float | None = 3.0
     edge_window: int = 5
+    black_band_level: float | None = 20.0
+    black_band_max_fraction: float = 0.15
     sky: str = "heuristic"
     swap_eyes: bool = False
 
@@ -261,19 +269,59 @@ def _robust_range(values: np.ndarray, percentiles: tuple[float, float]) -> tuple
     return float(lo), float(mid), float(hi)
 
 
+def black_side_bands(image: np.ndarray, level: float = 20.0, max_fraction: float = 0.15) -> tuple[int, int]:
+    """Widths of the black column bands at the left and right edges of ``image`` (RGB or gray).
+
+    3D films move a "floating window" per shot: black bars at the side of one eye, different in the
+    other, which the once-per-movie letterbox crop cannot remove. A column belongs to a band when
+    all its pixels (but a 1% allowance for noise) are darker than ``level``, counting inwards from
+    the edge; at most ``max_fraction`` of the width is looked at.
+    """
+    img = np.asarray(image)
+    gray = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY) if img.ndim == 3 else img
+    h, w = gray.shape[:2]
+    limit = int(w * max_fraction)
+    if limit < 1:
+        return 0, 0
+    dark = (gray[:, :limit] < level).mean(axis=0) >= 0.99, (gray[:, w - limit :][:, ::-1] < level).mean(axis=0) >= 0.99
+    widths = []
+    for cols in dark:
+        stop = np.flatnonzero(~cols)
+        widths.append(int(stop[0]) if stop.size else limit)
+    return widths[0], widths[1]
+
+
+def _black_band_mask(left: np.ndarray, right: np.ndarray | None, disparity: np.ndarray, config: DisparityConfig) -> np.ndarray:
+    """Left pixels inside the left view's black side bands or matching into the right view's."""
+    h, w = disparity.shape
+    bad = np.zeros((h, w), bool)
+    ll, lr_ = black_side_bands(left, config.black_band_level, config.black_band_max_fraction)
+    bad[:, :ll] = True
+    if lr_:
+        bad[:, w - lr_ :] = True
+    if right is not None:
+        rl, rr = black_side_bands(right, config.black_band_level, config.black_band_max_fraction)
+        if rl or rr:
+            match_x = np.arange(w, dtype=np.float32)[None, :] - disparity
+            bad |= (match_x < rl) | (match_x >= w - rr)
+    return bad
+
+
 def disparity_from_flow(
     pair: FlowPair,
     config: DisparityConfig,
     image: np.ndarray | None = None,
     sky_masker: "object | None" = None,
+    right_image: np.ndarray | None = None,
 ) -> DisparityResult:
     """Turn one :class:`FlowPair` into a :class:`DisparityResult` (checks, sky, statistics).
 
     Args:
         pair: flow both ways at the image's resolution.
         config: thresholds.
-        image: the left image (for the sky masker); ``None`` skips sky masking.
+        image: the left image (for the sky masker and the black-band check); ``None`` skips both.
         sky_masker: a :class:`pipeline.sky.SkyMasker` or ``None`` for no sky.
+        right_image: the right image, for black bands that only the right view has.
     """
     lr = pair.lr
     h, w = lr.shape[:2]
@@ -291,6 +339,8 @@ def disparity_from_flow(
         k = np.ones((config.edge_window, config.edge_window), np.uint8)
         span = cv2.morphologyEx(disparity, cv2.MORPH_GRADIENT, k)
         valid &= span <= config.edge_threshold_px
+    if config.black_band_level is not None and image is not None:
+        valid &= ~_black_band_mask(image, right_image, disparity, config)
 
     uncertainty = np.minimum(disc, UNCERTAINTY_MAX_PX).astype(np.float32)
 
@@ -475,7 +525,7 @@ def compute_disparity_batch(
     backend = backend or backend_from_config(config)
     masker = _resolve_sky(config, sky_masker)
     flows = backend.compute([p[0] for p in pairs], [p[1] for p in pairs])
-    return [disparity_from_flow(f, config, image=p[0], sky_masker=masker) for f, p in zip(flows, pairs)]
+    return [disparity_from_flow(f, config, image=p[0], sky_masker=masker, right_image=p[1]) for f, p in zip(flows, pairs)]
 
 
 def compute_disparity(

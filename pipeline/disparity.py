@@ -50,10 +50,10 @@ import cv2
 import numpy as np
 
 from pipeline.errors import ConfigError
+from pipeline.layouts import frame_bars
 from pipeline.flow import DEFAULT_BACKEND, FlowBackend, FlowPair, flow_to_disparity, get_backend
 
 __all__ = [
-    "black_side_bands",
     "DisparityConfig",
     "DisparityResult",
     "FrameStats",
@@ -107,10 +107,12 @@ class DisparityConfig:
         edge_threshold_px: invalidate pixels whose disparity spans more than this within
             ``edge_window`` x ``edge_window`` (``None`` turns the depth-edge check off).
         edge_window: window size of the depth-edge check (odd).
-        black_band_level: columns at the left or right edge of either view whose pixels are all
-            darker than this (0-255 luma) form a black band: a 3D film's floating window or a
-            pillarbox. Left pixels inside the left view's band, or whose match falls inside the
-            right view's band, are invalid (flow there is made up). ``None`` turns this off.
+        black_band_level: columns at the left or right edge (or rows at the top or bottom) of
+            either view whose pixels are all darker than this (0-255 luma) form a black band: a 3D
+            film's floating window, a pillarbox, or the bars of a narrower shot in a film that
+            changes aspect ratio. Left pixels inside a band, or whose match falls inside the right
+            view's side band, are invalid: black matches black perfectly both ways, so the flow
+            there passes the left-right check with a made-up disparity. ``None`` turns this off.
         black_band_max_fraction: the widest band looked for, as a fraction of the width.
         sky: sky masker name (:func:`pipeline.sky.available_sky_maskers`): ``heuristic``,
             ``none`` or ``model:PATH``.
@@ -269,41 +271,22 @@ def _robust_range(values: np.ndarray, percentiles: tuple[float, float]) -> tuple
     return float(lo), float(mid), float(hi)
 
 
-def black_side_bands(image: np.ndarray, level: float = 20.0, max_fraction: float = 0.15) -> tuple[int, int]:
-    """Widths of the black column bands at the left and right edges of ``image`` (RGB or gray).
-
-    3D films move a "floating window" per shot: black bars at the side of one eye, different in the
-    other, which the once-per-movie letterbox crop cannot remove. A column belongs to a band when
-    all its pixels (but a 1% allowance for noise) are darker than ``level``, counting inwards from
-    the edge; at most ``max_fraction`` of the width is looked at.
-    """
-    img = np.asarray(image)
-    gray = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY) if img.ndim == 3 else img
-    h, w = gray.shape[:2]
-    limit = int(w * max_fraction)
-    if limit < 1:
-        return 0, 0
-    dark = (gray[:, :limit] < level).mean(axis=0) >= 0.99, (gray[:, w - limit :][:, ::-1] < level).mean(axis=0) >= 0.99
-    widths = []
-    for cols in dark:
-        stop = np.flatnonzero(~cols)
-        widths.append(int(stop[0]) if stop.size else limit)
-    return widths[0], widths[1]
-
-
 def _black_band_mask(left: np.ndarray, right: np.ndarray | None, disparity: np.ndarray, config: DisparityConfig) -> np.ndarray:
-    """Left pixels inside the left view's black side bands or matching into the right view's."""
+    """Left pixels in a black bar of the left view, or matching into one of the right view."""
     h, w = disparity.shape
     bad = np.zeros((h, w), bool)
-    ll, lr_ = black_side_bands(left, config.black_band_level, config.black_band_max_fraction)
-    bad[:, :ll] = True
-    if lr_:
-        bad[:, w - lr_ :] = True
+    lb = frame_bars(left, config.black_band_level, config.black_band_max_fraction)
+    bad[: lb.top] = True
+    bad[h - lb.bottom :] = True  # empty slices where a bar width is 0
+    bad[:, : lb.left] = True
+    bad[:, w - lb.right :] = True
     if right is not None:
-        rl, rr = black_side_bands(right, config.black_band_level, config.black_band_max_fraction)
-        if rl or rr:
+        rb = frame_bars(right, config.black_band_level, config.black_band_max_fraction)
+        bad[: rb.top] = True  # rows: disparity is horizontal
+        bad[h - rb.bottom :] = True
+        if rb.left or rb.right:
             match_x = np.arange(w, dtype=np.float32)[None, :] - disparity
-            bad |= (match_x < rl) | (match_x >= w - rr)
+            bad |= (match_x < rb.left) | (match_x >= w - rb.right)
     return bad
 
 

@@ -29,6 +29,8 @@ __all__ = [
     "layout_from_metadata",
     "detect_layout",
     "detect_letterbox",
+    "FrameBars",
+    "frame_bars",
 ]
 
 
@@ -351,3 +353,33 @@ def detect_letterbox(frames: Sequence[np.ndarray], black_level: float = 16.0, ma
     hh = (y1 - y0) - (y1 - y0) % 2
     ww = (x1 - x0) - (x1 - x0) % 2
     return CropBox(x0, y0, ww, hh)
+
+
+@dataclasses.dataclass(frozen=True)
+class FrameBars:
+    """Black bars of one frame, in pixels from each edge (0 where there is none)."""
+
+    top: int
+    bottom: int
+    left: int
+    right: int
+
+
+def frame_bars(image: np.ndarray, level: float = 20.0, max_fraction: float = 0.15) -> FrameBars:
+    """The black bars of *one* frame, which the movie-wide letterbox crop does not remove.
+
+    3D films move a "floating window" per shot (black bars at the sides of one eye, other widths
+    in the other), and films that change aspect ratio keep bars in their narrower shots. A row
+    (column) belongs to a bar when 99% of its pixels are darker than ``level`` (0-255 luma),
+    counting inwards from the edge; at most ``max_fraction`` of the height (width) is looked at.
+    """
+    gray = _to_gray(np.asarray(image))
+
+    def run(a: np.ndarray) -> int:  # leading dark columns of ``a``
+        limit = int(a.shape[1] * max_fraction)
+        if limit < 1:
+            return 0
+        stop = np.flatnonzero((a[:, :limit] < level).mean(axis=0) < 0.99)
+        return int(stop[0]) if stop.size else limit
+
+    return FrameBars(top=run(gray.T), bottom=run(gray[::-1].T), left=run(gray), right=run(gray[:, ::-1]))

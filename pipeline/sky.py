@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 
 from pipeline.errors import BadInputError, ConfigError
+from pipeline.layouts import frame_bars
 
 __all__ = [
     "SkyMasker",
@@ -159,7 +160,8 @@ class HeuristicSkyMasker(SkyMasker):
             if ok is not None:
                 # Pixel veto: a consistent match in the nearer half of the frame is never sky.
                 candidate &= ~(ok & (d > np.median(d[ok])))
-        sky = self._connected_to_top(candidate, h, w, blue=self._colour(img, grey=False))
+        top_bar = frame_bars(img).top  # a narrower shot's bars: the picture starts below them
+        sky = self._connected_to_top(candidate, h, w, blue=self._colour(img, grey=False), top_bar=top_bar)
         if ok is not None and sky.any():
             sky = self._far_regions(sky, d, ok)
         # The smoothness window stops short of the skyline; grow the sky back over sky-coloured
@@ -198,18 +200,19 @@ class HeuristicSkyMasker(SkyMasker):
             out |= region
         return out
 
-    def _connected_to_top(self, candidate: np.ndarray, h: int, w: int, blue: np.ndarray | None = None) -> np.ndarray:
+    def _connected_to_top(self, candidate: np.ndarray, h: int, w: int, blue: np.ndarray | None = None,
+                          top_bar: int = 0) -> np.ndarray:
         k = max(3, (min(h, w) // 100) | 1)
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
         m = cv2.morphologyEx(candidate.astype(np.uint8), cv2.MORPH_OPEN, kernel)
         m = cv2.morphologyEx(m, cv2.MORPH_CLOSE, kernel)
         # the first non-black row is the top of the picture (letterbox bars are not sky)
         n, labels, stats, _ = cv2.connectedComponentsWithStats(m, connectivity=4)
-        top_rows = max(1, h // 50)
+        top_rows = top_bar + max(1, h // 50)
         out = np.zeros((h, w), bool)
         min_area = self.config.min_area_fraction * h * w
         c = self.config
-        top_band = labels[:top_rows]
+        top_band = labels[top_bar:top_rows]
         for lab in range(1, n):
             if stats[lab, cv2.CC_STAT_AREA] < min_area or stats[lab, cv2.CC_STAT_TOP] > top_rows:
                 continue

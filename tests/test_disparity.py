@@ -406,12 +406,13 @@ def test_floating_window_bands_are_not_labelled():
     Black-to-black columns match perfectly both ways, so the left-right check keeps them with a
     made-up disparity; the black-band check drops them.
     """
-    from pipeline.disparity import black_side_bands
+    from pipeline.layouts import frame_bars
 
     truth = frame(0)
     left, right = truth.left.copy(), truth.right.copy()
     left[:, :30], right[:, :25], left[:, -20:], right[:, -28:] = 0, 0, 0, 0
-    assert black_side_bands(left) == (30, 20) and black_side_bands(right) == (25, 28)
+    assert (frame_bars(left).left, frame_bars(left).right) == (30, 20)
+    assert (frame_bars(right).left, frame_bars(right).right) == (25, 28)
     band = np.zeros(left.shape[:2], bool)
     band[:, :30] = band[:, -20:] = True
     for level, expect_clean in ((None, False), (20.0, True)):
@@ -422,3 +423,17 @@ def test_floating_window_bands_are_not_labelled():
             assert not res.valid[band].any() and bad < 0.02
         else:  # what the check is for: without it the bands are largely "valid"
             assert res.valid[band].mean() > 0.2 and bad > 0.03
+
+
+def test_bars_of_a_narrower_shot_are_not_labelled():
+    """A film that changes aspect ratio keeps bars in its narrower shots after the movie-wide crop."""
+    from pipeline.layouts import frame_bars
+
+    truth = frame(1)
+    left, right = truth.left.copy(), truth.right.copy()
+    left[:24], right[:24], left[-24:], right[-24:] = 0, 0, 0, 0
+    assert frame_bars(left) == frame_bars(right) and (frame_bars(left).top, frame_bars(left).bottom) == (24, 24)
+    bars = np.zeros(left.shape[:2], bool)
+    bars[:24] = bars[-24:] = True
+    assert compute_disparity(left, right, DisparityConfig(black_band_level=None)).valid[bars].mean() > 0.5
+    assert not compute_disparity(left, right, DisparityConfig()).valid[bars].any()

@@ -184,3 +184,13 @@ def test_white_wall_touching_the_top_is_not_sky():
     left, _, disparity = skdata.stereo_motorcycle()
     d = np.where(np.isfinite(disparity), disparity, np.nan).astype(np.float32)
     assert HeuristicSkyMasker().mask(left, disparity=d).mean() < 0.005
+
+
+def test_sky_below_a_black_bar_is_found(rendered):
+    """In a narrower shot of a film that changes aspect ratio the picture starts below a bar."""
+    img = rendered.left.copy()
+    img[:27] = 0
+    truth = rendered.sky.copy()
+    truth[:27] = False
+    mask = HeuristicSkyMasker().mask(img, disparity=rendered.disparity)
+    assert not mask[:27].any() and iou(mask, truth) > 0.85

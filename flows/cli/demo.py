@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import time
 from pathlib import Path
@@ -132,7 +133,13 @@ def _evaluate_against_untrained(out: Path, dataset: Path, checkpoint: str) -> No
 
     _, model_config = load_model(checkpoint)
     torch.manual_seed(0)
-    untrained = build_model(model_config)
+    model_log = logging.getLogger("training.model")
+    level = model_log.level
+    model_log.setLevel(logging.ERROR)  # random weights are the point of this baseline: no warning
+    try:
+        untrained = build_model(model_config)
+    finally:
+        model_log.setLevel(level)
     datasets = {"movies": str(dataset)}
     baseline = evaluate(untrained, datasets, device="cpu", label="untrained", progress=False)
     trained = evaluate(checkpoint, datasets, device="cpu", label="trained (demo)", progress=False)

@@ -312,7 +312,8 @@ def detect_letterbox(frames: Sequence[np.ndarray], black_level: float = 16.0, ma
     """Find the black bars of full-resolution eye images; the crop keeps the picture area.
 
     A row (column) is a bar when, in *every* frame, its mean is below ``black_level`` and its
-    standard deviation below ``max_std``: the maximum over frames spread over the movie, so a
+    standard deviation below ``max_std`` (rows next to a bar only need the dark mean: scaling blurs
+    a bar's edge): the maximum over frames spread over the movie, so a
     dark scene (dim but textured rows) does not look like a bar as long as any frame is lit, and a
     picture that happens to be black in a few frames does not either. The crop is rounded inwards to
     even coordinates and sizes (yuv420p chroma rows). If the bars would leave less than
@@ -337,14 +338,22 @@ def detect_letterbox(frames: Sequence[np.ndarray], black_level: float = 16.0, ma
     row_bar = (row_mean < black_level) & (row_std < max_std)
     col_bar = (col_mean < black_level) & (col_std < max_std)
 
-    def extent(bar: np.ndarray) -> tuple[int, int]:
+    def extent(bar: np.ndarray, mean: np.ndarray) -> tuple[int, int]:
         n = bar.size
         lo = int(np.argmin(bar)) if not bar.all() else n
         hi = n - int(np.argmin(bar[::-1])) if not bar.all() else 0
+        # A bar's edge blurred by scaling (half layouts restored to full size, a resized master)
+        # is dark but not flat: rows next to a bar that stay below the black level join it.
+        if 0 < lo < hi:
+            while lo < hi and mean[lo] < black_level:
+                lo += 1
+        if lo < hi < n:
+            while hi > lo and mean[hi - 1] < black_level:
+                hi -= 1
         return lo, hi
 
-    y0, y1 = extent(row_bar)
-    x0, x1 = extent(col_bar)
+    y0, y1 = extent(row_bar, row_mean)
+    x0, x1 = extent(col_bar, col_mean)
     if (y1 - y0) < min_picture_fraction * h or (x1 - x0) < min_picture_fraction * w:
         return CropBox.full(w, h)
     # inwards to even numbers

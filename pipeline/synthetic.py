@@ -506,7 +506,10 @@ class _Encoder:
                "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-framerate", f"{fps}", "-i", "pipe:0"]
         if meta_file is not None:
             cmd += ["-f", "ffmetadata", "-i", str(meta_file), "-map_metadata", "1", "-map_chapters", "1"]
-        cmd += ["-map", "0:v", "-c:v", "libx264", "-preset", preset, "-crf", str(crf), "-pix_fmt", "yuv420p",
+        # BT.709 matrix, limited range, tagged: what a Blu-ray carries
+        cmd += ["-map", "0:v", "-vf", "scale=out_color_matrix=bt709:out_range=tv",
+                "-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709",
+                "-c:v", "libx264", "-preset", preset, "-crf", str(crf), "-pix_fmt", "yuv420p",
                 "-g", str(int(round(2 * fps))), "-threads", "2"]
         if stereo_mode:
             cmd += ["-metadata:s:v:0", f"stereo_mode={stereo_mode}"]

@@ -48,7 +48,8 @@ from pipeline.probe import MovieInfo, open_container, probe
 from pipeline.sampling import SamplingConfig, frame_step, in_window, kept_frame_range, min_clip_frames, sample_frames
 from pipeline.shots import Shot, ShotConfig, build_detector, shots_from_cuts
 
-__all__ = ["SampledFrame", "StereoSource", "MovieScan", "open_stereo", "scan_movie"]
+__all__ = [
+    "frame_to_rgb", "SampledFrame", "StereoSource", "MovieScan", "open_stereo", "scan_movie"]
 
 log = logging.getLogger(__name__)
 
@@ -220,10 +221,10 @@ class StereoSource:
     def eyes(self, raw: _Raw, crop: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """Full-resolution RGB ``(left, right)`` of a decoded frame, letterbox-cropped."""
         if self.layout is Layout.SEPARATE:
-            left = raw.frame.to_ndarray(format="rgb24")
-            right = raw.right.to_ndarray(format="rgb24")
+            left = frame_to_rgb(raw.frame)
+            right = frame_to_rgb(raw.right)
         else:
-            left, right = split_frame(raw.frame.to_ndarray(format="rgb24"), self.layout)
+            left, right = split_frame(frame_to_rgb(raw.frame), self.layout)
         if self.eyes_swapped:
             left, right = right, left
         if crop:
@@ -277,6 +278,24 @@ class StereoSource:
         tw = min(width, self.crop.w)
         th = max(2, int(round(self.crop.h * tw / self.crop.w)))
         return (y0, y0 + ch, x0, x0 + cw), (tw, th)
+
+
+_UNSPECIFIED_COLORSPACES = (0, 2)  # AVCOL_SPC_RGB (mis-set by some muxers) and AVCOL_SPC_UNSPECIFIED
+
+
+def frame_to_rgb(frame) -> np.ndarray:
+    """A decoded PyAV video frame as HxWx3 uint8 RGB with the right YUV matrix.
+
+    The frame's own colour-space tag wins. Untagged frames follow the broadcast convention that
+    FFmpeg's converter ignores: HD pictures (720 lines or more, every Blu-ray) are BT.709, smaller
+    ones BT.601; converting a BT.709 picture with BT.601 shifts its colours (greens and reds).
+    """
+    if frame.format.name in ("rgb24", "rgba", "bgr24", "gbrp"):
+        return frame.to_ndarray(format="rgb24")
+    src = None
+    if int(frame.colorspace) in _UNSPECIFIED_COLORSPACES:
+        src = "ITU709" if frame.height >= 720 else "ITU601"
+    return frame.reformat(format="rgb24", src_colorspace=src).to_ndarray()
 
 
 def _prefetched(make_iter, depth: int) -> Iterator:

@@ -130,3 +130,30 @@ def test_separate_files_paired_by_timestamp_despite_a_start_offset(sample_movie,
     b = list(scan_movie(open_stereo(movie.path, right_path=shifted), sampling=NO_CHAPTER_DROP))
     assert [f.frame_index for f in a] == [f.frame_index for f in b]
     assert all(np.array_equal(x.right, y.right) for x, y in zip(a, b))
+
+
+@pytest.mark.parametrize("width, height, matrix", [(1280, 720, "bt709"), (640, 360, "bt601")],
+                         ids=["untagged-HD-is-BT709", "untagged-SD-is-BT601"])
+def test_untagged_frames_use_the_broadcast_matrix(tmp_path, width, height, matrix):
+    """Rips often drop the colour tags; HD then means BT.709 (FFmpeg's converter would assume BT.601)."""
+    import subprocess
+
+    import av
+
+    from pipeline.synthetic import ffmpeg_exe
+    from pipeline.video import frame_to_rgb
+
+    colour = np.array([40, 170, 90], np.uint8)  # a saturated green: the matrices differ most there
+    raw = np.broadcast_to(colour, (height, width, 3)).tobytes()
+    out = tmp_path / "untagged.mkv"
+    subprocess.run(
+        [ffmpeg_exe(), "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}",
+         "-i", "pipe:0", "-vf", f"scale=out_color_matrix={matrix}:out_range=tv,setparams=colorspace=unknown", "-c:v", "libx264",
+         "-preset", "ultrafast", "-qp", "0", "-pix_fmt", "yuv420p", str(out)],
+        input=raw, check=True,
+    )
+    with av.open(str(out)) as container:
+        frame = next(container.decode(video=0))
+    assert int(frame.colorspace) == 2, "the test needs an untagged stream"
+    got = frame_to_rgb(frame).reshape(-1, 3).mean(axis=0)
+    assert np.abs(got - colour).max() < 3.0

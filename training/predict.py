@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from pipeline.atomic import atomic_open
 from pipeline.errors import BadInputError
 from pipeline.viz import colorize_disparity, hstack_tiles, save_png
+from pipeline.video import frame_to_rgb
 from training.benchmarks.protocols import inference_size
 
 __all__ = [
@@ -302,7 +303,7 @@ def _iter_video(path: Path, config: PredictConfig) -> Iterator[_Item]:
         for index, frame in enumerate(container.decode(stream)):
             if index % max(1, config.every):
                 continue
-            yield _Item(path, f"{path.stem}/{index:06d}", index, frame.to_ndarray(format="rgb24"))
+            yield _Item(path, f"{path.stem}/{index:06d}", index, frame_to_rgb(frame))
             kept += 1
             if config.max_frames is not None and kept >= config.max_frames:
                 break

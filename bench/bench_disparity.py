@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -28,6 +27,7 @@ import numpy as np  # noqa: E402
 
 from pipeline.disparity import DisparityConfig, disparity_from_flow  # noqa: E402
 from pipeline.flow import DEFAULT_BACKEND, get_backend  # noqa: E402
+from bench.timing import best_of  # noqa: E402
 from pipeline.flow.opencv import DisBackend  # noqa: E402
 
 VARIANTS = {
@@ -66,11 +66,8 @@ def scaled_pair(scale: float):
 
 def measure(backend, overrides: dict, left, right, gt, repeat: int) -> dict:
     backend.compute([left], [right])  # warm-up: lazy engines, caches
-    best = float("inf")
-    for _ in range(repeat):
-        t = time.perf_counter()
-        (pair,) = backend.compute([left], [right])
-        best = min(best, time.perf_counter() - t)
+    best = best_of(lambda: backend.compute([left], [right]), repeat)
+    (pair,) = backend.compute([left], [right])
     res = disparity_from_flow(pair, DisparityConfig(sky="none", **overrides))
     has = np.isfinite(gt)
     kept = res.valid & has

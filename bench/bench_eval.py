@@ -16,7 +16,6 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -25,13 +24,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 
-def _best(fn, repeat=3) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
+from bench.timing import best_of as _best  # noqa: E402
 
 
 def _reference_abs_rel(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, cap: float) -> float:

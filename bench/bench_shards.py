@@ -35,13 +35,7 @@ SIZE = (940, 400)
 GPU_SAMPLES_PER_S = 110.0
 
 
-def timed(fn, repeat: int = 1) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
+from bench.timing import best_of as timed  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -134,17 +134,16 @@ class HeuristicSkyMasker(SkyMasker):
         small = self._mask(small_img, small_d, small_v)
         up = cv2.resize(small.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR) >= 0.5
         # the upsampled edge is blocky; keep it to sky-coloured pixels
-        return up & self._colour(img)
+        blue, grey = self._colours(img)
+        return up & (blue | grey)
 
-    def _colour(self, img: np.ndarray, grey: bool = True) -> np.ndarray:
-        """Sky-coloured pixels: blue, and (with ``grey``) bright unsaturated (overcast, haze)."""
+    def _colours(self, img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Sky-coloured pixels, in one HSV pass: (blue, bright unsaturated = overcast, haze)."""
         c = self.config
         hsv = cv2.cvtColor(img, cv2.COLOR_RGB2HSV)
         hue, sat, val = hsv[..., 0], hsv[..., 1], hsv[..., 2]
         blue = (hue >= c.blue_hue[0]) & (hue <= c.blue_hue[1]) & (sat >= c.min_blue_saturation) & (val >= c.min_blue_value)
-        if not grey:
-            return blue
-        return blue | ((sat <= c.max_grey_saturation) & (val >= c.min_grey_value))
+        return blue, (sat <= c.max_grey_saturation) & (val >= c.min_grey_value)
 
     def _mask(self, img: np.ndarray, disparity, valid) -> np.ndarray:
         c = self.config
@@ -152,7 +151,8 @@ class HeuristicSkyMasker(SkyMasker):
         gray = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY).astype(np.float32)
         grad = np.abs(cv2.Sobel(gray, cv2.CV_32F, 1, 0, ksize=3)) + np.abs(cv2.Sobel(gray, cv2.CV_32F, 0, 1, ksize=3))
         smooth = cv2.blur(grad / 8.0, (9, 9)) <= c.max_gradient  # Sobel 3x3 gain is 8 for a unit step
-        colour = self._colour(img)
+        blue, grey = self._colours(img)
+        colour = blue | grey
         candidate = colour & smooth
         d = ok = None
         if self.use_disparity and disparity is not None:
@@ -161,7 +161,7 @@ class HeuristicSkyMasker(SkyMasker):
                 # Pixel veto: a consistent match in the nearer half of the frame is never sky.
                 candidate &= ~(ok & (d > np.median(d[ok])))
         top_bar = frame_bars(img).top  # a narrower shot's bars: the picture starts below them
-        sky = self._connected_to_top(candidate, h, w, blue=self._colour(img, grey=False), top_bar=top_bar)
+        sky = self._connected_to_top(candidate, h, w, blue=blue, top_bar=top_bar)
         if ok is not None and sky.any():
             sky = self._far_regions(sky, d, ok)
         # The smoothness window stops short of the skyline; grow the sky back over sky-coloured

@@ -5,29 +5,53 @@ convention, :func:`pipeline.flow.flow_to_disparity`: the left pixel at ``x`` mat
 pixel at ``x - d``), a valid mask, a per-pixel uncertainty, the sky mask, the frame statistics
 (:class:`FrameStats`, one Parquet column each) and, when the frame is rejected, the reason.
 
-Checks (MIDAS_NOTES.md section 1), all in pixels of the image passed in:
+Two independent opinions (the default, ``DisparityConfig.matcher="sgbm"``). Optical flow
+(``dis-medium`` on the CPU, a ptlflow network on a GPU) measures both components of the motion; a
+semi-global stereo matcher searches along rows over a per-frame range that covers the scene,
+negatives included (:mod:`pipeline.flow.sgbm`). Flow smears depth edges and drifts on repetitive
+texture; the matcher is sharp at edges but blind to vertical misalignment and has holes. Their
+errors are largely independent, so the label is the matcher's disparity where it passes its own
+checks and the flow, when it is sure, does not contradict it. Measured over eight real rectified
+pairs with ground truth (``bench/bench_labels.py``; numbers in ``bench/RESULTS.md``), this keeps
+more pixels with fewer errors than either alone.
 
-* **Left-right consistency**: follow the left-to-right flow to the match, sample the
-  right-to-left flow there bilinearly, and require ``|u_lr + u_rl(match)| <= lr_threshold_px``.
-  Matches outside the right image fail. The discrepancy is the pixel's ``uncertainty``.
-* **Vertical disparity**: ``|v| > vertical_threshold_px`` (up or down) in the forward flow or in
-  the backward flow at the match marks a vertical failure: real rigs are misaligned.
-* **Depth edges** (ours, on by default): flow smears disparity across occlusion boundaries, and the
-  left-right check misses the smeared pixels that happen to agree both ways. Pixels whose
-  disparity spans more than ``edge_threshold_px`` within a small window are marked invalid.
-  On the Middlebury motorcycle pair this takes the bad-2px rate among kept pixels from 5.7% to
-  4.3% for 4 points of kept pixels (see ``bench/bench_disparity.py``).
-* **Frame rejection**, in this order: more than ``max_vertical_fail_fraction`` vertical failures
-  -> ``"vertical_disparity"``; fewer than ``min_lr_pass_fraction`` pixels passing the left-right
-  check -> ``"left_right_consistency"``; a robust horizontal range (the 95th minus the 5th
-  percentile of the valid disparities, so a few outliers cannot rescue a 2D frame) below
-  ``min_range_px`` at ``range_reference_width`` scaled to the image width -> ``"disparity_range"``.
+Checks, all in pixels of the image passed in:
+
+* **Left-right consistency**: follow the left-to-right match, sample the right-to-left one there
+  bilinearly, and require ``|u_lr + u_rl(match)| <= lr_threshold_px`` (1 px: at 2 px a good share
+  of the surviving errors on real pairs passed). Matches outside the right image fail.
+* **The rig** (:mod:`pipeline.rig`): a plane fitted to the flow's vertical component where the flow
+  is trustworthy, so the matcher's noise in occlusions cannot reject a rectified frame. The frame's
+  ``vertical_fail_fraction`` is the share of the frame where that model exceeds
+  ``vertical_threshold_px``; the model also rectifies the right view before the matcher runs.
+  A pixel whose own vertical flow departs from the model by more than the threshold is no flow
+  opinion (with the flow alone: no label).
+* **Consensus**: ``"veto"`` (default) drops a matched pixel where the flow passes its left-right
+  check and disagrees by more than ``consensus_threshold_px``; ``"agree"`` (the ``precise`` preset of
+  :data:`LABEL_PRESETS`) keeps only pixels where both agree. Where both agree within 1 px the label
+  is their mean (the flow's continuous estimate corrects the matcher's pull towards whole pixels).
+* **Depth edges**: pixels whose disparity spans more than ``edge_threshold_px`` within a small
+  window are invalid: matchers fatten the foreground across occlusion boundaries.
+* **Occlusion margin**: pixels within ``occlusion_margin_px`` of a pixel that failed the left-right
+  check are invalid, for the same reason (on the real pairs this is where most passing errors sit).
+* **Black bands** of either view (floating windows, bars of narrower shots) are invalid.
+* **Frame rejection**, in this order: the rig model beyond the threshold over more than
+  ``max_vertical_fail_fraction`` of the frame -> ``"vertical_disparity"``; fewer than
+  ``min_lr_pass_fraction`` pixels passing a left-right check (matcher's or flow's) ->
+  ``"left_right_consistency"``; a robust horizontal range (95th minus 5th percentile of the valid
+  disparities) below ``min_range_px`` at ``range_reference_width`` scaled to the image width ->
+  ``"disparity_range"``.
+
+**Uncertainty** is an error scale in pixels that ranks labels by how likely they are wrong: the
+left-right discrepancy and the flow-matcher disagreement, plus terms that grow near depth edges and
+occlusions (:func:`_uncertainty`). On the real pairs the more certain half of the kept labels has a
+small fraction of the errors of all kept labels; trainers can drop or down-weight labels by it.
 
 Sky pixels (see :mod:`pipeline.sky`) get the frame's minimum disparity over the valid non-sky
 pixels (the farthest value) and count as valid: flow is meaningless on a blank sky, but "farthest"
-is the right label for it. For the same reason sky pixels count as passing the left-right check
-and never as vertical failures in the frame statistics: a frame with a large clear sky is not a
-bad frame.
+is the right label for it. Sky is at infinity, so a "sky" pixel the matcher measured clearly nearer
+than the far end of the frame is not sky (a painted sky on a slanted canvas in a room, a branch the
+masker took in). Sky pixels count as passing the left-right check.
 
 Swapped eyes: with the eyes reversed every disparity flips sign, so what is far measures near.
 Each frame records ``swap_evidence`` from two priors of filmed scenes: the sky (found by colour,
@@ -52,6 +76,8 @@ import numpy as np
 from pipeline.errors import ConfigError
 from pipeline.layouts import frame_bars
 from pipeline.flow import DEFAULT_BACKEND, FlowBackend, FlowPair, flow_to_disparity, get_backend
+from pipeline.flow.base import to_gray
+from pipeline.rig import RigModel, fit_rig_model, rectify_right_view
 
 __all__ = [
     "DisparityConfig",
@@ -73,6 +99,10 @@ __all__ = [
     "resize_result",
     "RESIZE_MIN_VALID_FRACTION",
     "backend_from_config",
+    "matcher_from_config",
+    "LABEL_PRESETS",
+    "CONSENSUS_MODES",
+    "preset_config",
 ]
 
 log = logging.getLogger(__name__)
@@ -86,19 +116,43 @@ REJECTION_REASONS = (REJECT_VERTICAL, REJECT_LR, REJECT_RANGE)
 #: the other view (outside it, or a matcher's hole) get the cap. Finite, so it quantizes cleanly.
 UNCERTAINTY_MAX_PX = 255.0
 
+#: Flow and matcher within this distance: the label takes the blend below (sub-pixel accuracy).
+_SUBPIXEL_AGREEMENT_PX = 1.0
+_SUBPIXEL_FLOW_WEIGHT = 0.5
+
+#: Values of :attr:`DisparityConfig.consensus`.
+CONSENSUS_MODES = ("veto", "agree")
+
+#: Mean absolute gray gradient (0-255 levels, 5x5) below which flow is interpolated, not measured.
+_MIN_TEXTURE = 6.0
+
 
 @dataclass
 class DisparityConfig:
     """Settings of the disparity stage; thresholds are in pixels of the image passed in.
 
     Attributes:
-        flow: flow backend name (:func:`pipeline.flow.available_backends`).
+        flow: flow backend name (:func:`pipeline.flow.available_backends`): measures both
+            components of the motion, so it judges the rig and gives a second opinion.
+        matcher: a stereo matcher from the same registry run beside the flow on the rectified
+            pair (``sgbm``), whose horizontal disparity becomes the label where the checks pass;
+            ``None`` labels with the flow alone. Ignored when ``flow`` names the same backend.
+        consensus: how the flow's opinion filters the matcher's: ``"veto"`` drops a matched
+            pixel where the flow is confident (passes its own left-right and vertical checks)
+            and disagrees by more than ``consensus_threshold_px``; ``"agree"`` (the high-precision
+            preset) keeps only pixels where the flow is confident and agrees within it.
+        consensus_threshold_px: the largest disagreement between flow and matcher (see above).
+        rectify: resample the right view by the fitted rig model (:mod:`pipeline.rig`) before the
+            matcher runs, so a small vertical misalignment does not break its row search.
         ckpt: local checkpoint file for network backends (``ptlflow:<model>``).
         device: torch device for network backends (``None``: CUDA when present).
         working_width: compute flow at this width and rescale (``None``: the input width).
         lr_threshold_px: left-right consistency threshold.
-        vertical_threshold_px: |vertical flow| above this is a vertical failure.
-        max_vertical_fail_fraction: reject a frame with more vertical failures than this.
+        vertical_threshold_px: a pixel whose vertical flow departs from the rig model by more
+            than this is a vertical failure (invalid); the rig itself fails where its model
+            exceeds this (see :mod:`pipeline.rig`).
+        max_vertical_fail_fraction: reject a frame when the rig model exceeds
+            ``vertical_threshold_px`` over more than this share of the frame.
         min_range_px: reject a frame whose robust disparity range is below this many pixels at
             ``range_reference_width`` (scaled linearly to the image width).
         range_reference_width: the width ``min_range_px`` is stated at (the paper's 1880 crop).
@@ -107,6 +161,9 @@ class DisparityConfig:
         edge_threshold_px: invalidate pixels whose disparity spans more than this within
             ``edge_window`` x ``edge_window`` (``None`` turns the depth-edge check off).
         edge_window: window size of the depth-edge check (odd).
+        occlusion_margin_px: invalidate pixels within this distance of a pixel that failed the
+            left-right check (occlusions and holes: matchers fatten the foreground into them, so
+            the labels beside them are the least reliable of those that pass); 0 turns it off.
         black_band_level: columns at the left or right edge (or rows at the top or bottom) of
             either view whose pixels are all darker than this (0-255 luma) form a black band: a 3D
             film's floating window, a pillarbox, or the bars of a narrower shot in a film that
@@ -120,10 +177,14 @@ class DisparityConfig:
     """
 
     flow: str = DEFAULT_BACKEND
+    matcher: str | None = "sgbm"
+    consensus: str = "veto"
+    consensus_threshold_px: float = 2.0
+    rectify: bool = True
     ckpt: str | None = None
     device: str | None = None
     working_width: int | None = None
-    lr_threshold_px: float = 2.0
+    lr_threshold_px: float = 1.0
     vertical_threshold_px: float = 2.0
     max_vertical_fail_fraction: float = 0.10
     min_range_px: float = 10.0
@@ -132,6 +193,7 @@ class DisparityConfig:
     min_lr_pass_fraction: float = 0.70
     edge_threshold_px: float | None = 3.0
     edge_window: int = 5
+    occlusion_margin_px: float = 1.5
     black_band_level: float | None = 20.0
     black_band_max_fraction: float = 0.15
     sky: str = "heuristic"
@@ -143,6 +205,12 @@ class DisparityConfig:
         lo, hi = self.range_percentiles
         if not 0 <= lo < hi <= 100:
             raise ConfigError(f"disparity.range_percentiles: need 0 <= low < high <= 100, got {self.range_percentiles}")
+        if self.consensus not in CONSENSUS_MODES:
+            raise ConfigError(f"disparity.consensus must be one of {', '.join(CONSENSUS_MODES)}, got {self.consensus!r}")
+        if self.consensus_threshold_px <= 0:
+            raise ConfigError(f"disparity.consensus_threshold_px must be > 0, got {self.consensus_threshold_px}")
+        if self.working_width is not None and self.working_width < 16:
+            raise ConfigError(f"disparity.working_width must be at least 16 pixels, got {self.working_width}")
         if self.edge_window < 3 or self.edge_window % 2 == 0:
             raise ConfigError(f"disparity.edge_window must be an odd number >= 3, got {self.edge_window}")
 
@@ -189,6 +257,7 @@ class DisparityResult:
         rejected_reason: ``None`` for a kept frame, else one of :data:`REJECTION_REASONS`.
         swap_evidence: -1 (looks normal) .. +1 (looks like reversed eyes), NaN without evidence;
             pooled over a shot by :func:`detect_swapped_eyes`.
+        rig: the vertical misalignment fitted to this frame (:mod:`pipeline.rig`); not stored.
     """
 
     disparity: np.ndarray
@@ -198,6 +267,7 @@ class DisparityResult:
     stats: FrameStats
     rejected_reason: str | None = None
     swap_evidence: float = float("nan")
+    rig: RigModel | None = None
 
     @property
     def rejected(self) -> bool:
@@ -229,6 +299,32 @@ class SwapDecision:
 def backend_from_config(config: DisparityConfig) -> FlowBackend:
     """The flow backend ``config`` names, at its working width."""
     return get_backend(config.flow, ckpt=config.ckpt, device=config.device, working_width=config.working_width)
+
+
+def matcher_from_config(config: DisparityConfig) -> FlowBackend | None:
+    """The stereo matcher ``config`` names at its working width, or ``None`` (flow alone)."""
+    if not config.matcher or config.matcher == config.flow:
+        return None
+    return get_backend(config.matcher, working_width=config.working_width)
+
+
+#: Named operating points of the labeller (``depthmine disparity --preset``; for ingest the same
+#: values as ``--set disparity.KEY=VALUE``). Measured on the label benchmark (bench/RESULTS.md).
+LABEL_PRESETS: dict[str, dict[str, object]] = {
+    # flow (dis-medium) + semi-global matcher, the flow vetoes where it is sure and disagrees
+    "balanced": {},
+    # keep only pixels where flow and matcher agree within 1 px: fewer labels, about half the errors
+    "precise": {"consensus": "agree", "consensus_threshold_px": 1.0},
+    # the flow alone (about 2x faster, more errors; for footage a row search cannot handle)
+    "flow-only": {"matcher": None},
+}
+
+
+def preset_config(name: str, **overrides: object) -> DisparityConfig:
+    """A :class:`DisparityConfig` of the named :data:`LABEL_PRESETS` entry, then ``overrides``."""
+    if name not in LABEL_PRESETS:
+        raise ConfigError(f"unknown label preset {name!r}; valid: {', '.join(LABEL_PRESETS)}")
+    return DisparityConfig(**{**LABEL_PRESETS[name], **overrides})
 
 
 def _pixel_grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
@@ -290,50 +386,147 @@ def _black_band_mask(left: np.ndarray, right: np.ndarray | None, disparity: np.n
     return bad
 
 
+def _span(disparity: np.ndarray, window: int) -> np.ndarray:
+    """Max minus min of ``disparity`` over a ``window`` x ``window`` neighbourhood."""
+    return cv2.morphologyEx(disparity.astype(np.float32, copy=False), cv2.MORPH_GRADIENT, np.ones((window, window), np.uint8))
+
+
+def _textured(image: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray:
+    """Pixels with enough image texture for flow to be measured rather than interpolated."""
+    if image is None:
+        return np.ones(shape, bool)
+    gray = to_gray(image).astype(np.float32)
+    grad = np.abs(cv2.Sobel(gray, cv2.CV_32F, 1, 0, ksize=3)) + np.abs(cv2.Sobel(gray, cv2.CV_32F, 0, 1, ksize=3))
+    return cv2.blur(grad, (5, 5)) >= _MIN_TEXTURE
+
+
+#: Sky is the farthest thing in view: a "sky" pixel that the matcher measured nearer than the far
+#: end of the rest of the frame (its 1st percentile) by more than this is not sky (a branch, a
+#: ridge the masker's region took in, a painted sky on a canvas in a room).
+_SKY_NEAR_TOLERANCE_PX = 1.0
+#: What is left of a sky region after that must still cover this share of the frame.
+_SKY_MIN_REGION_FRACTION = 0.005
+
+
+def _refine_sky(sky: np.ndarray, matched: np.ndarray, disparity: np.ndarray) -> np.ndarray:
+    """``sky`` less the pixels measured clearly nearer than the far end, and less the crumbs."""
+    reference = matched & ~sky
+    if reference.sum() < 16:
+        return sky
+    far_end = float(np.percentile(disparity[reference], 1.0))
+    near = matched & sky & (disparity > far_end + _SKY_NEAR_TOLERANCE_PX)
+    if not near.any():
+        return sky
+    refined = sky & ~near
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(refined.astype(np.uint8), connectivity=8)
+    big = stats[:, cv2.CC_STAT_AREA] >= _SKY_MIN_REGION_FRACTION * sky.size
+    big[0] = False
+    return big[labels]
+
+
+def _uncertainty(
+    discrepancy: np.ndarray, disagreement: np.ndarray, disparity: np.ndarray, unmatched_dist: np.ndarray
+) -> np.ndarray:
+    """Per-pixel error scale in pixels (see :data:`UNCERTAINTY_MAX_PX` and the module docstring).
+
+    The left-right discrepancy and the disagreement between flow and matcher measure an error
+    directly; but most wrong labels that pass both sit next to depth edges and occlusions, where
+    the matchers fatten the foreground. So the scale also grows with the disparity span around
+    the pixel (9x9) and near pixels that found no consistent match (occlusions), whose distance
+    ``r`` in pixels adds ``2 / (1 + r)``. On the eight real pairs of the label benchmark, the half
+    of the kept pixels with the lowest values holds a small fraction of the bad ones (see
+    ``bench/RESULTS.md``).
+    """
+    unc = np.maximum(np.minimum(discrepancy, UNCERTAINTY_MAX_PX), disagreement)
+    unc = unc + 0.25 * _span(disparity, 9) + 2.0 / (1.0 + unmatched_dist)
+    return np.minimum(unc, UNCERTAINTY_MAX_PX).astype(np.float32)
+
+
 def disparity_from_flow(
     pair: FlowPair,
     config: DisparityConfig,
     image: np.ndarray | None = None,
     sky_masker: "object | None" = None,
     right_image: np.ndarray | None = None,
+    matcher: FlowBackend | None = None,
 ) -> DisparityResult:
-    """Turn one :class:`FlowPair` into a :class:`DisparityResult` (checks, sky, statistics).
+    """Turn one :class:`FlowPair` into a :class:`DisparityResult` (checks, rig, consensus, sky).
 
     Args:
         pair: flow both ways at the image's resolution.
         config: thresholds.
-        image: the left image (for the sky masker and the black-band check); ``None`` skips both.
+        image: the left image (for the sky masker, the texture test and the black-band check);
+            ``None`` skips those.
         sky_masker: a :class:`pipeline.sky.SkyMasker` or ``None`` for no sky.
-        right_image: the right image, for black bands that only the right view has.
+        right_image: the right image, for the matcher and for black bands only it has.
+        matcher: a stereo matcher (:func:`matcher_from_config`) to run on the rectified pair;
+            ``None`` (or no ``right_image``) labels with the flow alone.
     """
     lr = pair.lr
     h, w = lr.shape[:2]
     n = float(h * w)
-    disparity = np.nan_to_num(flow_to_disparity(lr), nan=0.0, posinf=0.0, neginf=0.0)
+    flow_disparity = np.nan_to_num(flow_to_disparity(lr), nan=0.0, posinf=0.0, neginf=0.0)
     back, inside, disc = left_right_check(pair)
-    lr_ok = disc <= config.lr_threshold_px
+    flow_lr_ok = disc <= config.lr_threshold_px
 
-    v_fwd = np.abs(np.nan_to_num(lr[..., 1], nan=0.0))
-    v_bwd = np.where(inside, np.abs(back[..., 1]), 0.0)
-    vertical_fail = (v_fwd > config.vertical_threshold_px) | (v_bwd > config.vertical_threshold_px)
+    # The rig: a plane fitted to the vertical flow where the flow is trustworthy (pipeline.rig).
+    v_fwd = np.nan_to_num(lr[..., 1], nan=0.0).astype(np.float32)
+    v_bwd = np.where(inside, -back[..., 1], v_fwd).astype(np.float32)  # the same motion, seen from the right
+    edge_ok = _span(flow_disparity, config.edge_window) <= (config.edge_threshold_px or np.inf)
+    trusted = flow_lr_ok & (np.abs(v_fwd - v_bwd) <= config.lr_threshold_px) & edge_ok & _textured(image, (h, w))
+    rig = fit_rig_model(v_fwd, trusted)
+    rig_v = rig.field() if rig.fitted else np.zeros((h, w), np.float32)
+    vertical_fail = (np.abs(v_fwd - rig_v) > config.vertical_threshold_px) | (np.abs(v_bwd - rig_v) > config.vertical_threshold_px)
+    flow_ok = flow_lr_ok & ~vertical_fail
 
-    valid = lr_ok & ~vertical_fail
+    if matcher is not None and right_image is not None and image is not None:
+        right_for_matcher = rectify_right_view(right_image, rig) if config.rectify else right_image
+        matched_pair = matcher.compute([image], [right_for_matcher])[0]
+        _, _, label_disc = left_right_check(matched_pair)
+        matched_d = flow_to_disparity(matched_pair.lr)
+        label_lr_ok = label_disc <= config.lr_threshold_px
+        has_match = np.isfinite(matched_d)
+        disagreement = np.where(has_match, np.abs(np.where(has_match, matched_d, 0.0) - flow_disparity), np.inf)
+        # a vertical failure of the flow at a pixel does not make the row search wrong there,
+        # but a flow that is consistent both ways and disagrees is a real second opinion
+        if config.consensus == "agree":
+            valid = label_lr_ok & flow_ok & (disagreement <= config.consensus_threshold_px)
+        else:
+            valid = label_lr_ok & ~(flow_lr_ok & (disagreement > config.consensus_threshold_px))
+        disparity = np.where(has_match, matched_d, flow_disparity).astype(np.float32)
+        # Where the flow is sure and agrees within a pixel, its continuous estimate is the better
+        # sub-pixel value (the matcher's parabola fit locks towards whole pixels); elsewhere the
+        # matcher's sharper edges win.
+        close = flow_lr_ok & has_match & (np.abs(disparity - flow_disparity) <= _SUBPIXEL_AGREEMENT_PX)
+        disparity = np.where(close, _SUBPIXEL_FLOW_WEIGHT * flow_disparity + (1 - _SUBPIXEL_FLOW_WEIGHT) * disparity, disparity).astype(np.float32)
+        # where the flow is not confident its disagreement says little: count the threshold
+        disagreement = np.where(flow_ok, np.minimum(disagreement, UNCERTAINTY_MAX_PX), config.consensus_threshold_px)
+        measured = valid.copy()  # row-search matches that passed: they show a region's depth
+    else:
+        label_disc, label_lr_ok = disc, flow_lr_ok
+        valid = flow_ok
+        disparity = flow_disparity
+        disagreement = np.zeros((h, w), np.float32)
+        measured = np.zeros((h, w), bool)  # flow alone invents smooth matches on a blank sky
     if config.edge_threshold_px is not None:
-        k = np.ones((config.edge_window, config.edge_window), np.uint8)
-        span = cv2.morphologyEx(disparity, cv2.MORPH_GRADIENT, k)
-        valid &= span <= config.edge_threshold_px
+        valid &= _span(disparity, config.edge_window) <= config.edge_threshold_px
+    unmatched_dist = cv2.distanceTransform(label_lr_ok.astype(np.uint8), cv2.DIST_L2, 3)
+    if config.occlusion_margin_px:
+        valid &= unmatched_dist > config.occlusion_margin_px
     if config.black_band_level is not None and image is not None:
         valid &= ~_black_band_mask(image, right_image, disparity, config)
 
-    uncertainty = np.minimum(disc, UNCERTAINTY_MAX_PX).astype(np.float32)
+    uncertainty = _uncertainty(label_disc, disagreement, disparity, unmatched_dist)
 
     sky = np.zeros((h, w), bool)
     if sky_masker is not None and image is not None:
         sky = np.asarray(sky_masker.mask(image, disparity=disparity, valid=valid), bool)
-    non_sky_valid = valid & ~sky
+        if measured.any() and sky.any():
+            sky = _refine_sky(sky, measured & valid, disparity)
     disparity_raw = disparity
     if sky.any():
-        floor = float(disparity[non_sky_valid].min()) if non_sky_valid.any() else float(np.median(disparity[sky]))
+        reference = valid & ~sky
+        floor = float(disparity[reference].min()) if reference.any() else float(np.median(disparity[sky]))
         disparity = disparity.copy()
         disparity[sky] = floor
         valid = valid | sky
@@ -341,8 +534,8 @@ def disparity_from_flow(
 
     stats = _frame_stats(
         disparity, valid, sky, config.range_percentiles,
-        lr_pass_fraction=float((lr_ok | sky).sum() / n),
-        vertical_fail_fraction=float((vertical_fail & ~sky).sum() / n),
+        lr_pass_fraction=float((label_lr_ok | flow_lr_ok | sky).sum() / n),
+        vertical_fail_fraction=rig.fraction_above(config.vertical_threshold_px),
     )
     kept_range = stats.disparity_range_px
     reason = None
@@ -360,6 +553,7 @@ def disparity_from_flow(
         stats=stats,
         rejected_reason=reason,
         swap_evidence=_swap_evidence(image, disparity_raw, valid & ~sky, kept_range=kept_range),
+        rig=rig,
     )
 
 
@@ -491,6 +685,7 @@ def compute_disparity_batch(
     config: DisparityConfig,
     backend: FlowBackend | None = None,
     sky_masker: object | None = None,
+    matcher: FlowBackend | None = None,
 ) -> list[DisparityResult]:
     """Labels for a batch of (left, right) RGB uint8 pairs; one flow call for the whole batch.
 
@@ -500,15 +695,20 @@ def compute_disparity_batch(
         backend: a flow backend; ``None`` builds the one ``config.flow`` names (a passed backend
             keeps its own working width).
         sky_masker: a sky masker; ``None`` builds the one ``config.sky`` names.
+        matcher: a stereo matcher; ``None`` builds the one ``config.matcher`` names (if any).
     """
     if not pairs:
         return []
     if config.swap_eyes:
         pairs = swap_pairs(pairs)
     backend = backend or backend_from_config(config)
+    matcher = matcher or matcher_from_config(config)
     masker = _resolve_sky(config, sky_masker)
     flows = backend.compute([p[0] for p in pairs], [p[1] for p in pairs])
-    return [disparity_from_flow(f, config, image=p[0], sky_masker=masker, right_image=p[1]) for f, p in zip(flows, pairs)]
+    return [
+        disparity_from_flow(f, config, image=p[0], sky_masker=masker, right_image=p[1], matcher=matcher)
+        for f, p in zip(flows, pairs)
+    ]
 
 
 def compute_disparity(

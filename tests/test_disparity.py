@@ -332,7 +332,8 @@ class TopBandSky:
         return m
 
 
-def test_sky_pixels_are_neither_lr_nor_vertical_failures():
+def test_noisy_flow_on_a_blank_sky_is_no_rig_failure():
+    """Vertical noise where the flow is inconsistent says nothing about the rig (pipeline.rig)."""
     from pipeline.disparity import disparity_from_flow
     from pipeline.flow import FlowPair, disparity_to_flow
 
@@ -348,8 +349,16 @@ def test_sky_pixels_are_neither_lr_nor_vertical_failures():
     assert res.stats.sky_fraction == pytest.approx(0.25)
     assert res.valid[: h // 4].all()
     without_sky = disparity_from_flow(FlowPair(lr, rl), DisparityConfig(edge_threshold_px=None))
-    assert without_sky.stats.vertical_fail_fraction == pytest.approx(0.25, abs=0.01)
+    assert without_sky.stats.vertical_fail_fraction == 0.0, "untrusted pixels do not judge the rig"
+    assert not without_sky.valid[: h // 4].any(), "but they are no labels either"
     assert without_sky.stats.lr_pass_fraction < res.stats.lr_pass_fraction
+    # the same vertical flow where the flow is consistent is the rig's: the frame is rejected
+    lr_v, rl_v = disparity_to_flow(d), np.zeros((h, w, 2), np.float32)
+    rl_v[..., 0] = d
+    lr_v[..., 1], rl_v[..., 1] = 5.0, -5.0
+    shifted = disparity_from_flow(FlowPair(lr_v, rl_v), DisparityConfig(edge_threshold_px=None))
+    assert shifted.rig.offset_px == pytest.approx(5.0, abs=0.01)
+    assert shifted.stats.vertical_fail_fraction == 1.0 and shifted.rejected_reason == "vertical_disparity"
 
 
 def test_resize_result_scales_disparity_to_stored_pixels(labelled):
@@ -435,5 +444,5 @@ def test_bars_of_a_narrower_shot_are_not_labelled():
     assert frame_bars(left) == frame_bars(right) and (frame_bars(left).top, frame_bars(left).bottom) == (24, 24)
     bars = np.zeros(left.shape[:2], bool)
     bars[:24] = bars[-24:] = True
-    assert compute_disparity(left, right, DisparityConfig(black_band_level=None)).valid[bars].mean() > 0.5
+    assert compute_disparity(left, right, DisparityConfig(black_band_level=None)).valid[bars].mean() > 0.3
     assert not compute_disparity(left, right, DisparityConfig()).valid[bars].any()

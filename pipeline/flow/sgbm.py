@@ -1,12 +1,20 @@
 """A stereo-matcher backend (OpenCV semi-global block matching) for well-rectified footage.
 
 A stereo matcher only searches along the same row, so it cannot measure vertical misalignment
-(its vertical flow is 0 by construction: use a flow backend on footage whose rig may be off).
-In exchange it is fast and sharp at depth edges. Movies have objects in front of the screen
-(positive disparity) and behind it (negative), so the search range is centred on zero through a
-negative ``minDisparity``. The right view's disparity comes from the same matcher on the mirrored,
-swapped pair, so the left-right check of :mod:`pipeline.disparity` applies unchanged; pixels the
-matcher leaves unmatched come back as NaN flow and fail that check.
+(its vertical flow is 0 by construction): on its own it suits rectified footage; beside a flow
+backend (``DisparityConfig.matcher``) it is the second, independent opinion of the consensus
+labeller, run on the right view rectified by the rig model of :mod:`pipeline.rig`.
+
+Search range. Movies have objects in front of the screen (positive disparity) and behind it
+(negative); close-ups and real rigs reach 15-20% of the width. A fixed symmetric range is either
+too narrow for those (near objects fall outside it and are matched to something else) or slow for
+every frame. The range is therefore found per frame by a coarse pass at a quarter of the width
+over +-``max_disparity_fraction`` of the width (1/64 of the work of a full-resolution pass), and
+the full-resolution pass searches the coarse pass's 1st to 99th percentile plus a margin.
+
+The right view's disparity comes from the same matcher on the mirrored, swapped pair, so the
+left-right check of :mod:`pipeline.disparity` applies unchanged; pixels the matcher leaves
+unmatched come back as NaN flow and fail that check.
 """
 
 from __future__ import annotations
@@ -21,13 +29,19 @@ from pipeline.flow.base import FlowBackend, FlowPair, to_gray
 
 __all__ = ["SgbmBackend"]
 
+_COARSE_MIN_WIDTH = 96  # the coarse pass is skipped for images narrower than 4x this
+
 
 class SgbmBackend(FlowBackend):
-    """StereoSGBM both ways with a disparity range of +-``max_disparity_fraction`` * width.
+    """StereoSGBM both ways over a per-frame search range.
 
     Args:
-        max_disparity_fraction: largest |disparity| searched, as a fraction of the image width
-            (0.1: +-188 px at 1880, ample for theatrical 3D whose disparities stay within ~3%).
+        max_disparity_fraction: largest |disparity| the range search considers, as a fraction of
+            the image width (0.25: +-470 px at 1880).
+        auto_range: find the range per frame with a coarse pass (else search the whole
+            +-``max_disparity_fraction``, slow at full HD).
+        range_margin_fraction: margin added on both sides of the coarse range, as a fraction of
+            its span (at least 16 px).
         block_size: matching block size (odd).
         uniqueness_ratio, speckle_window, speckle_range: OpenCV's filters of unreliable matches.
         working_width: see :class:`FlowBackend`.
@@ -37,7 +51,9 @@ class SgbmBackend(FlowBackend):
 
     def __init__(
         self,
-        max_disparity_fraction: float = 0.1,
+        max_disparity_fraction: float = 0.25,
+        auto_range: bool = True,
+        range_margin_fraction: float = 0.15,
         block_size: int = 5,
         uniqueness_ratio: int = 5,
         speckle_window: int = 100,
@@ -47,25 +63,31 @@ class SgbmBackend(FlowBackend):
         super().__init__(working_width)
         if not 0 < max_disparity_fraction <= 0.5:
             raise ValueError(f"max_disparity_fraction must be in (0, 0.5], got {max_disparity_fraction}")
+        if block_size < 1 or block_size % 2 == 0:
+            raise ValueError(f"block_size must be odd and positive, got {block_size}")
         self.max_disparity_fraction = max_disparity_fraction
+        self.auto_range = auto_range
+        self.range_margin_fraction = range_margin_fraction
         self.block_size = block_size
         self.uniqueness_ratio = uniqueness_ratio
         self.speckle_window = speckle_window
         self.speckle_range = speckle_range
 
     def search_range(self, width: int) -> tuple[int, int]:
-        """(minDisparity, numDisparities) for an image of this width: symmetric around 0."""
+        """(minDisparity, numDisparities) of the full symmetric range for this width."""
         half = max(16, 16 * math.ceil(self.max_disparity_fraction * width / 16))
         return -half, 2 * half
 
-    def _matcher(self, width: int) -> cv2.StereoSGBM:
+    def _matcher(self, min_d: int, num_d: int) -> cv2.StereoSGBM:
         cache = getattr(self, "_impl_matchers", None)
         if cache is None:
             cache = self._impl_matchers = {}
-        min_d, num_d = self.search_range(width)
-        if num_d not in cache:
+        key = (min_d, num_d)
+        if key not in cache:
             bs = self.block_size
-            cache[num_d] = cv2.StereoSGBM_create(
+            if len(cache) >= 16:
+                cache.clear()
+            cache[key] = cv2.StereoSGBM_create(
                 minDisparity=min_d,
                 numDisparities=num_d,
                 blockSize=bs,
@@ -77,28 +99,51 @@ class SgbmBackend(FlowBackend):
                 speckleRange=self.speckle_range,
                 mode=cv2.STEREO_SGBM_MODE_SGBM_3WAY,
             )
-        return cache[num_d]
+        return cache[key]
 
-    def _disparity(self, left: np.ndarray, right: np.ndarray) -> np.ndarray:
-        """Left disparity (NaN where unmatched); pads so the border columns are searched too."""
+    def _disparity(self, left: np.ndarray, right: np.ndarray, min_d: int, num_d: int) -> np.ndarray:
+        """Left disparity over [min_d, min_d + num_d) (NaN where unmatched), borders searched too."""
         w = left.shape[1]
-        min_d, num_d = self.search_range(w)
-        pad = num_d + min_d  # SGBM leaves this many left columns unmatched
+        pad = max(0, num_d + min_d)  # SGBM leaves this many left columns unmatched
         lp = cv2.copyMakeBorder(left, 0, 0, pad, pad, cv2.BORDER_REPLICATE)
         rp = cv2.copyMakeBorder(right, 0, 0, pad, pad, cv2.BORDER_REPLICATE)
-        raw = self._matcher(w).compute(lp, rp)[:, pad : pad + w]
+        raw = self._matcher(min_d, num_d).compute(lp, rp)[:, pad : pad + w]
         disp = raw.astype(np.float32) / 16.0
         disp[raw < min_d * 16] = np.nan
         return disp
+
+    def frame_range(self, left: np.ndarray, right: np.ndarray) -> tuple[int, int]:
+        """(minDisparity, numDisparities) for this gray pair: the coarse pass's range plus margin."""
+        h, w = left.shape
+        full = self.search_range(w)
+        if not self.auto_range or w < 4 * _COARSE_MIN_WIDTH:
+            return full
+        scale = 4
+        size = (w // scale, max(8, h // scale))
+        sl = cv2.resize(left, size, interpolation=cv2.INTER_AREA)
+        sr = cv2.resize(right, size, interpolation=cv2.INTER_AREA)
+        cmin, cnum = self.search_range(size[0])
+        d = self._disparity(sl, sr, cmin, cnum)
+        d = d[np.isfinite(d)]
+        if d.size < 0.05 * size[0] * size[1]:
+            return full
+        lo, hi = np.percentile(d, [1.0, 99.0]) * (w / size[0])
+        margin = max(16.0, self.range_margin_fraction * (hi - lo), 2.0 * scale)
+        lo, hi = max(lo - margin, full[0]), min(hi + margin, full[0] + full[1])
+        min_d = int(math.floor(lo / 16.0) * 16)
+        num_d = max(16, int(math.ceil((hi - min_d) / 16.0) * 16))
+        return min_d, num_d
 
     def compute_flow(self, lefts: Sequence[np.ndarray], rights: Sequence[np.ndarray]) -> list[FlowPair]:
         out = []
         for left, right in zip(lefts, rights):
             gl, gr = to_gray(left), to_gray(right)
-            d_left = self._disparity(gl, gr)
+            min_d, num_d = self.frame_range(gl, gr)
+            d_left = self._disparity(gl, gr, min_d, num_d)
             # mirrored and swapped, the right view becomes a left view with the same sign of d:
             # right pixel x matches left pixel x + d_right.
-            d_right = self._disparity(np.ascontiguousarray(gr[:, ::-1]), np.ascontiguousarray(gl[:, ::-1]))[:, ::-1]
+            mirrored = self._disparity(np.ascontiguousarray(gr[:, ::-1]), np.ascontiguousarray(gl[:, ::-1]), min_d, num_d)
+            d_right = mirrored[:, ::-1]
             lr = np.zeros(gl.shape + (2,), np.float32)
             rl = np.zeros(gl.shape + (2,), np.float32)
             lr[..., 0] = -d_left

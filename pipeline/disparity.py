@@ -315,8 +315,9 @@ LABEL_PRESETS: dict[str, dict[str, object]] = {
     "balanced": {},
     # keep only pixels where flow and matcher agree within 1 px: fewer labels, about half the errors
     "precise": {"consensus": "agree", "consensus_threshold_px": 1.0},
-    # the flow alone (about 2x faster, more errors; for footage a row search cannot handle)
-    "flow-only": {"matcher": None},
+    # the flow alone, as before the consensus (2 px left-right check, no occlusion margin): faster,
+    # about 2.5x the errors; for footage a row search cannot handle, or a GPU network on its own
+    "flow-only": {"matcher": None, "lr_threshold_px": 2.0, "occlusion_margin_px": 0.0},
 }
 
 

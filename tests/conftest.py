@@ -20,4 +20,5 @@ pytest_plugins = [
     "tests.fixtures.movies",
     "tests.fixtures.datasets",
     "tests.fixtures.prefect",
+    "tests.fixtures.stereo_gt",
 ]

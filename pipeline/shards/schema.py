@@ -90,7 +90,7 @@ COLUMN_DOCS: dict[str, str] = {
     "source_height": "height of one full-resolution eye of the source movie",
     "valid_fraction": "fraction of pixels with valid disparity",
     "lr_pass_fraction": "fraction of pixels passing the left-right consistency check",
-    "vertical_fail_fraction": "fraction of pixels whose |vertical flow| exceeds the threshold",
+    "vertical_fail_fraction": "share of the frame where the fitted rig model's |vertical flow| exceeds the threshold",
     "disparity_min": "minimum valid disparity (px)",
     "disparity_max": "maximum valid disparity (px)",
     "disparity_p05": "5th percentile of valid disparity (px)",

@@ -8,6 +8,11 @@
    batched, for both directions.
 2. A real AMP training step: ``bench/bench_loader.py --gpu`` (bf16 steps/s of ResNet-50 and
    ResNeXt-101 at 384x384).
+3. The label benchmark with a ptlflow network (``--pairs DIR --ckpt FILE``, or
+   ``DEPTHMINE_STEREO_GT`` and ``DEPTHMINE_PTLFLOW_CKPT``): ``bench/bench_labels.py`` over the real
+   pairs with ground truth, the network alone and as the flow of the default consensus (both through
+   the same checks as the CPU labeller), beside the CPU default. Skipped with a note when no pair
+   folder or no checkpoint is given: a random-weight network says nothing about labels.
 
 Prints a JSON summary (and writes it to ``--out/gpu_checks.json``). Sized for a few minutes on an
 H100; exits 2 with a message where no CUDA device is present.
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -75,6 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(ROOT / "bench" / "out"), help="folder for gpu_checks.json")
     ap.add_argument("--model", default="raft_small", help="ptlflow model to time (default raft_small)")
     ap.add_argument("--skip-training", action="store_true", help="only the ptlflow checks")
+    ap.add_argument("--pairs", default=os.environ.get("DEPTHMINE_STEREO_GT"), help="folder of real pairs with ground truth")
+    ap.add_argument("--ckpt", default=os.environ.get("DEPTHMINE_PTLFLOW_CKPT"),
+                    help="local checkpoint of --label-model for the label benchmark")
+    ap.add_argument("--label-model", default="raft", help="ptlflow model of the label benchmark (default raft)")
     args = ap.parse_args(argv)
     import torch
 
@@ -89,6 +99,15 @@ def main(argv: list[str] | None = None) -> int:
         summary["training_bf16"] = {"returncode": proc.returncode, "output": proc.stdout[-3000:] + proc.stderr[-2000:]}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.pairs and args.ckpt:
+        cmd = [sys.executable, "-m", "bench.bench_labels", "--pairs", args.pairs, "--flow", f"ptlflow:{args.label_model}",
+               "--ckpt", args.ckpt, "--device", "cuda", "--only", "balanced", "--only", f"balanced, ptlflow:{args.label_model}",
+               "--only", f"ptlflow:{args.label_model} alone", "--json", str(out / "labels_gpu.json"),
+               "--pictures", str(out / "labels_gpu")]
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+        summary["labels"] = {"returncode": proc.returncode, "output": proc.stdout[-6000:] + proc.stderr[-2000:]}
+    else:
+        summary["labels"] = "skipped: give --pairs DIR and --ckpt FILE (a trained ptlflow checkpoint) for the label benchmark"
     (out / "gpu_checks.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary, indent=2))
     return 0

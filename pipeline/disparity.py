@@ -317,7 +317,7 @@ LABEL_PRESETS: dict[str, dict[str, object]] = {
     "precise": {"consensus": "agree", "consensus_threshold_px": 1.0},
     # the flow alone, as before the consensus (2 px left-right check, no occlusion margin): faster,
     # about 2.5x the errors; for footage a row search cannot handle, or a GPU network on its own
-    "flow-only": {"matcher": None, "lr_threshold_px": 2.0, "occlusion_margin_px": 0.0},
+    "flow-only": {"flow": "dis-fine", "matcher": None, "lr_threshold_px": 2.0, "occlusion_margin_px": 0.0},
 }
 
 

@@ -163,6 +163,30 @@ def test_folder_adapter_reads_depth_as_unit_disparity(tmp_path, ext):
     assert disp[1, 0] > disp[-1, -1]  # near (depth 1) is high disparity
 
 
+def test_folder_adapter_reads_exr_targets_without_the_opencv_switch(tmp_path):
+    """.exr is an accepted target suffix; OpenCV refuses EXR unless OPENCV_IO_ENABLE_OPENEXR is
+    set. A fresh process without the variable (as a user's shell has it) must read the file."""
+    import os
+    import subprocess
+    import sys
+
+    _write_pairs(tmp_path / "ds")
+    for i in range(3):
+        (tmp_path / "ds" / "targets" / f"f{i}.npy").rename(tmp_path / "ds" / "targets" / f"f{i}.keep")
+    writer = ("import os, sys, numpy as np; os.environ['OPENCV_IO_ENABLE_OPENEXR'] = '1'; import cv2; "
+              "d = np.linspace(1, 10, 600, dtype=np.float32).reshape(20, 30); d[0, :5] = 0; "
+              "[cv2.imwrite(f'{sys.argv[1]}/f{i}.exr', d) for i in range(3)]")
+    subprocess.run([sys.executable, "-c", writer, str(tmp_path / "ds" / "targets")], check=True)
+    reader = ("from training.config import DatasetSpec; from training.datasets import FolderDataset; import sys; "
+              "ds = FolderDataset(DatasetSpec(name='x', kind='folder', path=sys.argv[1], target='depth')); "
+              "img, disp, valid = ds.load(0); print(int(valid.sum()), float(disp[valid].max()), ds.pairs[0][1].suffix)")
+    env = {k: v for k, v in os.environ.items() if k != "OPENCV_IO_ENABLE_OPENEXR"}
+    proc = subprocess.run([sys.executable, "-c", reader, str(tmp_path / "ds")], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["595", "1.0", ".exr"]
+
+
 def test_csv_adapter_and_missing_file_error(tmp_path):
     _write_pairs(tmp_path / "ds")
     (tmp_path / "list.csv").write_text("image,target\nds/images/f0.png,ds/targets/f0.npy\nds/images/f1.png,ds/targets/f1.npy\n")

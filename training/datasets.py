@@ -47,6 +47,7 @@ __all__ = [
     "build_dataset",
     "dist_info",
     "validation_samples",
+    "enable_openexr",
 ]
 
 log = logging.getLogger(__name__)
@@ -295,6 +296,15 @@ def _read_image(path: Path) -> np.ndarray:
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
+def enable_openexr() -> None:
+    """Let OpenCV decode ``.exr`` (its wheels ship the codec but refuse to use it unless
+    ``OPENCV_IO_ENABLE_OPENEXR`` is set; the flag is read once, at the first EXR read of the
+    process, so it must be set before that). A value the user set is kept."""
+    import os
+
+    os.environ.setdefault("OPENCV_IO_ENABLE_OPENEXR", "1")
+
+
 def _read_target(path: Path) -> np.ndarray:
     if path.suffix == ".npy":
         try:
@@ -304,6 +314,8 @@ def _read_target(path: Path) -> np.ndarray:
     elif path.suffix == ".pfm":
         arr = _read_pfm(path)
     else:
+        if path.suffix.lower() == ".exr":
+            enable_openexr()
         arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED | cv2.IMREAD_ANYDEPTH)
         if arr is None:
             raise BadInputError(path, "cannot read target image")

@@ -232,3 +232,60 @@ def test_validation_samples_are_centre_crops(shards_ds):
     a = validation_samples(spec, 5, 32)
     assert len(a) == 5 and a[0]["image"].shape == (3, 32, 32)
     assert [_key(s) for s in a] == [_key(s) for s in validation_samples(spec, 5, 32)]
+
+
+# ---- the shards' per-pixel uncertainty ----------------------------------------------------
+
+
+def test_max_uncertainty_drops_labels_and_weighting_follows_the_formula(shards_ds):
+    """data.max_uncertainty_px: a valid label whose stored uncertainty is above the threshold is
+    masked; data.uncertainty_weighting (sigma): weight = sigma^2 / (sigma^2 + u^2) on valid pixels.
+    Stored frames are 64x48: a centre crop of side 48 at x0 = 8, no resize."""
+    from pipeline.shards import iter_samples
+    from training.datasets import UncertaintyUse
+
+    aug = AugmentConfig(size=48, enabled=False)
+    raw = next(iter_samples(shards_ds, columns=["valid", "uncertainty"], split="train"))
+    u = raw["uncertainty"][:, 8:56]
+
+    def first(use):
+        ds = ShardDataset(shards_ds, "train", augment=aug, shuffle=False, infinite=False, rank=0, world_size=1,
+                          uncertainty=use)
+        return next(iter(ds))
+
+    plain = first(None)
+    threshold = 0.3
+    masked = first(UncertaintyUse(max_px=threshold))
+    above = plain["mask"].numpy() & (u > threshold)
+    assert above.sum() > 20  # the label has pixels above the threshold: they are dropped
+    assert not masked["mask"].numpy()[above].any()
+    np.testing.assert_array_equal(masked["mask"].numpy(), plain["mask"].numpy() & (u <= threshold))
+    assert "weight" not in plain and "weight" not in masked
+
+    sigma = 0.5
+    weighted = first(UncertaintyUse(sigma_px=sigma))
+    np.testing.assert_array_equal(weighted["mask"].numpy(), plain["mask"].numpy())
+    m = plain["mask"].numpy()
+    np.testing.assert_allclose(weighted["weight"].numpy()[m], (sigma**2 / (sigma**2 + u**2))[m], rtol=1e-6)
+    assert (weighted["weight"].numpy()[~m] == 0).all()
+
+
+def test_uncertainty_weighting_reaches_the_loss(shards_ds, tmp_path):
+    """Two one-step runs from the same seed: with uncertainty weighting the first loss differs;
+    the default leaves the loss as it was (off by default)."""
+    from training.config import train_config_from_dict
+    from training.train import run_training
+
+    def cfg(out, **data):
+        return train_config_from_dict({
+            "model": {"encoder": "tiny", "features": 16},
+            "data": {"datasets": [{"name": "m", "kind": "shards", "path": str(shards_ds), "split": "train"}],
+                     "batch_size": 2, "num_workers": 0, "augment": {"size": 32}, **data},
+            "max_steps": 1, "log_every": 1, "checkpoint_every": 0, "progress": False, "tensorboard": False,
+            "out_dir": str(tmp_path / out)})
+
+    plain = run_training(cfg("plain")).losses[0]
+    assert run_training(cfg("default", max_uncertainty_px=None, uncertainty_weighting=0.0)).losses[0] == plain
+    weighted = run_training(cfg("weighted", uncertainty_weighting=0.25)).losses[0]
+    masked = run_training(cfg("masked", max_uncertainty_px=0.2)).losses[0]
+    assert weighted != pytest.approx(plain, rel=1e-4) and masked != pytest.approx(plain, rel=1e-4)

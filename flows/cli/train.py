@@ -20,7 +20,9 @@ def register(subparsers) -> None:
         description=(
             "Train the MiDaS-style depth model: encoder and decoder, scale-and-shift-invariant loss "
             "with gradient matching, naive or Pareto mixing of several datasets, checkpoints with the "
-            "full state every N steps. The configuration is a YAML file (configs/train_demo.yaml, "
+            "full state every N steps. The configuration is a YAML file (configs/train_demo.yaml: synthetic "
+            "frames, no data needed; configs/train_demo_dataset.yaml: the shards the demo built in "
+            "demo_out/dataset; "
             "configs/train_midas.yaml) with KEY=VALUE overrides. --nproc N runs N processes with "
             "torchrun (DDP: gloo on the CPU, nccl on GPUs); the same as "
             "'torchrun --standalone --nproc_per_node=N -m training.train --config FILE'. Everything is "

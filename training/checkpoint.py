@@ -111,7 +111,7 @@ def weights_sha256(state_dict: dict[str, torch.Tensor]) -> str:
         t = t.detach().cpu().contiguous()
         h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
         if t.numel():
-            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+            h.update(memoryview(t.reshape(-1).view(torch.uint8).numpy()))  # no copy
     return h.hexdigest()
 
 

@@ -12,7 +12,9 @@ several machines is not protected.
 
 from __future__ import annotations
 
+import errno
 import fcntl
+import logging
 import os
 import socket
 from pathlib import Path
@@ -22,6 +24,8 @@ from pipeline.errors import DepthmineError
 __all__ = ["RunLock", "LOCK_NAME", "check_unlocked"]
 
 LOCK_NAME = ".lock"
+
+log = logging.getLogger(__name__)
 
 
 class RunLock:
@@ -47,6 +51,11 @@ class RunLock:
                 f"{self.path.parent}: another training run is using this folder ({owner}); "
                 "wait for it to finish or stop it, or train into another --out"
             ) from None
+        except OSError as exc:  # a file system without flock (some network mounts): run unguarded
+            if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                os.close(fd)
+                raise
+            log.warning("%s: file locks are not supported here (%s); concurrent runs are not detected", self.path, exc)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
         self._fd = fd

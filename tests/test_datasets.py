@@ -163,6 +163,30 @@ def test_folder_adapter_reads_depth_as_unit_disparity(tmp_path, ext):
     assert disp[1, 0] > disp[-1, -1]  # near (depth 1) is high disparity
 
 
+def test_folder_adapter_reads_exr_targets_without_the_opencv_switch(tmp_path):
+    """.exr is an accepted target suffix; OpenCV refuses EXR unless OPENCV_IO_ENABLE_OPENEXR is
+    set. A fresh process without the variable (as a user's shell has it) must read the file."""
+    import os
+    import subprocess
+    import sys
+
+    _write_pairs(tmp_path / "ds")
+    for i in range(3):
+        (tmp_path / "ds" / "targets" / f"f{i}.npy").rename(tmp_path / "ds" / "targets" / f"f{i}.keep")
+    writer = ("import os, sys, numpy as np; os.environ['OPENCV_IO_ENABLE_OPENEXR'] = '1'; import cv2; "
+              "d = np.linspace(1, 10, 600, dtype=np.float32).reshape(20, 30); d[0, :5] = 0; "
+              "[cv2.imwrite(f'{sys.argv[1]}/f{i}.exr', d) for i in range(3)]")
+    subprocess.run([sys.executable, "-c", writer, str(tmp_path / "ds" / "targets")], check=True)
+    reader = ("from training.config import DatasetSpec; from training.datasets import FolderDataset; import sys; "
+              "ds = FolderDataset(DatasetSpec(name='x', kind='folder', path=sys.argv[1], target='depth')); "
+              "img, disp, valid = ds.load(0); print(int(valid.sum()), float(disp[valid].max()), ds.pairs[0][1].suffix)")
+    env = {k: v for k, v in os.environ.items() if k != "OPENCV_IO_ENABLE_OPENEXR"}
+    proc = subprocess.run([sys.executable, "-c", reader, str(tmp_path / "ds")], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["595", "1.0", ".exr"]
+
+
 def test_csv_adapter_and_missing_file_error(tmp_path):
     _write_pairs(tmp_path / "ds")
     (tmp_path / "list.csv").write_text("image,target\nds/images/f0.png,ds/targets/f0.npy\nds/images/f1.png,ds/targets/f1.npy\n")
@@ -208,3 +232,60 @@ def test_validation_samples_are_centre_crops(shards_ds):
     a = validation_samples(spec, 5, 32)
     assert len(a) == 5 and a[0]["image"].shape == (3, 32, 32)
     assert [_key(s) for s in a] == [_key(s) for s in validation_samples(spec, 5, 32)]
+
+
+# ---- the shards' per-pixel uncertainty ----------------------------------------------------
+
+
+def test_max_uncertainty_drops_labels_and_weighting_follows_the_formula(shards_ds):
+    """data.max_uncertainty_px: a valid label whose stored uncertainty is above the threshold is
+    masked; data.uncertainty_weighting (sigma): weight = sigma^2 / (sigma^2 + u^2) on valid pixels.
+    Stored frames are 64x48: a centre crop of side 48 at x0 = 8, no resize."""
+    from pipeline.shards import iter_samples
+    from training.datasets import UncertaintyUse
+
+    aug = AugmentConfig(size=48, enabled=False)
+    raw = next(iter_samples(shards_ds, columns=["valid", "uncertainty"], split="train"))
+    u = raw["uncertainty"][:, 8:56]
+
+    def first(use):
+        ds = ShardDataset(shards_ds, "train", augment=aug, shuffle=False, infinite=False, rank=0, world_size=1,
+                          uncertainty=use)
+        return next(iter(ds))
+
+    plain = first(None)
+    threshold = 0.3
+    masked = first(UncertaintyUse(max_px=threshold))
+    above = plain["mask"].numpy() & (u > threshold)
+    assert above.sum() > 20  # the label has pixels above the threshold: they are dropped
+    assert not masked["mask"].numpy()[above].any()
+    np.testing.assert_array_equal(masked["mask"].numpy(), plain["mask"].numpy() & (u <= threshold))
+    assert "weight" not in plain and "weight" not in masked
+
+    sigma = 0.5
+    weighted = first(UncertaintyUse(sigma_px=sigma))
+    np.testing.assert_array_equal(weighted["mask"].numpy(), plain["mask"].numpy())
+    m = plain["mask"].numpy()
+    np.testing.assert_allclose(weighted["weight"].numpy()[m], (sigma**2 / (sigma**2 + u**2))[m], rtol=1e-6)
+    assert (weighted["weight"].numpy()[~m] == 0).all()
+
+
+def test_uncertainty_weighting_reaches_the_loss(shards_ds, tmp_path):
+    """Two one-step runs from the same seed: with uncertainty weighting the first loss differs;
+    the default leaves the loss as it was (off by default)."""
+    from training.config import train_config_from_dict
+    from training.train import run_training
+
+    def cfg(out, **data):
+        return train_config_from_dict({
+            "model": {"encoder": "tiny", "features": 16},
+            "data": {"datasets": [{"name": "m", "kind": "shards", "path": str(shards_ds), "split": "train"}],
+                     "batch_size": 2, "num_workers": 0, "augment": {"size": 32}, **data},
+            "max_steps": 1, "log_every": 1, "checkpoint_every": 0, "progress": False, "tensorboard": False,
+            "out_dir": str(tmp_path / out)})
+
+    plain = run_training(cfg("plain")).losses[0]
+    assert run_training(cfg("default", max_uncertainty_px=None, uncertainty_weighting=0.0)).losses[0] == plain
+    weighted = run_training(cfg("weighted", uncertainty_weighting=0.25)).losses[0]
+    masked = run_training(cfg("masked", max_uncertainty_px=0.2)).losses[0]
+    assert weighted != pytest.approx(plain, rel=1e-4) and masked != pytest.approx(plain, rel=1e-4)

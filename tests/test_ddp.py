@@ -43,7 +43,7 @@ def _config(out_dir, strategy, steps):
 def _losses_and_weights(out_dir):
     with open(out_dir / "metrics.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
-    return [float(r["loss"]) for r in rows], [[float(v) for v in r["weights"].split()] for r in rows]
+    return [float(r["loss"]) for r in rows], [[float(r["weight/a"]), float(r["weight/b"])] for r in rows]
 
 
 # Pareto weights are a sensitive function of the gradients: once float summation order moves a
@@ -77,6 +77,12 @@ def test_two_processes_match_one_process(tmp_path, strategy, steps):
     assert single.losses[-1] < single.losses[0]  # it trained
     for a, b in zip(one_weights, ddp_weights):
         assert a == pytest.approx(b, abs=1e-4)
+    # per-dataset losses are named and reduced over both ranks: the logged (all-reduced) loss is
+    # their weighted sum, as on one process (rank 0's own losses alone would not add up)
+    with open(tmp_path / "two" / "metrics.csv", newline="") as fh:
+        for r in csv.DictReader(fh):
+            mixed = float(r["weight/a"]) * float(r["loss/a"]) + float(r["weight/b"]) * float(r["loss/b"])
+            assert float(r["loss"]) == pytest.approx(mixed, rel=1e-5), r
     a = load_checkpoint(tmp_path / "one" / "checkpoints" / "final.pt")["model"]
     b = load_checkpoint(tmp_path / "two" / "checkpoints" / "final.pt")["model"]
     va = torch.cat([v.flatten().float() for v in a.values()])

@@ -132,14 +132,17 @@ def test_eval_on_tiny_dataset_test_split_writes_table(tiny_dataset, tiny_checkpo
     report = evaluate(tiny_checkpoints[0], [f"movies:{ds}"], device="cpu", progress=False)
     res = report.results["movies"]
     assert report.label == "base" and res.n_images == 3 and math.isfinite(res.value) and res.value > 0
-    assert set(res.means) == {"rmse_disparity", "ordinal_error"}
+    assert set(res.means) == {"rmse_disparity", "rmse_unit_disparity", "ordinal_error"}
+    # the table reports the [0, 1] scale training uses: each frame's pixel RMSE over its label range
+    assert res.metric == "rmse_unit_disparity" and 0 < res.value < 1
+    assert res.means["rmse_disparity"] > res.value
     paths = write_report([report], tmp_path / "eval")
     rows = list(csv.DictReader(paths["table_csv"].open()))
     assert rows[0]["model"] == "base" and float(rows[0]["movies"]) == pytest.approx(res.value)
     assert "| base |" in paths["table_md"].read_text()
     assert paths["plot"].stat().st_size > 1000
     per_image = list(csv.DictReader(paths["per_image_csv"].open()))
-    assert len(per_image) == 6  # 3 frames x 2 metrics
+    assert len(per_image) == 9  # 3 frames x 3 metrics
 
 
 def test_cli_eval_compares_checkpoints_against_baseline(tiny_dataset, tiny_checkpoints, kitti_ramp, tmp_path, capsys):
@@ -165,3 +168,42 @@ def test_dataset_without_test_split_is_a_clear_error(tiny_dataset, tiny_checkpoi
 def test_cli_eval_bad_dataset_name_exits_2(tiny_checkpoints, capsys):
     rc = main(["eval", "--checkpoint", str(tiny_checkpoints[0]), "--dataset", "kitty:/x"])
     assert rc == 2 and "valid names" in capsys.readouterr().err
+
+
+def test_rows_are_named_after_runs_and_never_share_a_name(tiny_dataset, tiny_checkpoints, tmp_path, capsys):
+    """runs/a/checkpoints/final.pt against runs/b/checkpoints/final.pt: two named rows, the Δ%
+    cells and the mean column present (both rows used to be called 'final' and the baseline's
+    name matched both, so every Δ% vanished)."""
+    import shutil
+
+    ds = tiny_dataset(n_movies=2, frames_per_movie=3, splits=("train", "test"))
+    paths = []
+    for run, src in zip("ab", tiny_checkpoints):
+        (tmp_path / "runs" / run / "checkpoints").mkdir(parents=True)
+        paths.append(tmp_path / "runs" / run / "checkpoints" / "final.pt")
+        shutil.copyfile(src, paths[-1])
+    rc = main(["eval", "--baseline", str(paths[0]), "--checkpoint", str(paths[1]), "--dataset", f"movies:{ds}",
+               "--out", str(tmp_path / "out"), "--no-plot"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    rows = list(csv.DictReader((tmp_path / "out" / "table.csv").open()))
+    assert [r["model"] for r in rows] == ["a/final", "b/final"]
+    md = (tmp_path / "out" / "table.md").read_text()
+    assert "mean Δ% vs a/final" in md and "%) |" in md.splitlines()[3]
+    assert "[0, 1] scale" in out.splitlines()[0]
+    per_image = {r["model"] for r in csv.DictReader((tmp_path / "out" / "per_image.csv").open())}
+    assert per_image == {"a/final", "b/final"}
+
+    # the same file twice: still two distinct rows; --label names them
+    rc = main(["eval", "--checkpoint", str(paths[0]), "--checkpoint", str(paths[0]), "--dataset", f"movies:{ds}",
+               "--out", str(tmp_path / "twice"), "--no-plot"])
+    assert rc == 0
+    rows = list(csv.DictReader((tmp_path / "twice" / "table.csv").open()))
+    assert [r["model"] for r in rows] == ["a/final", "a/final (2)"]
+    rc = main(["eval", "--baseline", str(paths[0]), "--checkpoint", str(paths[1]), "--label", "before", "--label",
+               "after", "--dataset", f"movies:{ds}", "--out", str(tmp_path / "named"), "--no-plot"])
+    assert rc == 0
+    assert [r["model"] for r in csv.DictReader((tmp_path / "named" / "table.csv").open())] == ["before", "after"]
+    capsys.readouterr()
+    assert main(["eval", "--checkpoint", str(paths[0]), "--label", "x", "--label", "y", "--dataset", f"movies:{ds}"]) == 2
+    assert "2 --label for 1 models" in capsys.readouterr().err

@@ -41,3 +41,38 @@ def test_cli_export_prints_parity(tiny_checkpoint, tmp_path, capsys):
     rc = main(["export", "--checkpoint", str(tiny_checkpoint), "-o", str(out), "--height", "64", "--width", "64"])
     text = capsys.readouterr().out
     assert rc == 0 and out.is_file() and "ONNX parity OK" in text and "2x3x64x64" in text
+
+
+def test_dynamic_export_runs_at_sizes_that_are_not_multiples_of_32(tiny_checkpoint, tmp_path):
+    """onnxruntime used to fail with a broadcast error at 120x160 (the decoder's realignment size
+    was frozen by the tracer). The graph pads to multiples of 32 inside and crops back."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from training.export import PadToMultiple
+
+    model, _ = load_model(tiny_checkpoint)
+    path = export_onnx(model, tmp_path / "m.onnx", 64, 96, dynamic=True)
+    result = check_onnx_parity(model, path, shapes=[(1, 3, 120, 160), (2, 3, 75, 101), (1, 3, 64, 96)])
+    assert result.ok and result.max_rel_diff < 1e-4, result.summary()
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = torch.randn(1, 3, 75, 101)
+    got = session.run(["disparity"], {"image": x.numpy()})[0]
+    assert got.shape == (1, 75, 101)
+    # the wrapper is the plain model at multiples of 32
+    x32 = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        assert torch.equal(PadToMultiple(model)(x32), model(x32))
+        ref = PadToMultiple(model)(x).numpy()
+    assert np.max(np.abs(got - ref)) <= 1e-4 * np.max(np.abs(ref))
+
+
+def test_cli_dynamic_export_checks_a_non_square_odd_size(tiny_checkpoint, tmp_path, capsys):
+    out = tmp_path / "model.onnx"
+    rc = main(["export", "--checkpoint", str(tiny_checkpoint), "-o", str(out), "--height", "64", "--width", "96",
+               "--dynamic"])
+    text = capsys.readouterr().out
+    assert rc == 0 and "ONNX parity OK" in text, text
+    sizes = text.split(" on ")[-1]
+    odd = [s for s in sizes.strip().split(", ") if any(int(v) % 32 for v in s.split("x")[2:])]
+    assert odd and all(s.split("x")[2] != s.split("x")[3] for s in odd), sizes

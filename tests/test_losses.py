@@ -170,3 +170,84 @@ def test_gradients_flow_in_float32():
     pred.requires_grad_(True)
     ScaleAndShiftInvariantLoss("trim")(pred, target, mask).backward()
     assert torch.isfinite(pred.grad).all() and pred.grad.abs().sum() > 0
+
+
+# ---- float32: the documented fallback and large offsets (centred solve) ----
+
+
+def test_constant_prediction_gets_the_documented_fallback_in_float32():
+    """A constant prediction makes the 2x2 system singular: s = 0, t = mean(target). The raw
+    normal equations in float32 saw a non-zero determinant made of rounding and returned
+    (1.333, 0.667)."""
+    s, t = compute_scale_and_shift(torch.full((1, 6, 6), 0.3), torch.full((1, 6, 6), 0.9),
+                                   torch.ones(1, 6, 6, dtype=torch.bool))
+    assert s.dtype == torch.float32
+    assert s.item() == 0.0
+    assert t.item() == pytest.approx(0.9, abs=1e-6)
+    # a varying target: t is its mean over the valid pixels only
+    g = torch.Generator().manual_seed(1)
+    target = torch.rand(2, 9, 11, generator=g)
+    mask = torch.rand(2, 9, 11, generator=g) < 0.6
+    s, t = compute_scale_and_shift(torch.full((2, 9, 11), 7.25), target, mask)
+    assert s.tolist() == [0.0, 0.0]
+    for i in range(2):
+        assert t[i].item() == pytest.approx(target[i][mask[i]].double().mean().item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("offset", [0.0, 1000.0, -5000.0])
+def test_large_offset_keeps_float32_precision(offset):
+    """pred = offset + U(0, 1) in float32 against a float64 reference on the same float32 values:
+    scale and the aligned prediction stay accurate (the raw normal equations lost every digit)."""
+    g = torch.Generator().manual_seed(2)
+    pred32 = offset + torch.rand(3, 24, 32, generator=g)
+    target32 = 0.5 * (pred32.double() - offset).float() + 0.1 * torch.rand(3, 24, 32, generator=g) + 2.0
+    mask = torch.rand(3, 24, 32, generator=g) < 0.8
+    s32, t32 = compute_scale_and_shift(pred32, target32, mask)
+    s64, t64 = compute_scale_and_shift(pred32.double(), target32.double(), mask)
+    for i in range(3):
+        es, et = _np_lstsq(pred32[i][mask[i]].double().numpy(), target32[i][mask[i]].double().numpy())
+        assert s64[i].item() == pytest.approx(es, rel=1e-9)
+        assert s32[i].item() == pytest.approx(es, rel=1e-4)
+    from training.losses import align_least_squares
+
+    a32 = align_least_squares(pred32, target32, mask)
+    a64 = align_least_squares(pred32.double(), target32.double(), mask)
+    assert a32.dtype == torch.float32
+    assert float((a32.double() - a64)[mask].abs().max()) < 1e-4
+    for kind in ("mse", "trim"):
+        fn = ScaleAndShiftInvariantLoss(kind)
+        l32, l64 = fn(pred32, target32, mask).item(), fn(pred32.double(), target32.double(), mask).item()
+        assert l32 == pytest.approx(l64, rel=2e-3), kind
+
+
+# ---- per-pixel weights (uncertainty weighting) ----
+
+
+@pytest.mark.parametrize("kind", ["trim", "mae", "mse"])
+def test_unit_weights_give_the_plain_loss_and_weights_change_it(kind):
+    pred, target, mask = _random_batch(11)
+    fn = ScaleAndShiftInvariantLoss(kind)
+    plain = fn(pred, target, mask).item()
+    assert fn(pred, target, mask, torch.ones_like(pred)).item() == pytest.approx(plain, rel=1e-12)
+    w = torch.rand(pred.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    assert fn(pred, target, mask, w).item() != pytest.approx(plain, rel=1e-3)
+
+
+def test_weighted_mse_data_term_is_the_documented_weighted_mean():
+    """sum w r^2 / (2 sum w) over valid pixels, r the plain least-squares residual."""
+    pred, target, mask = _random_batch(12)
+    w = torch.rand(pred.shape, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    got = ssi_mse_loss(pred, target, mask, w).item()
+    num = den = 0.0
+    for p, t, m, wi in zip(pred.numpy(), target.numpy(), mask.numpy(), w.numpy()):
+        s, sh = _np_lstsq(p[m], t[m])
+        num += np.sum(wi[m] * (s * p[m] + sh - t[m]) ** 2)
+        den += 2 * wi[m].sum()
+    assert got == pytest.approx(num / den, rel=1e-9)
+    # a zero weight removes a pixel's term from the sums (the alignment still uses it)
+    w0 = torch.ones_like(pred)
+    w0[0, 0, 0] = 0.0
+    mask2 = mask.clone()
+    mask2[0, 0, 0] = True
+    r = (ScaleAndShiftInvariantLoss("mse", alpha=0.0))
+    assert r(pred, target, mask2, w0).item() != pytest.approx(r(pred, target, mask2).item(), rel=1e-9)

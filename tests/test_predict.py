@@ -73,7 +73,7 @@ def test_predict_images_and_sample_movie_frames(predictor, sample_movie, tmp_pat
     img_path = tmp_path / "photo.jpg"
     cv2.imwrite(str(img_path), _image(40, 60))
     config = PredictConfig(batch_size=3, ply=True, ply_stride=4, max_frames=5, every=2)
-    rows = predict_paths(predictor, [img_path, movie.path], tmp_path / "out", config, progress=False)
+    rows = predict_paths(predictor, [img_path, movie.path], tmp_path / "out", config, progress=False).rows
     assert len(rows) == 1 + 5
     assert [r["frame_index"] for r in rows[1:]] == [0, 2, 4, 6, 8]
     with (tmp_path / "out" / "predictions.csv").open() as fh:
@@ -81,7 +81,9 @@ def test_predict_images_and_sample_movie_frames(predictor, sample_movie, tmp_pat
     frame_png = cv2.imread(str(tmp_path / "out" / rows[3]["disparity_png"]), cv2.IMREAD_UNCHANGED)
     first = cv2.imread(str(tmp_path / "out" / rows[1]["disparity_png"]), cv2.IMREAD_UNCHANGED)
     assert frame_png.dtype == np.uint16 and frame_png.max() == 65535 and frame_png.shape == first.shape
-    assert rows[3]["disparity_png"].startswith(movie.path.stem + "/000004")
+    # inputs in two folders keep their path relative to the folder holding both
+    assert rows[3]["disparity_png"].startswith(f"{movie.path.parent.name}/{movie.path.stem}/000004")
+    assert rows[0]["disparity_png"] == f"{tmp_path.name}/photo.disparity.png"
     preview = cv2.imread(str(tmp_path / "out" / rows[0]["preview_png"]))
     assert preview.shape[0] == 40 and preview.shape[1] > 2 * 60  # input next to its colouring
     assert (tmp_path / "out" / rows[0]["ply"]).stat().st_size > 150 * 15
@@ -90,9 +92,62 @@ def test_predict_images_and_sample_movie_frames(predictor, sample_movie, tmp_pat
 def test_missing_input_is_a_bad_input(predictor, tmp_path):
     with pytest.raises(BadInputError, match="no such image"):
         predict_paths(predictor, [tmp_path / "nope.png"], tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()  # found before any work
     (tmp_path / "notes.txt").write_text("not a video")
-    with pytest.raises(BadInputError, match="notes.txt"):
-        predict_paths(predictor, [tmp_path / "notes.txt"], tmp_path / "out", progress=False)
+    outcome = predict_paths(predictor, [tmp_path / "notes.txt"], tmp_path / "out", progress=False)
+    assert outcome.rows == [] and [f.input for f in outcome.failures] == [str(tmp_path / "notes.txt")]
+    assert "neither an image nor a readable video" in outcome.failures[0].problem
+
+
+def test_cli_predict_keeps_relative_paths_and_skips_unreadable_inputs(tiny_checkpoint, tmp_path, capsys):
+    """Same stems in two folders and x.png beside x.jpg: every input gets its own outputs; a
+    corrupt image and a bogus video are reported and skipped, the rest predicted, exit 1."""
+    for d in ("a", "b"):
+        (tmp_path / "in" / d).mkdir(parents=True)
+        cv2.imwrite(str(tmp_path / "in" / d / "x.png"), _image(30, 40, ord(d)))
+    cv2.imwrite(str(tmp_path / "in" / "a" / "x.jpg"), _image(30, 40, 7))
+    (tmp_path / "in" / "a" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    (tmp_path / "in" / "clip.mp4").write_bytes(b"not a video at all")
+    cv2.imwrite(str(tmp_path / "in" / "z.png"), _image(30, 40, 3))
+    out = tmp_path / "out"
+    rc = main(["predict", "--checkpoint", str(tiny_checkpoint), str(tmp_path / "in" / "a"), str(tmp_path / "in" / "b" / "x.png"),
+               str(tmp_path / "in" / "clip.mp4"), str(tmp_path / "in" / "z.png"), "-o", str(out),
+               "--side", "64", "--device", "cpu", "--no-preview"])
+    captured = capsys.readouterr()
+    assert rc == 1
+    assert "wrote 4 predictions" in captured.out
+    err = captured.err
+    assert "2 input(s) could not be read" in err and "broken.png" in err and "clip.mp4" in err
+    assert "Traceback" not in err
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.disparity.png"))
+    assert written == ["a/x.jpg.disparity.png", "a/x.png.disparity.png", "b/x.disparity.png", "z.disparity.png"]
+    with (out / "predictions.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert sorted(r["disparity_png"] for r in rows) == written
+    assert len({r["input"] for r in rows}) == 4
+
+
+def test_predictions_csv_is_written_as_it_goes(predictor, tmp_path):
+    """Rows are flushed batch by batch: while the generator is paused mid-run the index already
+    lists what has been written (an interrupted run keeps its index)."""
+    from training.predict import PredictConfig
+
+    (tmp_path / "pics").mkdir()
+    for i in range(5):
+        cv2.imwrite(str(tmp_path / "pics" / f"{i}.png"), _image(30, 40, i))
+    seen = []
+
+    class Spy:
+        device = "cpu"
+
+        def predict_batch(self, images):
+            with open(tmp_path / "out" / "predictions.csv") as fh:
+                seen.append(len(list(csv.DictReader(fh))))
+            return predictor.predict_batch(images)
+
+    outcome = predict_paths(Spy(), [tmp_path / "pics"], tmp_path / "out", PredictConfig(batch_size=2, preview=False),
+                            progress=False)
+    assert len(outcome.rows) == 5 and seen == [0, 2, 4]
 
 
 def test_cli_predict_folder(tiny_checkpoint, tmp_path, capsys):

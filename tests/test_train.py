@@ -190,3 +190,23 @@ def test_demo_config_trains_on_a_dataset(movies, tmp_path):
     cfg.progress = cfg.tensorboard = False
     result = run_training(cfg)
     assert result.steps == 2 and result.val_error is not None
+
+
+def test_shipped_dataset_config_trains_on_the_demo_shards(movies, tmp_path, monkeypatch, capsys):
+    """configs/train_demo_dataset.yaml reads demo_out/dataset (what `depthmine demo` builds) and
+    validates on its val split; train_demo.yaml stays the synthetic-frames demo."""
+    import shutil
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+    shipped = yaml.safe_load((root / "train_demo_dataset.yaml").read_text())
+    assert shipped["data"]["datasets"][0]["kind"] == "shards"
+    assert shipped["data"]["datasets"][0]["path"] == shipped["data"]["val"]["path"] == "demo_out/dataset"
+    assert yaml.safe_load((root / "train_demo.yaml").read_text())["data"]["datasets"][0]["kind"] == "synthetic"
+    shutil.copytree(movies, tmp_path / "demo_out" / "dataset")
+    monkeypatch.chdir(tmp_path)
+    rc = cli_main(["train", "--config", str(root / "train_demo_dataset.yaml"), "--set", "max_steps=2",
+                   "--set", "progress=false", "--set", "data.val_samples=4"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "trained 2 steps" in out and "validation aligned disparity RMSE" in out
+    assert (tmp_path / "demo_out" / "train-dataset" / "checkpoints" / "final.pt").is_file()

@@ -4,6 +4,9 @@ A checkpoint is one ``torch.save`` file, written atomically, holding only plain 
 loads with ``torch.load(weights_only=True)`` (no pickled classes, safe to open from strangers):
 
 - ``model``: state dict (DDP/``torch.compile`` prefixes stripped);
+- ``model_sha256``: a SHA-256 of the weights (names, dtypes, shapes and bytes, in key order),
+  checked by :func:`load_checkpoint`: flipped bytes inside a tensor load silently otherwise (the
+  zip container keeps no checksum torch verifies), and change every prediction;
 - ``model_config``: the resolved :class:`training.model.ModelConfig` as a dict;
 - ``config`` / ``config_hash``: the whole training configuration, if given;
 - ``optimizer``, ``scaler``, ``step``, ``data_state`` (loader positions), ``rng`` (Python, NumPy,
@@ -14,6 +17,8 @@ loads with ``torch.load(weights_only=True)`` (no pickled classes, safe to open f
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import random
 from pathlib import Path
 from typing import Any
@@ -42,7 +47,10 @@ __all__ = [
     "unwrap_model",
     "capture_rng_state",
     "restore_rng_state",
+    "weights_sha256",
 ]
+
+log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "depthmine-checkpoint-v1"
 
@@ -89,6 +97,24 @@ def restore_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def weights_sha256(state_dict: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over a state dict: each key, dtype, shape and the tensor's raw bytes, keys sorted.
+
+    Independent of where the tensors live (they are copied to the CPU) and of pickling details,
+    so it can be recomputed from a loaded checkpoint.
+    """
+    h = hashlib.sha256()
+    for key in sorted(state_dict):
+        t = state_dict[key]
+        if not isinstance(t, torch.Tensor):
+            continue
+        t = t.detach().cpu().contiguous()
+        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+        if t.numel():
+            h.update(memoryview(t.reshape(-1).view(torch.uint8).numpy()))  # no copy
+    return h.hexdigest()
+
+
 def _to_plain(obj: Any) -> Any:
     if isinstance(obj, tuple):
         return [_to_plain(v) for v in obj]
@@ -125,9 +151,11 @@ def save_checkpoint(
     model_config = model_config or getattr(bare, "config", None)
     if model_config is None:
         raise ValueError("save_checkpoint needs the model's ModelConfig")
+    weights = {k: v.detach().cpu() for k, v in bare.state_dict().items()}
     payload: dict[str, Any] = {
         "format": CHECKPOINT_FORMAT,
-        "model": {k: v.detach().cpu() for k, v in bare.state_dict().items()},
+        "model": weights,
+        "model_sha256": weights_sha256(weights),
         "model_config": config_to_dict(model_config),
         "step": int(step),
     }
@@ -151,10 +179,14 @@ def save_checkpoint(
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint with ``torch.load(weights_only=True)``.
+    """Read a checkpoint with ``torch.load(weights_only=True)`` and check its weights' SHA-256.
+
+    Checkpoints written before the checksum existed (and official MiDaS files) load with a
+    debug note: there is nothing to check them against.
 
     Raises:
-        BadInputError: missing, unreadable or not a depthmine/MiDaS checkpoint.
+        BadInputError: missing, unreadable, corrupt (checksum mismatch) or not a depthmine/MiDaS
+            checkpoint.
     """
     path = Path(path)
     if not path.is_file():
@@ -167,6 +199,12 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not isinstance(data, dict):
         raise BadInputError(path, "not a checkpoint (expected a dict)")
     if data.get("format") == CHECKPOINT_FORMAT:
+        expected = data.get("model_sha256")
+        if expected is None:
+            log.debug("%s: no weights checksum (written by an older depthmine); not verified", path)
+        elif not isinstance(data.get("model"), dict) or weights_sha256(data["model"]) != expected:
+            raise BadInputError(path, "weights checksum mismatch: the file is corrupt (changed after it was written)",
+                                "use another checkpoint (e.g. an earlier step-*.pt) or copy it again")
         return data
     # the official MiDaS files: a bare state dict, or {"model": ..., "optimizer": ...}
     state = data["model"] if isinstance(data.get("model"), dict) else data

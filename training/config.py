@@ -30,6 +30,7 @@ __all__ = [
 ]
 
 DATASET_KINDS = ("shards", "folder", "csv", "synthetic")
+VALIDITY_RULES = ("positive", "finite", "nonzero")
 TARGET_KINDS = ("depth", "depth_up_to_scale", "inverse_depth", "disparity", "disparity_up_to_scale_shift")
 
 
@@ -80,12 +81,23 @@ class DataConfig:
         datasets: the training datasets; every batch has ``batch_size`` samples of each.
         batch_size: samples per dataset in a *global* batch (all ranks together; 8 in the paper),
             divisible by the number of processes.
-        num_workers: DataLoader workers per dataset and rank (shards need at least
-            ranks x workers shards).
+        num_workers: DataLoader workers per dataset and rank. Every reader of a shard dataset
+            needs a shard of its own, so with fewer than ranks x workers shards the launcher
+            lowers it (with a notice) to ``shards // ranks``; 0 reads in the training process.
         augment: flip / random crop / resize (``augment.size``: 384 in the paper).
         val: held-out dataset for validation (aligned disparity error), or None.
         val_samples: how many validation samples to score.
         val_size: longer side of validation images (multiple of 32).
+        max_uncertainty_px: shard datasets only: drop label pixels whose stored ``uncertainty``
+            (the left-right discrepancy in pixels of the stored image, see the dataset format)
+            exceeds this from the valid mask; a pixel whose uncertainty is unknown (NaN) is
+            dropped too. Rows stored without uncertainty keep their mask. None (default): off.
+        uncertainty_weighting: shard datasets only: ``sigma`` in pixels; each valid pixel's loss
+            terms are weighted by ``sigma^2 / (sigma^2 + u^2)`` (1 for a perfectly consistent
+            label, 1/2 at ``u = sigma``, 0 for unknown ``u``) and each image's sums are divided by
+            its sum of weights instead of its pixel count (see :mod:`training.losses`). Samples
+            of other datasets, and rows without uncertainty, weigh 1. 0 (default): off.
+            Validation is always unweighted.
     """
 
     datasets: list[DatasetSpec] = field(default_factory=lambda: [DatasetSpec()])
@@ -95,6 +107,8 @@ class DataConfig:
     val: DatasetSpec | None = None
     val_samples: int = 64
     val_size: int = 384
+    max_uncertainty_px: float | None = None
+    uncertainty_weighting: float = 0.0
 
 
 @dataclass
@@ -175,18 +189,67 @@ class TrainConfig:
     crash_at_step: int | None = None
 
     def validate(self) -> "TrainConfig":
-        """Check values the dataclass types cannot; returns self."""
-        for spec in [*self.data.datasets, *([self.data.val] if self.data.val else [])]:
-            if spec.kind not in DATASET_KINDS:
-                raise ConfigError(f"dataset {spec.name!r}: kind {spec.kind!r} is not one of {DATASET_KINDS}")
-            if spec.kind in ("folder", "csv") and spec.target not in TARGET_KINDS:
-                raise ConfigError(f"dataset {spec.name!r}: target {spec.target!r} is not one of {TARGET_KINDS}")
-            if spec.kind != "synthetic" and not spec.path:
-                raise ConfigError(f"dataset {spec.name!r}: path is empty")
-        if not self.data.datasets:
+        """Check every value the dataclass types cannot, without touching files; returns self.
+
+        Files, shard counts and the process count are checked by
+        :func:`training.preflight.preflight`, which calls this first.
+        """
+        from training.losses import LOSS_KINDS
+        from training.mixing import MIXERS, NORMALIZATIONS
+
+        d = self.data
+        if not d.datasets:
             raise ConfigError("data.datasets is empty: give at least one training dataset")
-        if self.data.batch_size < 1 or self.max_steps < 0:
-            raise ConfigError("data.batch_size must be >= 1 and max_steps >= 0")
+        names = [s.name for s in d.datasets]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"data.datasets: names must differ (they label the logs): {', '.join(names)}")
+        for where, spec in [*((f"data.datasets[{i}]", s) for i, s in enumerate(d.datasets)),
+                            *([("data.val", d.val)] if d.val else [])]:
+            label = f"{where} ({spec.name!r})"
+            if spec.kind not in DATASET_KINDS:
+                raise ConfigError(f"{label}: kind {spec.kind!r} is not one of {', '.join(DATASET_KINDS)}")
+            if spec.kind in ("folder", "csv"):
+                if spec.target not in TARGET_KINDS:
+                    raise ConfigError(f"{label}: target {spec.target!r} is not one of {', '.join(TARGET_KINDS)}")
+                if spec.validity not in VALIDITY_RULES:
+                    raise ConfigError(f"{label}: validity {spec.validity!r} is not one of {', '.join(VALIDITY_RULES)}")
+                if not spec.target_scale > 0:
+                    raise ConfigError(f"{label}: target_scale must be > 0 (got {spec.target_scale})")
+            if spec.kind != "synthetic" and not spec.path:
+                raise ConfigError(f"{label}: path is empty")
+            if spec.kind == "synthetic" and (spec.size < 1 or min(spec.image_size) < 8):
+                raise ConfigError(f"{label}: synthetic size must be >= 1 and image_size at least 8x8")
+            if spec.shuffle_buffer < 1:
+                raise ConfigError(f"{label}: shuffle_buffer must be >= 1")
+        if d.batch_size < 1:
+            raise ConfigError(f"data.batch_size={d.batch_size}: must be >= 1")
+        if self.max_steps < 0:
+            raise ConfigError(f"max_steps={self.max_steps}: must be >= 0")
+        if d.num_workers < 0:
+            raise ConfigError(f"data.num_workers={d.num_workers}: must be >= 0")
+        if d.augment.size < 8 or not 0 < d.augment.min_crop_scale <= 1 or not 0 <= d.augment.flip_prob <= 1:
+            raise ConfigError("data.augment: size must be >= 8, min_crop_scale in (0, 1], flip_prob in [0, 1]")
+        if d.val is not None and (d.val_samples < 1 or d.val_size < 32 or d.val_size % 32):
+            raise ConfigError(f"data.val_samples must be >= 1 and data.val_size a multiple of 32 (got {d.val_size})")
+        if d.max_uncertainty_px is not None and not d.max_uncertainty_px > 0:
+            raise ConfigError(f"data.max_uncertainty_px={d.max_uncertainty_px}: must be > 0 (or null: off)")
+        if not d.uncertainty_weighting >= 0:
+            raise ConfigError(f"data.uncertainty_weighting={d.uncertainty_weighting}: must be >= 0 px (0: off)")
+        if self.loss.kind not in LOSS_KINDS:
+            raise ConfigError(f"loss.kind={self.loss.kind!r}: valid kinds: {', '.join(LOSS_KINDS)}")
+        if d.uncertainty_weighting > 0 and self.loss.kind == "silog":
+            raise ConfigError("data.uncertainty_weighting needs a loss.kind that takes weights (trim, mae, mse), not silog")
+        if not 0 <= self.loss.trim < 1 or self.loss.alpha < 0 or self.loss.scales < 1:
+            raise ConfigError("loss: trim must be in [0, 1), alpha >= 0, scales >= 1")
+        if self.mixing.strategy not in MIXERS:
+            raise ConfigError(f"mixing.strategy={self.mixing.strategy!r}: valid: {', '.join(MIXERS)}")
+        if self.mixing.normalize not in NORMALIZATIONS:
+            raise ConfigError(f"mixing.normalize={self.mixing.normalize!r}: valid: {', '.join(NORMALIZATIONS)}")
+        o = self.optim
+        if not (o.lr_new > 0 and o.lr_pretrained > 0) or o.grad_clip < 0 or o.warmup_steps < 0:
+            raise ConfigError("optim: learning rates must be > 0, grad_clip >= 0, warmup_steps >= 0")
+        if self.log_every < 1 or self.checkpoint_every < 0 or self.val_every < 0 or self.keep_checkpoints < 0:
+            raise ConfigError("log_every must be >= 1; checkpoint_every, val_every and keep_checkpoints >= 0")
         if self.precision not in ("auto", "bf16", "fp16", "fp32"):
             raise ConfigError(f"precision {self.precision!r}: valid: auto, bf16, fp16, fp32")
         if self.device not in ("auto", "cpu", "cuda"):

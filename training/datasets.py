@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import functools
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -47,6 +48,8 @@ __all__ = [
     "build_dataset",
     "dist_info",
     "validation_samples",
+    "enable_openexr",
+    "UncertaintyUse",
 ]
 
 log = logging.getLogger(__name__)
@@ -118,15 +121,56 @@ def target_to_disparity(
     return to_unit_disparity(disp, valid)
 
 
+@dataclass(frozen=True)
+class UncertaintyUse:
+    """How a dataset uses the shards' per-pixel ``uncertainty`` (px); see
+    :class:`training.config.DataConfig` (``max_uncertainty_px``, ``uncertainty_weighting``).
+
+    ``weighting``: add a ``weight`` map to every sample (ones where nothing is known), so
+    batches of several datasets stay stackable.
+    """
+
+    max_px: float | None = None
+    sigma_px: float = 0.0
+
+    @property
+    def weighting(self) -> bool:
+        return self.sigma_px > 0
+
+    @property
+    def needed(self) -> bool:
+        return self.max_px is not None or self.weighting
+
+    def apply(self, valid: np.ndarray, uncertainty: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(valid mask, weight map or None)`` for one label. Unknown (NaN) uncertainty counts as
+        infinitely uncertain; a row without an uncertainty map keeps its mask and weighs 1."""
+        if uncertainty is None:
+            return valid, (np.ones(valid.shape, np.float32) if self.weighting else None)
+        u = np.asarray(uncertainty, np.float32)
+        if self.max_px is not None:
+            valid = valid & (u <= np.float32(self.max_px))  # NaN compares False: dropped
+        weight = None
+        if self.weighting:
+            s2 = np.float32(self.sigma_px) ** 2
+            weight = np.where(np.isfinite(u), s2 / (s2 + u * u), 0.0).astype(np.float32)
+        return valid, weight
+
+
 def _finish_sample(image: np.ndarray, disparity: np.ndarray, valid: np.ndarray, rng: np.random.Generator,
-                   aug: AugmentConfig) -> dict[str, torch.Tensor]:
+                   aug: AugmentConfig, weight: np.ndarray | None = None) -> dict[str, torch.Tensor]:
     valid = valid & np.isfinite(disparity)
-    img, disp, msk = augment(image, np.nan_to_num(disparity), valid, rng, aug)
+    if weight is None:
+        img, disp, msk = augment(image, np.nan_to_num(disparity), valid, rng, aug)
+    else:
+        img, disp, msk, weight = augment(image, np.nan_to_num(disparity), valid, rng, aug, weight=weight)
     disp, msk = to_unit_disparity(disp, msk)
     # images travel as uint8 (normalised on the device by the trainer: 4x fewer bytes through
     # the workers' shared memory and the host-to-device copy)
     image_t = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).contiguous()
-    return {"image": image_t, "target": torch.from_numpy(disp), "mask": torch.from_numpy(msk)}
+    out = {"image": image_t, "target": torch.from_numpy(disp), "mask": torch.from_numpy(msk)}
+    if weight is not None:
+        out["weight"] = torch.from_numpy(np.ascontiguousarray(weight, dtype=np.float32))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -165,6 +209,7 @@ class ShardDataset(IterableDataset):
         movie_ids: Sequence[str] | None = None,
         rank: int | None = None,
         world_size: int | None = None,
+        uncertainty: UncertaintyUse | None = None,
     ):
         from pipeline.shards import list_shards  # the public reader
 
@@ -177,6 +222,7 @@ class ShardDataset(IterableDataset):
         self.shuffle_buffer = max(1, int(shuffle_buffer))
         self.infinite = infinite
         self.movie_ids = list(movie_ids) if movie_ids else None
+        self.uncertainty = uncertainty or UncertaintyUse()
         self.shards = list_shards(self.path, split=split, movie_ids=self.movie_ids)
         if not self.shards:
             raise BadInputError(self.path, f"no shards with rows of split {split!r}",
@@ -241,8 +287,9 @@ class ShardDataset(IterableDataset):
 
         rng = np.random.default_rng([self.seed, epoch, global_worker, 1])
         buffer: list[dict[str, Any]] = []
+        columns = SHARD_COLUMNS + (("uncertainty",) if self.uncertainty.needed else ())
         for shard in self.worker_shards(epoch, global_worker, n_global):
-            for sample in iter_samples(shard, columns=SHARD_COLUMNS, split=self.split):
+            for sample in iter_samples(shard, columns=columns, split=self.split):
                 if not self.shuffle:
                     yield sample
                     continue
@@ -277,7 +324,8 @@ class ShardDataset(IterableDataset):
                 if i < skip:
                     continue
                 rng = np.random.default_rng([self.seed, epoch, global_worker, i, 2])
-                yield _finish_sample(sample["image"], sample["disparity"], sample["valid"], rng, self.augment)
+                valid, weight = self.uncertainty.apply(sample["valid"], sample.get("uncertainty"))
+                yield _finish_sample(sample["image"], sample["disparity"], valid, rng, self.augment, weight)
             skip = 0
             if not self.infinite:
                 return
@@ -295,6 +343,15 @@ def _read_image(path: Path) -> np.ndarray:
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
+def enable_openexr() -> None:
+    """Let OpenCV decode ``.exr`` (its wheels ship the codec but refuse to use it unless
+    ``OPENCV_IO_ENABLE_OPENEXR`` is set; the flag is read once, at the first EXR read of the
+    process, so it must be set before that). A value the user set is kept."""
+    import os
+
+    os.environ.setdefault("OPENCV_IO_ENABLE_OPENEXR", "1")
+
+
 def _read_target(path: Path) -> np.ndarray:
     if path.suffix == ".npy":
         try:
@@ -304,6 +361,8 @@ def _read_target(path: Path) -> np.ndarray:
     elif path.suffix == ".pfm":
         arr = _read_pfm(path)
     else:
+        if path.suffix.lower() == ".exr":
+            enable_openexr()
         arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED | cv2.IMREAD_ANYDEPTH)
         if arr is None:
             raise BadInputError(path, "cannot read target image")
@@ -420,8 +479,10 @@ class PositionDataset(Dataset):
     """Indexes a map-style dataset by *stream position*: position ``p`` is item
     ``perm(seed, p // n)[p % n]``, augmented with a generator seeded by ``(seed, p)``."""
 
-    def __init__(self, base: Any, augment_config: AugmentConfig, seed: int, shuffle: bool = True):
+    def __init__(self, base: Any, augment_config: AugmentConfig, seed: int, shuffle: bool = True,
+                 weighting: bool = False):
         self.base = base
+        self.weighting = weighting  # add all-ones weights (batches mixed with weighted shard data)
         self.n = len(base)
         self.augment = augment_config
         self.seed = int(seed)
@@ -440,7 +501,8 @@ class PositionDataset(Dataset):
         epoch, i = divmod(int(position), self.n)
         image, disp, valid = self.base.load(int(self._perm(epoch)[i]))
         rng = np.random.default_rng([self.seed, int(position), 4])
-        return _finish_sample(image, disp, valid, rng, self.augment)
+        weight = np.ones(valid.shape, np.float32) if self.weighting else None
+        return _finish_sample(image, disp, valid, rng, self.augment, weight)
 
 
 class GlobalBatchSampler(Sampler[list[int]]):
@@ -470,14 +532,21 @@ ADAPTERS: dict[str, type] = {"folder": FolderDataset, "csv": CsvDataset, "synthe
 
 
 def build_dataset(spec: DatasetSpec, augment_config: AugmentConfig, seed: int, *, infinite: bool = True,
-                  shuffle: bool = True) -> ShardDataset | PositionDataset:
-    """The dataset object for one :class:`DatasetSpec` (an unknown kind lists the valid ones)."""
+                  shuffle: bool = True, uncertainty: UncertaintyUse | None = None,
+                  rank: int | None = None, world_size: int | None = None) -> ShardDataset | PositionDataset:
+    """The dataset object for one :class:`DatasetSpec` (an unknown kind lists the valid ones).
+
+    ``uncertainty``: how shard labels use their stored uncertainty; with weighting on, samples of
+    the other kinds carry all-ones weights.
+    """
+    uncertainty = uncertainty or UncertaintyUse()
     if spec.kind == "shards":
         return ShardDataset(spec.path, spec.split, augment=augment_config, seed=seed, shuffle=shuffle,
-                            shuffle_buffer=spec.shuffle_buffer, infinite=infinite, movie_ids=spec.movie_ids)
+                            shuffle_buffer=spec.shuffle_buffer, infinite=infinite, movie_ids=spec.movie_ids,
+                            uncertainty=uncertainty, rank=rank, world_size=world_size)
     if spec.kind not in ADAPTERS:
         raise ConfigError(f"dataset kind {spec.kind!r}: valid kinds: shards, {', '.join(ADAPTERS)}")
-    return PositionDataset(ADAPTERS[spec.kind](spec), augment_config, seed, shuffle)
+    return PositionDataset(ADAPTERS[spec.kind](spec), augment_config, seed, shuffle, weighting=uncertainty.weighting)
 
 
 def _collate(samples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:

@@ -46,6 +46,8 @@ __all__ = [
     "evaluate",
     "compare",
     "write_report",
+    "unique_labels",
+    "run_label",
 ]
 
 log = logging.getLogger(__name__)
@@ -83,7 +85,7 @@ class BenchmarkResult:
 
 @dataclass
 class EvalReport:
-    """All benchmarks of one model (``label`` names it in tables: the checkpoint's stem)."""
+    """All benchmarks of one model (``label`` names it in tables: see :func:`run_label`)."""
 
     label: str
     checkpoint: str | None
@@ -137,7 +139,17 @@ def _as_predictor(checkpoint_or_model, device) -> tuple[DepthPredictor, str, str
     if isinstance(checkpoint_or_model, torch.nn.Module):
         return DepthPredictor(checkpoint_or_model, device), "model", None
     path = Path(checkpoint_or_model)
-    return DepthPredictor.from_checkpoint(path, device), path.stem, str(path)
+    return DepthPredictor.from_checkpoint(path, device), run_label(path), str(path)
+
+
+def run_label(checkpoint: str | Path) -> str:
+    """A table row name for a checkpoint: the run folder for the trainer's layout
+    (``runs/a/checkpoints/final.pt`` -> ``a/final``), else the file stem (``midas_v21.pt`` ->
+    ``midas_v21``)."""
+    path = Path(checkpoint)
+    if path.parent.name == "checkpoints" and path.parent.parent.name:
+        return f"{path.parent.parent.name}/{path.stem}"
+    return path.stem
 
 
 def evaluate(
@@ -158,7 +170,7 @@ def evaluate(
         datasets: ``{name: path}``, ``[(name, path), ...]`` or ``["name:path", ...]``.
         device: ``"auto"`` uses the GPU when present.
         max_images: score at most this many images per benchmark (quick looks; not the protocol).
-        label: the row name in tables (default: the checkpoint's file stem).
+        label: the row name in tables (default: :func:`run_label` of the checkpoint).
         batch_size: consecutive images of one size (and ground-truth size) share a forward pass.
         progress: show a progress bar per benchmark.
     """
@@ -310,6 +322,7 @@ class ComparisonTable:
     rows: list[tuple[str, list[float]]]
     baseline: str | None = None
     improvements: list[list[float]] | None = None  # per row, per column, percent (positive = better)
+    baseline_row: int | None = None  # index of the baseline's row (0 when there is one)
 
     def _header(self) -> list[str]:
         titles = [f"{PROTOCOLS[c].title} ({metrics.METRIC_NAMES.get(PROTOCOLS[c].metric, PROTOCOLS[c].metric)})" for c in self.columns]
@@ -321,13 +334,13 @@ class ComparisonTable:
             cells = [label]
             for c, v in enumerate(values):
                 text = _fmt(self.columns[c], v)
-                if self.improvements and label != self.baseline:
+                if self.improvements and r != self.baseline_row:
                     imp = self.improvements[r][c]
                     if math.isfinite(imp):
                         text += f" ({imp:+.1f}%)"
                 cells.append(text)
             if self.improvements:
-                cells.append("" if label == self.baseline else f"{_nanmean(self.improvements[r]):+.1f}%")
+                cells.append("" if r == self.baseline_row else f"{_nanmean(self.improvements[r]):+.1f}%")
             out.append(cells)
         return out
 
@@ -365,7 +378,10 @@ class ComparisonTable:
 def _fmt(column: str, v: float) -> str:
     if not math.isfinite(v):
         return "-"
-    return f"{v:.3f}" if PROTOCOLS[column].metric == "abs_rel" else f"{v:.2f}"
+    metric = PROTOCOLS[column].metric
+    if metric == "rmse_unit_disparity":
+        return f"{v:.4f}"
+    return f"{v:.3f}" if metric == "abs_rel" else f"{v:.2f}"
 
 
 def _nanmean(values: Sequence[float]) -> float:
@@ -378,7 +394,7 @@ def compare(reports: Sequence[EvalReport], baseline: EvalReport | None = None) -
     all_reports = ([baseline] if baseline is not None else []) + [r for r in reports if r is not baseline]
     present = {b for r in all_reports for b in r.results}
     columns = [name for name in PROTOCOLS if name in present]
-    rows = [(r.label, [r.value(c) for c in columns]) for r in all_reports]
+    rows = [(label, [r.value(c) for c in columns]) for label, r in zip(unique_labels([r.label for r in all_reports]), all_reports)]
     improvements = None
     if baseline is not None:
         improvements = []
@@ -388,7 +404,22 @@ def compare(reports: Sequence[EvalReport], baseline: EvalReport | None = None) -
                 b = baseline.value(c)
                 imp.append(100.0 * (b - v) / b if math.isfinite(b) and math.isfinite(v) and b != 0 else math.nan)
             improvements.append(imp)
-    return ComparisonTable(columns, rows, baseline.label if baseline is not None else None, improvements)
+    return ComparisonTable(columns, rows, rows[0][0] if baseline is not None else None, improvements,
+                           0 if baseline is not None else None)
+
+
+def unique_labels(labels: Sequence[str]) -> list[str]:
+    """The labels with repeats made distinct (``a``, ``a (2)``, ...): two rows never share a name,
+    so per-image rows, Δ% cells and plot legends stay attributable."""
+    out: list[str] = []
+    used: set[str] = set()
+    for label in labels:
+        name, n = label, 2
+        while name in used:
+            name, n = f"{label} ({n})", n + 1
+        used.add(name)
+        out.append(name)
+    return out
 
 
 def write_report(
@@ -399,6 +430,7 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
     table = compare(reports, baseline)
     everything = ([baseline] if baseline is not None else []) + [r for r in reports if r is not baseline]
+    names = unique_labels([r.label for r in everything])
     paths = {"table_md": out / "table.md", "table_csv": out / "table.csv", "per_image_csv": out / "per_image.csv", "json": out / "report.json"}
     with atomic_open(paths["table_md"], "w", encoding="utf-8") as fh:
         fh.write(table.to_markdown())
@@ -410,20 +442,20 @@ def write_report(
     with atomic_open(paths["per_image_csv"], "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         writer.writerow(["model", "benchmark", "sample_id", "metric", "value"])
-        for rep in everything:
+        for label, rep in zip(names, everything):
             for name, res in rep.results.items():
                 for img in res.per_image:
                     for k, v in sorted(img.metrics.items()):
-                        writer.writerow([rep.label, name, img.sample_id, k, f"{v:.6g}"])
+                        writer.writerow([label, name, img.sample_id, k, f"{v:.6g}"])
     write_json_atomic(
         paths["json"],
         {
-            "baseline": baseline.label if baseline is not None else None,
-            "reports": [_json_safe(r.to_dict()) for r in everything],
+            "baseline": names[0] if baseline is not None else None,
+            "reports": [_json_safe({**r.to_dict(), "label": label}) for label, r in zip(names, everything)],
         },
     )
     if plot:
-        paths["plot"] = _plot_per_image(everything, out / "per_image_errors.png")
+        paths["plot"] = _plot_per_image(everything, out / "per_image_errors.png", names)
     return paths
 
 
@@ -437,7 +469,7 @@ def _json_safe(obj):
     return obj
 
 
-def _plot_per_image(reports: Sequence[EvalReport], path: Path) -> Path:
+def _plot_per_image(reports: Sequence[EvalReport], path: Path, names: Sequence[str] | None = None) -> Path:
     """One panel per benchmark: each model's per-image errors sorted ascending (lower curve = better)."""
     import matplotlib
 
@@ -448,13 +480,13 @@ def _plot_per_image(reports: Sequence[EvalReport], path: Path) -> Path:
     fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.4), squeeze=False)
     for ax, name in zip(axes[0], names):
         proto = PROTOCOLS[name]
-        for rep in reports:
+        for label, rep in zip(names or [r.label for r in reports], reports):
             res = rep.results.get(name)
             if res is None:
                 continue
             vals = np.sort([r.metrics.get(proto.metric, math.nan) for r in res.per_image])
             vals = vals[np.isfinite(vals)]
-            ax.plot(np.linspace(0, 100, len(vals)) if len(vals) > 1 else [50], vals, marker="." if len(vals) < 30 else None, label=rep.label)
+            ax.plot(np.linspace(0, 100, len(vals)) if len(vals) > 1 else [50], vals, marker="." if len(vals) < 30 else None, label=label)
         ax.set_title(f"{proto.title}: {metrics.METRIC_NAMES.get(proto.metric, proto.metric)}")
         ax.set_xlabel("images, sorted (%)")
         ax.grid(alpha=0.3)

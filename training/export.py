@@ -3,8 +3,16 @@
 The exported graph has one input ``image`` (``B x 3 x H x W`` float32, RGB in [0, 1] normalised
 with the ImageNet mean and std, exactly what :func:`training.transforms.normalize` produces) and one
 output ``disparity`` (``B x H x W``, relative inverse depth). The batch is always symbolic. With
-``dynamic=True`` height and width are symbolic too (use sides that are multiples of 32); otherwise
-the file is specialised to the export size, which some runtimes (TensorRT, mobile) run faster.
+``dynamic=True`` height and width are symbolic too; otherwise the file is specialised to the export
+size, which some runtimes (TensorRT, mobile) run faster.
+
+The encoder halves the resolution five times, so the decoder's skip connections only line up for
+sides that are multiples of 32. PyTorch realigns odd sizes with an interpolation whose target size
+the ONNX tracer freezes as a constant, so a dynamic file failed at, say, 120 x 160 with a broadcast
+error. The exported graph is therefore :class:`PadToMultiple`: the input is padded (edge pixels
+repeated) on the bottom and right to the next multiple of 32, the network runs, and the output is
+cropped back to ``H x W``. For multiples of 32 this is the plain model. The parity check runs the
+same wrapper in PyTorch.
 
 The legacy TorchScript-based exporter is used (``dynamo=False``): the torch.export-based one
 needs ``onnxscript``, which this project does not install.
@@ -23,11 +31,38 @@ import torch
 from pipeline.atomic import atomic_path
 from pipeline.errors import DepthmineError
 
-__all__ = ["ParityResult", "export_onnx", "check_onnx_parity", "DEFAULT_OPSET"]
+__all__ = ["ParityResult", "PadToMultiple", "export_onnx", "check_onnx_parity", "DEFAULT_OPSET"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_OPSET = 17
+
+
+class PadToMultiple(torch.nn.Module):
+    """``model`` on the input padded (replicated edges, bottom and right) to multiples of
+    ``multiple``, with the output cropped back to the input's height and width.
+
+    The pad amounts are computed from the input's shape inside ``forward``, so the ONNX tracer
+    records them as shape arithmetic and a dynamic file works at any size.
+    """
+
+    def __init__(self, model: torch.nn.Module, multiple: int = 32):
+        super().__init__()
+        self.model = model
+        self.multiple = int(multiple)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2], x.shape[-1]
+        m = self.multiple
+        pad_h = (m - h % m) % m
+        pad_w = (m - w % m) % m
+        padded = torch.nn.functional.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+        out = self.model(padded)
+        return out[:, :h, :w]
+
+
+def _padded(model: torch.nn.Module) -> torch.nn.Module:
+    return model if isinstance(model, PadToMultiple) else PadToMultiple(model)
 
 
 @dataclass
@@ -62,10 +97,9 @@ def export_onnx(
     dynamic: bool = False,
     opset: int = DEFAULT_OPSET,
 ) -> Path:
-    """Export ``model`` (CPU, eval mode) to ONNX at ``path``, atomically; returns the path."""
-    if height % 32 or width % 32:
-        log.warning("export size %dx%d is not a multiple of 32; the encoder may crop or pad", width, height)
-    model = model.to("cpu").eval()
+    """Export ``model`` (CPU, eval mode) wrapped in :class:`PadToMultiple` to ONNX at ``path``,
+    atomically; returns the path. ``height`` and ``width`` may be any size >= 1."""
+    model = _padded(model.to("cpu").eval()).eval()
     dummy = torch.zeros(1, 3, height, width)
     if dynamic:
         dynamic_axes = {"image": {0: "batch", 2: "height", 3: "width"}, "disparity": {0: "batch", 1: "height", 2: "width"}}
@@ -100,7 +134,7 @@ def check_onnx_parity(
 
     Args:
         shapes: input shapes ``(B, 3, H, W)`` to test; default: a batch of 2 at the file's own
-            height and width, or ``(2, 3, 384, 384)`` and ``(1, 3, 256, 320)`` when those are symbolic.
+            height and width, or ``(2, 3, 384, 384)`` and ``(1, 3, 120, 166)`` when those are symbolic.
     """
     try:
         import onnxruntime as ort
@@ -112,8 +146,8 @@ def check_onnx_parity(
         if all(isinstance(d, int) for d in dims[1:]):
             shapes = [(2, *dims[1:])]  # type: ignore[list-item]
         else:
-            shapes = [(2, 3, 384, 384), (1, 3, 256, 320)]
-    model = model.to("cpu").eval()
+            shapes = [(2, 3, 384, 384), (1, 3, 120, 166)]
+    model = _padded(model.to("cpu").eval()).eval()
     gen = torch.Generator().manual_seed(seed)
     max_abs, max_ref = 0.0, 0.0
     for shape in shapes:

@@ -34,7 +34,10 @@ __all__ = [
     "create_mixer",
     "min_norm_weights",
     "min_norm_2",
+    "NORMALIZATIONS",
 ]
+
+NORMALIZATIONS = ("none", "l2", "loss")
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +115,8 @@ def min_norm_weights(grads: torch.Tensor | Sequence[torch.Tensor], max_iter: int
 class Mixer:
     """Base: ``combine(parts, loss_fn, shared) -> (loss, info)``.
 
-    ``parts`` is a list of ``(pred, target, mask)`` per dataset; ``shared`` the shared parameters;
+    ``parts`` is a list of ``(pred, target, mask)`` per dataset (plus per-pixel ``weight`` when
+    uncertainty weighting is on: ``loss_fn(*part)``); ``shared`` the shared parameters;
     ``info`` holds per-dataset losses and weights (floats) for the logs.
     """
 
@@ -136,10 +140,8 @@ class NaiveMixer(Mixer):
     name = "naive"
 
     def combine(self, parts, loss_fn, shared):
-        pred = torch.cat([p[0] for p in parts])
-        target = torch.cat([p[1] for p in parts])
-        mask = torch.cat([p[2] for p in parts])
-        loss = loss_fn(pred, target, mask)
+        # (pred, target, mask[, weight]) of every dataset, concatenated
+        loss = loss_fn(*(torch.cat([p[i] for p in parts]) for i in range(len(parts[0]))))
         info: dict[str, list[float]] = {"weights": [1.0 / len(parts)] * len(parts)}
         if len(parts) > 1:
             with torch.no_grad():
@@ -190,6 +192,6 @@ def create_mixer(config: MixingConfig) -> Mixer:
     """The mixer named by ``config.strategy``; an unknown name lists the valid ones."""
     if config.strategy not in MIXERS:
         raise ConfigError(f"unknown mixing strategy {config.strategy!r}; valid: {', '.join(MIXERS)}")
-    if config.normalize not in ("none", "l2", "loss"):
+    if config.normalize not in NORMALIZATIONS:
         raise ConfigError(f"mixing.normalize={config.normalize!r}; valid: none, l2, loss")
     return MIXERS[config.strategy](config)

@@ -44,7 +44,11 @@ __all__ = [
     "png16_to_disparity",
     "write_ply",
     "iter_inputs",
+    "plan_inputs",
     "predict_paths",
+    "PredictOutcome",
+    "PredictFailure",
+    "InputFile",
     "IMAGE_SUFFIXES",
 ]
 
@@ -261,23 +265,98 @@ class _Item:
     image: np.ndarray
 
 
-def iter_inputs(paths: Sequence[str | Path], config: PredictConfig | None = None) -> Iterator[_Item]:
-    """Images (files, or folders of images) and video frames, in the order given."""
-    config = config or PredictConfig()
+@dataclass
+class InputFile:
+    """One input file and the output name its results take (relative to the output folder,
+    without suffix; video frames go below it as ``<name>/<frame>``)."""
+
+    path: Path
+    name: str
+    video: bool
+
+
+@dataclass
+class PredictFailure:
+    """An input that could not be read (or a video whose decoding stopped), and why."""
+
+    input: str
+    problem: str
+
+
+@dataclass
+class PredictOutcome:
+    """What :func:`predict_paths` did: the rows of ``predictions.csv`` and the failed inputs."""
+
+    rows: list[dict[str, object]] = field(default_factory=list)
+    failures: list[PredictFailure] = field(default_factory=list)
+
+
+def plan_inputs(paths: Sequence[str | Path]) -> list[InputFile]:
+    """The input files of ``paths`` (files, or folders of images) with unique output names.
+
+    Names keep the path relative to the deepest folder holding every input (a single file keeps
+    its stem, a folder ``pics`` gives ``pics/<stem>``), so ``a/x.jpg`` and ``b/x.jpg`` become
+    ``a/x`` and ``b/x``; files that would still share a name (``x.jpg`` and ``x.png``) keep their
+    suffix (``x.jpg``, ``x.png``). The same file given twice is predicted once.
+
+    Raises:
+        BadInputError: a path that does not exist, or a folder without images (nothing is
+            predicted: a mistake on the command line, found before any work).
+    """
+    files: list[Path] = []
     for raw in paths:
         p = Path(raw)
         if not p.exists():
             raise BadInputError(p, "no such image, video or folder")
         if p.is_dir():
-            files = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
-            if not files:
+            found = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
                 raise BadInputError(p, "folder holds no images", f"supported: {', '.join(sorted(IMAGE_SUFFIXES))}")
-            for f in files:
-                yield _Item(f, f"{p.name}/{f.stem}", None, _read_image(f))
-        elif p.suffix.lower() in IMAGE_SUFFIXES:
-            yield _Item(p, p.stem, None, _read_image(p))
+            files.extend(found)
         else:
-            yield from _iter_video(p, config)
+            files.append(p)
+    unique: dict[Path, Path] = {}
+    for f in files:
+        key = f.resolve()
+        if key in unique:
+            log.warning("%s is given twice; predicting it once", f)
+            continue
+        unique[key] = f
+    if not unique:
+        return []
+    import os
+
+    root = Path(os.path.commonpath([k.parent for k in unique]))
+    # a folder argument keeps its own name: its files are named from the folder's parent
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            root = Path(os.path.commonpath([root, p.resolve().parent]))
+    rel = {k: k.relative_to(root) for k in unique}
+    names = {k: r.with_suffix("").as_posix() for k, r in rel.items()}
+    counts: dict[str, int] = {}
+    for n in names.values():
+        counts[n] = counts.get(n, 0) + 1
+    out = []
+    for k, f in unique.items():
+        name = names[k] if counts[names[k]] == 1 else rel[k].as_posix()
+        out.append(InputFile(f, name, f.suffix.lower() not in IMAGE_SUFFIXES))
+    return out
+
+
+def iter_inputs(paths: Sequence[str | Path], config: PredictConfig | None = None) -> Iterator[_Item]:
+    """Images (files, or folders of images) and video frames, in the order given; raises on the
+    first unreadable input (:func:`predict_paths` skips them instead)."""
+    config = config or PredictConfig()
+    for entry in plan_inputs(paths):
+        yield from _iter_entry(entry, config)
+
+
+def _iter_entry(entry: InputFile, config: PredictConfig) -> Iterator[_Item]:
+    if entry.video:
+        yield from _iter_video(entry.path, entry.name, config)
+    else:
+        yield _Item(entry.path, entry.name, None, _read_image(entry.path))
 
 
 def _read_image(path: Path) -> np.ndarray:
@@ -287,7 +366,7 @@ def _read_image(path: Path) -> np.ndarray:
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
-def _iter_video(path: Path, config: PredictConfig) -> Iterator[_Item]:
+def _iter_video(path: Path, name: str, config: PredictConfig) -> Iterator[_Item]:
     import av
 
     try:
@@ -300,13 +379,20 @@ def _iter_video(path: Path, config: PredictConfig) -> Iterator[_Item]:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         kept = 0
-        for index, frame in enumerate(container.decode(stream)):
-            if index % max(1, config.every):
-                continue
-            yield _Item(path, f"{path.stem}/{index:06d}", index, frame_to_rgb(frame))
-            kept += 1
-            if config.max_frames is not None and kept >= config.max_frames:
-                break
+        index = -1
+        try:
+            for index, frame in enumerate(container.decode(stream)):
+                if index % max(1, config.every):
+                    continue
+                yield _Item(path, f"{name}/{index:06d}", index, frame_to_rgb(frame))
+                kept += 1
+                if config.max_frames is not None and kept >= config.max_frames:
+                    break
+        except av.FFmpegError as exc:
+            raise BadInputError(path, f"decoding stopped after frame {index} ({exc})") from exc
+
+
+PREDICTION_FIELDS = ["input", "frame_index", "disparity_png", "preview_png", "ply", "disparity_min", "disparity_max"]
 
 
 def predict_paths(
@@ -315,41 +401,56 @@ def predict_paths(
     out_dir: str | Path,
     config: PredictConfig | None = None,
     progress: bool = True,
-) -> list[dict[str, object]]:
+) -> PredictOutcome:
     """Predict every image/frame of ``inputs`` and write the outputs under ``out_dir``.
 
-    Returns the rows of ``out_dir/predictions.csv`` (input, frame, files, disparity min/max).
+    ``out_dir/predictions.csv`` (input, frame, files, disparity min/max) is written as the
+    predictions are: a row appears (and is flushed) once that image's files exist, so an
+    interrupted run leaves an index of everything it wrote. An input that cannot be read (or a
+    video whose decoding fails part-way) is logged and skipped, and the others are still
+    predicted; the outcome lists it.
+
+    Raises:
+        BadInputError: a path that does not exist or a folder without images, before any work.
     """
     from tqdm import tqdm
 
     config = config or PredictConfig()
+    entries = plan_inputs(inputs)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    rows: list[dict[str, object]] = []
+    outcome = PredictOutcome()
     bar = tqdm(desc="predict", unit="img", disable=not progress)
     pending: list[_Item] = []
-
-    def flush() -> None:
-        if not pending:
-            return
-        disparities = predictor.predict_batch([it.image for it in pending])
-        for it, disp in zip(pending, disparities):
-            rows.append(_write_outputs(out, it, disp, config))
-        bar.update(len(pending))
-        pending.clear()
-
-    for item in iter_inputs(inputs, config):
-        if pending and (len(pending) >= config.batch_size or item.image.shape != pending[0].image.shape):
-            flush()
-        pending.append(item)
-    flush()
-    bar.close()
-    fields = ["input", "frame_index", "disparity_png", "preview_png", "ply", "disparity_min", "disparity_max"]
-    with atomic_open(out / "predictions.csv", "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=fields)
+    with open(out / "predictions.csv", "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=PREDICTION_FIELDS)
         writer.writeheader()
-        writer.writerows(rows)
-    return rows
+        fh.flush()
+
+        def flush() -> None:
+            if not pending:
+                return
+            disparities = predictor.predict_batch([it.image for it in pending])
+            for it, disp in zip(pending, disparities):
+                row = _write_outputs(out, it, disp, config)
+                writer.writerow(row)
+                outcome.rows.append(row)
+            fh.flush()
+            bar.update(len(pending))
+            pending.clear()
+
+        for entry in entries:
+            try:
+                for item in _iter_entry(entry, config):
+                    if pending and (len(pending) >= config.batch_size or item.image.shape != pending[0].image.shape):
+                        flush()
+                    pending.append(item)
+            except BadInputError as exc:
+                log.warning("skipped: %s", exc)
+                outcome.failures.append(PredictFailure(str(entry.path), exc.problem))
+        flush()
+    bar.close()
+    return outcome
 
 
 def _write_outputs(out: Path, item: _Item, disparity: np.ndarray, config: PredictConfig) -> dict[str, object]:

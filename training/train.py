@@ -35,10 +35,12 @@ from pipeline.config import config_hash, config_to_dict
 from pipeline.errors import BadInputError, ConfigError, DepthmineError
 from training.checkpoint import load_checkpoint, restore_rng_state, save_checkpoint, unwrap_model
 from training.config import TrainConfig, load_train_config
-from training.datasets import MixedLoader, build_dataset, validation_samples
+from training.datasets import MixedLoader, UncertaintyUse, build_dataset, validation_samples
 from training.losses import ScaleAndShiftInvariantLoss, align_least_squares
 from training.mixing import create_mixer
 from training.model import DepthModel, build_model
+from training.preflight import preflight
+from training.runlock import RunLock
 from training.transforms import batch_to_input
 
 __all__ = ["TrainResult", "run_training", "load_train_config", "aligned_disparity_error", "param_groups", "main"]
@@ -58,6 +60,8 @@ class TrainResult:
         val_error_start, val_error: aligned disparity RMSE on the validation set before the first
             step of this run and at the end (None without ``data.val``).
         mixing_weights: the last step's per-dataset weights.
+        datasets: the training datasets' names (the order of ``mixing_weights``).
+        notices: what the pre-flight check adjusted (e.g. fewer loader workers).
     """
 
     out_dir: str
@@ -69,6 +73,8 @@ class TrainResult:
     val_error: float | None = None
     mixing_weights: list[float] = field(default_factory=list)
     config_hash: str = ""
+    datasets: list[str] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -159,9 +165,15 @@ def _precision(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
 
 
 class _Logs:
-    """CSV (always) and TensorBoard (optional) on rank 0."""
+    """CSV (always) and TensorBoard (optional) on rank 0.
 
-    def __init__(self, out_dir: Path, enabled: bool, tensorboard: bool, resume_step: int):
+    ``metrics.csv`` columns: ``step``, ``loss`` (the global-batch loss averaged over the logging
+    window), ``lr_encoder``, ``lr_decoder``, ``samples_per_s``, then per training dataset NAME
+    ``loss/NAME`` (its loss, averaged over the window and over the processes) and ``weight/NAME``
+    (its mixing weight, averaged over the window), and ``val_error``.
+    """
+
+    def __init__(self, out_dir: Path, enabled: bool, tensorboard: bool, resume_step: int, names: Sequence[str]):
         self.enabled = enabled
         self.tb = None
         self.fh = None
@@ -174,7 +186,8 @@ class _Logs:
             with open(path, newline="") as fh:
                 keep = [r for r in csv.DictReader(fh) if int(r["step"]) <= resume_step]
         self.fh = open(path, "w", newline="")
-        self.fields = ["step", "loss", "lr_encoder", "lr_decoder", "samples_per_s", "weights", "losses", "val_error"]
+        self.fields = (["step", "loss", "lr_encoder", "lr_decoder", "samples_per_s"] + [f"loss/{n}" for n in names]
+                       + [f"weight/{n}" for n in names] + ["val_error"])
         self.writer = csv.DictWriter(self.fh, fieldnames=self.fields, extrasaction="ignore")
         self.writer.writeheader()
         for r in keep:
@@ -187,17 +200,13 @@ class _Logs:
     def write(self, row: dict[str, Any]) -> None:
         if not self.enabled:
             return
-        self.writer.writerow({k: (" ".join(f"{v:.6g}" for v in row[k]) if isinstance(row.get(k), list) else row.get(k))
-                              for k in self.fields if k in row})
+        self.writer.writerow({k: row[k] for k in self.fields if k in row})
         self.fh.flush()
         if self.tb is not None:
             step = row["step"]
             for k, v in row.items():
                 if isinstance(v, (int, float)) and k != "step":
                     self.tb.add_scalar(f"train/{k}", v, step)
-                elif isinstance(v, list):
-                    for i, x in enumerate(v):
-                        self.tb.add_scalar(f"train/{k}_{i}", x, step)
 
     def close(self) -> None:
         if self.fh:
@@ -221,22 +230,43 @@ def _save(cfg: TrainConfig, model, optimizer, scaler, step: int, loader: MixedLo
     return path
 
 
-def run_training(config: TrainConfig) -> TrainResult:
+def run_training(config: TrainConfig, *, announce: bool = True) -> TrainResult:
     """Train as ``config`` says; returns where the results are.
 
     Works in a plain process (one rank) and under ``torchrun`` (reads ``WORLD_SIZE``, ``RANK``,
-    ``LOCAL_RANK``; creates the process group if none exists and destroys it at the end).
+    ``LOCAL_RANK``; creates the process group if none exists and destroys it at the end). First
+    the pre-flight check (:func:`training.preflight.preflight`); then rank 0 holds the run
+    folder's lock (:class:`training.runlock.RunLock`) until the run ends.
+
+    Args:
+        announce: log the pre-flight notices (the CLI prints them itself and passes False).
 
     Raises:
         ConfigError / BadInputError: bad configuration or data (nothing trained).
+        DepthmineError: another live run holds ``out_dir``.
     """
-    cfg = config.validate()
-    ctx = _setup_distributed(cfg.device)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    if dist.is_available() and dist.is_initialized():
+        rank, world = dist.get_rank(), dist.get_world_size()
+    checked = preflight(config, world, check_lock=False)
+    cfg = checked.config
+    if announce and rank == 0:
+        for notice in checked.notices:
+            log.warning("%s", notice)
+    lock = RunLock(cfg.out_dir).acquire() if rank == 0 else None
     try:
-        return _train(cfg, ctx)
+        ctx = _setup_distributed(cfg.device)
+        try:
+            result = _train(cfg, ctx)
+            result.notices = list(checked.notices)
+            return result
+        finally:
+            if ctx.owns_group and dist.is_initialized():
+                dist.destroy_process_group()
     finally:
-        if ctx.owns_group and dist.is_initialized():
-            dist.destroy_process_group()
+        if lock is not None:
+            lock.release()
 
 
 def _train(cfg: TrainConfig, ctx: _Dist) -> TrainResult:
@@ -285,7 +315,9 @@ def _train(cfg: TrainConfig, ctx: _Dist) -> TrainResult:
         train_model = torch.compile(train_model)
 
     # -- data ----------------------------------------------------------------------------
-    datasets = [build_dataset(spec, cfg.data.augment, cfg.seed + 1009 * i) for i, spec in enumerate(cfg.data.datasets)]
+    use = UncertaintyUse(cfg.data.max_uncertainty_px, cfg.data.uncertainty_weighting)
+    datasets = [build_dataset(spec, cfg.data.augment, cfg.seed + 1009 * i, uncertainty=use)
+                for i, spec in enumerate(cfg.data.datasets)]
     loader = MixedLoader(datasets, cfg.data.batch_size, cfg.data.num_workers, start_batch=step,
                          pin_memory=ctx.device.type == "cuda")
     val = validation_samples(cfg.data.val, cfg.data.val_samples, cfg.data.val_size) if (cfg.data.val and ctx.main) else []
@@ -293,8 +325,9 @@ def _train(cfg: TrainConfig, ctx: _Dist) -> TrainResult:
     loss_fn = ScaleAndShiftInvariantLoss(cfg.loss.kind, cfg.loss.alpha, cfg.loss.scales, cfg.loss.trim)
     mixer = create_mixer(cfg.mixing)
     shared = model.encoder_parameters()
-    logs = _Logs(out_dir, ctx.main, cfg.tensorboard, step)
-    result = TrainResult(out_dir=str(out_dir), checkpoint="", steps=step, config_hash=config_hash(cfg))
+    names = [spec.name for spec in cfg.data.datasets]
+    logs = _Logs(out_dir, ctx.main, cfg.tensorboard, step, names)
+    result = TrainResult(out_dir=str(out_dir), checkpoint="", steps=step, config_hash=config_hash(cfg), datasets=names)
     if val:
         result.val_error_start = aligned_disparity_error(model, val, ctx.device)
         log.info("validation aligned disparity RMSE before training: %.4f", result.val_error_start)
@@ -302,10 +335,16 @@ def _train(cfg: TrainConfig, ctx: _Dist) -> TrainResult:
     from tqdm.auto import tqdm
 
     bar = tqdm(total=cfg.max_steps, initial=step, disable=not (ctx.main and cfg.progress), desc="train", unit="step")
+    bar_visible = not bar.disable
+    if ctx.main:
+        log.info("training %s from step %d to %d in %s (%d process(es))", ", ".join(names), step, cfg.max_steps,
+                 out_dir, ctx.world)
     per_rank = loader.per_rank
     n_sets = len(datasets)
     autocast = (torch.autocast(ctx.device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext())
     window: list[float] = []
+    # per-dataset losses and mixing weights summed over the logging window (this rank's)
+    window_parts = torch.zeros(2 * n_sets, dtype=torch.float64)
     t_last, samples_since = time.perf_counter(), 0
     last_info: dict[str, Any] = {}
     train_model.train()
@@ -315,14 +354,15 @@ def _train(cfg: TrainConfig, ctx: _Dist) -> TrainResult:
             x = batch_to_input(batch["image"].to(ctx.device, non_blocking=True))
             target = batch["target"].to(ctx.device, non_blocking=True)
             mask = batch["mask"].to(ctx.device, non_blocking=True)
+            weight = batch["weight"].to(ctx.device, non_blocking=True) if "weight" in batch else None
             if o.warmup_steps > 0:
                 for g in optimizer.param_groups:
                     g["lr"] = g["base_lr"] * min(1.0, (step + 1) / o.warmup_steps)
             with autocast:
                 pred = train_model(x)
             pred = pred.float()
-            parts = [(pred[i * per_rank:(i + 1) * per_rank], target[i * per_rank:(i + 1) * per_rank],
-                      mask[i * per_rank:(i + 1) * per_rank]) for i in range(n_sets)]
+            tensors = [pred, target, mask] + ([weight] if weight is not None else [])
+            parts = [tuple(t[i * per_rank:(i + 1) * per_rank] for t in tensors) for i in range(n_sets)]
             loss, info = mixer.combine(parts, loss_fn, shared)
             optimizer.zero_grad(set_to_none=True)
             if scaler is not None:
@@ -347,22 +387,32 @@ def _train(cfg: TrainConfig, ctx: _Dist) -> TrainResult:
                 raise DepthmineError(f"loss became {lv} at step {step}; lower optim.lr_new or check the data")
             result.losses.append(lv)
             window.append(lv)
+            window_parts += torch.tensor([*info["losses"], *info["weights"]], dtype=torch.float64)
             samples_since += per_rank * n_sets * ctx.world
             last_info = info
             bar.update(1)
             if step % cfg.log_every == 0 or step == cfg.max_steps:
                 now = time.perf_counter()
+                parts_mean = window_parts / len(window)
+                if ctx.world > 1:  # every rank logs at the same steps: average over the processes
+                    reduced = parts_mean.to(ctx.device)
+                    dist.all_reduce(reduced)
+                    parts_mean = reduced.cpu() / ctx.world
                 row = {
                     "step": step,
                     "loss": sum(window) / len(window),
                     "lr_encoder": optimizer.param_groups[0]["lr"],
                     "lr_decoder": optimizer.param_groups[1]["lr"],
                     "samples_per_s": samples_since / max(now - t_last, 1e-9),
-                    "weights": info["weights"],
-                    "losses": info["losses"],
                 }
+                for i, name in enumerate(names):
+                    row[f"loss/{name}"] = float(parts_mean[i])
+                    row[f"weight/{name}"] = float(parts_mean[n_sets + i])
                 result.final_loss = row["loss"]
                 window, t_last, samples_since = [], now, 0
+                window_parts.zero_()
+                if ctx.main and not (cfg.progress and bar_visible):
+                    log.info("step %d/%d loss %.4f", step, cfg.max_steps, row["loss"])
                 bar.set_postfix(loss=f"{row['loss']:.4f}")
                 if cfg.val_every and step % cfg.val_every == 0 and val:
                     row["val_error"] = aligned_disparity_error(model, val, ctx.device)
@@ -418,13 +468,40 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return load_train_config(args.config, overrides)
 
 
+def die_with_parent() -> None:
+    """Under torchrun: ask the kernel to SIGKILL this worker when its launcher dies.
+
+    torchrun stops its workers when it is signalled, but a SIGKILLed torchrun cannot, and its
+    workers would train on as orphans, writing the run folder. ``PR_SET_PDEATHSIG`` (Linux) ties
+    the worker's life to its parent; elsewhere this does nothing. If the parent is already gone
+    (reparented to init), exit at once.
+    """
+    if not sys.platform.startswith("linux") or "TORCHELASTIC_RUN_ID" not in os.environ:
+        return
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    except (OSError, AttributeError):  # pragma: no cover - no prctl
+        return
+    if os.getppid() == 1:
+        os._exit(1)
+
+
+# set by ``depthmine train --nproc N`` for its torchrun: the launcher already printed the notices
+LAUNCHED_ENV = "DEPTHMINE_TRAIN_LAUNCHED"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    die_with_parent()
     args = build_parser().parse_args(argv)
     rank = int(os.environ.get("RANK", "0"))
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
                         format=f"[rank {rank}] %(levelname)s %(name)s: %(message)s")
     try:
-        result = run_training(config_from_args(args))
+        result = run_training(config_from_args(args), announce=os.environ.get(LAUNCHED_ENV) != "1")
     except DepthmineError as err:
         print(f"depthmine train: error: {err}", file=sys.stderr)
         return err.exit_code

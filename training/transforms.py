@@ -102,10 +102,13 @@ def augment(
     valid: np.ndarray,
     rng: np.random.Generator,
     config: AugmentConfig,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    weight: np.ndarray | None = None,
+) -> tuple[np.ndarray, ...]:
     """Flip and random-crop-and-resize ``image``, ``disparity`` and ``valid`` alike.
 
-    Returns ``(image uint8 SxSx3, disparity float32 SxS, valid bool SxS)`` with ``S = config.size``.
+    Returns ``(image uint8 SxSx3, disparity float32 SxS, valid bool SxS)`` with ``S = config.size``;
+    with a per-pixel ``weight`` map (HxW float), also that map, cropped, flipped and resized like
+    the disparity (nearest neighbour), as a fourth element.
     """
     h, w = disparity.shape
     side_max = min(h, w)
@@ -122,17 +125,24 @@ def augment(
     img = image[y0 : y0 + side, x0 : x0 + side]
     disp = disparity[y0 : y0 + side, x0 : x0 + side]
     msk = valid[y0 : y0 + side, x0 : x0 + side]
+    wgt = None if weight is None else weight[y0 : y0 + side, x0 : x0 + side]
     if flip:
         img, disp, msk = img[:, ::-1], disp[:, ::-1], msk[:, ::-1]
+        wgt = None if wgt is None else wgt[:, ::-1]
     s = config.size
     if side != s:
         interp = cv2.INTER_AREA if side > s else cv2.INTER_LINEAR
         img = cv2.resize(np.ascontiguousarray(img), (s, s), interpolation=interp)
         disp = cv2.resize(np.ascontiguousarray(disp, dtype=np.float32), (s, s), interpolation=cv2.INTER_NEAREST)
         msk = cv2.resize(np.ascontiguousarray(msk, dtype=np.uint8), (s, s), interpolation=cv2.INTER_NEAREST) > 0
+        if wgt is not None:
+            wgt = cv2.resize(np.ascontiguousarray(wgt, dtype=np.float32), (s, s), interpolation=cv2.INTER_NEAREST)
     disp = np.ascontiguousarray(disp, dtype=np.float32)
     msk = np.ascontiguousarray(msk, dtype=bool) & np.isfinite(disp)
-    return np.ascontiguousarray(img), np.where(msk, disp, 0.0).astype(np.float32), msk
+    out = (np.ascontiguousarray(img), np.where(msk, disp, 0.0).astype(np.float32), msk)
+    if wgt is None:
+        return out
+    return (*out, np.where(msk, np.ascontiguousarray(wgt, dtype=np.float32), 0.0).astype(np.float32))
 
 
 def sample_to_tensors(image: np.ndarray, disparity: np.ndarray, valid: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 __all__ = ["register"]
 
@@ -17,8 +18,12 @@ def register(subparsers) -> None:
             "NAME.disparity.png (16-bit, each image scaled to the full 0..65535 range; the min/max to "
             "undo it are in DIR/predictions.csv), NAME.preview.png (input next to the coloured "
             "disparity) and, with --ply, NAME.ply (a coloured point cloud with relative depth for the "
-            "given intrinsics). Video frames go to DIR/<video name>/<frame index>.*. Uses the GPU "
-            "when present."
+            "given intrinsics). NAME is the input's path relative to the folder holding all inputs, "
+            "without suffix (a/x.jpg and b/x.jpg give a/x and b/x; x.jpg and x.png keep their suffix), "
+            "so no output overwrites another. Video frames go to DIR/NAME/<frame index>.*. "
+            "DIR/predictions.csv gains a row as each prediction is written. An unreadable input is "
+            "reported and skipped; the rest are predicted, and the command then exits 1 listing the "
+            "failures. Uses the GPU when present."
         ),
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image, folder of images, or video")
@@ -56,6 +61,11 @@ def run(args: argparse.Namespace) -> int:
         every=args.every,
         max_frames=args.max_frames,
     )
-    rows = predict_paths(predictor, args.inputs, args.out, config)
-    print(f"wrote {len(rows)} predictions to {args.out} (index: {args.out}/predictions.csv) on {predictor.device}")
+    outcome = predict_paths(predictor, args.inputs, args.out, config)
+    print(f"wrote {len(outcome.rows)} predictions to {args.out} (index: {args.out}/predictions.csv) on {predictor.device}")
+    if outcome.failures:
+        print(f"depthmine: error: {len(outcome.failures)} input(s) could not be read and were skipped:", file=sys.stderr)
+        for f in outcome.failures:
+            print(f"  {f.input}: {f.problem}", file=sys.stderr)
+        return 1
     return 0

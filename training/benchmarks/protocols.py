@@ -89,7 +89,7 @@ PROTOCOLS: dict[str, Protocol] = {
         Protocol("kitti", "KITTI", "delta_1.25", depth_cap=80.0, max_gt_depth=80.0, size_rule="shorter"),
         Protocol("nyu", "NYU", "delta_1.25", depth_cap=10.0, max_gt_depth=10.0),
         Protocol("tum", "TUM", "delta_1.25", depth_cap=10.0, max_gt_depth=10.0),
-        Protocol("movies", "Movies", "rmse_disparity", ground_truth="disparity"),
+        Protocol("movies", "Movies", "rmse_unit_disparity", ground_truth="disparity"),
     )
 }
 

@@ -77,7 +77,7 @@ COLUMN_DOCS: dict[str, str] = {
     "disparity_offset": "disparity in px of code 0 (the frame's minimum finite disparity)",
     "valid": "valid-disparity mask: numpy.packbits(mask.ravel()) (big bit order, row-major, height*width bits)",
     "uncertainty": (
-        "per-pixel uncertainty in px (left-right error), null if absent: uint16 codes of 1/32 px "
+        "per-pixel uncertainty in px (an error scale: left-right error, flow-matcher disagreement, nearness to edges and occlusions), null if absent: uint16 codes of 1/32 px "
         "(65535 = not finite) stored as byte planes, all low bytes then all high bytes, row-major"
     ),
     "sky": "sky mask, bit-packed like valid",

@@ -67,6 +67,8 @@ __all__ = [
     "MIN_FREE_BYTES",
     "garbage_collect",
     "sha256_file",
+    "footer_digest",
+    "footer_sha256",
     "manifest_location",
     "utc_now",
 ]
@@ -84,6 +86,36 @@ _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 def utc_now() -> str:
     """ISO-8601 UTC time; only ever written to JSON, never into Parquet (shards stay deterministic)."""
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def footer_digest(fh: Any) -> str:
+    """SHA-256 of a Parquet file's footer (its metadata, length and magic), from a binary file object.
+
+    Page checksums cover the data; the footer (schema, row counts, where each page is) has none
+    in Parquet. Its digest in the manifest makes a changed footer, a truncated file or another
+    shard under this shard's name an error when the shard is opened, for the price of reading a
+    few kilobytes.
+
+    Raises:
+        ValueError: not a Parquet file (too short, no ``PAR1`` magic, impossible footer length).
+    """
+    fh.seek(0, os.SEEK_END)
+    size = fh.tell()
+    if size < 12:
+        raise ValueError(f"{size} bytes is too short for Parquet")
+    fh.seek(size - 8)
+    tail = fh.read(8)
+    length = int.from_bytes(tail[:4], "little")
+    if tail[4:] != b"PAR1" or length + 12 > size:
+        raise ValueError("no Parquet footer at the end of the file")
+    fh.seek(size - 8 - length)
+    return hashlib.sha256(fh.read(length) + tail).hexdigest()
+
+
+def footer_sha256(path: str | Path) -> str:
+    """:func:`footer_digest` of a local file."""
+    with open(path, "rb") as fh:
+        return footer_digest(fh)
 
 
 def sha256_file(path: str | Path, chunk: int = 4 << 20) -> str:
@@ -192,6 +224,7 @@ class ShardEntry:
     split_counts: dict[str, int] = field(default_factory=dict)
     row_group_rows: list[int] = field(default_factory=list)
     movie_id: str = ""
+    footer_sha256: str = ""  # :func:`footer_digest`; "" in datasets written before it existed
 
     @property
     def row_groups(self) -> int:
@@ -207,6 +240,7 @@ class ShardEntry:
             "row_groups": self.row_groups,
             "row_group_rows": list(self.row_group_rows),
             "movie_id": self.movie_id,
+            "footer_sha256": self.footer_sha256,
         }
 
     @classmethod
@@ -219,6 +253,7 @@ class ShardEntry:
             split_counts={str(k): int(v) for k, v in d.get("split_counts", {}).items()},
             row_group_rows=[int(x) for x in d.get("row_group_rows", [])],
             movie_id=str(d.get("movie_id", "")),
+            footer_sha256=str(d.get("footer_sha256", "")),
         )
 
 
@@ -329,6 +364,7 @@ class DatasetManifest:
                         split_counts=dict(s.split_counts),
                         row_group_rows=list(s.row_group_rows),
                         movie_id=m.movie_id,
+                        footer_sha256=s.footer_sha256,
                     )
                 )
         return out

@@ -177,7 +177,9 @@ def ingest_config(overrides: Sequence[str] = (), base: dict[str, Any] | None = N
     before the overrides, and None values are ignored so CLI defaults do not clobber a catalog's
     overrides.
     """
-    data: dict[str, Any] = json.loads(json.dumps(base or {}))
+    # Overrides apply to the full default configuration, so every value is reachable, list
+    # entries included (``disparity.range_percentiles.1=97``).
+    data: dict[str, Any] = _merged(config_to_dict(IngestConfig()), json.loads(json.dumps(base or {})))
     for name in ("flow", "ckpt", "device"):
         value = fields.pop(name, None)
         if value is not None:
@@ -185,6 +187,13 @@ def ingest_config(overrides: Sequence[str] = (), base: dict[str, Any] | None = N
     data.update({k: v for k, v in fields.items() if v is not None})
     apply_overrides(data, list(overrides))
     return config_from_dict(IngestConfig, data, "ingest")
+
+
+def _merged(defaults: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    out = dict(defaults)
+    for k, v in given.items():
+        out[k] = _merged(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 def source_fingerprint(path: str | os.PathLike, right: str | os.PathLike | None = None) -> str:

@@ -35,6 +35,7 @@ COMMANDS: tuple[str, ...] = (
     "serve",
     "verify",
     "inspect",
+    "sql",
     "train",
     "eval",
     "predict",
@@ -50,6 +51,7 @@ Typical use:
   depthmine shots movie.mkv                   # probe, shots and sampled frames
   depthmine ingest movie.mkv --out dataset/   # disparity labels into Parquet shards
   depthmine verify dataset/                   # check every shard against the manifest
+  depthmine sql dataset/ "SELECT split, count(*) FROM frames GROUP BY ALL"
   depthmine train --config train.yaml         # train on the shards
   depthmine eval --checkpoint ckpt.pt --dataset movies:dataset/
 """

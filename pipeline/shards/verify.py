@@ -188,6 +188,8 @@ def verify(
         for found in tqdm(results, total=len(jobs), desc="verify", unit="file", disable=not progress):
             problems += found
     problems += _check_unreferenced(fs, root_path, {m.folder for m in manifest.movies.values()})
+    problems += _check_strays(fs, root_path)
+    problems += _check_staging(fs, root_path, root)
     return problems
 
 
@@ -233,4 +235,35 @@ def _check_unreferenced(fs, root_path: str, referenced: set[str]) -> list[Proble
                 committed = fs.exists(f"{root_path}/{rel}/{MOVIE_MANIFEST_NAME}")
                 what = "an older or unpublished committed movie" if committed else "an interrupted write (no movie.json)"
                 out.append(Problem(rel, "unreferenced", f"folder not in the current manifest: {what}", "warning"))
+    return out
+
+
+def _check_strays(fs, root_path: str) -> list[Problem]:
+    """Parquet files under ``movies/`` outside any ``<movie_id>/<key>/`` folder: no manifest lists
+    them, but a glob such as ``movies/**/*.parquet`` would read them."""
+    out = []
+    base = f"{root_path}/{MOVIES_DIR}"
+    for name in _names(fs, base):
+        if name.endswith(".parquet") and not fs.isdir(f"{base}/{name}"):
+            out.append(Problem(f"{MOVIES_DIR}/{name}", "stray", "Parquet file outside any movie folder", "warning"))
+        elif fs.isdir(f"{base}/{name}"):
+            for inner in _names(fs, f"{base}/{name}"):
+                if inner.endswith(".parquet") and not fs.isdir(f"{base}/{name}/{inner}"):
+                    out.append(Problem(f"{MOVIES_DIR}/{name}/{inner}", "stray", "Parquet file outside any key folder", "warning"))
+    return out
+
+
+def _check_staging(fs, root_path: str, root: str) -> list[Problem]:
+    """Staged chunks in ``.work/``: a running ingest's, or an interrupted one's (warnings)."""
+    from pipeline.shards.locks import movie_locked
+
+    out = []
+    work = f"{root_path}/.work"
+    local = "://" not in root or root.startswith("file://")
+    for movie in _names(fs, work):
+        for key in _names(fs, f"{work}/{movie}"):
+            running = local and movie_locked(root_path, movie)
+            what = ("staging of an ingest running now" if running else
+                    "staging of an interrupted ingest: re-run it to resume, or the next build's garbage collection removes it")
+            out.append(Problem(f".work/{movie}/{key}", "staging", what, "warning"))
     return out

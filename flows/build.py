@@ -89,12 +89,15 @@ def validate_build(
     entries = load_catalog(catalog)
     if not entries:
         raise ConfigError(f"{catalog}: the catalog lists no movies (to empty a dataset, delete it)")
-    for entry in entries:
+    try:
+        ingest_config(list(overrides or ()), flow=flow, ckpt=ckpt, device=device)
+    except ConfigError as exc:
+        raise ConfigError(f"--set: {exc}") from None
+    for entry in (e for e in entries if e.overrides):
         try:
             ingest_config(list(overrides or ()) + list(entry.overrides), flow=flow, ckpt=ckpt, device=device)
         except ConfigError as exc:
-            where = f"{catalog}:{entry.line} ({entry.movie_id})" if entry.overrides else "--set"
-            raise ConfigError(f"{where}: {exc}") from None
+            raise ConfigError(f"{catalog}:{entry.line} ({entry.movie_id}): {exc}") from None
     RunnerSpec(runner, workers, dask_address)
     if int(keep_versions) < 1:
         raise ConfigError(f"--keep-versions must be >= 1, got {keep_versions}")

@@ -23,7 +23,6 @@ import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Sequence
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -46,7 +45,6 @@ from pipeline.ingest import (
     WorkDir,
     chunk_name,
     commit_movie,
-    ingest_config,
     ingest_key,
     iter_chunks,
     label_chunk,

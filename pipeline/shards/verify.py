@@ -102,17 +102,23 @@ def _check_file(
             groups = [md.row_group(i).num_rows for i in range(md.num_row_groups)]
             if entry.row_group_rows and groups != list(entry.row_group_rows):
                 problems.append(Problem(rel, "rows", f"row groups {groups}, manifest says {entry.row_group_rows}"))
+            sampled = schema is FRAME_SCHEMA and md.num_rows and sample_rows > 0
+            picks = _pick_rows(groups, sample_rows, rng) if sampled else []
+            tables: dict[int, pa.Table] = {}
             if not checksum and not problems:
-                # no SHA-256: read every page instead, each against its CRC-32 (cheaper than
-                # hashing, and it finds a flipped bit in an image blob that sampled rows miss)
+                # no SHA-256: read every page instead, each against its CRC-32 (it finds a flipped
+                # bit in an image blob that sampled rows miss); keep the sampled rows' row groups
+                wanted = {_group_of(groups, r) for r in picks}
                 for g in range(md.num_row_groups):
                     try:
-                        pf.read_row_group(g)
+                        table = pf.read_row_group(g)
                     except (pa.ArrowException, OSError) as exc:
                         problems.append(Problem(rel, "pages", f"row group {g}: {exc}"))
                         break
-            if schema is FRAME_SCHEMA and md.num_rows and sample_rows > 0:
-                problems.extend(_check_decode(pf, rel, groups, sample_rows, rng))
+                    if g in wanted:
+                        tables[g] = table
+            if sampled and not any(p.kind == "pages" for p in problems):
+                problems.extend(_check_decode(pf, rel, groups, picks, tables))
             elif md.num_rows and checksum:
                 pf.read()  # small table (rejected frames): read it all (quick mode did above)
     except (pa.ArrowException, OSError, ValueError) as exc:
@@ -121,15 +127,32 @@ def _check_file(
     return problems
 
 
-def _check_decode(pf: pq.ParquetFile, rel: str, groups: list[int], n: int, rng: random.Random) -> list[Problem]:
+def _pick_rows(groups: list[int], n: int, rng: random.Random) -> list[int]:
+    """First, last and random rows of a shard, ``n`` at most."""
     total = sum(groups)
-    picks = sorted({0, total - 1, *(rng.randrange(total) for _ in range(max(0, n - 2)))})[: max(n, 1)]
+    return sorted({0, total - 1, *(rng.randrange(total) for _ in range(max(0, n - 2)))})[: max(n, 1)]
+
+
+def _group_of(groups: list[int], row: int) -> int:
+    start = 0
+    for g, n in enumerate(groups):
+        if row < start + n:
+            return g
+        start += n
+    return len(groups) - 1
+
+
+def _check_decode(pf: pq.ParquetFile, rel: str, groups: list[int], picks: list[int],
+                  tables: dict[int, pa.Table] | None = None) -> list[Problem]:
     problems: list[Problem] = []
     starts = [sum(groups[:i]) for i in range(len(groups))]
     for row in picks:
-        g = max(i for i, s in enumerate(starts) if s <= row)
+        g = _group_of(groups, row)
         try:
-            sample = decode_rows(pf.read_row_group(g).slice(row - starts[g], 1))[0]
+            table = (tables or {}).get(g)
+            if table is None:
+                table = pf.read_row_group(g)
+            sample = decode_rows(table.slice(row - starts[g], 1))[0]
             h, w = sample["height"], sample["width"]
             shapes = {k: sample[k].shape[:2] for k in ("image", "disparity", "valid", "sky") if sample.get(k) is not None}
             bad = {k: s for k, s in shapes.items() if s != (h, w)}

@@ -2,24 +2,32 @@
 
 Table of contents::
 
-    load_catalog_task    read and validate the catalog (a bad catalog fails the run at once)
+    load_catalog_task    read and validate the catalog and every setting, including each entry's
+                         overrides: a mistake fails the whole run at once, before any work
     ingest_movie         per movie, as a subflow: new or changed movies are ingested, unchanged
                          ones (same fingerprint and configuration key) are only looked up
-    publish_task         one new dataset version listing exactly the catalog's good movies:
-                         removed movies drop out, the previous version stays readable until then
+    publish_task         one new dataset version listing exactly the catalog's movies: removed
+                         movies drop out, the previous version stays readable until then
     garbage collection   folders no longer referenced by the last ``keep_versions`` versions
     summary artifact     per movie: status, split, frames kept/rejected, time
 
 **Bad input policy.** A movie that fails with bad input (:class:`~pipeline.errors.BadInputError`:
-unreadable, not stereo, missing) is reported in the summary and left out of the new version; the
-rest of the rebuild goes on and the run ends *Completed* with a warning in its log and
-``failed`` in its result (the CLI then exits with status 1). Any other error (a bug, I/O still
-failing after its retries) fails the run *before* publishing: the previous version stays current,
-and the staged chunks make the next run resume where this one stopped.
+unreadable, not stereo, missing, no frame kept) is reported in the summary; a new movie is left
+out of the new version, a published one keeps its published version (a failure is never a
+removal: only leaving the catalog removes a movie). The rest of the rebuild goes on and the run
+ends *Completed* with a warning in its log and ``failed`` in its result (the CLI then exits with
+status 1). When every movie fails, or more than ``max_failed_share`` of the published ones do,
+nothing is published (:class:`NothingPublished`, exit 1): that points at the run, not the movies.
+A configuration mistake (an unknown ``--set`` key, a bad value in a catalog entry's overrides)
+fails the run before any work. Any other error (a bug, I/O still failing after its retries)
+fails the run *before* publishing: the previous version stays current, and the staged chunks make
+the next run resume where this one stopped. Shards leave the disk only through garbage
+collection of versions older than ``keep_versions``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import time
@@ -35,15 +43,76 @@ from prefect.cache_policies import NO_CACHE
 from flows.artifacts import markdown_table, publish_markdown
 from flows.catalog import CatalogEntry, load_catalog
 from flows.ingest import IO_RETRIES, ingest_movie, publish_task, retry_unless_bad_input
-from pipeline.errors import DepthmineError
+from pipeline.errors import ConfigError, DepthmineError
 
-__all__ = ["build_dataset"]
+__all__ = ["build_dataset", "validate_build", "NothingPublished", "MAX_FAILED_SHARE"]
+
+
+class NothingPublished(DepthmineError):
+    """A rebuild whose failures are too many to publish: the current version stays (exit 1)."""
+
+    exit_code = 1
+
+
+#: Default for ``max_failed_share``: the share of the current movies allowed to fail in one rebuild.
+MAX_FAILED_SHARE = 0.25
+
+
+def validate_build(
+    catalog: str,
+    out: str,
+    flow: str | None = None,
+    ckpt: str | None = None,
+    device: str | None = None,
+    overrides: list[str] | None = None,
+    runner: str = "threads",
+    workers: int | None = None,
+    dask_address: str | None = None,
+    keep_versions: int = 2,
+    max_failed_share: float = MAX_FAILED_SHARE,
+) -> list[CatalogEntry]:
+    """Every check of a rebuild that needs no decoding: a mistake here fails the whole run at once.
+
+    The catalog, each entry's configuration (global ``overrides`` then the entry's own: an unknown
+    key or a bad value is a configuration error of the run, named with its catalog line, never a
+    "bad movie"), the runner, ``keep_versions``, ``max_failed_share`` and the dataset folder.
+    Nothing is written but the dataset folder itself (created if missing). The CLI calls it before
+    Prefect starts; the flow calls it again first thing.
+
+    Raises:
+        ConfigError, BadInputError: one line naming the problem.
+    """
+    from flows.runners import RunnerSpec
+    from pipeline.ingest import ingest_config
+    from pipeline.shards.manifest import check_dataset_writable
+
+    entries = load_catalog(catalog)
+    if not entries:
+        raise ConfigError(f"{catalog}: the catalog lists no movies (to empty a dataset, delete it)")
+    try:
+        ingest_config(list(overrides or ()), flow=flow, ckpt=ckpt, device=device)
+    except ConfigError as exc:
+        raise ConfigError(f"--set: {exc}") from None
+    for entry in (e for e in entries if e.overrides):
+        try:
+            ingest_config(list(overrides or ()) + list(entry.overrides), flow=flow, ckpt=ckpt, device=device)
+        except ConfigError as exc:
+            raise ConfigError(f"{catalog}:{entry.line} ({entry.movie_id}): {exc}") from None
+    RunnerSpec(runner, workers, dask_address)
+    if int(keep_versions) < 1:
+        raise ConfigError(f"--keep-versions must be >= 1, got {keep_versions}")
+    if not 0.0 <= float(max_failed_share) <= 1.0:
+        raise ConfigError(f"--max-failed-share must be between 0 and 1, got {max_failed_share}")
+    check_dataset_writable(out)
+    return entries
 
 
 @task(name="load-catalog", cache_policy=NO_CACHE, retry_condition_fn=retry_unless_bad_input, **IO_RETRIES)
-def load_catalog_task(catalog: str) -> list[CatalogEntry]:
-    """Parse the catalog (YAML or CSV); mistakes name the file and line."""
-    return load_catalog(catalog)
+def load_catalog_task(catalog: str, out: str, flow, ckpt, device, overrides, runner, workers, dask_address,
+                      keep_versions, max_failed_share) -> list[CatalogEntry]:
+    """Parse and validate the catalog and every setting (:func:`validate_build`)."""
+    return validate_build(catalog, out, flow, ckpt, device, overrides, runner, workers, dask_address,
+                          keep_versions, max_failed_share)
 
 
 @task(name="collect-garbage", cache_policy=NO_CACHE)
@@ -52,24 +121,31 @@ def collect_garbage_task(out: str, keep_versions: int, movie_ids: list[str], cur
 
     Staging goes when its movie left the catalog, or when the movie was just committed under
     another key (an earlier file or configuration whose interrupted work can never be reused).
+    Staging of a movie whose lock another run holds (an ``ingest`` running beside this build) is
+    never touched, nor is a catalog-less movie's staging modified in the last hour (the guard
+    where ``flock`` does not work across machines).
     """
     from pipeline.shards import garbage_collect
+    from pipeline.shards.locks import movie_locked, recently_touched
 
     removed = len(garbage_collect(out, keep=keep_versions))
     work = Path(out) / ".work"
     if work.is_dir():
         for d in work.iterdir():
-            if not d.is_dir():
+            if not d.is_dir() or movie_locked(out, d.name):
                 continue
             if d.name not in movie_ids:
-                shutil.rmtree(d, ignore_errors=True)
-                removed += 1
+                if not recently_touched(d):
+                    shutil.rmtree(d, ignore_errors=True)
+                    removed += 1
             elif d.name in current_keys:
                 for stale in (k for k in d.iterdir() if k.is_dir() and k.name != current_keys[d.name]):
                     shutil.rmtree(stale, ignore_errors=True)
                     removed += 1
-                if not any(d.iterdir()):
-                    d.rmdir()
+            with contextlib.suppress(OSError):
+                d.rmdir()  # only if now empty
+        with contextlib.suppress(OSError):
+            work.rmdir()
     return removed
 
 
@@ -86,6 +162,7 @@ def build_dataset(
     dask_address: str | None = None,
     keep_versions: int = 2,
     progress: bool = False,
+    max_failed_share: float = MAX_FAILED_SHARE,
 ) -> dict[str, Any]:
     """Rebuild the dataset at ``out`` from ``catalog`` and publish a new version atomically.
 
@@ -93,18 +170,27 @@ def build_dataset(
         catalog: a YAML or CSV catalog (see :mod:`flows.catalog`).
         out: the dataset folder.
         flow, ckpt, device, overrides: ingest settings for every movie; a catalog entry's own
-            ``overrides`` apply after these.
+            ``overrides`` apply after these. Checked for every entry before any work.
         runner, workers, dask_address: where each movie's chunk tasks run (:mod:`flows.runners`).
         keep_versions: dataset versions whose movie folders are kept on disk (>= 1).
         progress: terminal progress bars (the CLI sets it in a terminal).
+        max_failed_share: publish nothing when more than this share of the currently published
+            movies (still in the catalog) fail in this run, or when every movie fails.
 
     Returns:
-        ``{"version", "movies": [per-movie rows], "failed": [{movie_id, path, error}], "removed"}``.
+        ``{"version", "movies": [per-movie rows], "failed": [{movie_id, path, error, kept_previous}],
+        "removed"}``.
+
+    Raises:
+        ConfigError, BadInputError: a mistake found before any work (nothing written).
+        NothingPublished: too many movies failed; the current version stays as it was.
     """
     logger = get_run_logger()
     t0 = time.monotonic()
-    entries = load_catalog_task(catalog)
+    entries = load_catalog_task(catalog, out, flow, ckpt, device, overrides, runner, workers, dask_address,
+                                keep_versions, max_failed_share)
     logger.info("catalog %s: %d movies", catalog, len(entries))
+    previous = _current_ids(out)
     rows: list[dict[str, Any]] = []
     failed: list[dict[str, Any]] = []
     manifests = []
@@ -130,19 +216,28 @@ def build_dataset(
         try:
             result = state.result()
         except DepthmineError as err:
-            logger.warning("skipping %s (catalog line %d): %s", entry.movie_id, entry.line, err)
-            failed.append({"movie_id": entry.movie_id, "path": entry.path, "line": entry.line, "error": str(err)})
+            kept = entry.movie_id in previous
+            logger.warning("%s (catalog line %d) failed%s: %s", entry.movie_id, entry.line,
+                           "; its published version is kept" if kept else "", err)
+            failed.append({"movie_id": entry.movie_id, "path": entry.path, "line": entry.line, "error": str(err),
+                           "kept_previous": kept})
             continue
         rows.append(result)
         if result.get("swapped_eyes", {}).get("swapped_shots") and not result["swapped_eyes"].get("corrected_shots"):
             logger.warning("%s: eyes look reversed in shot(s) %s; set swap_eyes=auto in its catalog overrides to correct",
                            entry.movie_id, ", ".join(map(str, result["swapped_eyes"]["swapped_shots"])))
         manifests.append(_load_manifest(out, entry.movie_id, result["key"]))
-    previous = _current_ids(out)
-    manifest = publish_task(out, manifests, drop=sorted(previous))
-    removed_ids = sorted(previous - {m.movie_id for m in manifests})
-    removed_paths = collect_garbage_task(out, keep_versions, [e.movie_id for e in entries],
-                                         {r["movie_id"]: r["key"] for r in rows})
+    refusal = _refusal(entries, failed, previous, max_failed_share)
+    if refusal:
+        summary = {"version": None, "rows": 0, "movies": rows, "failed": failed, "removed": [], "gc_removed_paths": 0,
+                   "seconds": time.monotonic() - t0, "refused": refusal}
+        publish_markdown("build-summary", _summary_markdown(catalog, out, summary), "dataset rebuild summary")
+        raise NothingPublished(f"{out}: nothing published: {refusal}")
+    catalog_ids = [e.movie_id for e in entries]
+    # Exactly the catalog: its good movies, plus the published version of those that failed now.
+    manifest = publish_task(out, manifests, only=catalog_ids)
+    removed_ids = sorted(previous - set(catalog_ids))
+    removed_paths = collect_garbage_task(out, keep_versions, catalog_ids, {r["movie_id"]: r["key"] for r in rows})
     summary = {
         "version": manifest.version,
         "rows": manifest.rows,
@@ -154,11 +249,31 @@ def build_dataset(
     }
     publish_markdown("build-summary", _summary_markdown(catalog, out, summary), "dataset rebuild summary")
     if failed:
-        logger.warning("published version %d without %d bad movie(s): %s", manifest.version, len(failed),
+        logger.warning("published version %d without new labels for %d failed movie(s): %s", manifest.version, len(failed),
                        ", ".join(f["movie_id"] for f in failed))
     else:
         logger.info("published version %d: %d movies, %d rows", manifest.version, len(rows), manifest.rows)
     return summary
+
+
+def _refusal(entries: list[CatalogEntry], failed: list[dict[str, Any]], previous: set[str], max_share: float) -> str:
+    """Why this rebuild must not publish ("" when it may).
+
+    Every movie failing, or many of the published ones, points at the run (a missing mount, a
+    wrong setting) rather than at the movies; publishing would churn versions and, with garbage
+    collection, start deleting good shards.
+    """
+    if not failed:
+        return ""
+    first = f"{failed[0]['movie_id']}: {failed[0]['error']}"
+    if len(failed) == len(entries):
+        return f"all {len(entries)} movie(s) failed (first: {first}); the current version stays"
+    current = [e.movie_id for e in entries if e.movie_id in previous]
+    hit = [f["movie_id"] for f in failed if f["movie_id"] in previous]
+    if current and len(hit) / len(current) > max_share:
+        return (f"{len(hit)} of the {len(current)} published movies failed ({', '.join(hit)}; first: {first}), "
+                f"more than --max-failed-share {max_share:g}; the current version stays")
+    return ""
 
 
 def _load_manifest(out: str, movie_id: str, key: str) -> Any:
@@ -190,11 +305,13 @@ def _eyes(movie: dict[str, Any]) -> str:
 
 
 def _summary_markdown(catalog: str, out: str, s: dict[str, Any]) -> str:
+    head = (f"# Dataset `{out}`: nothing published" if s.get("refused") else f"# Dataset `{out}` version {s['version']}")
     lines = [
-        f"# Dataset `{out}` version {s['version']}",
+        head,
         "",
-        f"catalog `{catalog}`: {len(s['movies'])} movies published, {s['rows']} frames, "
-        f"{len(s['failed'])} skipped for bad input, {len(s['removed'])} removed; {s['seconds']:.1f} s",
+        *([f"**Nothing published**: {s['refused']}.", ""] if s.get("refused") else []),
+        f"catalog `{catalog}`: {len(s['movies'])} movies ingested or unchanged, {s['rows']} frames, "
+        f"{len(s['failed'])} failed, {len(s['removed'])} removed; {s['seconds']:.1f} s",
         "",
         "## Movies",
         "",
@@ -209,7 +326,9 @@ def _summary_markdown(catalog: str, out: str, s: dict[str, Any]) -> str:
     ]
     if s["failed"]:
         lines += ["", "## Skipped (bad input)", "",
-                  markdown_table(["movie", "catalog line", "error"], [[f["movie_id"], f["line"], f["error"]] for f in s["failed"]])]
+                  markdown_table(["movie", "catalog line", "published version", "error"],
+                                 [[f["movie_id"], f["line"], "kept" if f.get("kept_previous") else "none", f["error"]]
+                                  for f in s["failed"]])]
     if s["removed"]:
         lines += ["", "## Removed from the catalog", "", ", ".join(s["removed"])]
     return "\n".join(lines) + "\n"

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import csv
 import io
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -32,13 +31,14 @@ from typing import Any, Mapping
 import yaml
 
 from pipeline.errors import ConfigError
+from pipeline.shards.manifest import check_movie_id
+from pipeline.shards.manifest import movie_id_from_name as slugify
 
 __all__ = ["CatalogEntry", "load_catalog", "SPLITS", "LAYOUTS", "slugify"]
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 LAYOUTS: tuple[str, ...] = ("sbs-full", "sbs-half", "tab-full", "tab-half", "separate")
 _FIELDS = ("path", "movie_id", "split", "layout", "right", "overrides")
-_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _SPLIT_ALIASES = {"validation": "val", "valid": "val", "training": "train", "testing": "test"}
 
 
@@ -63,12 +63,6 @@ class CatalogEntry:
             "right": self.right,
             "overrides": list(self.overrides),
         }
-
-
-def slugify(name: str) -> str:
-    """A movie id from a file name: letters, digits, ``-``, ``_``, ``.``."""
-    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-.")
-    return slug or "movie"
 
 
 def load_catalog(path: str | Path) -> list[CatalogEntry]:
@@ -194,9 +188,11 @@ def _entry(path: Path, line: int, item: Mapping[str, Any]) -> CatalogEntry:
         raise ConfigError(f"{where}: every movie needs a 'path'")
     base = path.parent
     movie_path = (base / movie).resolve() if not Path(movie).is_absolute() else Path(movie)
-    movie_id = str(item.get("movie_id") or slugify(Path(movie).stem))
-    if not _ID_RE.match(movie_id):
-        raise ConfigError(f"{where}: movie_id {movie_id!r} may only hold letters, digits, '-', '_' and '.'")
+    movie_id = str(item["movie_id"]) if item.get("movie_id") is not None else slugify(Path(movie).stem)
+    try:
+        check_movie_id(movie_id)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
     split = str(item.get("split") or "train").lower()
     split = _SPLIT_ALIASES.get(split, split)
     if split not in SPLITS:

@@ -23,7 +23,6 @@ import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Sequence
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -35,14 +34,17 @@ from prefect.cache_policies import NO_CACHE
 from flows.artifacts import ProgressArtifact, markdown_table, png_data_uri, publish_markdown
 from flows.runners import RunnerSpec, open_task_runner
 from pipeline.errors import BadInputError, DepthmineError
+from pipeline.shards.locks import movie_lock
 from pipeline.ingest import (
     ChunkJob,
+    check_movie_readable,
+    check_replace,
+    preflight,
     ChunkSummary,
     IngestConfig,
     WorkDir,
     chunk_name,
     commit_movie,
-    ingest_config,
     ingest_key,
     iter_chunks,
     label_chunk,
@@ -115,10 +117,9 @@ class IngestResult:
 def _probe(movie: str, layout: str | None, right: str | None) -> MovieProbe:
     from pipeline.video import open_stereo
 
-    if not Path(movie).exists():
-        raise BadInputError(movie, "no such movie file", "check the path")
-    if right and not Path(right).exists():
-        raise BadInputError(right, "no such right-eye file", "check --right")
+    check_movie_readable(movie)  # missing or unreadable: said plainly, not "truncated or corrupt"
+    if right:
+        check_movie_readable(right, "right-eye file")
     src = open_stereo(movie, layout=layout, right_path=right)
     info = src.info
     crop = src.crop
@@ -158,9 +159,9 @@ def commit_movie_task(out: str, movie_id: str, key: str, work_root: str, chunk_n
 
 
 @task(name="publish-dataset", retry_condition_fn=retry_unless_bad_input, cache_policy=NO_CACHE, **IO_RETRIES)
-def publish_task(out: str, movies: Any = None, drop: Sequence[str] = ()) -> Any:
+def publish_task(out: str, movies: Any = None, drop: Sequence[str] = (), only: Sequence[str] | None = None) -> Any:
     """Publish the dataset manifest (atomically replaced; readers see the old or the new one)."""
-    return publish_with(out, add=movies or (), drop=drop)
+    return publish_with(out, add=movies or (), drop=drop, only=only)
 
 
 def _device_tags(config: IngestConfig) -> list[str]:
@@ -191,6 +192,7 @@ def ingest_movie(
     dask_address: str | None = None,
     publish: bool = True,
     progress: bool = False,
+    replace: bool = False,
 ) -> dict[str, Any]:
     """Ingest one stereo movie into the dataset at ``out``.
 
@@ -207,22 +209,37 @@ def ingest_movie(
         runner, workers, dask_address: where the chunk tasks run (:mod:`flows.runners`).
         publish: publish the dataset manifest at the end (``build_dataset`` publishes once).
         progress: show a terminal progress bar (the CLI sets it in a terminal).
+        replace: replace a published movie of this id that came from another source file
+            (without it such an ingest is refused before any work; ``build`` always replaces,
+            its catalog names the source).
 
     Returns:
         :meth:`IngestResult.to_dict`.
-    """
-    from flows.catalog import slugify
 
+    Raises:
+        ConfigError, BadInputError: before any work, for a bad id, override, input or dataset
+            folder; after labelling, a movie that keeps no frame (with the rejection reasons).
+    """
     t0 = time.monotonic()
     logger = get_run_logger()
-    movie_id = movie_id or slugify(Path(movie).stem)
-    config = ingest_config(overrides or (), flow=flow, ckpt=ckpt, device=device)
+    # Everything that can be checked is checked before the dataset folder is touched.
+    movie_id, config = preflight(movie, out, movie_id, right, overrides or (), flow=flow, ckpt=ckpt, device=device,
+                                 replace=replace or not publish)
     spec = RunnerSpec(runner, workers, dask_address)
 
     probe = probe_movie(movie, layout, right)
     key = ingest_key(probe.fingerprint, config, {"split": split, "layout": probe.layout, "version": project_version()})
     logger.info("%s: %s %dx%d per eye, %d frames, key %s", movie_id, probe.layout, probe.eye_width, probe.eye_height, probe.frame_count, key)
+    # One run at a time per movie: a second run waits here, then finds the movie committed.
+    with movie_lock(out, movie_id, on_wait=logger.warning):
+        if publish and not replace:
+            check_replace(out, movie_id, probe.fingerprint, movie, replace)
+        return _ingest_locked(movie, out, movie_id, split, layout, config, spec, probe, key, publish, progress, t0)
 
+
+def _ingest_locked(movie, out, movie_id, split, layout, config, spec, probe, key, publish, progress, t0) -> dict[str, Any]:
+    """The ingest once the movie's lock is held: resume or label, commit, publish, report."""
+    logger = get_run_logger()
     committed = find_committed(out, movie_id, key)
     if committed is not None:
         logger.info("%s already committed under key %s: nothing to compute", movie_id, key)
@@ -268,6 +285,16 @@ def ingest_movie(
         summaries = [s for s in summaries if s.shot_id not in by_shot] + fixed
         summaries.sort(key=lambda s: (s.shot_id, s.part))
         swap.corrected = sorted(by_shot)
+
+    kept = sum(s.kept for s in summaries)
+    if kept == 0:
+        rejected = sum((Counter(s.rejected) for s in summaries), Counter())
+        work.remove()
+        reasons = ", ".join(f"{r}: {n}" for r, n in rejected.most_common()) or "no frame was sampled"
+        raise BadInputError(
+            movie, f"no frame kept: all {sum(rejected.values())} sampled frames were rejected ({reasons})",
+            "is it a stereo movie in this layout? check --layout, or look at a frame with `depthmine disparity`",
+        )
 
     meta = {
         "source": {"path": probe.path, "right": probe.right, "fingerprint": probe.fingerprint},

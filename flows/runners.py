@@ -26,7 +26,7 @@ from typing import Any, Iterator
 
 from pipeline.errors import ConfigError
 
-__all__ = ["RUNNERS", "RunnerSpec", "make_task_runner", "open_task_runner", "default_workers"]
+__all__ = ["RUNNERS", "RunnerSpec", "make_task_runner", "open_task_runner", "default_workers", "start_temporary_server"]
 
 RUNNERS: tuple[str, ...] = ("threads", "processes", "dask")
 
@@ -131,3 +131,69 @@ def _export_api_url():
             del os.environ["PREFECT_API_URL"]
 
     return restore
+
+
+# --------------------------------------------------------------------------- the temporary API server
+
+
+def _die_with_parent(parent: int) -> None:  # runs in the child between fork and exec
+    import ctypes
+    import signal
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG: SIGTERM when the parent dies
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def start_temporary_server() -> str | None:
+    """Start the temporary Prefect API a CLI run needs, tied to this process's life.
+
+    Without ``PREFECT_API_URL`` Prefect starts a temporary server itself, and stops it only at a
+    clean interpreter exit: a CLI killed with SIGKILL, or SIGTERM without a handler, leaves a
+    ~230 MB server running. This starts the same server (Prefect's own uvicorn command) with the
+    kernel's parent-death signal set, so it goes with its CLI however the CLI ends, and exports
+    its URL so every client in this process (and the worker processes it starts) uses it.
+    Linux only; elsewhere, and when ``PREFECT_API_URL`` is set, it does nothing.
+
+    Returns:
+        The API URL of the started server, or None.
+    """
+    import atexit
+    import subprocess
+    import sys
+
+    import prefect
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
+
+    if os.environ.get("PREFECT_API_URL") or PREFECT_API_URL.value() or not sys.platform.startswith("linux"):
+        return None
+
+    parent = os.getpid()
+
+    class _OwnedServer(SubprocessASGIServer):
+        def _run_uvicorn_command(self) -> subprocess.Popen:
+            # Prefect 3's own command and environment, plus the parent-death signal.
+            env = {
+                **os.environ,
+                "PREFECT_UI_ENABLED": "0",
+                "PREFECT__SERVER_EPHEMERAL": "1",
+                "PREFECT__SERVER_FINAL": "1",
+                **get_current_settings().to_environment_variables(exclude_unset=True),
+            }
+            return subprocess.Popen(
+                [sys.executable, "-m", "uvicorn", "--app-dir", str(prefect.__module_path__.parent), "--factory",
+                 "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(self.port),
+                 "--log-level", "error", "--lifespan", "on"],
+                env=env,
+                preexec_fn=lambda: _die_with_parent(parent),
+            )
+
+    server = _OwnedServer(port=None)
+    server.start()  # registers its own clean stop at exit
+    os.environ["PREFECT_API_URL"] = server.api_url  # worker processes
+    settings = temporary_settings(updates={PREFECT_API_URL: server.api_url})  # this process, for its life
+    settings.__enter__()
+    atexit.register(os.environ.pop, "PREFECT_API_URL", None)
+    return server.api_url

@@ -19,7 +19,14 @@ import yaml
 
 from pipeline.errors import ConfigError
 
-__all__ = ["config_to_dict", "config_from_dict", "config_hash", "apply_overrides", "load_yaml"]
+__all__ = [
+    "config_to_dict",
+    "config_from_dict",
+    "config_hash",
+    "apply_overrides",
+    "parse_override_value",
+    "load_yaml",
+]
 
 T = TypeVar("T")
 
@@ -60,6 +67,8 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
                 continue
         raise ConfigError(f"{where}: {value!r} does not fit {tp}")
     if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
         args = typing.get_args(tp)
         inner = args[0] if args else Any
         seq = [_coerce(inner, v, f"{where}[{i}]") for i, v in enumerate(value)]
@@ -93,19 +102,67 @@ def config_from_dict(cls: type[T], data: Mapping[str, Any], where: str = "config
     return cls(**kwargs)
 
 
+def parse_override_value(raw: str, where: str = "override") -> Any:
+    """Parse the value of a ``KEY=VALUE`` override as a plain YAML value (scalar, list or mapping).
+
+    Tags (``!!python/object``, ``!!binary``, ``!custom``, even ``!!str``) are refused: a command-line
+    value is data, and a tag is either a mistake or an attempt to build objects. Malformed YAML
+    (``[1,``) is a :class:`ConfigError` in one line, not a parser traceback.
+    """
+    try:
+        for token in yaml.scan(raw, Loader=yaml.SafeLoader):
+            if isinstance(token, yaml.TagToken):
+                raise ConfigError(f"{where}: YAML tags are not allowed in a value ({raw!r}); write the plain value")
+        return yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{where}: value {raw!r} is not valid YAML ({problem})") from None
+
+
+def _index(node: list, part: str, item: str) -> int:
+    """A list position from an override path element (``datasets.0.path``)."""
+    try:
+        i = int(part)
+    except ValueError:
+        raise ConfigError(f"override {item!r}: {part!r} is not a list index (the value there is a list)") from None
+    if not -len(node) <= i < len(node):
+        raise ConfigError(f"override {item!r}: index {i} is out of range (the list has {len(node)} entries)")
+    return i
+
+
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``a.b.c=value`` strings (values parsed as YAML scalars) to a nested dict, in place."""
+    """Apply ``a.b.c=value`` strings to a nested dict, in place; values are parsed as YAML.
+
+    A path element that meets a list is an index into it (``data.datasets.0.path=x``, ``-1`` for
+    the last entry), so every value of a configuration is reachable. Missing sections are created
+    (``config_from_dict`` then refuses keys the dataclasses do not have); malformed values and YAML
+    tags are a :class:`ConfigError` naming the override.
+    """
     for item in overrides:
-        if "=" not in item:
+        if not isinstance(item, str) or "=" not in item:
             raise ConfigError(f"override {item!r}: expected KEY=VALUE, for example optim.lr=1e-4")
         key, raw = item.split("=", 1)
-        node = data
         parts = key.strip().split(".")
+        if not key.strip() or any(p.strip() == "" for p in parts):
+            raise ConfigError(f"override {item!r}: the key is empty or has an empty part")
+        value = parse_override_value(raw, f"override {key.strip()!r}")
+        node: Any = data
         for p in parts[:-1]:
-            node = node.setdefault(p, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override {item!r}: {p!r} is not a section")
-        node[parts[-1]] = yaml.safe_load(raw)
+            if isinstance(node, list):
+                node = node[_index(node, p, item)]
+            elif isinstance(node, dict):
+                if node.get(p) is None:
+                    node[p] = {}
+                node = node[p]
+            else:
+                raise ConfigError(f"override {item!r}: {p!r} is inside a value, not a section")
+            if not isinstance(node, (dict, list)):
+                raise ConfigError(f"override {item!r}: {p!r} is not a section (it holds {node!r})")
+        last = parts[-1]
+        if isinstance(node, list):
+            node[_index(node, last, item)] = value
+        else:
+            node[last] = value
     return data
 
 

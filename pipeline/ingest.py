@@ -31,6 +31,7 @@ replaced or re-encoded. A file edited in its middle while keeping size and mtime
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -57,7 +58,7 @@ from pipeline.disparity import (
     decide_swapped_eyes,
     resize_result,
 )
-from pipeline.errors import ConfigError
+from pipeline.errors import BadInputError, ConfigError
 from pipeline.sampling import SamplingConfig
 from pipeline.shards import MovieShardWriter, ShardConfig, read_chunk, write_chunk
 from pipeline.shots import ShotConfig
@@ -85,6 +86,10 @@ __all__ = [
     "find_committed",
     "publish_with",
     "project_version",
+    "resolve_movie_id",
+    "check_movie_readable",
+    "check_replace",
+    "preflight",
 ]
 
 _MIB = 1 << 20
@@ -172,7 +177,9 @@ def ingest_config(overrides: Sequence[str] = (), base: dict[str, Any] | None = N
     before the overrides, and None values are ignored so CLI defaults do not clobber a catalog's
     overrides.
     """
-    data: dict[str, Any] = json.loads(json.dumps(base or {}))
+    # Overrides apply to the full default configuration, so every value is reachable, list
+    # entries included (``disparity.range_percentiles.1=97``).
+    data: dict[str, Any] = _merged(config_to_dict(IngestConfig()), json.loads(json.dumps(base or {})))
     for name in ("flow", "ckpt", "device"):
         value = fields.pop(name, None)
         if value is not None:
@@ -180,6 +187,13 @@ def ingest_config(overrides: Sequence[str] = (), base: dict[str, Any] | None = N
     data.update({k: v for k, v in fields.items() if v is not None})
     apply_overrides(data, list(overrides))
     return config_from_dict(IngestConfig, data, "ingest")
+
+
+def _merged(defaults: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    out = dict(defaults)
+    for k, v in given.items():
+        out[k] = _merged(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 def source_fingerprint(path: str | os.PathLike, right: str | os.PathLike | None = None) -> str:
@@ -210,6 +224,92 @@ def ingest_key(fingerprint: str, config: IngestConfig, extra: dict[str, Any] | N
     cfg = config_to_dict(config)
     cfg["disparity"].pop("device", None)
     return config_hash({"source": fingerprint, "config": cfg, "extra": extra or {}})
+
+
+# --------------------------------------------------------------------------- before any work
+
+
+def resolve_movie_id(movie: str | os.PathLike, movie_id: str | None) -> str:
+    """The movie's id: ``movie_id`` checked by the catalog's rule, or one derived from the file name.
+
+    ``None`` means "derive it"; an empty string is a mistake, not a request for the default.
+    """
+    from pipeline.shards.manifest import check_movie_id, movie_id_from_name
+
+    if movie_id is None:
+        return movie_id_from_name(Path(movie).stem)
+    return check_movie_id(movie_id)
+
+
+def check_movie_readable(path: str | os.PathLike, what: str = "movie file") -> None:
+    """A clear one-line error for a missing, unreadable or non-file input, before any work."""
+    p = Path(path)
+    if not p.exists():
+        raise BadInputError(p, f"no such {what}", "check the path")
+    if p.is_dir():
+        raise BadInputError(p, f"is a folder, not a {what}")
+    try:
+        with open(p, "rb") as fh:
+            fh.read(1)
+    except PermissionError:
+        raise BadInputError(p, "permission denied", "make the file readable for this user") from None
+    except OSError as exc:
+        raise BadInputError(p, f"cannot be read ({exc.strerror})") from None
+
+
+def check_replace(dataset: str | os.PathLike, movie_id: str, fingerprint: str, movie: str, replace: bool) -> None:
+    """Refuse to replace a published movie that came from another source file, unless ``replace``.
+
+    Two files with one name (``a/movie.mkv``, ``b/movie.mkv``), or an id typed twice by mistake,
+    would otherwise silently replace a movie already in the dataset. A source whose fingerprint
+    is unchanged (a re-ingest with other settings) is not a replacement.
+    """
+    from pipeline.shards.manifest import MANIFEST_NAME, read_manifest
+
+    if replace or not (Path(dataset) / MANIFEST_NAME).exists():
+        return
+    current = read_manifest(dataset).movies.get(movie_id)
+    if current is None:
+        return
+    source = current.meta.get("source") or {}
+    if source.get("fingerprint") and source["fingerprint"] != fingerprint:
+        raise ConfigError(
+            f"movie id {movie_id!r} in {dataset} already holds another source ({source.get('path')}); "
+            f"pass --replace to replace it with {movie}, or --movie-id to add this file under another id"
+        )
+
+
+def preflight(
+    movie: str,
+    out: str,
+    movie_id: str | None = None,
+    right: str | None = None,
+    overrides: Sequence[str] = (),
+    flow: str | None = None,
+    ckpt: str | None = None,
+    device: str | None = None,
+    replace: bool = True,
+) -> tuple[str, IngestConfig]:
+    """Every check an ingest can make before it touches the dataset or decodes a frame.
+
+    The movie id, the configuration (overrides included), the input files, the dataset folder
+    (writable, not a file, free space) and, unless ``replace``, that the id does not hold another
+    source. The CLI calls it before Prefect starts; the flow calls it again first thing.
+
+    Returns:
+        ``(movie_id, config)``.
+    """
+    from pipeline.shards.manifest import check_dataset_writable
+
+    movie_id = resolve_movie_id(movie, movie_id)
+    config = ingest_config(overrides, flow=flow, ckpt=ckpt, device=device)
+    check_movie_readable(movie)
+    if right:
+        check_movie_readable(right, "right-eye file")
+    check_dataset_writable(out)
+    if not replace:
+        check_replace(out, movie_id, source_fingerprint(movie, right), movie, replace)
+    return movie_id, config
 
 
 # --------------------------------------------------------------------------- chunks
@@ -413,7 +513,9 @@ class WorkDir:
 
     @classmethod
     def for_movie(cls, dataset: str | os.PathLike, movie_id: str, key: str) -> "WorkDir":
-        return cls(Path(dataset) / ".work" / movie_id / key)
+        from pipeline.shards.manifest import check_movie_id, check_name
+
+        return cls(Path(dataset) / ".work" / check_movie_id(movie_id) / check_name(key, "key"))
 
     def chunk_path(self, name: str) -> Path:
         return self.root / f"{name}.parquet"
@@ -458,9 +560,9 @@ class WorkDir:
     def remove(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
         # drop the movie's folder too once no other key is staged there
-        parent = self.root.parent
-        if parent.is_dir() and not any(parent.iterdir()):
-            parent.rmdir()
+        for folder in (self.root.parent, self.root.parent.parent):  # .work/<movie_id>, then .work
+            with contextlib.suppress(OSError):  # not empty (another key or movie staged): kept
+                folder.rmdir()
 
 
 def commit_movie(
@@ -500,7 +602,13 @@ def find_committed(dataset: str | os.PathLike, movie_id: str, key: str) -> Any:
     return None
 
 
-def publish_with(dataset: str | os.PathLike, add: Sequence[Any] = (), drop: Sequence[str] = (), keep: int | None = None) -> Any:
+def publish_with(
+    dataset: str | os.PathLike,
+    add: Sequence[Any] = (),
+    drop: Sequence[str] = (),
+    keep: int | None = None,
+    only: Sequence[str] | None = None,
+) -> Any:
     """Publish a new dataset version: the current one with ``add`` added/replaced and ``drop`` removed.
 
     The read of the current manifest and the write of the next happen under the dataset's
@@ -510,7 +618,7 @@ def publish_with(dataset: str | os.PathLike, add: Sequence[Any] = (), drop: Sequ
     """
     from pipeline.shards import publish_update
 
-    return publish_update(dataset, add=list(add), drop=list(drop), keep=keep)
+    return publish_update(dataset, add=list(add), drop=list(drop), keep=keep, only=only)
 
 
 # --------------------------------------------------------------------------- swapped eyes

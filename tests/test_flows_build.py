@@ -205,3 +205,99 @@ def test_cli_build_exits_1_when_a_movie_was_skipped(prefect_harness, movies, tmp
     cap = capsys.readouterr()
     assert code == 1
     assert "version 1: 1 movies" in cap.out and "nope" in cap.err and "SKIPPED" in cap.err
+
+
+# ---------------------------------------------------------------------------- build safety
+
+
+def _parquets(out: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*.parquet"))}
+
+
+def _cli_build(cat: Path, out: Path, *extra: str) -> list[str]:
+    args = ["build", "--catalog", str(cat), "--out", str(out), "--flow", "dis-ultrafast", "--workers", "2"]
+    for o in OVERRIDES:
+        args += ["--set", o]
+    return args + list(extra)
+
+
+@pytest.mark.slow
+def test_config_mistakes_and_failing_runs_publish_and_delete_nothing(prefect_harness, movies, tmp_path, capsys):
+    """Issue 10, defect 1: a typo in --set, a bad catalog override, unreachable movies."""
+    import shutil
+
+    from flows.cli import main
+    from pipeline.shards import read_manifest, verify
+
+    paths = {}
+    for name, movie in movies.items():  # private copies: this test moves files away
+        paths[name] = tmp_path / "films" / f"{name}.mkv"
+        paths[name].parent.mkdir(exist_ok=True)
+        shutil.copy2(movie.path, paths[name])
+    cat = _write_catalog(tmp_path / "catalog.yaml", [
+        {"path": str(paths["alpha"]), "movie_id": "alpha"},
+        {"path": str(paths["beta"]), "movie_id": "beta", "split": "val"},
+        {"path": str(paths["gamma"]), "movie_id": "gamma", "split": "test"},
+    ])
+    out = tmp_path / "dataset"
+    assert main(_cli_build(cat, out)) == 0
+    v1 = read_manifest(out)
+    assert v1.version == 1 and set(v1.movies) == {"alpha", "beta", "gamma"}
+    shards = _parquets(out)
+    capsys.readouterr()
+
+    # a typo in --set, twice: one line, exit 2, nothing published, nothing deleted
+    for _ in range(2):
+        assert main(_cli_build(cat, out, "--set", "nonexistent=1")) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "unknown key(s) ['nonexistent']" in err, err
+        assert read_manifest(out).version == 1 and _parquets(out) == shards
+    # malformed values and YAML tags: the same
+    for bad in ("chunk_frames=[1,", "chunk_frames=!!python/object/apply:os.system [true]"):
+        assert main(_cli_build(cat, out, "--set", bad)) == 2
+        assert capsys.readouterr().err.count("\n") == 1
+    # a typo in one catalog entry's overrides is a mistake of the run, named by its line
+    _write_catalog(cat, [
+        {"path": str(paths["alpha"]), "movie_id": "alpha"},
+        {"path": str(paths["beta"]), "movie_id": "beta", "split": "val", "overrides": ["sampling.trian_fps=2"]},
+        {"path": str(paths["gamma"]), "movie_id": "gamma", "split": "test"},
+    ])
+    assert main(_cli_build(cat, out)) == 2
+    err = capsys.readouterr().err
+    assert "catalog.yaml:4 (beta)" in err and "trian_fps" in err and err.count("\n") == 1
+    assert read_manifest(out).version == 1 and _parquets(out) == shards
+
+    # one of three published movies unreachable: more than the default share (0.25) -> nothing published
+    _write_catalog(cat, [
+        {"path": str(paths["alpha"]), "movie_id": "alpha"},
+        {"path": str(paths["beta"]), "movie_id": "beta", "split": "val"},
+        {"path": str(paths["gamma"]), "movie_id": "gamma", "split": "test"},
+    ])
+    paths["beta"].rename(tmp_path / "away.mkv")
+    assert main(_cli_build(cat, out)) == 1
+    err = capsys.readouterr().err
+    assert "nothing published" in err and "beta" in err and "--max-failed-share" in err
+    assert read_manifest(out).version == 1 and _parquets(out) == shards
+    # allowed by a larger share: published, and beta keeps its published version (never removed by a failure)
+    assert main(_cli_build(cat, out, "--max-failed-share", "0.5", "--keep-versions", "1")) == 1
+    cap = capsys.readouterr()
+    assert "published version kept" in cap.err
+    v2 = read_manifest(out)
+    assert v2.version == 2 and set(v2.movies) == {"alpha", "beta", "gamma"}
+    assert v2.movies["beta"].key == v1.movies["beta"].key and _parquets(out) == shards
+
+    # every movie unreachable: nothing published, nothing deleted
+    for name in ("alpha", "gamma"):
+        paths[name].rename(tmp_path / f"away-{name}.mkv")
+    assert main(_cli_build(cat, out, "--keep-versions", "1")) == 1
+    assert "all 3 movie(s) failed" in capsys.readouterr().err
+    assert read_manifest(out).version == 2 and _parquets(out) == shards
+    assert [p for p in verify(str(out)) if p.severity == "error"] == []
+
+
+def test_an_empty_catalog_is_refused(tmp_path):
+    from flows.build import validate_build
+
+    cat = _write_catalog(tmp_path / "catalog.yaml", [])
+    with pytest.raises(ConfigError, match="lists no movies"):
+        validate_build(str(cat), str(tmp_path / "ds"))

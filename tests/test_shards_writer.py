@@ -130,7 +130,7 @@ def test_committed_folder_is_immutable_and_leftovers_are_cleared(tmp_path):
 
 
 def test_movie_id_and_key_must_be_folder_names(tmp_path):
-    with pytest.raises(ConfigError, match="movie_id"):
+    with pytest.raises(ConfigError, match="movie id"):
         MovieShardWriter(tmp_path, "../evil", "k")
     with pytest.raises(ConfigError, match="image_codec"):
         ShardConfig(image_codec="gif")

@@ -11,9 +11,12 @@ traceback and exit with status 2.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
+import signal
 import sys
+import threading
 from typing import Sequence
 
 from pipeline.errors import DepthmineError
@@ -32,6 +35,7 @@ COMMANDS: tuple[str, ...] = (
     "serve",
     "verify",
     "inspect",
+    "sql",
     "train",
     "eval",
     "predict",
@@ -47,6 +51,7 @@ Typical use:
   depthmine shots movie.mkv                   # probe, shots and sampled frames
   depthmine ingest movie.mkv --out dataset/   # disparity labels into Parquet shards
   depthmine verify dataset/                   # check every shard against the manifest
+  depthmine sql dataset/ "SELECT split, count(*) FROM frames GROUP BY ALL"
   depthmine train --config train.yaml         # train on the shards
   depthmine eval --checkpoint ckpt.pt --dataset movies:dataset/
 """
@@ -90,6 +95,23 @@ class _QuietUserErrors(logging.Filter):
 _PREFECT_RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs", "prefect.flow_engine", "prefect.task_engine")
 
 
+_ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def _exit_on_sigterm():
+    """SIGTERM ends the CLI like Ctrl-C: ``finally`` blocks and exit handlers run (locks, servers).
+
+    Returns the previous handler (restored when ``main`` returns), or None off the main thread.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum, frame):  # noqa: ARG001
+        raise SystemExit(128 + signum)
+
+    return signal.signal(signal.SIGTERM, handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     for name in _PREFECT_RUN_LOGGERS:
         logging.getLogger(name).addFilter(_QuietUserErrors())
@@ -100,6 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    previous = _exit_on_sigterm()
     try:
         return int(args.func(args) or 0)
     except DepthmineError as err:
@@ -108,9 +131,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `depthmine probe ... | head`: the reader went away
         sys.stderr.close()
         return 0
+    except OSError as err:
+        if err.errno not in _ENVIRONMENT_ERRNOS:
+            raise
+        # a disk that filled up or a folder made read-only during the run: the environment, not a bug
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"depthmine: error: {where}{err.strerror or err}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("depthmine: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":  # pragma: no cover

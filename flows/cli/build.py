@@ -18,26 +18,38 @@ def register(subparsers) -> None:
         description=(
             "Ingest every new or changed movie of the catalog (YAML or CSV: path, movie_id, split, "
             "layout, right, overrides), drop movies no longer listed, and publish a new dataset "
-            "version atomically (readers keep the previous one until it is complete). A movie with "
-            "bad input is reported and skipped; the exit status is then 1."
+            "version atomically (readers keep the previous one until it is complete). The catalog and "
+            "every --set and catalog override are checked before any work (a mistake: one line, exit 2, "
+            "nothing written). A movie with bad input is reported; a published one keeps its published "
+            "version, a new one is left out; the exit status is then 1. When every movie fails, or more "
+            "than --max-failed-share of the published ones, nothing is published (exit 1)."
         ),
     )
     p.add_argument("--catalog", required=True, metavar="FILE", help="catalog file (.yaml/.yml/.csv)")
     p.add_argument("--out", required=True, metavar="DATASET", help="dataset folder")
-    p.add_argument("--keep-versions", type=int, default=2, metavar="N", help="dataset versions kept on disk (default 2)")
+    p.add_argument("--keep-versions", type=int, default=2, metavar="N",
+                   help="dataset versions whose shards stay on disk (default 2); older ones are garbage-collected")
+    p.add_argument("--max-failed-share", type=float, default=0.25, metavar="F",
+                   help="publish nothing when more than this share of the published movies fail (default 0.25); "
+                        "nothing is published either when every movie fails")
     add_ingest_options(p)
     add_runner_options(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from flows.build import validate_build
+
+    # Mistakes fail here, in the first second, before Prefect starts or any movie is decoded.
+    validate_build(args.catalog, args.out, args.flow, args.ckpt, args.device, args.overrides, args.runner,
+                   args.workers, args.dask_address, args.keep_versions, args.max_failed_share)
     prefect_env_defaults(args.verbose)
     from flows.build import build_dataset
 
     s = build_dataset(
         catalog=args.catalog, out=args.out, flow=args.flow, ckpt=args.ckpt, device=args.device,
         overrides=args.overrides, runner=args.runner, workers=args.workers, dask_address=args.dask_address,
-        keep_versions=args.keep_versions, progress=sys.stderr.isatty(),
+        keep_versions=args.keep_versions, progress=sys.stderr.isatty(), max_failed_share=args.max_failed_share,
     )
     print_summary(s, args.out)
     return 1 if s["failed"] else 0
@@ -49,6 +61,7 @@ def print_summary(s: dict, out: str) -> None:
         status = "unchanged" if m["skipped"] else "ingested"
         print(f"  {m['movie_id']:<24} {m['split']:<5} {status:<9} {m['kept']:>6} kept {sum(m['rejected'].values()):>5} rejected")
     for f in s["failed"]:
-        print(f"  {f['movie_id']:<24} SKIPPED (catalog line {f['line']}): {f['error']}", file=sys.stderr)
+        kept = "published version kept" if f.get("kept_previous") else "not published"
+        print(f"  {f['movie_id']:<24} SKIPPED (catalog line {f['line']}, {kept}): {f['error']}", file=sys.stderr)
     if s["removed"]:
         print(f"  removed: {', '.join(s['removed'])}")

@@ -11,11 +11,18 @@ __all__ = ["register", "add_ingest_options", "add_runner_options", "prefect_env_
 
 
 def prefect_env_defaults(verbose: int = 0) -> None:
-    """Environment defaults for CLI runs: no telemetry, quiet Prefect logs unless -v."""
+    """Environment defaults for CLI runs: no telemetry, quiet Prefect logs unless -v, and an API.
+
+    Without ``PREFECT_API_URL`` the temporary Prefect server is started here, tied to this
+    process (:func:`flows.runners.start_temporary_server`), so killing the CLI kills it too.
+    """
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_UI_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO" if verbose else "WARNING")
     os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "WARNING")
+    from flows.runners import start_temporary_server
+
+    start_temporary_server()  # without PREFECT_API_URL: a temporary server that dies with this process
 
 
 def add_runner_options(p: argparse.ArgumentParser) -> None:
@@ -50,7 +57,11 @@ def register(subparsers) -> None:
     )
     p.add_argument("movie", metavar="MOVIE", help="the movie file (left eye's file for --layout separate)")
     p.add_argument("--out", required=True, metavar="DATASET", help="dataset folder")
-    p.add_argument("--movie-id", default=None, metavar="ID", help="name in the dataset (default: file name)")
+    p.add_argument("--movie-id", default=None, metavar="ID",
+                   help="name in the dataset: letters and digits of any script, . _ + -, at most 100 characters "
+                        "(default: from the file name)")
+    p.add_argument("--replace", action="store_true",
+                   help="replace a movie of this id that was ingested from another file (refused without it)")
     p.add_argument("--split", choices=("train", "val", "test"), default="train", help="split of this movie (default train)")
     p.add_argument("--layout", default=None, choices=("sbs-full", "sbs-half", "tab-full", "tab-half", "separate"),
                    help="stereo layout (default: detect)")
@@ -62,6 +73,13 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from flows.runners import RunnerSpec
+    from pipeline.ingest import preflight
+
+    # Mistakes fail here, in the first second, before Prefect starts or the dataset is touched.
+    preflight(args.movie, args.out, args.movie_id, args.right, args.overrides, flow=args.flow, ckpt=args.ckpt,
+              device=args.device, replace=args.replace)
+    RunnerSpec(args.runner, args.workers, args.dask_address)
     prefect_env_defaults(args.verbose)
     from flows.ingest import ingest_movie
 
@@ -69,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
         movie=args.movie, out=args.out, movie_id=args.movie_id, split=args.split, layout=args.layout,
         right=args.right, flow=args.flow, ckpt=args.ckpt, device=args.device, overrides=args.overrides,
         runner=args.runner, workers=args.workers, dask_address=args.dask_address,
-        progress=sys.stderr.isatty(),
+        progress=sys.stderr.isatty(), replace=args.replace,
     )
     if args.json:
         print(json.dumps({k: v for k, v in result.items() if k != "manifest"}, indent=2))

@@ -19,11 +19,12 @@ def register(subparsers) -> None:
             "sampled rows decode; Parquet files in movie folders that the manifest does not list "
             "are reported too. Prints every problem (naming the shard) and exits 1 if there is any "
             "error; exits 0 with a one-line summary when the dataset is clean. Leftovers of "
-            "interrupted writes are warnings."
+            "interrupted writes, staging in .work/ and stray Parquet files under movies/ are warnings."
         ),
     )
     p.add_argument("dataset", metavar="DATASET", help="dataset folder or manifest.json (local path or URI)")
-    p.add_argument("--quick", action="store_true", help="skip the SHA-256 checksums (size, footer and samples only)")
+    p.add_argument("--quick", action="store_true", help="no SHA-256 of whole files: check each footer's digest and every page against its CRC-32 "
+                        "instead (a flipped bit in any page is still found)")
     p.add_argument("--sample-rows", type=int, default=2, metavar="N", help="rows decoded per shard (default 2: first and last)")
     p.add_argument("--seed", type=int, default=0, help="chooses the randomly sampled rows")
     p.add_argument("--workers", type=int, default=4, help="files checked in parallel (default 4)")

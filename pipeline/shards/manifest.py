@@ -33,6 +33,7 @@ import logging
 import os
 import re
 import shutil
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
@@ -54,14 +55,20 @@ __all__ = [
     "DatasetManifest",
     "movie_key",
     "movie_folder",
+    "check_movie_id",
+    "movie_id_from_name",
     "load_movie_manifest",
     "committed_movies",
     "read_manifest",
     "publish",
     "publish_update",
     "publish_lock",
+    "check_dataset_writable",
+    "MIN_FREE_BYTES",
     "garbage_collect",
     "sha256_file",
+    "footer_digest",
+    "footer_sha256",
     "manifest_location",
     "utc_now",
 ]
@@ -81,6 +88,36 @@ def utc_now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
+def footer_digest(fh: Any) -> str:
+    """SHA-256 of a Parquet file's footer (its metadata, length and magic), from a binary file object.
+
+    Page checksums cover the data; the footer (schema, row counts, where each page is) has none
+    in Parquet. Its digest in the manifest makes a changed footer, a truncated file or another
+    shard under this shard's name an error when the shard is opened, for the price of reading a
+    few kilobytes.
+
+    Raises:
+        ValueError: not a Parquet file (too short, no ``PAR1`` magic, impossible footer length).
+    """
+    fh.seek(0, os.SEEK_END)
+    size = fh.tell()
+    if size < 12:
+        raise ValueError(f"{size} bytes is too short for Parquet")
+    fh.seek(size - 8)
+    tail = fh.read(8)
+    length = int.from_bytes(tail[:4], "little")
+    if tail[4:] != b"PAR1" or length + 12 > size:
+        raise ValueError("no Parquet footer at the end of the file")
+    fh.seek(size - 8 - length)
+    return hashlib.sha256(fh.read(length) + tail).hexdigest()
+
+
+def footer_sha256(path: str | Path) -> str:
+    """:func:`footer_digest` of a local file."""
+    with open(path, "rb") as fh:
+        return footer_digest(fh)
+
+
 def sha256_file(path: str | Path, chunk: int = 4 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -90,13 +127,73 @@ def sha256_file(path: str | Path, chunk: int = 4 << 20) -> str:
 
 
 def check_name(value: str, what: str) -> str:
-    """A movie id or key must be a plain folder name (no separators, no leading dot)."""
+    """A key must be a plain ASCII folder name (no separators, no leading dot)."""
     if not isinstance(value, str) or not _SAFE_NAME.match(value):
         raise ConfigError(
             f"{what} {value!r} must be a plain folder name: letters, digits and . _ + - "
             "(not starting with . _ + -)"
         )
     return value
+
+
+#: The longest movie id, in characters and in UTF-8 bytes (file systems allow 255 bytes a name).
+MOVIE_ID_MAX_CHARS = 100
+MOVIE_ID_MAX_BYTES = 200
+
+
+def check_movie_id(value: Any) -> str:
+    """The one rule for movie ids (catalog, ``ingest --movie-id``, folders): returns the id or raises.
+
+    An id is a single folder name: letters and digits of any script (``日本``, ``Amélie``), then
+    also ``.``, ``_``, ``+``, ``-``; it starts with a letter or digit (so never ``.``, ``..`` or a
+    hidden name), holds no separator, is NFC-normalised (one spelling per name: macOS and Linux
+    write accents differently) and is at most 100 characters / 200 UTF-8 bytes. Checked before
+    anything touches the disk.
+
+    Raises:
+        ConfigError: one line saying what is wrong.
+    """
+    if not isinstance(value, str) or value == "":
+        raise ConfigError("movie id is empty: give a name (letters, digits, . _ + -) or leave the option out")
+    shown = value if len(value) <= 40 else value[:37] + "..."
+    if len(value) > MOVIE_ID_MAX_CHARS or len(value.encode("utf-8")) > MOVIE_ID_MAX_BYTES:
+        raise ConfigError(
+            f"movie id {shown!r} is {len(value)} characters long; the limit is {MOVIE_ID_MAX_CHARS} "
+            f"characters ({MOVIE_ID_MAX_BYTES} UTF-8 bytes)"
+        )
+    if unicodedata.normalize("NFC", value) != value:
+        raise ConfigError(f"movie id {shown!r} is not NFC-normalised; use {unicodedata.normalize('NFC', value)!r}")
+    bad = sorted({c for c in value if not (c.isalnum() or c in "._+-")})
+    if bad or not value[0].isalnum():
+        what = f"holds {''.join(bad)!r}" if bad else "does not start with a letter or digit"
+        raise ConfigError(
+            f"movie id {shown!r} {what}: an id is one folder name of letters, digits and . _ + - "
+            "starting with a letter or digit"
+        )
+    return value
+
+
+def movie_id_from_name(name: str) -> str:
+    """A movie id from a file name, stable and distinct for distinct names.
+
+    Letters and digits of every script are kept (``日本.mkv`` -> ``日本``, ``中国.mkv`` -> ``中国``);
+    runs of anything else become ``-``. A name with no letter or digit gets ``movie-`` and a short
+    hash of the name, and a name over the length limit is cut and given the hash too, so two
+    different names never meet in one id by accident (``ingest`` still refuses to replace a movie
+    from another file without ``--replace``).
+    """
+    name = unicodedata.normalize("NFC", str(name))
+    slug = re.sub(r"[^\w.+-]+", "-", name)
+    slug = slug.lstrip("-._+").rstrip("-.")
+    digest = hashlib.sha1(name.encode("utf-8")).hexdigest()[:8]
+    if not slug:
+        return f"movie-{digest}"
+    if len(slug) > MOVIE_ID_MAX_CHARS or len(slug.encode("utf-8")) > MOVIE_ID_MAX_BYTES:
+        cut = slug[: MOVIE_ID_MAX_CHARS - 9]
+        while len(cut.encode("utf-8")) > MOVIE_ID_MAX_BYTES - 9:
+            cut = cut[:-1]
+        slug = f"{cut.rstrip('-.')}-{digest}"
+    return slug
 
 
 def movie_key(source_fingerprint: str, config: Any) -> str:
@@ -109,7 +206,7 @@ def movie_key(source_fingerprint: str, config: Any) -> str:
 
 
 def movie_folder(dataset_dir: str | Path, movie_id: str, key: str) -> Path:
-    return Path(dataset_dir) / MOVIES_DIR / check_name(movie_id, "movie_id") / check_name(key, "key")
+    return Path(dataset_dir) / MOVIES_DIR / check_movie_id(movie_id) / check_name(key, "key")
 
 
 @dataclass
@@ -127,6 +224,7 @@ class ShardEntry:
     split_counts: dict[str, int] = field(default_factory=dict)
     row_group_rows: list[int] = field(default_factory=list)
     movie_id: str = ""
+    footer_sha256: str = ""  # :func:`footer_digest`; "" in datasets written before it existed
 
     @property
     def row_groups(self) -> int:
@@ -142,6 +240,7 @@ class ShardEntry:
             "row_groups": self.row_groups,
             "row_group_rows": list(self.row_group_rows),
             "movie_id": self.movie_id,
+            "footer_sha256": self.footer_sha256,
         }
 
     @classmethod
@@ -154,6 +253,7 @@ class ShardEntry:
             split_counts={str(k): int(v) for k, v in d.get("split_counts", {}).items()},
             row_group_rows=[int(x) for x in d.get("row_group_rows", [])],
             movie_id=str(d.get("movie_id", "")),
+            footer_sha256=str(d.get("footer_sha256", "")),
         )
 
 
@@ -264,6 +364,7 @@ class DatasetManifest:
                         split_counts=dict(s.split_counts),
                         row_group_rows=list(s.row_group_rows),
                         movie_id=m.movie_id,
+                        footer_sha256=s.footer_sha256,
                     )
                 )
         return out
@@ -388,6 +489,70 @@ def _read_local_manifest(dataset_dir: Path) -> DatasetManifest | None:
     return read_manifest(dataset_dir)
 
 
+#: Free space a run needs on the dataset's disk before it starts (a frame pair is ~1 MB stored).
+MIN_FREE_BYTES = 64 << 20
+
+
+def check_dataset_writable(dataset_dir: str | Path, min_free_bytes: int = MIN_FREE_BYTES) -> Path:
+    """Fail in the first second, in one line, when the dataset folder cannot take a run's output.
+
+    Creates the folder (and parents) if needed, writes and removes a small probe file in it, and
+    checks the free space on its disk, so a read-only folder, ``--out`` pointing at a file or a
+    full disk is found before any decoding or labelling (not after an hour of work, as a
+    traceback from the commit).
+
+    Raises:
+        BadInputError: naming the folder and the problem.
+    """
+    path = Path(dataset_dir)
+    for parent in [path, *path.parents]:
+        if parent.exists():
+            if not parent.is_dir():
+                what = "is a file" if parent == path else f"lies under {parent}, which is a file"
+                raise BadInputError(path, f"{what}, not a dataset folder", "give --out a folder")
+            break
+    hint = "choose another --out or fix the folder's permissions"
+    missing = [d for d in [path, *path.parents] if not d.exists()]
+    try:
+        _check_writable(path, min_free_bytes, hint)
+    except BadInputError:
+        for d in missing:  # leave nothing behind: the folders this check created
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        raise
+    return path
+
+
+def _check_writable(path: Path, min_free_bytes: int, hint: str) -> None:
+    import errno
+    import tempfile
+
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test-", suffix=".tmp", dir=path)
+        try:
+            os.write(fd, b"\0" * 4096)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise BadInputError(path, "no space left on the disk", "free space or choose another --out") from None
+        if exc.errno == errno.EROFS:
+            raise BadInputError(path, "the dataset folder is on a read-only file system", hint) from None
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            raise BadInputError(path, "permission denied: the dataset folder is not writable", hint) from None
+        raise BadInputError(path, f"cannot write in the dataset folder ({exc.strerror})", hint) from None
+    st = os.statvfs(path)
+    free = st.f_bavail * st.f_frsize
+    if free < min_free_bytes:
+        raise BadInputError(
+            path, f"only {free / 2**20:.1f} MiB free on its disk (a run needs at least {min_free_bytes / 2**20:.0f} MiB)",
+            "free space or choose another --out",
+        )
+
+
 @contextlib.contextmanager
 def publish_lock(dataset_dir: str | Path) -> Iterator[None]:
     """Serialise publishers of one dataset across processes (an advisory ``flock``).
@@ -432,11 +597,13 @@ def publish_update(
     drop: Iterable[str] = (),
     keep: int | None = None,
     meta: dict[str, Any] | None = None,
+    only: Iterable[str] | None = None,
 ) -> DatasetManifest:
     """Publish the current version with movies ``add``-ed (or replaced) and ``drop``-ped, atomically.
 
     The read of the current manifest and the write of the next one happen under one
     :func:`publish_lock`, so movies ingested in parallel can each publish themselves safely.
+    ``only`` (a catalog's movie ids) drops every current movie not in it, decided under the lock.
     """
     dataset_dir = Path(dataset_dir)
     with publish_lock(dataset_dir):
@@ -444,6 +611,9 @@ def publish_update(
         movies = dict(current.movies) if current else {}
         for mid in drop:
             movies.pop(mid, None)
+        if only is not None:
+            wanted = set(only)
+            movies = {mid: m for mid, m in movies.items() if mid in wanted}
         for m in add:
             movies[m.movie_id] = m
         merged_meta = {**(current.meta if current else {}), **(meta or {})}
@@ -484,9 +654,12 @@ def garbage_collect(dataset_dir: str | Path, keep: int = 1) -> list[Path]:
     """Remove movie folders and version files no longer referenced, and stale temporary files.
 
     Keeps every folder referenced by the current manifest and the ``keep - 1`` versions before it.
-    Do not run it while a writer is still writing into this dataset: its folder is not committed
-    yet and would be removed. Returns the removed paths.
+    Movies whose lock a run holds (:func:`pipeline.shards.locks.movie_locked`: an ingest is
+    staging, committing or publishing them) are skipped entirely, so a folder being written or
+    committed but not yet published is never removed. Returns the removed paths.
     """
+    from pipeline.shards.locks import movie_locked
+
     dataset_dir = Path(dataset_dir)
     keep = max(1, int(keep))
     removed: list[Path] = []
@@ -504,9 +677,13 @@ def garbage_collect(dataset_dir: str | Path, keep: int = 1) -> list[Path]:
             if vf not in kept_versions and _version_of(vf) < current.version:
                 vf.unlink()
                 removed.append(vf)
+    locked: set[str] = set()
     base = dataset_dir / MOVIES_DIR
     if base.is_dir():
         for movie_dir in sorted(p for p in base.iterdir() if p.is_dir()):
+            if movie_locked(dataset_dir, movie_dir.name):
+                locked.add(movie_dir.name)
+                continue
             for key_dir in sorted(p for p in movie_dir.iterdir() if p.is_dir()):
                 if f"{MOVIES_DIR}/{movie_dir.name}/{key_dir.name}" not in referenced:
                     shutil.rmtree(key_dir)
@@ -514,6 +691,9 @@ def garbage_collect(dataset_dir: str | Path, keep: int = 1) -> list[Path]:
             with contextlib.suppress(OSError):
                 movie_dir.rmdir()  # only if now empty
     for tmp in dataset_dir.rglob(".*.tmp"):
+        rel = tmp.relative_to(dataset_dir).parts
+        if len(rel) > 2 and rel[0] in (MOVIES_DIR, ".work") and (rel[1] in locked or movie_locked(dataset_dir, rel[1])):
+            continue  # a run is writing it
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
             removed.append(tmp)

@@ -14,13 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+import cv2
 import fsspec
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.errors import BadInputError
+from pipeline.errors import BadInputError, DepthmineError
 from pipeline.shards.codec import decode_disparity, decode_image, decode_uncertainty, unpack_mask
-from pipeline.shards.manifest import DatasetManifest, manifest_location, read_manifest
+from pipeline.shards.manifest import DatasetManifest, footer_digest, manifest_location, read_manifest
 from pipeline.shards.schema import ARRAY_COLUMNS, ID_COLUMNS, physical_columns
 
 __all__ = [
@@ -50,6 +52,8 @@ class ShardInfo:
         row_group_rows: rows in each row group.
         bytes: file size (0 when unknown).
         sha256: checksum from the manifest ("" when read from a bare shard).
+        footer_sha256: digest of the Parquet footer from the manifest, checked on open ("" when
+            unknown: a bare shard or a dataset written before it existed).
     """
 
     path: str
@@ -60,6 +64,7 @@ class ShardInfo:
     row_group_rows: tuple[int, ...] = ()
     bytes: int = 0
     sha256: str = ""
+    footer_sha256: str = ""
 
 
 def _is_local(path: str) -> bool:
@@ -70,22 +75,89 @@ def _local(path: str) -> str:
     return path[len("file://") :] if path.startswith("file://") else path
 
 
-def open_shard(path: str | Path) -> pq.ParquetFile:
+_HINT = "run depthmine verify on the dataset; re-ingest the movie to rewrite it"
+
+
+def open_shard(path: str | Path | ShardInfo, verify: bool = True) -> pq.ParquetFile:
     """Open a shard for reading (memory-mapped when local; fsspec for other URIs).
 
+    With ``verify`` (the default) every page read is checked against its CRC-32 (written by
+    :mod:`pipeline.shards.writer`), and a :class:`ShardInfo` from a manifest is checked when the
+    shard opens: the footer's digest, the row count and the row groups must be the manifest's, so
+    a truncated file, a changed footer or another shard copied under this name fail here.
+
     Raises:
-        BadInputError: the file does not exist or is not Parquet.
+        BadInputError: the file is missing, not Parquet, or not the shard the manifest lists.
     """
-    p = str(path)
+    info = path if isinstance(path, ShardInfo) else None
+    p = info.path if info is not None else str(path)
     try:
         if _is_local(p):
-            return pq.ParquetFile(_local(p), memory_map=True)
-        fs, fpath = fsspec.core.url_to_fs(p)
-        return pq.ParquetFile(fs.open(fpath, "rb"))
+            pf = pq.ParquetFile(_local(p), memory_map=True, page_checksum_verification=verify)
+        else:
+            fs, fpath = fsspec.core.url_to_fs(p)
+            pf = pq.ParquetFile(fs.open(fpath, "rb"), page_checksum_verification=verify)
     except FileNotFoundError as exc:
         raise BadInputError(p, "shard file is missing", "run depthmine verify on the dataset") from exc
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise BadInputError(p, f"not a readable Parquet shard ({exc})", "run depthmine verify on the dataset") from exc
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise BadInputError(p, f"not a readable Parquet shard ({exc})", _HINT) from exc
+    if verify and info is not None:
+        try:
+            _check_against_manifest(pf, info)
+        except BadInputError:
+            _close(pf)
+            raise
+    return pf
+
+
+def _check_against_manifest(pf: pq.ParquetFile, info: ShardInfo) -> None:
+    """The opened shard is the one the manifest lists: footer digest, rows, row groups."""
+    if info.footer_sha256:
+        try:
+            if _is_local(info.path):
+                with open(_local(info.path), "rb") as fh:
+                    digest = footer_digest(fh)
+            else:
+                fs, fpath = fsspec.core.url_to_fs(info.path)
+                with fs.open(fpath, "rb") as fh:
+                    digest = footer_digest(fh)
+        except (OSError, ValueError) as exc:
+            raise BadInputError(info.path, f"shard footer cannot be read ({exc})", _HINT) from None
+        if digest != info.footer_sha256:
+            raise BadInputError(info.path, "shard footer differs from the manifest's (corrupt, truncated or another file)", _HINT)
+    md = pf.metadata
+    if info.rows and md.num_rows != info.rows:
+        raise BadInputError(info.path, f"shard has {md.num_rows} rows, the manifest says {info.rows}", _HINT)
+    groups = tuple(md.row_group(i).num_rows for i in range(md.num_row_groups))
+    if info.row_group_rows and groups != tuple(info.row_group_rows):
+        raise BadInputError(info.path, f"shard has row groups {list(groups)}, the manifest says {list(info.row_group_rows)}", _HINT)
+
+
+def _read_group(pf: pq.ParquetFile, shard: ShardInfo, index: int, columns: list[str] | None) -> pa.Table:
+    """One row group, its pages checked; a failure is an error naming the shard, and so is a row
+    of another movie (a shard of one movie copied over another's)."""
+    try:
+        table = pf.read_row_group(index, columns=columns)
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise BadInputError(shard.path, f"row group {index} is corrupt ({exc})", _HINT) from None
+    if shard.movie_id and "movie_id" in table.column_names and table.num_rows:
+        found = pc.unique(table.column("movie_id")).to_pylist()
+        if found != [shard.movie_id]:
+            raise BadInputError(shard.path, f"rows of movie(s) {found} in a shard of {shard.movie_id!r}", _HINT)
+    return table
+
+
+def _decoded(table: pa.Table, shard: ShardInfo, index: int, columns, split) -> Iterator[dict[str, Any]]:
+    """:func:`iter_decoded`, a failure to decode being an error naming the shard."""
+    rows = iter_decoded(table, columns, split)
+    while True:
+        try:
+            row = next(rows)
+        except StopIteration:
+            return
+        except (DepthmineError, pa.ArrowException, ValueError, TypeError, IndexError, KeyError, cv2.error) as exc:
+            raise BadInputError(shard.path, f"row group {index} cannot be decoded ({type(exc).__name__}: {exc})", _HINT) from None
+        yield row
 
 
 def _close(pf: pq.ParquetFile) -> None:
@@ -150,6 +222,7 @@ def list_shards(
                 row_group_rows=tuple(s.row_group_rows),
                 bytes=s.bytes,
                 sha256=s.sha256,
+                footer_sha256=s.footer_sha256,
             )
             for s in manifest.shards
         ]
@@ -224,6 +297,7 @@ def iter_samples(
     movie_ids: Sequence[str] | None = None,
     row_groups: Sequence[int] | None = None,
     prefetch: bool = True,
+    verify: bool = True,
 ) -> Iterator[dict[str, Any]]:
     """Yield decoded samples, one row group read at a time.
 
@@ -240,27 +314,37 @@ def iter_samples(
         split: only rows of this split. movie_ids: only rows of these movies.
         row_groups: only these row-group indices of each shard (random access).
         prefetch: read the next row group in a background thread while decoding this one.
+        verify: check every page's CRC-32 and each shard against the manifest (footer digest,
+            rows, row groups, movie id) before yielding its rows (default). ``False`` is for
+            measuring what the checks cost (``bench/bench_integrity.py``), not for training.
+
+    Raises:
+        BadInputError: a shard is missing, damaged or not the one the manifest lists; the
+            message names it. No row of a damaged row group is yielded.
     """
     phys = _check_columns(columns)
     shards = [path] if isinstance(path, ShardInfo) else list_shards(path, split=split, movie_ids=movie_ids)
     wanted = set(movie_ids) if movie_ids is not None else None
+    # every shard is opened with its checks (open_shard); rows are yielded only from row groups
+    # whose pages all passed their checksums
     # One background thread reads (and decompresses) the next row group while this one decodes:
     # Arrow and cv2 both release the GIL, and on object storage the read is mostly waiting.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-prefetch") as pool:
         for shard in shards:
             if wanted is not None and shard.movie_id and shard.movie_id not in wanted:
                 continue
-            pf = open_shard(shard.path)
+            pf = open_shard(shard, verify=verify)
+            checked = shard if verify else ShardInfo(shard.path, shard.rows)  # unchecked: no movie id test
             pending: Future | None = None
             try:
                 groups = [int(g) for g in (range(pf.num_row_groups) if row_groups is None else row_groups)]
                 read = pool.submit if prefetch else _now
                 if groups:
-                    pending = read(pf.read_row_group, groups[0], columns=phys)
+                    pending = read(_read_group, pf, checked, groups[0], phys)
                 for k in range(len(groups)):
                     table = pending.result()
-                    pending = read(pf.read_row_group, groups[k + 1], columns=phys) if k + 1 < len(groups) else None
-                    for row in iter_decoded(table, columns, split):
+                    pending = read(_read_group, pf, checked, groups[k + 1], phys) if k + 1 < len(groups) else None
+                    for row in _decoded(table, shard, groups[k], columns, split):
                         if wanted is None or row["movie_id"] in wanted:
                             yield row
             finally:
@@ -280,11 +364,12 @@ def _now(fn, *args, **kwargs) -> Future:
 def read_row_group(shard: str | Path | ShardInfo, index: int, columns: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """Decode row group ``index`` of one shard."""
     phys = _check_columns(columns)
-    pf = open_shard(shard.path if isinstance(shard, ShardInfo) else shard)
+    info = shard if isinstance(shard, ShardInfo) else ShardInfo(str(shard), 0)
+    pf = open_shard(info)
     try:
         if not 0 <= index < pf.num_row_groups:
             raise IndexError(f"row group {index} out of range (shard has {pf.num_row_groups})")
-        return decode_rows(pf.read_row_group(index, columns=phys), columns)
+        return list(_decoded(_read_group(pf, info, index, phys), info, index, columns, None))
     finally:
         _close(pf)
 
@@ -292,7 +377,8 @@ def read_row_group(shard: str | Path | ShardInfo, index: int, columns: Sequence[
 def read_sample(shard: str | Path | ShardInfo, row: int, columns: Sequence[str] | None = None) -> dict[str, Any]:
     """Decode row ``row`` (0-based within the shard), reading only its row group."""
     phys = _check_columns(columns)
-    pf = open_shard(shard.path if isinstance(shard, ShardInfo) else shard)
+    info = shard if isinstance(shard, ShardInfo) else ShardInfo(str(shard), 0)
+    pf = open_shard(info)
     try:
         md = pf.metadata
         if not 0 <= row < md.num_rows:
@@ -301,8 +387,8 @@ def read_sample(shard: str | Path | ShardInfo, row: int, columns: Sequence[str] 
         for g in range(md.num_row_groups):
             n = md.row_group(g).num_rows
             if row < start + n:
-                table = pf.read_row_group(g, columns=phys).slice(row - start, 1)
-                return decode_rows(table, columns)[0]
+                table = _read_group(pf, info, g, phys).slice(row - start, 1)
+                return next(_decoded(table, info, g, columns, None))
             start += n
         raise IndexError(row)  # unreachable: num_rows is the sum of the groups
     finally:

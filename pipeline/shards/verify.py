@@ -26,6 +26,7 @@ from pipeline.shards.manifest import (
     MOVIES_DIR,
     MovieManifest,
     ShardEntry,
+    footer_digest,
     manifest_location,
     read_manifest,
 )
@@ -41,9 +42,10 @@ class Problem:
 
     Attributes:
         path: the shard or folder, relative to the dataset.
-        kind: ``missing``, ``truncated``, ``size``, ``checksum``, ``unreadable``, ``schema``,
-            ``rows``, ``decode``, ``unlisted``, ``movie`` (errors); ``stale``, ``unreferenced``
-            (warnings: leftovers that ``garbage_collect`` removes).
+        kind: ``missing``, ``truncated``, ``size``, ``checksum``, ``footer``, ``pages``,
+            ``unreadable``, ``schema``, ``rows``, ``decode``, ``unlisted``, ``movie`` (errors);
+            ``stale``, ``unreferenced``, ``staging``, ``stray`` (warnings: leftovers of
+            interrupted or running work).
         message: what is wrong, in words.
         severity: ``error`` or ``warning``.
     """
@@ -81,9 +83,17 @@ def _check_file(
         digest = _sha256(fs, path)
         if digest != entry.sha256:
             problems.append(Problem(rel, "checksum", f"sha256 {digest[:12]}..., manifest says {entry.sha256[:12]}..."))
+    if not checksum and not problems and entry.footer_sha256:
+        try:
+            with fs.open(path, "rb") as fh:
+                footer = footer_digest(fh)
+        except (OSError, ValueError) as exc:
+            footer = f"unreadable ({exc})"
+        if footer != entry.footer_sha256:
+            problems.append(Problem(rel, "footer", "Parquet footer differs from the manifest's digest"))
     try:
         with fs.open(path, "rb") as fh:
-            pf = pq.ParquetFile(fh)
+            pf = pq.ParquetFile(fh, page_checksum_verification=True)
             md = pf.metadata
             for issue in check_schema(pf.schema_arrow, schema):
                 problems.append(Problem(rel, "schema", issue))
@@ -92,25 +102,57 @@ def _check_file(
             groups = [md.row_group(i).num_rows for i in range(md.num_row_groups)]
             if entry.row_group_rows and groups != list(entry.row_group_rows):
                 problems.append(Problem(rel, "rows", f"row groups {groups}, manifest says {entry.row_group_rows}"))
-            if schema is FRAME_SCHEMA and md.num_rows and sample_rows > 0:
-                problems.extend(_check_decode(pf, rel, groups, sample_rows, rng))
-            elif md.num_rows:
-                pf.read()  # small table (rejected frames): read it all
+            sampled = schema is FRAME_SCHEMA and md.num_rows and sample_rows > 0
+            picks = _pick_rows(groups, sample_rows, rng) if sampled else []
+            tables: dict[int, pa.Table] = {}
+            if not checksum and not problems:
+                # no SHA-256: read every page instead, each against its CRC-32 (it finds a flipped
+                # bit in an image blob that sampled rows miss); keep the sampled rows' row groups
+                wanted = {_group_of(groups, r) for r in picks}
+                for g in range(md.num_row_groups):
+                    try:
+                        table = pf.read_row_group(g)
+                    except (pa.ArrowException, OSError) as exc:
+                        problems.append(Problem(rel, "pages", f"row group {g}: {exc}"))
+                        break
+                    if g in wanted:
+                        tables[g] = table
+            if sampled and not any(p.kind == "pages" for p in problems):
+                problems.extend(_check_decode(pf, rel, groups, picks, tables))
+            elif md.num_rows and checksum:
+                pf.read()  # small table (rejected frames): read it all (quick mode did above)
     except (pa.ArrowException, OSError, ValueError) as exc:
         kind = "truncated" if size < entry.bytes else "unreadable"
         problems.append(Problem(rel, kind, f"Parquet cannot be read ({exc})"))
     return problems
 
 
-def _check_decode(pf: pq.ParquetFile, rel: str, groups: list[int], n: int, rng: random.Random) -> list[Problem]:
+def _pick_rows(groups: list[int], n: int, rng: random.Random) -> list[int]:
+    """First, last and random rows of a shard, ``n`` at most."""
     total = sum(groups)
-    picks = sorted({0, total - 1, *(rng.randrange(total) for _ in range(max(0, n - 2)))})[: max(n, 1)]
+    return sorted({0, total - 1, *(rng.randrange(total) for _ in range(max(0, n - 2)))})[: max(n, 1)]
+
+
+def _group_of(groups: list[int], row: int) -> int:
+    start = 0
+    for g, n in enumerate(groups):
+        if row < start + n:
+            return g
+        start += n
+    return len(groups) - 1
+
+
+def _check_decode(pf: pq.ParquetFile, rel: str, groups: list[int], picks: list[int],
+                  tables: dict[int, pa.Table] | None = None) -> list[Problem]:
     problems: list[Problem] = []
     starts = [sum(groups[:i]) for i in range(len(groups))]
     for row in picks:
-        g = max(i for i, s in enumerate(starts) if s <= row)
+        g = _group_of(groups, row)
         try:
-            sample = decode_rows(pf.read_row_group(g).slice(row - starts[g], 1))[0]
+            table = (tables or {}).get(g)
+            if table is None:
+                table = pf.read_row_group(g)
+            sample = decode_rows(table.slice(row - starts[g], 1))[0]
             h, w = sample["height"], sample["width"]
             shapes = {k: sample[k].shape[:2] for k in ("image", "disparity", "valid", "sky") if sample.get(k) is not None}
             bad = {k: s for k, s in shapes.items() if s != (h, w)}
@@ -169,6 +211,8 @@ def verify(
         for found in tqdm(results, total=len(jobs), desc="verify", unit="file", disable=not progress):
             problems += found
     problems += _check_unreferenced(fs, root_path, {m.folder for m in manifest.movies.values()})
+    problems += _check_strays(fs, root_path)
+    problems += _check_staging(fs, root_path, root)
     return problems
 
 
@@ -214,4 +258,35 @@ def _check_unreferenced(fs, root_path: str, referenced: set[str]) -> list[Proble
                 committed = fs.exists(f"{root_path}/{rel}/{MOVIE_MANIFEST_NAME}")
                 what = "an older or unpublished committed movie" if committed else "an interrupted write (no movie.json)"
                 out.append(Problem(rel, "unreferenced", f"folder not in the current manifest: {what}", "warning"))
+    return out
+
+
+def _check_strays(fs, root_path: str) -> list[Problem]:
+    """Parquet files under ``movies/`` outside any ``<movie_id>/<key>/`` folder: no manifest lists
+    them, but a glob such as ``movies/**/*.parquet`` would read them."""
+    out = []
+    base = f"{root_path}/{MOVIES_DIR}"
+    for name in _names(fs, base):
+        if name.endswith(".parquet") and not fs.isdir(f"{base}/{name}"):
+            out.append(Problem(f"{MOVIES_DIR}/{name}", "stray", "Parquet file outside any movie folder", "warning"))
+        elif fs.isdir(f"{base}/{name}"):
+            for inner in _names(fs, f"{base}/{name}"):
+                if inner.endswith(".parquet") and not fs.isdir(f"{base}/{name}/{inner}"):
+                    out.append(Problem(f"{MOVIES_DIR}/{name}/{inner}", "stray", "Parquet file outside any key folder", "warning"))
+    return out
+
+
+def _check_staging(fs, root_path: str, root: str) -> list[Problem]:
+    """Staged chunks in ``.work/``: a running ingest's, or an interrupted one's (warnings)."""
+    from pipeline.shards.locks import movie_locked
+
+    out = []
+    work = f"{root_path}/.work"
+    local = "://" not in root or root.startswith("file://")
+    for movie in _names(fs, work):
+        for key in _names(fs, f"{work}/{movie}"):
+            running = local and movie_locked(root_path, movie)
+            what = ("staging of an ingest running now" if running else
+                    "staging of an interrupted ingest: re-run it to resume, or the next build's garbage collection removes it")
+            out.append(Problem(f".work/{movie}/{key}", "staging", what, "warning"))
     return out

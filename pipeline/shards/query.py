@@ -1,0 +1,84 @@
+"""SQL over exactly one published dataset version (DuckDB), for tools outside depthmine.
+
+A glob over ``movies/*/*/part-*.parquet`` reads every committed folder: the current key of a movie,
+its previous keys kept for older versions, and uncommitted leftovers, so counts come out doubled
+after a re-ingest with other settings. :func:`connect` instead builds the views from the manifest's
+own file list: ``frames`` (the frame shards), ``rejected`` (the rejected frames) and ``movies``
+(one row per movie: id, key, split counts, rows, source). The manifest is read once, so a query sees
+one version even while a new one is being published.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import DepthmineError
+from pipeline.shards.manifest import DatasetManifest, manifest_location, read_manifest
+from pipeline.shards.schema import FRAME_SCHEMA, REJECTED_SCHEMA
+
+__all__ = ["connect", "shard_files", "VIEWS"]
+
+VIEWS = ("frames", "rejected", "movies")
+
+
+def _join(root: str, rel: str) -> str:
+    return f"{root.rstrip('/')}/{rel}" if root not in ("", ".") else rel
+
+
+def shard_files(dataset: str | Path | DatasetManifest) -> tuple[list[str], list[str]]:
+    """``(frame shards, rejected files)`` of the published version, as paths or URIs."""
+    manifest = dataset if isinstance(dataset, DatasetManifest) else read_manifest(dataset)
+    root = manifest.root if isinstance(dataset, DatasetManifest) else manifest_location(str(dataset))[0]
+    frames = [_join(root, s.path) for s in manifest.shards]
+    rejected = [_join(root, f"{m.folder}/{m.rejected.path}") for m in manifest.movies.values() if m.rejected]
+    return frames, rejected
+
+
+def _literal(paths: list[str]) -> str:
+    return "[" + ", ".join("'" + p.replace("'", "''") + "'" for p in paths) + "]"
+
+
+def connect(dataset: str | Path) -> Any:
+    """An in-memory DuckDB connection with the views ``frames``, ``rejected`` and ``movies``.
+
+    Raises:
+        BadInputError: no readable manifest at ``dataset``.
+        DepthmineError: DuckDB is not installed.
+    """
+    try:
+        import duckdb
+    except ImportError:
+        raise DepthmineError("depthmine sql needs DuckDB: pip install duckdb") from None
+    manifest = read_manifest(dataset)
+    frames, rejected = shard_files(manifest if manifest.root else dataset)
+    con = duckdb.connect()
+    for name, files, schema in (("frames", frames, FRAME_SCHEMA), ("rejected", rejected, REJECTED_SCHEMA)):
+        if files:
+            con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet({_literal(files)})")
+        else:  # an empty dataset: the same columns, no rows
+            con.register(f"_{name}_empty", schema.empty_table())
+            con.execute(f"CREATE VIEW {name} AS SELECT * FROM _{name}_empty")
+    movies = [
+        {
+            "movie_id": m.movie_id,
+            "key": m.key,
+            "folder": m.folder,
+            "rows": m.rows,
+            "rejected_rows": m.rejected_rows,
+            "split_counts": json.dumps(m.split_counts),
+            "source": str((m.meta.get("source") or {}).get("path", "")) if isinstance(m.meta.get("source"), dict) else str(m.meta.get("source", "")),
+            "version": manifest.version,
+        }
+        for m in manifest.movies.values()
+    ]
+    import pyarrow as pa
+
+    table = pa.Table.from_pylist(movies, schema=pa.schema([
+        ("movie_id", pa.string()), ("key", pa.string()), ("folder", pa.string()), ("rows", pa.int64()),
+        ("rejected_rows", pa.int64()), ("split_counts", pa.string()), ("source", pa.string()), ("version", pa.int64()),
+    ]))
+    con.register("_movies", table)
+    con.execute("CREATE VIEW movies AS SELECT * FROM _movies")
+    return con

@@ -21,6 +21,7 @@ from pipeline.errors import ConfigError
 
 __all__ = [
     "config_to_dict",
+    "merge_dicts",
     "config_from_dict",
     "config_hash",
     "apply_overrides",
@@ -128,6 +129,18 @@ def _index(node: list, part: str, item: str) -> int:
     if not -len(node) <= i < len(node):
         raise ConfigError(f"override {item!r}: index {i} is out of range (the list has {len(node)} entries)")
     return i
+
+
+def merge_dicts(defaults: Mapping[str, Any], given: Mapping[str, Any]) -> dict[str, Any]:
+    """``given`` laid over ``defaults``, section by section (lists and values replace).
+
+    Overrides then apply to the full configuration, so ``--set`` reaches every value, list
+    entries of the defaults included, whether or not a file mentions it.
+    """
+    out = dict(defaults)
+    for k, v in given.items():
+        out[k] = merge_dicts(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) else v
+    return out
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

@@ -49,7 +49,7 @@ import numpy as np
 
 import pipeline
 from pipeline.atomic import write_json_atomic
-from pipeline.config import apply_overrides, config_from_dict, config_hash, config_to_dict
+from pipeline.config import apply_overrides, config_from_dict, config_hash, config_to_dict, merge_dicts
 from pipeline.disparity import (
     DisparityConfig,
     SwapDecision,
@@ -179,7 +179,7 @@ def ingest_config(overrides: Sequence[str] = (), base: dict[str, Any] | None = N
     """
     # Overrides apply to the full default configuration, so every value is reachable, list
     # entries included (``disparity.range_percentiles.1=97``).
-    data: dict[str, Any] = _merged(config_to_dict(IngestConfig()), json.loads(json.dumps(base or {})))
+    data: dict[str, Any] = merge_dicts(config_to_dict(IngestConfig()), json.loads(json.dumps(base or {})))
     for name in ("flow", "ckpt", "device"):
         value = fields.pop(name, None)
         if value is not None:
@@ -187,13 +187,6 @@ def ingest_config(overrides: Sequence[str] = (), base: dict[str, Any] | None = N
     data.update({k: v for k, v in fields.items() if v is not None})
     apply_overrides(data, list(overrides))
     return config_from_dict(IngestConfig, data, "ingest")
-
-
-def _merged(defaults: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
-    out = dict(defaults)
-    for k, v in given.items():
-        out[k] = _merged(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
 
 
 def source_fingerprint(path: str | os.PathLike, right: str | os.PathLike | None = None) -> str:

@@ -210,3 +210,12 @@ def test_shipped_dataset_config_trains_on_the_demo_shards(movies, tmp_path, monk
     out = capsys.readouterr().out
     assert rc == 0 and "trained 2 steps" in out and "validation aligned disparity RMSE" in out
     assert (tmp_path / "demo_out" / "train-dataset" / "checkpoints" / "final.pt").is_file()
+
+
+def test_set_reaches_list_entries_of_the_defaults_without_a_file():
+    """--set applies to the full default recipe, so list entries are reachable with no YAML."""
+    from training.config import TrainConfig, load_train_config
+
+    cfg = load_train_config(None, ["data.datasets.0.path=/data/films", "data.datasets.0.split=val"])
+    assert cfg.data.datasets[0].path == "/data/films" and cfg.data.datasets[0].split == "val"
+    assert load_train_config(None, []) == TrainConfig()

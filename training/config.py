@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from pipeline.config import apply_overrides, config_from_dict, config_to_dict, load_yaml
+from pipeline.config import apply_overrides, config_from_dict, config_to_dict, load_yaml, merge_dicts
 from pipeline.errors import ConfigError
 from training.mixing import MixingConfig
 from training.model import ModelConfig
@@ -272,7 +272,7 @@ def load_train_config(path: str | None, overrides: Sequence[str] = ()) -> TrainC
     Raises:
         ConfigError: missing/malformed file, unknown key, bad value.
     """
-    data = load_yaml(path) if path else {}
+    data = merge_dicts(config_to_dict(TrainConfig()), load_yaml(path) if path else {})
     apply_overrides(data, list(overrides))
     return train_config_from_dict(data, where=path or "config")
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -99,7 +101,7 @@ def test_missing_input_is_a_bad_input(predictor, tmp_path):
     assert "neither an image nor a readable video" in outcome.failures[0].problem
 
 
-def test_cli_predict_keeps_relative_paths_and_skips_unreadable_inputs(tiny_checkpoint, tmp_path, capsys):
+def test_cli_predict_keeps_relative_paths_and_skips_unreadable_inputs(tiny_checkpoint, tmp_path):
     """Same stems in two folders and x.png beside x.jpg: every input gets its own outputs; a
     corrupt image and a bogus video are reported and skipped, the rest predicted, exit 1."""
     for d in ("a", "b"):
@@ -110,13 +112,17 @@ def test_cli_predict_keeps_relative_paths_and_skips_unreadable_inputs(tiny_check
     (tmp_path / "in" / "clip.mp4").write_bytes(b"not a video at all")
     cv2.imwrite(str(tmp_path / "in" / "z.png"), _image(30, 40, 3))
     out = tmp_path / "out"
-    rc = main(["predict", "--checkpoint", str(tiny_checkpoint), str(tmp_path / "in" / "a"), str(tmp_path / "in" / "b" / "x.png"),
-               str(tmp_path / "in" / "clip.mp4"), str(tmp_path / "in" / "z.png"), "-o", str(out),
-               "--side", "64", "--device", "cpu", "--no-preview"])
-    captured = capsys.readouterr()
-    assert rc == 1
-    assert "wrote 4 predictions" in captured.out
-    err = captured.err
+    # a real CLI process: in-process, a logging handler an earlier test bound to its own captured
+    # stream would write to a closed file
+    proc = subprocess.run(
+        [sys.executable, "-m", "flows", "predict", "--checkpoint", str(tiny_checkpoint), str(tmp_path / "in" / "a"),
+         str(tmp_path / "in" / "b" / "x.png"), str(tmp_path / "in" / "clip.mp4"), str(tmp_path / "in" / "z.png"),
+         "-o", str(out), "--side", "64", "--device", "cpu", "--no-preview"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert "wrote 4 predictions" in proc.stdout
+    err = proc.stderr
     assert "2 input(s) could not be read" in err and "broken.png" in err and "clip.mp4" in err
     assert "Traceback" not in err
     written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.disparity.png"))

@@ -68,7 +68,7 @@ def run_demo(out: Path, size: tuple[int, int], flow: str, train_steps: int) -> i
     catalog = out / "catalog.yaml"
     catalog.write_text(yaml.safe_dump({"movies": entries}, sort_keys=False))
 
-    print(f"[2/5] build_dataset flow ({flow}) -> {dataset}")
+    print(f"[2/5] build_dataset flow (labels: {flow} flow + SGBM consensus) -> {dataset}")
     summary = build_dataset(catalog=str(catalog), out=str(dataset), flow=flow, progress=os.isatty(2))
     print_summary(summary, str(dataset))
 

@@ -171,6 +171,12 @@ class DisparityConfig:
             view's side band, are invalid: black matches black perfectly both ways, so the flow
             there passes the left-right check with a made-up disparity. ``None`` turns this off.
         black_band_max_fraction: the widest band looked for, as a fraction of the width.
+        photometric_tolerance: when the right view's tones depart from the left's by more than
+            this many grey levels (mean shift of the histogram-matching curve, worst channel), the
+            right view is mapped to the left's mean and contrast per channel before flow and
+            matcher run (a gain, gamma or offset between the eyes, as beam-splitter rigs and
+            grading leave). Two real views of one scene differ by up to about 6 levels (the shared
+            pairs: 0.7-5.6), so they are left alone. ``None`` turns it off.
         sky: sky masker name (:func:`pipeline.sky.available_sky_maskers`): ``heuristic``,
             ``none`` or ``model:PATH``.
         swap_eyes: the input's eyes are known to be reversed: swap them before anything else.
@@ -196,6 +202,7 @@ class DisparityConfig:
     occlusion_margin_px: float = 1.5
     black_band_level: float | None = 20.0
     black_band_max_fraction: float = 0.15
+    photometric_tolerance: float | None = 8.0
     sky: str = "heuristic"
     swap_eyes: bool = False
 
@@ -676,6 +683,41 @@ def _resolve_sky(config: DisparityConfig, sky_masker: object | None) -> object |
     return cache[config.sky]
 
 
+def tone_difference(left: np.ndarray, right: np.ndarray) -> float:
+    """How far ``right``'s tones are from ``left``'s, in grey levels (worst channel).
+
+    The mean distance of the histogram-matching curve from the identity, weighted by how often
+    each level occurs in ``right``: 0 for identical histograms, ~15 for a 15% gain.
+    """
+    worst = 0.0
+    levels = np.arange(256, dtype=np.float64)
+    for c in range(right.shape[2] if right.ndim == 3 else 1):
+        r = (right[..., c] if right.ndim == 3 else right).ravel()
+        l = (left[..., c] if left.ndim == 3 else left).ravel()
+        r_hist = np.bincount(r, minlength=256).astype(np.float64)
+        r_cdf = np.cumsum(r_hist) / r.size
+        l_cdf = np.cumsum(np.bincount(l, minlength=256)) / l.size
+        curve = np.interp(r_cdf, l_cdf, levels)
+        worst = max(worst, float((np.abs(curve - levels) * r_hist).sum() / r.size))
+    return worst
+
+
+def match_tones(right: np.ndarray, left: np.ndarray) -> np.ndarray:
+    """``right`` mapped to ``left``'s mean and standard deviation per channel (an affine map)."""
+    r = right.astype(np.float32)
+    l = left.astype(np.float32)
+    axes = (0, 1) if r.ndim == 3 else None
+    out = (r - r.mean(axis=axes)) / (r.std(axis=axes) + 1e-6) * l.std(axis=axes) + l.mean(axis=axes)
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+def _balanced_tones(pairs, tolerance: float | None):
+    """The pairs with each right view tone-matched to its left where they differ (see config)."""
+    if tolerance is None:
+        return list(pairs)
+    return [(l, match_tones(r, l)) if tone_difference(l, r) > tolerance else (l, r) for l, r in pairs]
+
+
 def swap_pairs(pairs: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[tuple[np.ndarray, np.ndarray]]:
     """Exchange left and right in every pair (for footage whose eyes are reversed)."""
     return [(r, l) for l, r in pairs]
@@ -705,10 +747,11 @@ def compute_disparity_batch(
     backend = backend or backend_from_config(config)
     matcher = matcher or matcher_from_config(config)
     masker = _resolve_sky(config, sky_masker)
-    flows = backend.compute([p[0] for p in pairs], [p[1] for p in pairs])
+    matched = _balanced_tones(pairs, config.photometric_tolerance)
+    flows = backend.compute([p[0] for p in matched], [p[1] for p in matched])
     return [
-        disparity_from_flow(f, config, image=p[0], sky_masker=masker, right_image=p[1], matcher=matcher)
-        for f, p in zip(flows, pairs)
+        disparity_from_flow(f, config, image=p[0], sky_masker=masker, right_image=m[1], matcher=matcher)
+        for f, p, m in zip(flows, pairs, matched)
     ]
 
 

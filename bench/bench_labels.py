@@ -66,8 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", help="write every number to this JSON file")
     args = ap.parse_args(argv)
     if not args.pairs:
-        print("bench_labels: give --pairs DIR or set DEPTHMINE_STEREO_GT", file=sys.stderr)
-        return 2
+        # nothing to measure (``python -m bench`` runs every benchmark): say so, do not fail the run
+        print("bench_labels: skipped: no pairs with ground truth (give --pairs DIR or set DEPTHMINE_STEREO_GT)")
+        return 0
     try:
         pairs = load_pairs(args.pairs)
         rows = operating_points(args.flow, args.ckpt, args.device)

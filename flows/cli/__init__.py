@@ -32,6 +32,8 @@ COMMANDS: tuple[str, ...] = (
     "serve",
     "verify",
     "inspect",
+    "release",
+    "hydrate",
     "train",
     "eval",
     "predict",

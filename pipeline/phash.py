@@ -7,9 +7,10 @@ The DCT hash does that: the frame's picture area as a 32x32 grey thumbnail (area
 2-D DCT, and one bit per low-frequency coefficient of the top-left 8x8 block (the DC term
 excluded) telling whether it is above the block's median. Re-encoding, rescaling and a uniform
 brightness or contrast change move these coefficients little and the median test not at all, so
-the same frame of two copies hashes within a few bits (measured: 0-6 of 64 on the sample movies),
-while unrelated frames differ in about half of them (32 +- 4). 64 bits reveal nothing one could
-rebuild a picture from.
+the same frame of two copies hashes within a few bits (measured: 0-6 of 64 on the sample movies
+after re-encoding, rescaling to 2/3 and a brightness change), while other pictures differ in about
+half of them (32 +- 4 for unrelated pictures; 18 or more between shots of the sample movies, which
+all share one composition). 64 bits reveal nothing one could rebuild a picture from.
 
 Hashes are Python ints in ``[0, 2**64)``; arrays of them are ``uint64``.
 """
@@ -24,8 +25,8 @@ __all__ = ["HASH_BITS", "THUMB_SIZE", "DEFAULT_MAX_DISTANCE", "phash", "phash_gr
 HASH_BITS = 64
 THUMB_SIZE = 32  # the grey thumbnail the DCT runs on (never stored)
 # Bits two hashes may differ in and still be called the same frame: re-encodes of the sample
-# movies stay at or below 6, unrelated frames are at 20 or more (a binomial(64, 1/2) is below 14
-# with probability 2e-6).
+# movies stay at or below 6, other shots are 18 or more apart, unrelated pictures about 32 (a
+# binomial(64, 1/2) is at or below 10 with probability 1e-8).
 DEFAULT_MAX_DISTANCE = 10
 
 _WEIGHTS = (1 << np.arange(63, -1, -1, dtype=np.uint64)).astype(np.uint64)

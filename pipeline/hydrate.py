@@ -63,6 +63,7 @@ __all__ = [
     "MissingFrame",
     "HydrateResult",
     "PAL_RATIO",
+    "stream_rates",
     "check_frame_rate",
     "map_region",
     "extract_stored",
@@ -77,7 +78,6 @@ log = logging.getLogger(__name__)
 PAL_RATIOS = (25.0 / 24.0, 25.0 / (24000.0 / 1001.0))
 PAL_RATIO = PAL_RATIOS[0]
 _PLANAR_420 = {"yuv420p", "yuvj420p"}
-_LUMA_WORK = 256  # hash thumbnails are area-averaged from at most this many pixels a side
 
 
 @dataclass
@@ -161,14 +161,38 @@ class HydrateResult:
 # --------------------------------------------------------------------------- checks and geometry
 
 
-def check_frame_rate(path: str | os.PathLike, copy_fps: float, release_fps: float, tolerance: float = 0.002) -> None:
+def stream_rates(path: str | os.PathLike, probed_fps: float) -> list[float]:
+    """The frame rates a copy declares: the probe's and the stream's nominal ones.
+
+    The probe's rate is an average (of the container's duration, or of the first packets' times),
+    which a lead-in encoded differently or an MP4's edit list can pull off by a few tenths of a
+    percent; the stream's nominal rate (``r_frame_rate``) is what the encoder was given.
+    """
+    from pipeline.probe import open_container
+
+    rates = [float(probed_fps)]
+    try:
+        with open_container(path) as c:
+            s = c.streams.video[0]
+            rates += [float(r) for r in (s.base_rate, s.guessed_rate, s.average_rate) if r]
+    except Exception:  # noqa: BLE001 - the probe already opened it; this is a second opinion only
+        pass
+    return [r for r in rates if r > 0]
+
+
+def check_frame_rate(path: str | os.PathLike, copy_fps: float | list[float], release_fps: float,
+                     tolerance: float = 0.002) -> None:
     """Refuse a copy whose frame rate differs from the release's (PAL speed-up named as such).
+
+    ``copy_fps`` may list several estimates (:func:`stream_rates`); the closest one counts.
 
     Raises:
         BadInputError: the rates differ by more than ``tolerance`` (relative).
     """
-    if release_fps <= 0 or copy_fps <= 0:
+    rates = [float(r) for r in (copy_fps if isinstance(copy_fps, (list, tuple)) else [copy_fps]) if r and r > 0]
+    if release_fps <= 0 or not rates:
         return
+    copy_fps = min(rates, key=lambda r: abs(r / release_fps - 1.0))
     ratio = copy_fps / release_fps
     if abs(ratio - 1.0) <= tolerance:
         return
@@ -236,9 +260,11 @@ class _LumaHasher:
         geom = self._geom.get(key)
         if geom is None:
             geom = self._geom[key] = self._geometry(y.shape, view)
-        (y0, y1, x0, x1), step = geom
-        pic = y[y0:y1:step[1], x0:x1:step[0]]
-        return phash_gray(pic)
+        y0, y1, x0, x1 = geom
+        # nearest-neighbour to 128x128 reads 16k pixels of a cold frame; the 4x4 area average to
+        # the 32x32 thumbnail is then OpenCV's integer fast path (~20 us for the whole hash)
+        small = cv2.resize(y[y0:y1, x0:x1], (4 * THUMB_SIZE, 4 * THUMB_SIZE), interpolation=cv2.INTER_NEAREST)
+        return phash_gray(cv2.resize(small, (THUMB_SIZE, THUMB_SIZE), interpolation=cv2.INTER_AREA))
 
     def _geometry(self, shape: tuple[int, int], view: str):
         src = self.source
@@ -255,10 +281,7 @@ class _LumaHasher:
         r = self.region
         x0, y0 = slot[0] + int(round(r.x * sx)), slot[1] + int(round(r.y * sy))
         x1, y1 = x0 + max(1, int(round(r.w * sx))), y0 + max(1, int(round(r.h * sy)))
-        # strided subsampling down to ~_LUMA_WORK px a side, then area averaging to 32x32: reads a
-        # few thousand pixels of a cold frame instead of millions
-        step = (max(1, (x1 - x0) // _LUMA_WORK), max(1, (y1 - y0) // _LUMA_WORK))
-        return (y0, y1, x0, x1), step
+        return y0, y1, x0, x1
 
 
 # --------------------------------------------------------------------------- alignment
@@ -281,7 +304,7 @@ class _Aligner:
     """The decode pass: cuts vote for an offset, frames are confirmed and extracted while streaming."""
 
     def __init__(self, source: Any, movie: ReleasedMovie, wanted: _Wanted, region: CropBox, config: HydrateConfig,
-                 shot_config: Any, progress: Callable[[int], None] | None = None):
+                 shot_config: Any, encode: Callable[[np.ndarray], bytes], progress: Callable[[int], None] | None = None):
         from pipeline.shots import build_detector
 
         self.src = source
@@ -289,13 +312,18 @@ class _Aligner:
         self.region = region
         self.cfg = config
         self.store = tuple(movie.geometry["store_size"])
-        self.detector = build_detector(shot_config, source.info.fps)
+        fps = float(movie.signature.get("fps") or 0.0) or source.info.fps  # the copy's was checked to match
+        self.detector = build_detector(shot_config, fps)
         self.hasher = _LumaHasher(source, region)
         self.progress = progress
         self.views = sorted(set(wanted.views))
-        self.max_offset = int(round(config.max_offset_s * source.info.fps))
+        self.max_offset = int(round(config.max_offset_s * fps))
         self.rel_bounds = np.array(sorted({0} | {int(s) for s, _ in movie.signature.get("shots", [])}), np.int64)
         self.votes: collections.Counter = collections.Counter()
+        self.fresh: collections.Counter = collections.Counter()  # offsets voted since the last lock test
+        self.proposals: dict[int, set[int]] = {}  # offset -> released rows whose hash a copy frame matched there
+        self.rejected: set[int] = set()  # offsets whose passed frames disagreed
+        self.view_rows = {v: np.array([k for k, vv in enumerate(wanted.views) if vv == v], np.int64) for v in self.views}
         self.cuts: list[int] = []
         self.offset: int | None = None
         self.offset_from = "none"
@@ -304,7 +332,8 @@ class _Aligner:
         self.candidate_bytes = 0
         self.candidates_full = False
         self.ring: collections.deque = collections.deque()
-        self.images: dict[int, np.ndarray] = {}  # released frame index -> stored picture
+        self.images: dict[int, bytes] = {}  # released frame index -> stored picture, encoded as the release's shards
+        self.encode = encode
         self.copy_index: dict[int, int] = {}
         self.distances: dict[int, int] = {}
         self.missing: dict[int, str] = {}
@@ -312,12 +341,13 @@ class _Aligner:
         self.next_row = 0  # next released row (in frame order) to decide
 
     # -- per frame ---------------------------------------------------------------------------
-    def run(self, stop_at: int | None = None) -> None:
+    def run(self) -> None:
         thumb_w = 160
         for raw in self.src.iter_raw(thumb_width=thumb_w):
             j = raw.index
             self.frames = j + 1
-            for c in self.detector.push(j, raw.thumb):
+            new_cuts = self.detector.push(j, raw.thumb)
+            for c in new_cuts:
                 self._cut(c)
             for v in self.views:
                 self.luma[v].append(self.hasher(raw, v))
@@ -325,8 +355,7 @@ class _Aligner:
             while len(self.ring) > 2 * self.cfg.window + 1:
                 self.ring.popleft()
             if self.offset is None:
-                self._maybe_candidate(raw)
-                self._try_lock(j)
+                self._prelock(raw, bool(new_cuts))
             if self.offset is not None:
                 self._decide_up_to(j - self.cfg.window)
             if self.progress is not None:
@@ -337,59 +366,89 @@ class _Aligner:
     def _cut(self, c: int) -> None:
         self.cuts.append(c)
         d = c - self.rel_bounds
-        self.votes.update(int(x) for x in d[np.abs(d) <= self.max_offset])
+        d = [int(x) for x in d[np.abs(d) <= self.max_offset]]
+        self.votes.update(d)
+        self.fresh.update(d)
 
-    def _try_lock(self, j: int) -> None:
-        """Lock the offset once enough boundaries agree on it and clearly more than on any other.
+    def _prelock(self, raw: Any, new_cuts: bool) -> None:
+        """Before the offset is known: hash proposals, candidates, and the lock tests.
 
-        Every cut votes for ``cut - boundary`` against every release boundary within
-        ``max_offset_s``; the true offset gains a vote per matched cut while a wrong one gains
-        one only by coincidence, so it must lead the runner-up (outside its +-1 neighbourhood)
-        two to one. Where released frames were already passed, their hashes must agree too.
+        The frame's luma hash is compared with every released hash (a vectorised XOR): a close
+        released frame ``i`` proposes the offset ``j - i`` and makes the frame a candidate (its
+        stored picture kept, up to ``max_candidate_mb``). Two ways to lock:
+
+        (a) an offset voted by a cut (``cut - boundary``, for every release boundary within
+            ``max_offset_s``) that two or more released frames propose, and that the released
+            frames already passed under it confirm (80%): this locks a few frames after the first
+            cut, so little is kept before the lock. A wrong cut vote is a whole shot away, where
+            the pictures differ.
+        (b) an offset with ``lock_votes`` boundaries that leads the runner-up (outside its +-1
+            neighbourhood) two to one, whose passed frames, if any, agree: the true offset gains a
+            vote per matched cut, a wrong one only by coincidence.
+        Both are only re-examined when their evidence changed (a new cut, a new proposal), so a
+        copy that never locks (another film) costs one XOR per frame and released hash.
         """
-        if not self.votes:
-            return
-        ranked = self.votes.most_common(8)
-        best, n = ranked[0]
-        need = min(self.cfg.lock_votes, len(self.rel_bounds))
-        runner_up = max((v for d, v in ranked[1:] if abs(d - best) > 1), default=0)
-        if n < need or n < 2 * runner_up + 1:
-            return
-        ok, checked = self._hash_agreement(best, j)
-        if checked >= 2 and ok < 0.5 * checked:
-            return
-        self.offset, self.offset_from = best, f"{n} shot boundaries"
-        log.info("offset %+d frames locked at copy frame %d (%d boundaries, %d/%d hashes)", best, j, n, ok, checked)
+        j = raw.index
+        w = self.wanted
+        proposed: set[int] = set()
+        for v in self.views:
+            rows = self.view_rows[v]
+            dist = hamming(self.luma[v][j], w.hashes[rows])
+            close = rows[dist <= self.cfg.max_distance + 2]
+            if close.size:
+                if not self.candidates_full:
+                    img = self._stored(raw, v)
+                    self.candidates[(j, v)] = (img, phash(img))
+                    self.candidate_bytes += img.nbytes
+                    if self.candidate_bytes > self.cfg.max_candidate_mb * (1 << 20):
+                        self.candidates_full = True
+                        log.warning("%s: frames kept before the offset lock exceed %g MB; the rest come from a second pass",
+                                    self.src.path, self.cfg.max_candidate_mb)
+                for k in rows[dist <= self.cfg.max_distance]:
+                    d = j - int(w.index[k])
+                    self.proposals.setdefault(d, set()).add(int(k))
+                    proposed.add(d)
+        # (a): offsets with fresh evidence on either side
+        for d in (proposed | set(self.fresh)):
+            if self.votes.get(d, 0) >= 1 and len(self.proposals.get(d, ())) >= 2 and d not in self.rejected:
+                ok, checked = self._hash_agreement(d, j + 1)
+                if checked and ok >= 0.8 * checked:
+                    self.offset = d
+                    self.offset_from = f"{self.votes[d]} shot boundary(ies), confirmed by {ok}/{checked} frame hashes"
+                    log.info("offset %+d frames locked at copy frame %d (%s)", d, j, self.offset_from)
+                    return
+                self.rejected.add(d)
+        self.fresh.clear()
+        # (b)
+        if new_cuts and self.votes:
+            ranked = self.votes.most_common(8)
+            best, n = ranked[0]
+            need = min(self.cfg.lock_votes, len(self.rel_bounds))
+            runner_up = max((v for d, v in ranked[1:] if abs(d - best) > 1), default=0)
+            if n < need or n < 2 * runner_up + 1:
+                return
+            ok, checked = self._hash_agreement(best, j + 1)
+            if checked >= 2 and ok < 0.5 * checked:
+                return
+            self.offset, self.offset_from = best, f"{n} shot boundaries"
+            log.info("offset %+d frames locked at copy frame %d (%d boundaries, %d/%d hashes)", best, j, n, ok, checked)
 
     def _hash_agreement(self, d: int, j: int) -> tuple[int, int]:
-        ok = checked = 0
-        for k, i in enumerate(self.wanted.index):
-            c = int(i) + d
-            if c >= j:
-                break
-            if c < 0:
-                continue
-            checked += 1
-            ok += hamming(self.luma[self.wanted.views[k]][c], int(self.wanted.hashes[k])) <= self.cfg.max_distance
-        return ok, checked
-
-    def _maybe_candidate(self, raw: Any) -> None:
-        if self.candidates_full:
-            return
+        """Of the released frames already passed under offset ``d``, how many match by luma hash."""
+        w = self.wanted
+        c = w.index + d
+        sel = np.nonzero((c >= 0) & (c < j))[0]
+        if not sel.size:
+            return 0, 0
+        ok = 0
         for v in self.views:
-            rows = [k for k, vv in enumerate(self.wanted.views) if vv == v] if len(self.views) > 1 else None
-            hashes = self.wanted.hashes if rows is None else self.wanted.hashes[rows]
-            if not len(hashes):
+            rows = sel if len(self.views) == 1 else np.array([k for k in sel if w.views[k] == v], np.int64)
+            if not rows.size:
                 continue
-            if int(np.min(hamming(self.luma[v][raw.index], hashes))) <= self.cfg.max_distance + 4:
-                img = self._stored(raw, v)
-                self.candidates[(raw.index, v)] = (img, phash(img))
-                self.candidate_bytes += img.nbytes
-                if self.candidate_bytes > self.cfg.max_candidate_mb * (1 << 20):
-                    self.candidates_full = True
-                    log.warning("%s: candidate frames before the offset lock exceed %g MB; the rest come from a second pass",
-                                self.src.path, self.cfg.max_candidate_mb)
-                    return
+            seq = self.luma[v]
+            got = np.array([seq[int(x)] for x in c[rows]], np.uint64)
+            ok += int(np.count_nonzero(hamming(got, w.hashes[rows]) <= self.cfg.max_distance))
+        return ok, int(sel.size)
 
     def _stored(self, raw: Any, view: str) -> np.ndarray:
         left, right = self.src.eyes(raw, crop=False)
@@ -449,7 +508,7 @@ class _Aligner:
             if c == expected and d <= self.cfg.max_distance:
                 break
         if best is not None and best[0] <= self.cfg.max_distance:
-            self.images[i], self.copy_index[i], self.distances[i] = best[2], best[1], best[0]
+            self.images[i], self.copy_index[i], self.distances[i] = self.encode(best[2]), best[1], best[0]
         elif deferred:
             self.missing[i] = "later"
         else:
@@ -493,10 +552,13 @@ def _per_shot_offsets(luma: dict[str, list[int]], wanted: _Wanted, shots: list[l
 
 
 def align_and_extract(source: Any, movie: ReleasedMovie, labels: pa.Table, config: HydrateConfig,
-                      progress: Callable[[int], None] | None = None) -> tuple[HydrateResult, dict[int, np.ndarray]]:
+                      encode: Callable[[np.ndarray], bytes], progress: Callable[[int], None] | None = None,
+                      ) -> tuple[HydrateResult, dict[int, bytes]]:
     """Decode the copy once, align it to the release and extract every released frame it can confirm.
 
-    Returns the result and the stored pictures by released frame index.
+    ``labels`` needs only ``frame_index``, ``phash`` and ``view``. Returns the result and the stored
+    pictures by released frame index, already encoded with ``encode`` (a film's thousands of
+    pictures stay a few hundred MB).
 
     Raises:
         BadInputError: another film or another cut (fewer than ``min_match_fraction`` confirmed).
@@ -512,7 +574,7 @@ def align_and_extract(source: Any, movie: ReleasedMovie, labels: pa.Table, confi
     wanted = _Wanted(labels.column("frame_index").to_numpy()[order].astype(np.int64),
                      labels.column("phash").to_numpy()[order].astype(np.uint64),
                      [labels.column("view")[int(k)].as_py() for k in order])
-    al = _Aligner(source, movie, wanted, region, config, shot_cfg, progress)
+    al = _Aligner(source, movie, wanted, region, config, shot_cfg, encode, progress)
     al.run()
     al.done = True
     passes = 1.0
@@ -631,13 +693,12 @@ def _shard_config(movie: ReleasedMovie) -> ShardConfig:
     return ShardConfig(**cfg)
 
 
-def hydrated_table(labels: pa.Table, images: dict[int, np.ndarray], config: ShardConfig) -> pa.Table:
-    """Frame-schema rows: the released label values as they are, plus the copy's pictures."""
+def hydrated_table(labels: pa.Table, images: dict[int, bytes], config: ShardConfig) -> pa.Table:
+    """Frame-schema rows: the released label values as they are, plus the copy's encoded pictures."""
     idx = labels.column("frame_index").to_pylist()
     keep = [k for k, i in enumerate(idx) if int(i) in images]
     t = labels.take(pa.array(keep, pa.int64()))
-    blobs = [encode_image(images[int(i)], config.image_codec, config.jpeg_quality, config.jpeg_subsampling)
-             for i in t.column("frame_index").to_pylist()]
+    blobs = [images[int(i)] for i in t.column("frame_index").to_pylist()]
     t = t.drop_columns(["phash", "view"])
     t = t.append_column("image", pa.array(blobs, pa.binary()))
     t = t.append_column("image_codec", pa.array([config.image_codec] * t.num_rows, pa.string()))
@@ -681,11 +742,17 @@ def hydrate_movie(release: Release, spec: CopySpec, out: str | os.PathLike, conf
 
         shutil.rmtree(folder)  # hydrated from another copy: this copy replaces it
     source = open_stereo(spec.path, layout=spec.layout, right_path=spec.right)
-    check_frame_rate(spec.path, source.info.fps, float(movie.signature.get("fps") or 0.0), config.fps_tolerance)
-    labels = release.read_labels(movie.movie_id)
-    result, images = align_and_extract(source, movie, labels, config, progress)
+    check_frame_rate(spec.path, stream_rates(spec.path, source.info.fps), float(movie.signature.get("fps") or 0.0),
+                     config.fps_tolerance)
+    import pyarrow.parquet as pq
+
     shard_cfg = _shard_config(movie)
-    table = hydrated_table(labels, images, shard_cfg)
+    ids = pq.read_table(release.labels_path(movie.movie_id), columns=["frame_index", "phash", "view"])
+
+    def encode(img: np.ndarray) -> bytes:
+        return encode_image(img, shard_cfg.image_codec, shard_cfg.jpeg_quality, shard_cfg.jpeg_subsampling)
+
+    result, images = align_and_extract(source, movie, ids, config, encode, progress)
     meta = dict(movie.meta)
     info = result.to_dict()
     meta["hydrated"] = {
@@ -694,7 +761,9 @@ def hydrate_movie(release: Release, spec: CopySpec, out: str | os.PathLike, conf
                                 "copy_frames", "cuts_matched")},
     }
     with MovieShardWriter(out, movie.movie_id, hydrated_key(movie), shard_cfg, meta) as writer:
-        writer.write_table(table)
+        labels = pq.ParquetFile(release.labels_path(movie.movie_id))
+        for g in range(labels.metadata.num_row_groups):  # one row group of label blobs in memory at a time
+            writer.write_table(hydrated_table(labels.read_row_group(g), images, shard_cfg))
         rejected = release.read_rejected(movie.movie_id)
         if rejected.num_rows:
             writer.write_table(rejected)

@@ -272,12 +272,15 @@ def release_movie(dataset_root: str, movie: MovieManifest, out: str | os.PathLik
 
     folder = Path(out) / "movies" / movie.movie_id
     folder.mkdir(parents=True, exist_ok=True)
+    # no dictionary for the label blobs (all distinct: a dictionary page is only work); small row
+    # groups, so hydration holds a few frames' labels in memory at a time
     opts = dict(compression=config.compression, compression_level=config.level, write_statistics=False)
     files = {}
     for name, table, kind in ((LABELS_NAME, frames, "labels"), (REJECTED_NAME, rejected, "rejected")):
         path = folder / name
         with atomic_path(path) as tmp:
-            pq.write_table(table, tmp, row_group_size=max(1, min(table.num_rows, 256)), **opts)
+            strings = [f.name for f in table.schema if pa.types.is_string(f.type)]
+            pq.write_table(table, tmp, row_group_size=32, use_dictionary=strings, **opts)
         files[kind] = {"path": f"movies/{movie.movie_id}/{name}", "rows": table.num_rows,
                        "bytes": path.stat().st_size, "sha256": sha256_file(path)}
     counts: dict[str, int] = {}

@@ -1,0 +1,119 @@
+"""Hydration vs one decode pass of the same copy.
+
+Hydration decodes the user's copy once: shot detection and a luma hash on every frame, the released
+frames converted, cropped, resized and JPEG-encoded, the movie's shards written. The floor of that
+design is decoding the copy: the baseline is PyAV decoding every frame of the copy with the same
+threading and nothing else, measured in the same run (interleaved repeats, best of each).
+Target: hydration <= 1.5 x one decode pass.
+
+Setup (cached in bench/out/): the synthetic generator's 60 s at 960x540 per eye, sbs-full (1920x540
+frames, 1440 frames, 24 shots), ingested for real (``dis-ultrafast``, 940 px stored, every shot
+sampled) and released; the copy is that movie with 3 s of black before it, re-encoded (x264 crf 23)
+into MP4 without a stereo tag (layout from content).
+
+Run: ``python bench/bench_hydrate.py [--repeats 2]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+from pipeline.synthetic import ffmpeg_exe, make_sample_movie  # noqa: E402
+
+OUT = Path(__file__).resolve().parent / "out" / "hydrate"
+LEAD_IN_S = 3.0
+
+
+def _cpu_seconds() -> float:
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def setup() -> tuple[Path, Path]:
+    """The release and the copy, made once."""
+    OUT.mkdir(parents=True, exist_ok=True)
+    movie = OUT / "film_960x540_sbs_60s.mkv"
+    if not movie.exists():
+        print(f"making {movie.name} (once; cached in {OUT}) ...", flush=True)
+        make_sample_movie(movie, layout="sbs-full", seconds=60.0, size=(960, 540), seed=21, chapters=3, shots=24,
+                          crf=20, progress=True)
+    release = OUT / "release"
+    if not (release / "release.json").exists():
+        from flows.ingest import ingest_movie
+        from pipeline.release import make_release
+
+        dataset = OUT / "dataset"
+        shutil.rmtree(dataset, ignore_errors=True)
+        print("ingesting (once) ...", flush=True)
+        ingest_movie(movie=str(movie), out=str(dataset), movie_id="film", split="train", flow="dis-ultrafast",
+                     overrides=["sampling.drop_first_chapters=0", "sampling.drop_last_chapters=0"], workers=2)
+        make_release(dataset, release)
+    copy = OUT / "copy_leadin.mp4"
+    if not copy.exists():
+        subprocess.run([ffmpeg_exe(), "-v", "error", "-y", "-i", str(movie), "-an", "-vf",
+                        f"tpad=start_duration={LEAD_IN_S}:color=black", "-c:v", "libx264", "-preset", "veryfast",
+                        "-crf", "23", "-pix_fmt", "yuv420p", str(copy)], check=True)
+    return release, copy
+
+
+def time_decode(copy: Path) -> tuple[float, int, float]:
+    """PyAV decoding every frame of the copy as hydration's reader does (frame threads), nothing else."""
+    import av
+
+    c0, t0 = _cpu_seconds(), time.perf_counter()
+    with av.open(str(copy)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        frames = sum(1 for _ in container.decode(stream))
+    return time.perf_counter() - t0, frames, _cpu_seconds() - c0
+
+
+def time_hydrate(release: Path, copy: Path) -> tuple[float, object, float]:
+    from pipeline.hydrate import CopySpec, hydrate_movie
+    from pipeline.release import read_release
+
+    out = OUT / "hydrated"
+    shutil.rmtree(out, ignore_errors=True)
+    c0, t0 = _cpu_seconds(), time.perf_counter()
+    result, _ = hydrate_movie(read_release(release), CopySpec("film", str(copy)), out)
+    return time.perf_counter() - t0, result, _cpu_seconds() - c0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=2, help="runs of each (best is reported)")
+    args = ap.parse_args(argv)
+    release, copy = setup()
+    dec, hyd = [], []
+    for _ in range(args.repeats):
+        dec.append(time_decode(copy))
+        hyd.append(time_hydrate(release, copy))
+    d_dt, frames, _ = min(dec, key=lambda r: r[0])
+    h_dt, result, _ = min(hyd, key=lambda r: r[0])
+    d_cpu, h_cpu = min(r[2] for r in dec), min(r[2] for r in hyd)
+    ratio = h_dt / d_dt
+    print(f"copy: {copy.name}, {frames} frames; release: {result.released} frames")
+    print(f"decode pass (PyAV) : {d_dt:6.2f} s = {frames / d_dt:7.1f} fps (CPU {d_cpu:.2f} s)")
+    print(f"hydrate            : {h_dt:6.2f} s = {frames / h_dt:7.1f} fps (CPU {h_cpu:.2f} s); found {result.found}/"
+          f"{result.released}, offset {result.offset:+d} ({result.offset_from}), decode passes {result.decode_passes:.2f}")
+    print(f"ratio hydrate / decode pass: {ratio:.2f} (target <= 1.5) {'OK' if ratio <= 1.5 else 'ABOVE TARGET'}; "
+          f"CPU-time ratio {h_cpu / d_cpu:.2f}")
+    print(json.dumps({"bench": "hydrate", "frames": frames, "released": result.released, "found": result.found,
+                      "decode_s": round(d_dt, 3), "hydrate_s": round(h_dt, 3), "ratio": round(ratio, 3),
+                      "cpu_ratio": round(h_cpu / d_cpu, 3), "decode_passes": round(result.decode_passes, 3)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

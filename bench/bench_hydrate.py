@@ -6,10 +6,13 @@ design is decoding the copy: the baseline is PyAV decoding every frame of the co
 threading and nothing else, measured in the same run (interleaved repeats, best of each).
 Target: hydration <= 1.5 x one decode pass.
 
-Setup (cached in bench/out/): the synthetic generator's 60 s at 960x540 per eye, sbs-full (1920x540
-frames, 1440 frames, 24 shots), ingested for real (``dis-ultrafast``, 940 px stored, every shot
-sampled) and released; the copy is that movie with 3 s of black before it, re-encoded (x264 crf 23)
-into MP4 without a stereo tag (layout from content).
+Setup (cached in bench/out/): one minute rendered by the synthetic generator (640x360 per eye, 15
+shots), made into four different minutes (as is, upside down, negative, both) at 960x540 per eye,
+sbs-full (1920x540 frames, 5760 frames, 60 shots), ingested for real (``dis-ultrafast``, 940 px
+stored, every shot sampled: about 6% of the frames, where a film's ~3000 kept frames are under 2% of
+its ~170,000) and released; the copy is that movie with 3 s of black before it, re-encoded (x264
+crf 23) into MP4 without a stereo tag (layout from content). The cut pattern repeats every minute,
+so the shot boundaries alone cannot place the copy: the hashes must tell the minutes apart.
 
 Run: ``python bench/bench_hydrate.py [--repeats 2]``
 """
@@ -43,11 +46,21 @@ def _cpu_seconds() -> float:
 def setup() -> tuple[Path, Path]:
     """The release and the copy, made once."""
     OUT.mkdir(parents=True, exist_ok=True)
-    movie = OUT / "film_960x540_sbs_60s.mkv"
+    movie = OUT / "film_960x540_sbs_240s.mkv"
     if not movie.exists():
-        print(f"making {movie.name} (once; cached in {OUT}) ...", flush=True)
-        make_sample_movie(movie, layout="sbs-full", seconds=60.0, size=(960, 540), seed=21, chapters=3, shots=24,
-                          crf=20, progress=True)
+        short = OUT / "film_640x360_sbs_60s.mkv"
+        if not short.exists():
+            print(f"rendering {short.name} (once; cached in {OUT}) ...", flush=True)
+            make_sample_movie(short, layout="sbs-full", seconds=60.0, size=(640, 360), seed=21, chapters=1, shots=15,
+                              crf=18, progress=True, stereo_metadata=False)
+        # four different minutes from one rendered minute: as is, upside down, negative, both
+        # (each eye flipped alike keeps the stereo geometry); scaled to 960x540 per eye
+        graph = ("[0:v]split=4[a][b][c][d];[b]vflip[b2];[c]negate[c2];[d]vflip,negate[d2];"
+                 "[a][b2][c2][d2]concat=n=4:v=1:a=0,scale=1920:540,setsar=1[v]")
+        print(f"making {movie.name} ...", flush=True)
+        subprocess.run([ffmpeg_exe(), "-v", "error", "-y", "-i", str(short), "-filter_complex", graph, "-map", "[v]",
+                        "-c:v", "libx264", "-preset", "veryfast", "-crf", "20", "-pix_fmt", "yuv420p", "-g", "48",
+                        "-metadata:s:v:0", "stereo_mode=left_right", str(movie)], check=True)
     release = OUT / "release"
     if not (release / "release.json").exists():
         from flows.ingest import ingest_movie

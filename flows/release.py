@@ -45,6 +45,7 @@ def release_dataset(
     splits: list[str] | None = None,
     movies: list[str] | None = None,
     titles: dict[str, str] | None = None,
+    compression: str = "zstd",
 ) -> dict[str, Any]:
     """Write a labels-only release of ``dataset`` into ``out``.
 
@@ -53,12 +54,13 @@ def release_dataset(
         out: the release folder (new or empty, or a previous release to replace).
         splits: splits to release (default all); movies: movie ids (default all).
         titles: film titles by movie id, for the release's README.
+        compression: ``zstd`` or ``brotli`` (smaller, slower) for the label files.
 
     Returns:
         Totals: ``movies``, ``rows``, ``bytes`` (release), ``dataset_bytes`` and the release path.
     """
     logger = get_run_logger()
-    config = ReleaseConfig(splits=splits, movies=movies, titles=dict(titles or {}))
+    config = ReleaseConfig(splits=splits, movies=movies, titles=dict(titles or {}), compression=compression)
     _check_out(Path(out))
     root, manifest, chosen = plan_release(dataset, config)
     released = [r for m in chosen if (r := release_movie_task(root, m, out, config)) is not None]

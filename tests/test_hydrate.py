@@ -293,7 +293,7 @@ def test_cli_release_and_hydrate_make_a_dataset_the_trainer_reads(released, film
 
     dataset, _, _ = released
     release = tmp_path / "release"
-    assert main(["release", str(dataset), "-o", str(release), "--split", "train", "--title", "film=Sample Film"]) == 0
+    assert main(["release", str(dataset), "-o", str(release), "--split", "train", "--title", "film=Sample Film", "--smallest"]) == 0
     assert "no pictures" in capsys.readouterr().out
     path, _, _ = make_copy(film, "lead-in-ts", copies)
     out = tmp_path / "hydrated"
@@ -308,7 +308,8 @@ def test_cli_release_and_hydrate_make_a_dataset_the_trainer_reads(released, film
     assert set(sample) >= {"image", "disparity", "mask"} or len(sample) >= 2
     # resume: a second run reuses the hydrated movie (same copy) and publishes the same rows
     assert main(["hydrate", str(release), "--movie", f"film={path}", "--out", str(out)]) == 0
-    assert read_manifest(out).movies["film"].shards[0].sha256 == m.shards[0].sha256
+    again = read_manifest(out).movies["film"]
+    assert again.created == m.created and again.shards[0].sha256 == m.shards[0].sha256  # not rewritten
 
 
 def test_cli_hydrate_with_another_film_fails_in_one_line_and_publishes_nothing(released, sample_movie, tmp_path, capsys):

@@ -39,6 +39,8 @@ def register(subparsers) -> None:
     p.add_argument("--movies", type=_csv, default=None, metavar="ID[,ID]", help="movies to release (default: all)")
     p.add_argument("--title", type=_pair, action="append", default=[], metavar="ID=TITLE",
                    help="the film's title for the release README (repeatable; default: the movie id)")
+    p.add_argument("--smallest", action="store_true",
+                   help="brotli 11 instead of zstd for the label files: about 15%% smaller, ten times slower to write")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=run)
 
@@ -50,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     from flows.release import release_dataset
 
     result = release_dataset(dataset=args.dataset, out=args.out, splits=args.split, movies=args.movies,
-                             titles=dict(args.title))
+                             titles=dict(args.title), compression="brotli" if args.smallest else "zstd")
     if args.json:
         print(json.dumps(result, indent=2))
         return 0

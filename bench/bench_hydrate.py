@@ -7,8 +7,8 @@ threading and nothing else, measured in the same run (interleaved repeats, best 
 Target: hydration <= 1.5 x one decode pass.
 
 Setup (cached in bench/out/): one minute rendered by the synthetic generator (640x360 per eye, 15
-shots), made into four different minutes (as is, upside down, negative, both) at 960x540 per eye,
-sbs-full (1920x540 frames, 5760 frames, 60 shots), ingested for real (``dis-ultrafast``, 940 px
+shots), made into four different minutes (as is, upside down, negative, both) at 1920x1080 per eye,
+full side-by-side (3840x1080 frames, as a 3D Blu-ray rip; 5760 frames, 60 shots), ingested for real (``dis-ultrafast``, 940 px
 stored, every shot sampled: about 6% of the frames, where a film's ~3000 kept frames are under 2% of
 its ~170,000) and released; the copy is that movie with 3 s of black before it, re-encoded (x264
 crf 23) into MP4 without a stereo tag (layout from content). The cut pattern repeats every minute,
@@ -46,7 +46,7 @@ def _cpu_seconds() -> float:
 def setup() -> tuple[Path, Path]:
     """The release and the copy, made once."""
     OUT.mkdir(parents=True, exist_ok=True)
-    movie = OUT / "film_960x540_sbs_240s.mkv"
+    movie = OUT / "film_1920x1080_sbs_240s.mkv"
     if not movie.exists():
         short = OUT / "film_640x360_sbs_60s.mkv"
         if not short.exists():
@@ -54,29 +54,33 @@ def setup() -> tuple[Path, Path]:
             make_sample_movie(short, layout="sbs-full", seconds=60.0, size=(640, 360), seed=21, chapters=1, shots=15,
                               crf=18, progress=True, stereo_metadata=False)
         # four different minutes from one rendered minute: as is, upside down, negative, both
-        # (each eye flipped alike keeps the stereo geometry); scaled to 960x540 per eye
+        # (each eye flipped alike keeps the stereo geometry); scaled to 1920x1080 per eye
         graph = ("[0:v]split=4[a][b][c][d];[b]vflip[b2];[c]negate[c2];[d]vflip,negate[d2];"
-                 "[a][b2][c2][d2]concat=n=4:v=1:a=0,scale=1920:540,setsar=1[v]")
+                 "[a][b2][c2][d2]concat=n=4:v=1:a=0,scale=3840:1080,setsar=1[v]")
         print(f"making {movie.name} ...", flush=True)
+        tmp = movie.with_suffix(".tmp.mkv")  # renamed when complete: an interrupted run leaves no half movie
         subprocess.run([ffmpeg_exe(), "-v", "error", "-y", "-i", str(short), "-filter_complex", graph, "-map", "[v]",
                         "-c:v", "libx264", "-preset", "veryfast", "-crf", "20", "-pix_fmt", "yuv420p", "-g", "48",
-                        "-metadata:s:v:0", "stereo_mode=left_right", str(movie)], check=True)
-    release = OUT / "release"
+                        "-metadata:s:v:0", "stereo_mode=left_right", str(tmp)], check=True)
+        tmp.rename(movie)
+    release = OUT / f"release-{movie.stem}"
     if not (release / "release.json").exists():
         from flows.ingest import ingest_movie
         from pipeline.release import make_release
 
-        dataset = OUT / "dataset"
+        dataset = OUT / f"dataset-{movie.stem}"
         shutil.rmtree(dataset, ignore_errors=True)
         print("ingesting (once) ...", flush=True)
         ingest_movie(movie=str(movie), out=str(dataset), movie_id="film", split="train", flow="dis-ultrafast",
                      overrides=["sampling.drop_first_chapters=0", "sampling.drop_last_chapters=0"], workers=2)
         make_release(dataset, release)
-    copy = OUT / "copy_leadin.mp4"
+    copy = OUT / f"copy-leadin-{movie.stem}.mp4"
     if not copy.exists():
+        tmp = copy.with_suffix(".tmp.mp4")
         subprocess.run([ffmpeg_exe(), "-v", "error", "-y", "-i", str(movie), "-an", "-vf",
                         f"tpad=start_duration={LEAD_IN_S}:color=black", "-c:v", "libx264", "-preset", "veryfast",
-                        "-crf", "23", "-pix_fmt", "yuv420p", str(copy)], check=True)
+                        "-crf", "23", "-pix_fmt", "yuv420p", str(tmp)], check=True)
+        tmp.rename(copy)
     return release, copy
 
 

@@ -44,7 +44,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 import cv2
 import numpy as np
@@ -62,7 +62,7 @@ __all__ = [
     "CopySpec",
     "MissingFrame",
     "HydrateResult",
-    "PAL_RATIO",
+    "PAL_RATIOS",
     "stream_rates",
     "check_frame_rate",
     "map_region",
@@ -76,7 +76,6 @@ log = logging.getLogger(__name__)
 
 #: A PAL copy plays a 24 (or 23.976) fps film at 25 fps.
 PAL_RATIOS = (25.0 / 24.0, 25.0 / (24000.0 / 1001.0))
-PAL_RATIO = PAL_RATIOS[0]
 _PLANAR_420 = {"yuv420p", "yuvj420p"}
 
 
@@ -93,6 +92,8 @@ class HydrateConfig:
         max_candidate_mb: memory for frames kept before the offset is locked.
         fps_tolerance: relative frame-rate difference accepted (24 vs 23.976 is 0.1%).
         max_offset_s: the largest lead-in or trimmed start looked for (seconds).
+        cut_bits: after the lock, a hash jump this large between consecutive frames is a cut (frames
+            of one shot differ by 0-6 bits, frames of two shots by 18 or more on the sample movies).
     """
 
     max_distance: int = DEFAULT_MAX_DISTANCE
@@ -102,6 +103,7 @@ class HydrateConfig:
     max_candidate_mb: float = 512.0
     fps_tolerance: float = 0.002
     max_offset_s: float = 600.0
+    cut_bits: int = 14
 
     def __post_init__(self) -> None:
         if not 0 <= int(self.max_distance) < 32:
@@ -314,6 +316,7 @@ class _Aligner:
         self.store = tuple(movie.geometry["store_size"])
         fps = float(movie.signature.get("fps") or 0.0) or source.info.fps  # the copy's was checked to match
         self.detector = build_detector(shot_config, fps)
+        self.shot_config = shot_config
         self.hasher = _LumaHasher(source, region)
         self.progress = progress
         self.views = sorted(set(wanted.views))
@@ -323,6 +326,7 @@ class _Aligner:
         self.fresh: collections.Counter = collections.Counter()  # offsets voted since the last lock test
         self.proposals: dict[int, set[int]] = {}  # offset -> released rows whose hash a copy frame matched there
         self.rejected: set[int] = set()  # offsets whose passed frames disagreed
+        self.contenders: set[int] = set()  # offsets both a cut and the hashes support, not yet told apart
         self.view_rows = {v: np.array([k for k, vv in enumerate(wanted.views) if vv == v], np.int64) for v in self.views}
         self.cuts: list[int] = []
         self.offset: int | None = None
@@ -339,29 +343,45 @@ class _Aligner:
         self.missing: dict[int, str] = {}
         self.frames = 0
         self.next_row = 0  # next released row (in frame order) to decide
+        self.done = False  # the pass is over: frames past the end are missing, not yet to come
 
     # -- per frame ---------------------------------------------------------------------------
     def run(self) -> None:
-        thumb_w = 160
-        for raw in self.src.iter_raw(thumb_width=thumb_w):
+        """The decode pass. The release's shot detector runs until the offset is locked (and its
+        latency after); from then on a cut is a jump of ``cut_bits`` or more between consecutive
+        frames' hashes, which costs nothing more (the detector is a third of the per-frame work)."""
+        thumb_w = int(getattr(self.shot_config, "thumb_width", 160) or 160)
+        stop_detector_at: int | None = None
+        for raw in self.src.iter_raw():
             j = raw.index
             self.frames = j + 1
-            new_cuts = self.detector.push(j, raw.thumb)
-            for c in new_cuts:
-                self._cut(c)
+            new_cuts: list[int] = []
+            if self.detector is not None:
+                new_cuts = self.detector.push(j, self.src.thumb(raw, thumb_w))
+                for c in new_cuts:
+                    self._cut(c)
+                if stop_detector_at is not None and j >= stop_detector_at:
+                    self.detector = None
             for v in self.views:
                 self.luma[v].append(self.hasher(raw, v))
+            if self.detector is None and j > 0:
+                seq = self.luma[self.views[0]]
+                if hamming(seq[j - 1], seq[j]) >= self.cfg.cut_bits and (not self.cuts or self.cuts[-1] < j):
+                    self.cuts.append(j)
             self.ring.append(raw)
             while len(self.ring) > 2 * self.cfg.window + 1:
                 self.ring.popleft()
             if self.offset is None:
                 self._prelock(raw, bool(new_cuts))
+                if self.offset is not None:
+                    stop_detector_at = j + self.detector.latency if self.detector is not None else j
             if self.offset is not None:
                 self._decide_up_to(j - self.cfg.window)
             if self.progress is not None:
                 self.progress(1)
-        for c in self.detector.finish():
-            self._cut(c)
+        if self.detector is not None:
+            for c in self.detector.finish():
+                self._cut(c)
 
     def _cut(self, c: int) -> None:
         self.cuts.append(c)
@@ -378,10 +398,11 @@ class _Aligner:
         stored picture kept, up to ``max_candidate_mb``). Two ways to lock:
 
         (a) an offset voted by a cut (``cut - boundary``, for every release boundary within
-            ``max_offset_s``) that two or more released frames propose, and that the released
-            frames already passed under it confirm (80%): this locks a few frames after the first
-            cut, so little is kept before the lock. A wrong cut vote is a whole shot away, where
-            the pictures differ.
+            ``max_offset_s``) that two or more released frames propose, that the released frames
+            already passed under it confirm (80%), and that is the only such offset: this locks a
+            few frames after the first cut, so little is kept before the lock. A wrong cut vote
+            is a whole shot away, where the pictures differ (a film that repeats a scene keeps
+            two contenders until one fails).
         (b) an offset with ``lock_votes`` boundaries that leads the runner-up (outside its +-1
             neighbourhood) two to one, whose passed frames, if any, agree: the true offset gains a
             vote per matched cut, a wrong one only by coincidence.
@@ -408,17 +429,26 @@ class _Aligner:
                     d = j - int(w.index[k])
                     self.proposals.setdefault(d, set()).add(int(k))
                     proposed.add(d)
-        # (a): offsets with fresh evidence on either side
-        for d in (proposed | set(self.fresh)):
-            if self.votes.get(d, 0) >= 1 and len(self.proposals.get(d, ())) >= 2 and d not in self.rejected:
+        # (a): offsets with fresh evidence on either side; locked only when exactly one agrees
+        if proposed or self.fresh:
+            for d in (proposed | set(self.fresh)):
+                if self.votes.get(d, 0) >= 1 and len(self.proposals.get(d, ())) >= 2 and d not in self.rejected:
+                    self.contenders.add(d)
+            agreeing = []
+            for d in sorted(self.contenders):
                 ok, checked = self._hash_agreement(d, j + 1)
                 if checked and ok >= 0.8 * checked:
-                    self.offset = d
-                    self.offset_from = f"{self.votes[d]} shot boundary(ies), confirmed by {ok}/{checked} frame hashes"
-                    log.info("offset %+d frames locked at copy frame %d (%s)", d, j, self.offset_from)
-                    return
-                self.rejected.add(d)
-        self.fresh.clear()
+                    agreeing.append((d, ok, checked))
+                else:
+                    self.rejected.add(d)
+            self.contenders = {d for d, _, _ in agreeing}
+            self.fresh.clear()
+            if len(agreeing) == 1:
+                d, ok, checked = agreeing[0]
+                self.offset = d
+                self.offset_from = f"{self.votes[d]} shot boundary(ies), confirmed by {ok}/{checked} frame hashes"
+                log.info("offset %+d frames locked at copy frame %d (%s)", d, j, self.offset_from)
+                return
         # (b)
         if new_cuts and self.votes:
             ranked = self.votes.most_common(8)
@@ -515,8 +545,6 @@ class _Aligner:
             near = f" (closest: {best[0]} bits at copy frame {best[1]})" if best is not None else ""
             self.missing[i] = (f"no copy frame within {self.cfg.window} of frame {expected} has the released picture's "
                                f"hash{near}")
-
-    done = False
 
 
 def _hash_offset(luma: dict[str, list[int]], wanted: _Wanted, max_distance: int) -> tuple[int | None, int]:
@@ -697,7 +725,7 @@ def hydrated_table(labels: pa.Table, images: dict[int, bytes], config: ShardConf
     """Frame-schema rows: the released label values as they are, plus the copy's encoded pictures."""
     idx = labels.column("frame_index").to_pylist()
     keep = [k for k, i in enumerate(idx) if int(i) in images]
-    t = labels.take(pa.array(keep, pa.int64()))
+    t = labels if len(keep) == len(idx) else labels.take(pa.array(keep, pa.int64()))
     blobs = [images[int(i)] for i in t.column("frame_index").to_pylist()]
     t = t.drop_columns(["phash", "view"])
     t = t.append_column("image", pa.array(blobs, pa.binary()))
@@ -769,12 +797,3 @@ def hydrate_movie(release: Release, spec: CopySpec, out: str | os.PathLike, conf
             writer.write_table(rejected)
         manifest = writer.finish()
     return result, manifest
-
-
-def iter_specs(movies: Iterable[tuple[str, str]]) -> list[CopySpec]:
-    """``ID=PATH`` or ``ID=LEFT,RIGHT`` strings (already split) into :class:`CopySpec` s."""
-    out = []
-    for mid, value in movies:
-        left, _, right = value.partition(",")
-        out.append(CopySpec(mid, left, right or None))
-    return out

@@ -30,7 +30,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -59,6 +59,7 @@ __all__ = [
     "make_release",
     "read_release",
     "movie_views",
+    "plan_release",
 ]
 
 log = logging.getLogger(__name__)
@@ -426,8 +427,3 @@ def read_release(path: str | os.PathLike, check: bool = True) -> Release:
                 if fp.stat().st_size != int(f["bytes"]) or sha256_file(fp) != f["sha256"]:
                     raise BadInputError(fp, "release file does not match its checksum", "download the release again")
     return Release(root=root, movies=movies, meta={k: v for k, v in data.items() if k != "movies"})
-
-
-def iter_label_tables(release: Release, movie_ids: Iterable[str]) -> Iterable[tuple[str, pa.Table]]:
-    for mid in movie_ids:
-        yield mid, release.read_labels(mid)

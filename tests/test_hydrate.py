@@ -18,7 +18,6 @@ and the ground truth (the picture is nearer to the render of frame ``i`` than of
 
 from __future__ import annotations
 
-import json
 import re
 import subprocess
 from pathlib import Path

@@ -14,7 +14,11 @@ its ~170,000) and released; the copy is that movie with 3 s of black before it, 
 crf 23) into MP4 without a stereo tag (layout from content). The cut pattern repeats every minute,
 so the shot boundaries alone cannot place the copy: the hashes must tell the minutes apart.
 
-Run: ``python bench/bench_hydrate.py [--repeats 2]``
+``--sizes`` measures instead the release's size against its dataset's on the default sample movie
+(10 s, 320x180 per eye, the default ingest), with each label compression, and without the
+``uncertainty`` column for comparison.
+
+Run: ``python bench/bench_hydrate.py [--repeats 2]``, ``python bench/bench_hydrate.py --sizes``
 """
 
 from __future__ import annotations
@@ -55,11 +59,12 @@ def setup() -> tuple[Path, Path]:
                               crf=18, progress=True, stereo_metadata=False)
         # four different minutes from one rendered minute: as is, upside down, negative, both
         # (each eye flipped alike keeps the stereo geometry); scaled to 1920x1080 per eye
-        graph = ("[0:v]split=4[a][b][c][d];[b]vflip[b2];[c]negate[c2];[d]vflip,negate[d2];"
-                 "[a][b2][c2][d2]concat=n=4:v=1:a=0,scale=3840:1080,setsar=1[v]")
+        # (four inputs, not a split: concat plays them in turn, a split would buffer three minutes)
+        graph = ("[1:v]vflip[b];[2:v]negate[c];[3:v]vflip,negate[d];"
+                 "[0:v][b][c][d]concat=n=4:v=1:a=0,scale=3840:1080,setsar=1[v]")
         print(f"making {movie.name} ...", flush=True)
         tmp = movie.with_suffix(".tmp.mkv")  # renamed when complete: an interrupted run leaves no half movie
-        subprocess.run([ffmpeg_exe(), "-v", "error", "-y", "-i", str(short), "-filter_complex", graph, "-map", "[v]",
+        subprocess.run([ffmpeg_exe(), "-v", "error", "-y", *["-i", str(short)] * 4, "-filter_complex", graph, "-map", "[v]",
                         "-c:v", "libx264", "-preset", "veryfast", "-crf", "20", "-pix_fmt", "yuv420p", "-g", "48",
                         "-metadata:s:v:0", "stereo_mode=left_right", str(tmp)], check=True)
         tmp.rename(movie)
@@ -107,10 +112,48 @@ def time_hydrate(release: Path, copy: Path) -> tuple[float, object, float]:
     return time.perf_counter() - t0, result, _cpu_seconds() - c0
 
 
+def release_sizes() -> dict:
+    """Release bytes / dataset bytes on the default sample movie and default ingest."""
+    import io
+
+    import pyarrow.parquet as pq
+
+    from flows.ingest import ingest_movie
+    from pipeline.release import ReleaseConfig, make_release
+
+    root = OUT / "sizes"
+    movie = root / "sample.mkv"
+    if not movie.exists():
+        make_sample_movie(movie, layout="sbs-half", seconds=10.0, seed=1)
+    dataset = root / "dataset"
+    if not (dataset / "manifest.json").exists():
+        ingest_movie(movie=str(movie), out=str(dataset), movie_id="sample", split="train", workers=2)
+    out = {}
+    for comp in ("zstd", "brotli"):
+        rel = root / f"release-{comp}"
+        shutil.rmtree(rel, ignore_errors=True)
+        data = make_release(dataset, rel, ReleaseConfig(compression=comp))
+        out[comp] = data["totals"]["bytes"] / data["totals"]["dataset_bytes"]
+        if comp == "brotli":
+            labels = pq.read_table(rel / "movies" / "sample" / "labels.parquet").drop_columns(["uncertainty"])
+            buf = io.BytesIO()
+            pq.write_table(labels, buf, compression="brotli", compression_level=11, use_dictionary=False)
+            other = sum(f["bytes"] for f in data["movies"]["sample"]["files"].values()) - data["movies"]["sample"]["files"]["labels"]["bytes"]
+            out["brotli_without_uncertainty"] = (len(buf.getvalue()) + other) / data["totals"]["dataset_bytes"]
+        print(f"{comp}: release {data['totals']['bytes']} B / dataset {data['totals']['dataset_bytes']} B = {out[comp]:.3f}")
+    print(f"brotli, without the uncertainty column: {out['brotli_without_uncertainty']:.3f}")
+    print(json.dumps({"bench": "release_size", **{k: round(v, 3) for k, v in out.items()}}))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=2, help="runs of each (best is reported)")
+    ap.add_argument("--sizes", action="store_true", help="measure release size / dataset size instead")
     args = ap.parse_args(argv)
+    if args.sizes:
+        release_sizes()
+        return 0
     release, copy = setup()
     dec, hyd = [], []
     for _ in range(args.repeats):

@@ -36,6 +36,8 @@ COMMANDS: tuple[str, ...] = (
     "verify",
     "inspect",
     "sql",
+    "release",
+    "hydrate",
     "train",
     "eval",
     "predict",

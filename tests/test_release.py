@@ -1,0 +1,84 @@
+"""The pieces of labels-only releases that need no movie: hashes, geometry, frame-rate checks, the release
+of a written dataset. (End to end, with real rips of a real movie: tests/test_hydrate.py.)"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.errors import BadInputError, ConfigError
+from pipeline.layouts import CropBox
+from pipeline.phash import DEFAULT_MAX_DISTANCE, from_hex, hamming, phash, to_hex
+from pipeline.synthetic import render_stereo_frame
+
+
+def _frame(t: float, shot: int = 0, seed: int = 5) -> np.ndarray:
+    return render_stereo_frame(384, 216, t, seed, shot=shot, letterbox=False, shot_duration_s=4.0).left
+
+
+def test_phash_survives_what_a_rip_does_and_tells_frames_apart():
+    img = _frame(1.0)
+    h = phash(img)
+    ok, jpeg = cv2.imencode(".jpg", img[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 40])
+    recoded = cv2.imdecode(jpeg, cv2.IMREAD_COLOR)[..., ::-1]
+    small = cv2.resize(img, (256, 144), interpolation=cv2.INTER_AREA)
+    graded = np.clip(img.astype(np.float32) * 0.8 + 20, 0, 255).astype(np.uint8)
+    for variant in (recoded, small, graded):
+        assert hamming(h, phash(variant)) <= 6
+    others = [phash(_frame(1.0, shot=s)) for s in (1, 2, 3)] + [phash(_frame(3.5, shot=0))]
+    # other shots of the sample movie share its composition (sky on top, ground below): 18+ bits apart
+    assert min(hamming(h, o) for o in others) > DEFAULT_MAX_DISTANCE + 4
+    assert 0 <= h < 2**64 and from_hex(to_hex(h)) == h
+    arr = np.array(others, np.uint64)
+    assert list(hamming(arr, h)) == [hamming(o, h) for o in others]
+
+
+def test_map_region_follows_the_copys_picture_area():
+    from pipeline.hydrate import map_region
+
+    crop = {"x": 0, "y": 26, "w": 384, "h": 164}
+    # another resolution, same picture area: the copy's own detection is used
+    assert map_region(crop, CropBox(0, 17, 256, 109), (256, 144)) == CropBox(0, 17, 256, 109)
+    # a detection that took a bar for picture: the release's aspect, centred
+    got = map_region(crop, CropBox(0, 0, 384, 216), (384, 216))
+    assert (got.w, got.h, got.y) == (384, 164, 26)
+
+
+def test_frame_rate_check_names_pal_and_accepts_ntsc_film():
+    from pipeline.hydrate import check_frame_rate
+
+    check_frame_rate("copy.mkv", 24000 / 1001, 24.0)  # 23.976 vs 24: same frames
+    with pytest.raises(BadInputError, match="PAL"):
+        check_frame_rate("copy.mkv", 25.0, 24.0)
+    with pytest.raises(BadInputError, match="not the same cut"):
+        check_frame_rate("copy.mkv", 30.0, 24.0)
+
+
+def test_release_of_a_dataset_keeps_every_label_and_no_picture(tiny_dataset, tmp_path):
+    from pipeline.release import IMAGE_COLUMNS, ReleaseConfig, make_release, read_release
+    from pipeline.shards import decode_image, list_shards
+
+    ds = tiny_dataset(n_movies=2, frames_per_movie=6, with_right=True)
+    data = make_release(ds, tmp_path / "rel", ReleaseConfig(splits=["train"]))
+    assert list(data["movies"]) == ["movie-00"]  # movie-01 is a val movie
+    rel = read_release(tmp_path / "rel")
+    labels = rel.read_labels("movie-00")
+    original = pa.concat_tables([pq.read_table(s.path) for s in list_shards(ds, movie_ids=["movie-00"])])
+    assert not set(labels.schema.names) & set(IMAGE_COLUMNS)
+    for name in original.schema.names:
+        if name not in IMAGE_COLUMNS:
+            assert labels.column(name).to_pylist() == original.column(name).to_pylist(), name
+    hashes = [phash(decode_image(b.as_py())) for b in original.column("image")]
+    assert labels.column("phash").to_pylist() == hashes
+    assert rel.read_rejected("movie-00").num_rows == 1
+    with pytest.raises(ConfigError, match="not in"):
+        make_release(ds, tmp_path / "rel2", ReleaseConfig(movies=["nope"]))
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="not empty"):
+        make_release(ds, tmp_path / "busy")
+    with pytest.raises(ConfigError, match="unknown split"):
+        ReleaseConfig(splits=["training"])

@@ -432,6 +432,11 @@ def _refine_sky(sky: np.ndarray, matched: np.ndarray, disparity: np.ndarray) -> 
     return big[labels]
 
 
+#: The uncertainty is rounded to 1/4 px: ranking is unchanged (bench_labels' sparsification table),
+#: and stored labels and labels-only releases shrink (the finer fractions are noise to a codec).
+_UNCERTAINTY_STEPS = 4.0
+
+
 def _uncertainty(
     discrepancy: np.ndarray, disagreement: np.ndarray, disparity: np.ndarray, unmatched_dist: np.ndarray
 ) -> np.ndarray:
@@ -447,7 +452,8 @@ def _uncertainty(
     """
     unc = np.maximum(np.minimum(discrepancy, UNCERTAINTY_MAX_PX), disagreement)
     unc = unc + 0.25 * _span(disparity, 9) + 2.0 / (1.0 + unmatched_dist)
-    return np.minimum(unc, UNCERTAINTY_MAX_PX).astype(np.float32)
+    # a scale, not a measurement: quarter pixels rank as well and compress to a fraction
+    return (np.round(np.minimum(unc, UNCERTAINTY_MAX_PX) * _UNCERTAINTY_STEPS) / _UNCERTAINTY_STEPS).astype(np.float32)
 
 
 def disparity_from_flow(

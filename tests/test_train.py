@@ -198,7 +198,7 @@ def test_shipped_dataset_config_trains_on_the_demo_shards(movies, tmp_path, monk
     import shutil
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1] / "configs"
+    from training.config import SHIPPED_CONFIGS as root
     shipped = yaml.safe_load((root / "train_demo_dataset.yaml").read_text())
     assert shipped["data"]["datasets"][0]["kind"] == "shards"
     assert shipped["data"]["datasets"][0]["path"] == shipped["data"]["val"]["path"] == "demo_out/dataset"

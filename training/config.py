@@ -1,15 +1,16 @@
 """The trainer's configuration: one dataclass per part, YAML plus ``key=value`` overrides.
 
-``load_train_config("configs/train_demo.yaml", ["optim.lr_new=3e-4", "max_steps=200"])`` reads the
+``load_train_config("train_demo", ["optim.lr_new=3e-4", "max_steps=200"])`` reads the
 YAML, applies dotted overrides (values parsed as YAML scalars), and maps the result onto
 :class:`TrainConfig` with :func:`pipeline.config.config_from_dict`, so an unknown key or a badly
 typed value is a :class:`~pipeline.errors.ConfigError` naming it. The resolved configuration and its
-hash are stored in every checkpoint. Defaults are the paper's recipe (MIDAS_NOTES.md section 3).
+hash are stored in every checkpoint. Defaults are the paper's recipe (docs/METHOD.md §3).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Sequence
 
 from pipeline.config import apply_overrides, config_from_dict, config_to_dict, load_yaml, merge_dicts
@@ -25,6 +26,8 @@ __all__ = [
     "OptimConfig",
     "TrainConfig",
     "load_train_config",
+    "resolve_config_path",
+    "shipped_configs",
     "train_config_from_dict",
     "demo_train_config",
 ]
@@ -266,12 +269,38 @@ def train_config_from_dict(data: dict[str, Any], where: str = "config") -> Train
     return config_from_dict(TrainConfig, data, where).validate()
 
 
+SHIPPED_CONFIGS = Path(__file__).resolve().parent / "configs"
+
+
+def shipped_configs() -> list[str]:
+    """Names of the configurations installed with the package (``training/configs/*.yaml``)."""
+    return sorted(p.stem for p in SHIPPED_CONFIGS.glob("*.yaml"))
+
+
+def resolve_config_path(path: str) -> str:
+    """A YAML path as given, or a shipped configuration's name (``train_demo``, ``train_demo.yaml``).
+
+    The configurations ship as package data, so ``--config train_demo`` works from any folder and from
+    an installed wheel; an existing file of the same name in the working folder wins.
+
+    Raises:
+        ConfigError: neither a file nor a shipped name (the message lists the shipped names).
+    """
+    if Path(path).is_file():
+        return path
+    name = path[:-5] if path.endswith(".yaml") else path
+    if "/" not in name and (SHIPPED_CONFIGS / f"{name}.yaml").is_file():
+        return str(SHIPPED_CONFIGS / f"{name}.yaml")
+    raise ConfigError(f"{path}: no such configuration file (shipped configurations: {', '.join(shipped_configs())})")
+
+
 def load_train_config(path: str | None, overrides: Sequence[str] = ()) -> TrainConfig:
-    """Read a YAML file (or nothing: the defaults) and apply ``key=value`` overrides.
+    """Read a YAML file or a shipped configuration (or nothing: the defaults) and apply ``key=value`` overrides.
 
     Raises:
         ConfigError: missing/malformed file, unknown key, bad value.
     """
+    path = resolve_config_path(path) if path else None
     data = merge_dicts(config_to_dict(TrainConfig()), load_yaml(path) if path else {})
     apply_overrides(data, list(overrides))
     return train_config_from_dict(data, where=path or "config")

@@ -9,7 +9,7 @@ relative improvement in percent, ``100 * (baseline - value) / baseline``, positi
 :func:`write_report` writes the table as CSV and markdown, the per-image errors as CSV, a plot of
 them, and a JSON of everything.
 
-Scoring of one image follows MIDAS_NOTES.md §4 (see :mod:`training.metrics`): the prediction,
+Scoring of one image follows docs/METHOD.md §4 (see :mod:`training.metrics`): the prediction,
 resized back to the ground truth's resolution, is aligned by least squares in disparity space,
 converted to depth and capped; DIW is scored by WHDR on its ordinal pair without alignment.
 """

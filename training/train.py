@@ -450,7 +450,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train the MiDaS-style depth model on depthmine shards (and other datasets). "
         "Run under torchrun for several processes: torchrun --standalone --nproc_per_node=N -m training.train ...",
     )
-    p.add_argument("--config", help="YAML training configuration (see configs/train_demo.yaml)")
+    p.add_argument("--config", help="YAML training configuration: a file, or a shipped name (train_demo, train_demo_dataset, train_midas)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a configuration value, e.g. --set optim.lr_new=3e-4 (repeatable)")
     p.add_argument("--resume", help="checkpoint to continue from, or 'auto' (out_dir/checkpoints/last.pt)")

@@ -32,7 +32,8 @@ def register(subparsers) -> None:
         ),
         epilog="example: depthmine train --config configs/train_demo.yaml --set max_steps=200 --set data.batch_size=4",
     )
-    p.add_argument("--config", required=True, metavar="FILE", help="YAML training configuration")
+    p.add_argument("--config", required=True, metavar="FILE",
+                   help="YAML training configuration: a file, or a shipped name (train_demo, train_demo_dataset, train_midas)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a value, e.g. --set optim.lr_new=3e-4 (repeatable)")
     p.add_argument("--resume", metavar="CKPT", help="continue from a checkpoint, or 'auto' (OUT/checkpoints/last.pt)")

@@ -19,13 +19,10 @@ again, and a movie already committed under that key is only (re)published. Bad i
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Sequence
-
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 import prefect
 from prefect import get_run_logger, task

@@ -11,13 +11,14 @@ __all__ = ["register", "add_ingest_options", "add_runner_options", "prefect_env_
 
 
 def prefect_env_defaults(verbose: int = 0) -> None:
-    """Environment defaults for CLI runs: no telemetry, quiet Prefect logs unless -v, and an API.
+    """Environment defaults for CLI runs that start flows: quiet Prefect logs unless -v, and an API.
+
+    Called by the command (from :func:`flows.cli.main`), never at import; telemetry and the UI are
+    switched off once for every command by :func:`flows.cli.environment_defaults`.
 
     Without ``PREFECT_API_URL`` the temporary Prefect server is started here, tied to this
     process (:func:`flows.runners.start_temporary_server`), so killing the CLI kills it too.
     """
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("PREFECT_UI_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO" if verbose else "WARNING")
     os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "WARNING")
     from flows.runners import start_temporary_server

@@ -68,8 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         rows = {}
         for label, cols in (("image+disparity+valid", TRAIN_COLUMNS), ("all columns", None), ("scalar column only", ["disparity_p50"])):
             rows[label] = _alternating(
-                lambda: sum(1 for _ in iter_samples(ds, columns=cols, verify=False, prefetch=False)),
-                lambda: sum(1 for _ in iter_samples(ds, columns=cols, prefetch=False)),
+                lambda cols=cols: sum(1 for _ in iter_samples(ds, columns=cols, verify=False, prefetch=False)),
+                lambda cols=cols: sum(1 for _ in iter_samples(ds, columns=cols, prefetch=False)),
                 r,
             )
         print("\nread (one thread, no prefetch)  unchecked samples/s   checked samples/s   ratio wall   ratio CPU")

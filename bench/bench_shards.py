@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
                 for c in range(md.num_columns):
                     cc = md.row_group(g).column(c)
                     size[cc.path_in_schema] = size.get(cc.path_in_schema, 0) + cc.total_compressed_size
-            t_d = timed(lambda: sum(1 for _ in iter_samples(path, columns=["disparity"])), 3)
+            t_d = timed(lambda path=path: sum(1 for _ in iter_samples(path, columns=["disparity"])), 3)
             print(f"  {codec:<6} {size['disparity'] / m / 1e3:31.1f}   {m / t_d:22.1f}")
         print(f"  uncertainty (1/32 px codes)       {size['uncertainty'] / m / 1e3:6.1f} kB/sample")
     finally:

@@ -31,26 +31,26 @@ from prefect.cache_policies import NO_CACHE
 from flows.artifacts import ProgressArtifact, markdown_table, png_data_uri, publish_markdown
 from flows.runners import RunnerSpec, open_task_runner
 from pipeline.errors import BadInputError, DepthmineError
-from pipeline.shards.locks import movie_lock
 from pipeline.ingest import (
     ChunkJob,
-    check_movie_readable,
-    check_replace,
-    preflight,
     ChunkSummary,
     IngestConfig,
     WorkDir,
+    check_movie_readable,
+    check_replace,
     chunk_name,
     commit_movie,
+    find_committed,
     ingest_key,
     iter_chunks,
     label_chunk,
-    find_committed,
+    preflight,
     project_version,
     publish_with,
     source_fingerprint,
     swap_report,
 )
+from pipeline.shards.locks import movie_lock
 
 __all__ = ["ingest_movie", "IngestResult", "retry_unless_bad_input", "IO_RETRIES"]
 

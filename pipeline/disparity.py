@@ -74,9 +74,9 @@ import cv2
 import numpy as np
 
 from pipeline.errors import ConfigError
-from pipeline.layouts import frame_bars
 from pipeline.flow import DEFAULT_BACKEND, FlowBackend, FlowPair, flow_to_disparity, get_backend
 from pipeline.flow.base import to_gray
+from pipeline.layouts import frame_bars
 from pipeline.rig import RigModel, fit_rig_model, rectify_right_view
 
 __all__ = [
@@ -447,7 +447,7 @@ def disparity_from_flow(
     pair: FlowPair,
     config: DisparityConfig,
     image: np.ndarray | None = None,
-    sky_masker: "object | None" = None,
+    sky_masker: object | None = None,
     right_image: np.ndarray | None = None,
     matcher: FlowBackend | None = None,
 ) -> DisparityResult:

@@ -505,7 +505,7 @@ class WorkDir:
         self.root = Path(root)
 
     @classmethod
-    def for_movie(cls, dataset: str | os.PathLike, movie_id: str, key: str) -> "WorkDir":
+    def for_movie(cls, dataset: str | os.PathLike, movie_id: str, key: str) -> WorkDir:
         from pipeline.shards.manifest import check_movie_id, check_name
 
         return cls(Path(dataset) / ".work" / check_movie_id(movie_id) / check_name(key, "key"))

@@ -41,12 +41,11 @@ from pipeline.layouts import (
     detect_letterbox,
     eye_size,
     layout_from_metadata,
-    packed_eye_size,
     split_frame,
 )
 from pipeline.probe import MovieInfo, open_container, probe
 from pipeline.sampling import SamplingConfig, frame_step, in_window, kept_frame_range, min_clip_frames, sample_frames
-from pipeline.shots import Shot, ShotConfig, build_detector, shots_from_cuts
+from pipeline.shots import Shot, ShotConfig, build_detector
 
 __all__ = [
     "frame_to_rgb", "SampledFrame", "StereoSource", "MovieScan", "open_stereo", "scan_movie"]
@@ -477,7 +476,7 @@ class MovieScan:
         self.done = False
         self._started = False
 
-    def run(self) -> "MovieScan":
+    def run(self) -> MovieScan:
         for _ in self:
             pass
         return self

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
+from pipeline.errors import ConfigError
 from pipeline.ingest import (
     ChunkJob,
     WorkDir,
@@ -22,7 +23,6 @@ from pipeline.ingest import (
     store_size,
     swap_report,
 )
-from pipeline.errors import ConfigError
 from pipeline.synthetic import render_stereo_frame
 
 W, H = 480, 270  # one eye, no letterbox: the crop is the whole frame

@@ -196,7 +196,6 @@ def test_shipped_dataset_config_trains_on_the_demo_shards(movies, tmp_path, monk
     """configs/train_demo_dataset.yaml reads demo_out/dataset (what `depthmine demo` builds) and
     validates on its val split; train_demo.yaml stays the synthetic-frames demo."""
     import shutil
-    from pathlib import Path
 
     from training.config import SHIPPED_CONFIGS as root
     shipped = yaml.safe_load((root / "train_demo_dataset.yaml").read_text())

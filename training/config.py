@@ -192,7 +192,7 @@ class TrainConfig:
     progress: bool = True
     crash_at_step: int | None = None
 
-    def validate(self) -> "TrainConfig":
+    def validate(self) -> TrainConfig:
         """Check every value the dataclass types cannot, without touching files; returns self.
 
         Files, shard counts and the process count are checked by

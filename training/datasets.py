@@ -463,7 +463,7 @@ class SyntheticDataset(Dataset):
     def __len__(self) -> int:
         return self.n
 
-    @functools.lru_cache(maxsize=4096)
+    @functools.lru_cache(maxsize=4096)  # noqa: B019  keyed by self: owned state is a later step (issue 12, move 4)
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         from pipeline.synthetic import render_stereo_frame
 
@@ -491,7 +491,7 @@ class PositionDataset(Dataset):
     def __len__(self) -> int:  # positions are unbounded; one epoch for len()
         return self.n
 
-    @functools.lru_cache(maxsize=8)
+    @functools.lru_cache(maxsize=8)  # noqa: B019  keyed by self: owned state is a later step (issue 12, move 4)
     def _perm(self, epoch: int) -> np.ndarray:
         if not self.shuffle:
             return np.arange(self.n)
@@ -584,7 +584,7 @@ class MixedLoader:
             self.loaders.append(loader)
         self._iters: list[Iterator] | None = None
 
-    def __iter__(self) -> "MixedLoader":
+    def __iter__(self) -> MixedLoader:
         return self
 
     def __next__(self) -> dict[str, torch.Tensor]:

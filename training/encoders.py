@@ -35,10 +35,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-ENCODERS: dict[str, Callable[[], "Encoder"]] = {}
+ENCODERS: dict[str, Callable[[], Encoder]] = {}
 
 
-def register_encoder(name: str) -> Callable[[Callable[[], "Encoder"]], Callable[[], "Encoder"]]:
+def register_encoder(name: str) -> Callable[[Callable[[], Encoder]], Callable[[], Encoder]]:
     """Register a zero-argument factory under ``name`` (decorator)."""
 
     def deco(fn: Callable[[], Encoder]) -> Callable[[], Encoder]:
@@ -55,7 +55,7 @@ def available_encoders() -> list[str]:
     return sorted(ENCODERS) + ["timm:<model name>"]
 
 
-def create_encoder(name: str) -> "Encoder":
+def create_encoder(name: str) -> Encoder:
     """Build the encoder called ``name`` with random weights.
 
     Raises:
@@ -164,7 +164,7 @@ class ResNetEncoder(Encoder):
 
 def _out_channels(layer: nn.Sequential) -> int:
     block = layer[-1]
-    last_bn = getattr(block, "bn3", None) or getattr(block, "bn2")
+    last_bn = getattr(block, "bn3", None) or block.bn2
     return int(last_bn.num_features)
 
 

@@ -33,7 +33,7 @@ from torch.nn.parallel import DistributedDataParallel
 from pipeline.atomic import atomic_open, atomic_path
 from pipeline.config import config_hash, config_to_dict
 from pipeline.errors import BadInputError, ConfigError, DepthmineError
-from training.checkpoint import load_checkpoint, restore_rng_state, save_checkpoint, unwrap_model
+from training.checkpoint import load_checkpoint, restore_rng_state, save_checkpoint
 from training.config import TrainConfig, load_train_config
 from training.datasets import MixedLoader, UncertaintyUse, build_dataset, validation_samples
 from training.losses import ScaleAndShiftInvariantLoss, align_least_squares

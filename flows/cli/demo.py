@@ -101,7 +101,6 @@ def run_demo(out: Path, size: tuple[int, int], flow: str, train_steps: int) -> i
 
 def _train_and_evaluate(out: Path, dataset: Path, steps: int) -> str:
     from flows.train import train_model
-
     from training.config import resolve_config_path
 
     config = resolve_config_path("train_demo")  # package data: found wherever depthmine is installed

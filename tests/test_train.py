@@ -87,14 +87,15 @@ def test_killed_and_resumed_run_ends_where_uninterrupted_one_does(movies, tmp_pa
     straight = run_training(train_config_from_dict(cfg(tmp_path / "straight")))
 
     path = tmp_path / "crash.yaml"
-    path.write_text(yaml.safe_dump(cfg(tmp_path / "crash", crash_at_step=6)))
+    path.write_text(yaml.safe_dump(cfg(tmp_path / "crash")))
     proc = subprocess.run([sys.executable, "-m", "training.train", "--config", str(path)],
-                          capture_output=True, text=True, timeout=200, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                          capture_output=True, text=True, timeout=200,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "DEPTHMINE_TEST_CRASH_AT_STEP": "6"})
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     assert load_checkpoint(tmp_path / "crash" / "checkpoints" / "last.pt")["step"] == 6
     assert not (tmp_path / "crash" / "checkpoints" / "final.pt").exists()
 
-    resumed = run_training(load_train_config(str(path), ["resume=auto", "crash_at_step=null"]))
+    resumed = run_training(load_train_config(str(path), ["resume=auto"]))
     assert resumed.steps == 10
     assert resumed.losses == pytest.approx(straight.losses[6:], rel=1e-5)
     a = load_checkpoint(straight.checkpoint)["model"]

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from pipeline.config import apply_overrides, config_from_dict, config_to_dict, load_yaml, merge_dicts
+from pipeline.config import apply_overrides, config_from_dict, config_hash, config_to_dict, load_yaml, merge_dicts
 from pipeline.errors import ConfigError
 from training.mixing import MixingConfig
 from training.model import ModelConfig
@@ -26,6 +26,8 @@ __all__ = [
     "OptimConfig",
     "TrainConfig",
     "load_train_config",
+    "recipe_hash",
+    "RUN_SETTINGS",
     "resolve_config_path",
     "shipped_configs",
     "train_config_from_dict",
@@ -167,8 +169,10 @@ class TrainConfig:
             its statistics cover the global batch (a few images per GPU otherwise).
         tensorboard: also write TensorBoard events (a CSV is always written).
         progress: a tqdm bar on rank 0.
-        crash_at_step: testing only: the process kills itself (SIGKILL) right after this step's
-            checkpoint, to test recovery from a real crash.
+
+    The fields in :data:`RUN_SETTINGS` say how this run goes, not what it learns: :func:`recipe_hash`
+    leaves them out, so resuming with another ``out_dir``, ``max_steps`` or ``--resume`` is the same
+    recipe.
     """
 
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -190,7 +194,6 @@ class TrainConfig:
     sync_batchnorm: bool = True
     tensorboard: bool = True
     progress: bool = True
-    crash_at_step: int | None = None
 
     def validate(self) -> TrainConfig:
         """Check every value the dataclass types cannot, without touching files; returns self.
@@ -292,6 +295,20 @@ def resolve_config_path(path: str) -> str:
     if "/" not in name and (SHIPPED_CONFIGS / f"{name}.yaml").is_file():
         return str(SHIPPED_CONFIGS / f"{name}.yaml")
     raise ConfigError(f"{path}: no such configuration file (shipped configurations: {', '.join(shipped_configs())})")
+
+
+# How a run goes, not what it learns: left out of the recipe's hash.
+RUN_SETTINGS: tuple[str, ...] = ("out_dir", "resume", "progress", "max_steps", "tensorboard", "log_every",
+                                 "keep_checkpoints")
+
+
+def recipe_hash(cfg: TrainConfig) -> str:
+    """The hash of what a run learns (model, data, loss, optimiser, mixing, seed, precision...), without
+    the :data:`RUN_SETTINGS`; stored in checkpoints and compared on resume."""
+    data = config_to_dict(cfg)
+    for name in RUN_SETTINGS:
+        data.pop(name, None)
+    return config_hash(data)
 
 
 def load_train_config(path: str | None, overrides: Sequence[str] = ()) -> TrainConfig:

@@ -31,6 +31,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler, get_worker_info
 
 from pipeline.errors import BadInputError, ConfigError
+from pipeline.registry import Registry
 from training.config import DatasetSpec
 from training.transforms import AugmentConfig, augment
 
@@ -528,7 +529,11 @@ class GlobalBatchSampler(Sampler[list[int]]):
         return (self.max_batches if self.max_batches is not None else 2**31) - self.start
 
 
-ADAPTERS: dict[str, type] = {"folder": FolderDataset, "csv": CsvDataset, "synthetic": SyntheticDataset}
+#: the dataset kinds other than ``shards`` (:class:`pipeline.registry.Registry`): ``kind -> adapter(spec)``
+ADAPTERS: Registry = Registry("dataset kind")
+ADAPTERS.register("folder", FolderDataset)
+ADAPTERS.register("csv", CsvDataset)
+ADAPTERS.register("synthetic", SyntheticDataset)
 
 
 def build_dataset(spec: DatasetSpec, augment_config: AugmentConfig, seed: int, *, infinite: bool = True,
@@ -545,7 +550,7 @@ def build_dataset(spec: DatasetSpec, augment_config: AugmentConfig, seed: int, *
                             shuffle_buffer=spec.shuffle_buffer, infinite=infinite, movie_ids=spec.movie_ids,
                             uncertainty=uncertainty, rank=rank, world_size=world_size)
     if spec.kind not in ADAPTERS:
-        raise ConfigError(f"dataset kind {spec.kind!r}: valid kinds: shards, {', '.join(ADAPTERS)}")
+        raise ConfigError(f"dataset kind {spec.kind!r}: valid kinds: shards, {', '.join(ADAPTERS.names())}")
     return PositionDataset(ADAPTERS[spec.kind](spec), augment_config, seed, shuffle, weighting=uncertainty.weighting)
 
 

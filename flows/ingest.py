@@ -33,6 +33,7 @@ from flows.runners import RunnerSpec, open_task_runner
 from pipeline.errors import BadInputError, DepthmineError
 from pipeline.ingest import (
     ChunkJob,
+    ChunkPlan,
     ChunkSummary,
     IngestConfig,
     WorkDir,
@@ -44,6 +45,7 @@ from pipeline.ingest import (
     ingest_key,
     iter_chunks,
     label_chunk,
+    merge_relabelled,
     preflight,
     project_version,
     publish_with,
@@ -278,10 +280,8 @@ def _ingest_locked(movie, out, movie_id, split, layout, config, spec, probe, key
     if to_correct:
         fixed, _ = _label_all_chunks(movie_id, probe, layout, config, split, work, dataclasses.replace(job, swap=True),
                                      spec, tags, progress, swap_shots=set(to_correct), plan=plan)
-        by_shot = {s.shot_id for s in fixed}
-        summaries = [s for s in summaries if s.shot_id not in by_shot] + fixed
-        summaries.sort(key=lambda s: (s.shot_id, s.part))
-        swap.corrected = sorted(by_shot)
+        summaries = merge_relabelled(summaries, fixed)
+        swap.corrected = sorted({s.shot_id for s in fixed})
 
     kept = sum(s.kept for s in summaries)
     if kept == 0:
@@ -301,7 +301,7 @@ def _ingest_locked(movie, out, movie_id, split, layout, config, spec, probe, key
         "eye_size": [probe.eye_width, probe.eye_height],
         "fps": probe.fps,
         "frame_count": probe.frame_count,
-        "shots": plan["shots"],
+        "shots": plan.shots,
         "split": split,
         "config": _config_dict(config),
         "eyes_swapped_metadata": probe.eyes_swapped_metadata,
@@ -318,7 +318,7 @@ def _ingest_locked(movie, out, movie_id, split, layout, config, spec, probe, key
         rejected=dict(sum((Counter(s.rejected) for s in summaries), Counter())),
         chunks=len(summaries),
         chunks_resumed=sum(s.resumed for s in summaries),
-        shots=len(plan["shots"]),
+        shots=len(plan.shots),
         seconds=time.monotonic() - t0,
         label_seconds=sum(s.seconds for s in summaries if not s.resumed),
         swapped_eyes=swap.to_dict(),
@@ -346,9 +346,9 @@ def _label_all_chunks(movie_id, probe, layout, config, split, work, job, spec, t
     done = work.done_names()
     if swap_shots is None:
         plan = work.read_plan()
-        wanted = plan["chunks"] if plan is not None else None
+        wanted = plan.chunks if plan is not None else None
     else:
-        wanted = [n + "x" for n in plan["chunks"] if int(n[1:6]) in swap_shots]
+        wanted = plan.relabelled_chunks(swap_shots)
     if wanted is not None and set(wanted) <= done:
         # Everything was labelled before the crash: no need to decode again.
         logger.info("%s: all %d chunks staged already; skipping the decode pass", movie_id, len(wanted))
@@ -397,11 +397,11 @@ def _label_all_chunks(movie_id, probe, layout, config, split, work, job, spec, t
     artifact.update(1.0, force=True)
     if swap_shots is not None:
         return [summaries[n] for n in names], plan
-    plan = {
-        "shots": [_shot_dict(s) for s in scan.shots],
-        "samples": len(scan.samples) if hasattr(scan.samples, "__len__") else None,
-        "chunks": names,
-    }
+    plan = ChunkPlan(
+        shots=[_shot_dict(s) for s in scan.shots],
+        samples=len(scan.samples) if hasattr(scan.samples, "__len__") else None,
+        chunks=names,
+    )
     work.write_plan(plan)
     return [summaries[n] for n in names], plan
 
@@ -461,7 +461,7 @@ def _result_from_manifest(movie_id, key, split, manifest, seconds) -> IngestResu
     )
 
 
-def _report(movie: str, probe: MovieProbe, result: IngestResult, summaries: list[ChunkSummary], plan: dict, work: WorkDir,
+def _report(movie: str, probe: MovieProbe, result: IngestResult, summaries: list[ChunkSummary], plan: ChunkPlan, work: WorkDir,
             swap: Any = None) -> str:
     """The run's markdown report: input, previews, shots, frames kept/rejected by reason."""
     import cv2
@@ -488,7 +488,7 @@ def _report(movie: str, probe: MovieProbe, result: IngestResult, summaries: list
     for s in summaries:
         per_shot.setdefault(s.shot_id, []).append(s)
     rows = []
-    for shot in plan["shots"]:
+    for shot in plan.shots:
         ss = per_shot.get(shot["shot_id"], [])
         rej = Counter()
         for s in ss:

@@ -37,6 +37,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import threading
 import time
@@ -71,6 +72,9 @@ __all__ = [
     "ingest_config",
     "store_size",
     "chunk_name",
+    "parse_chunk_name",
+    "ChunkPlan",
+    "merge_relabelled",
     "SwapReport",
     "swap_report",
     "source_fingerprint",
@@ -326,6 +330,54 @@ def chunk_name(shot_id: int, part: int, swap: bool = False) -> str:
     return f"s{int(shot_id):05d}-p{int(part):03d}" + ("x" if swap else "")
 
 
+def parse_chunk_name(name: str) -> tuple[int, int, bool]:
+    """``(shot_id, part, swapped)`` of a :func:`chunk_name`.
+
+    Raises:
+        ValueError: not a chunk name (a stray file in the staging folder).
+    """
+    match = re.fullmatch(r"s(\d{5})-p(\d{3})(x?)", name)
+    if match is None:
+        raise ValueError(f"{name!r} is not a chunk name (sNNNNN-pNNN[x])")
+    return int(match.group(1)), int(match.group(2)), bool(match.group(3))
+
+
+@dataclass
+class ChunkPlan:
+    """What the first labelling pass of a movie found, staged as ``plan.json`` so a resumed run can
+    skip the decode when every chunk is done.
+
+    Attributes:
+        shots: the detected shots as ``{"shot_id", "start_frame", "end_frame"}``.
+        samples: sampled frames (None when the scan could not count them).
+        chunks: chunk names in decode order (:func:`chunk_name`).
+    """
+
+    shots: list[dict[str, int]]
+    samples: int | None
+    chunks: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"shots": self.shots, "samples": self.samples, "chunks": self.chunks}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ChunkPlan:
+        return cls(shots=list(data["shots"]), samples=data.get("samples"), chunks=list(data["chunks"]))
+
+    def relabelled_chunks(self, shot_ids: set[int]) -> list[str]:
+        """Names of the eyes-exchanged chunks of ``shot_ids`` (``s00003-p000x``), in plan order."""
+        return [chunk_name(shot, part, swap=True) for shot, part, _ in map(parse_chunk_name, self.chunks)
+                if shot in shot_ids]
+
+
+def merge_relabelled(summaries: list[ChunkSummary], relabelled: list[ChunkSummary]) -> list[ChunkSummary]:
+    """The chunks a movie commits: each relabelled shot's chunks replace that shot's originals;
+    ordered by (shot, part) as the shard writer expects."""
+    shots = {s.shot_id for s in relabelled}
+    merged = [s for s in summaries if s.shot_id not in shots] + list(relabelled)
+    return sorted(merged, key=lambda s: (s.shot_id, s.part))
+
+
 def iter_chunks(frames: Iterable[Any], chunk_frames: int) -> Iterator[Chunk]:
     """Group sampled frames (in decode order) into per-shot chunks of at most ``chunk_frames``.
 
@@ -538,14 +590,14 @@ class WorkDir:
     def rejected(self, name: str) -> list[dict[str, Any]]:
         return json.loads(self.marker_path(name).read_text())["rejected"]
 
-    def write_plan(self, plan: dict[str, Any]) -> None:
-        write_json_atomic(self.plan_path, plan)
+    def write_plan(self, plan: ChunkPlan) -> None:
+        write_json_atomic(self.plan_path, plan.to_dict())
 
-    def read_plan(self) -> dict[str, Any] | None:
+    def read_plan(self) -> ChunkPlan | None:
         try:
-            return json.loads(self.plan_path.read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            return None
+            return ChunkPlan.from_dict(json.loads(self.plan_path.read_text()))
+        except (FileNotFoundError, json.JSONDecodeError, KeyError, TypeError):
+            return None  # no plan, or one half written: the run decodes again
 
     def previews(self, limit: int = 6) -> list[Path]:
         return sorted(self.root.glob("s*-p*.png"))[:limit]

@@ -28,8 +28,6 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 
 def bare_decode_seconds(movie: Path) -> float:
     from pipeline.synthetic import ffmpeg_exe

@@ -27,15 +27,13 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from pipeline.config import config_hash  # noqa: E402
-from pipeline.shards import MovieShardWriter, ShardConfig, publish  # noqa: E402
-from tests.fixtures.datasets import make_frame_record  # noqa: E402
-from training.datasets import ShardDataset, _collate  # noqa: E402
-from training.losses import ScaleAndShiftInvariantLoss  # noqa: E402
-from training.model import ModelConfig, build_model  # noqa: E402
-from training.transforms import AugmentConfig  # noqa: E402
+from pipeline.config import config_hash
+from pipeline.shards import MovieShardWriter, ShardConfig, publish
+from pipeline.shards.synthetic import make_frame_record
+from training.datasets import ShardDataset, _collate
+from training.losses import ScaleAndShiftInvariantLoss
+from training.model import ModelConfig, build_model
+from training.transforms import AugmentConfig
 
 SIZE = (940, 400)
 GPU_SAMPLES_PER_S = 110.0

@@ -56,3 +56,16 @@ def test_pyproject_ships_the_configs_and_no_unused_dependency():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
     assert "configs/*.yaml" in project["tool"]["setuptools"]["package-data"]["training"]
     assert not any(dep.startswith("ffmpeg-python") for dep in project["project"]["dependencies"])
+
+
+def test_benches_run_as_modules_without_path_edits_or_test_helpers():
+    offenders = []
+    for path in sorted((ROOT / "bench").glob("*.py")):
+        text = path.read_text()
+        for word in ("sys" + ".path", "from " + "tests", "import " + "tests"):
+            if word in text:
+                offenders.append(f"{path.name}: {word}")
+    assert not offenders, offenders
+    proc = subprocess.run([__import__("sys").executable, "-m", "bench.bench_shards", "--help"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "usage" in proc.stdout, proc.stderr[-2000:]

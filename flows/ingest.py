@@ -52,6 +52,7 @@ from pipeline.ingest import (
     source_fingerprint,
     swap_report,
 )
+from pipeline.layouts import CropBox
 from pipeline.shards.locks import movie_lock
 
 __all__ = ["ingest_movie", "IngestResult", "retry_unless_bad_input", "IO_RETRIES"]
@@ -81,7 +82,7 @@ class MovieProbe:
     layout_reason: str
     eye_width: int
     eye_height: int
-    crop: dict[str, int]
+    crop: CropBox
     fps: float
     frame_count: int
     duration_s: float
@@ -121,7 +122,6 @@ def _probe(movie: str, layout: str | None, right: str | None) -> MovieProbe:
         check_movie_readable(right, "right-eye file")
     src = open_stereo(movie, layout=layout, right_path=right)
     info = src.info
-    crop = src.crop
     return MovieProbe(
         path=str(movie),
         right=str(right) if right else None,
@@ -129,7 +129,7 @@ def _probe(movie: str, layout: str | None, right: str | None) -> MovieProbe:
         layout_reason=str(getattr(src, "layout_reason", "")),
         eye_width=int(src.eye_size[0]),
         eye_height=int(src.eye_size[1]),
-        crop={"x": int(crop.x), "y": int(crop.y), "w": int(crop.w), "h": int(crop.h)},
+        crop=CropBox(int(src.crop.x), int(src.crop.y), int(src.crop.w), int(src.crop.h)),
         fps=float(getattr(info, "fps", 0.0) or 0.0),
         frame_count=int(getattr(info, "frame_count", 0) or 0),
         duration_s=float(getattr(info, "duration_s", getattr(info, "duration", 0.0)) or 0.0),
@@ -297,7 +297,7 @@ def _ingest_locked(movie, out, movie_id, split, layout, config, spec, probe, key
         "source": {"path": probe.path, "right": probe.right, "fingerprint": probe.fingerprint},
         "layout": probe.layout,
         "layout_reason": probe.layout_reason,
-        "crop": probe.crop,
+        "crop": probe.crop.as_dict(),
         "eye_size": [probe.eye_width, probe.eye_height],
         "fps": probe.fps,
         "frame_count": probe.frame_count,
@@ -471,7 +471,7 @@ def _report(movie: str, probe: MovieProbe, result: IngestResult, summaries: list
         "",
         f"- source: `{movie}` ({probe.layout}: {probe.layout_reason}), {probe.eye_width}x{probe.eye_height} per eye, "
         f"{probe.frame_count} frames at {probe.fps:.3g} fps",
-        f"- crop: x={probe.crop['x']} y={probe.crop['y']} w={probe.crop['w']} h={probe.crop['h']}",
+        f"- crop: x={probe.crop.x} y={probe.crop.y} w={probe.crop.w} h={probe.crop.h}",
         f"- key: `{result.key}` (fingerprint `{probe.fingerprint}`)",
         f"- frames kept: **{result.kept}**, rejected: **{sum(result.rejected.values())}**; "
         f"chunks: {result.chunks} ({result.chunks_resumed} resumed from disk); {result.seconds:.1f} s",

@@ -60,6 +60,7 @@ from pipeline.disparity import (
     resize_result,
 )
 from pipeline.errors import BadInputError, ConfigError
+from pipeline.layouts import CropBox
 from pipeline.sampling import SamplingConfig
 from pipeline.shards import MovieShardWriter, ShardConfig, read_chunk, write_chunk
 from pipeline.shots import ShotConfig
@@ -405,7 +406,7 @@ class ChunkJob:
     movie_id: str
     split: str
     config: IngestConfig
-    crop: dict[str, int]  # x, y, w, h in source pixels of one eye
+    crop: CropBox  # the letterbox crop in source pixels of one eye
     source_width: int
     source_height: int
     provenance: dict[str, str]
@@ -499,10 +500,10 @@ def label_chunk(frames: Sequence[Any], chunk: tuple[int, int], job: ChunkJob) ->
                 "valid": res.valid,
                 "uncertainty": res.uncertainty,
                 "sky": res.sky,
-                "crop_x": job.crop["x"],
-                "crop_y": job.crop["y"],
-                "crop_w": job.crop["w"],
-                "crop_h": job.crop["h"],
+                "crop_x": job.crop.x,
+                "crop_y": job.crop.y,
+                "crop_w": job.crop.w,
+                "crop_h": job.crop.h,
                 "source_width": job.source_width,
                 "source_height": job.source_height,
                 "stats": stats,

@@ -34,6 +34,7 @@ from pipeline.atomic import atomic_open, atomic_path
 from pipeline.config import config_to_dict
 from pipeline.errors import BadInputError, ConfigError, DepthmineError
 from training.checkpoint import load_checkpoint, restore_rng_state, save_checkpoint
+from training.cli_options import add_train_options
 from training.config import TrainConfig, load_train_config, recipe_hash
 from training.datasets import MixedLoader, UncertaintyUse, build_dataset, validation_samples
 from training.losses import ScaleAndShiftInvariantLoss, align_least_squares
@@ -464,11 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train the MiDaS-style depth model on depthmine shards (and other datasets). "
         "Run under torchrun for several processes: torchrun --standalone --nproc_per_node=N -m training.train ...",
     )
-    p.add_argument("--config", help="YAML training configuration: a file, or a shipped name (train_demo, train_demo_dataset, train_midas)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a configuration value, e.g. --set optim.lr_new=3e-4 (repeatable)")
-    p.add_argument("--resume", help="checkpoint to continue from, or 'auto' (out_dir/checkpoints/last.pt)")
-    p.add_argument("--out", help="run folder (overrides out_dir)")
+    add_train_options(p, config_required=False)
     p.add_argument("extra", nargs="*", metavar="KEY=VALUE", help="more overrides")
     return p
 

@@ -53,10 +53,8 @@ from pipeline.atomic import write_json_atomic
 from pipeline.config import apply_overrides, config_from_dict, config_hash, config_to_dict, merge_dicts
 from pipeline.disparity import (
     DisparityConfig,
-    SwapDecision,
     backend_from_config,
     compute_disparity_batch,
-    decide_swapped_eyes,
     resize_result,
 )
 from pipeline.errors import BadInputError, ConfigError
@@ -64,6 +62,7 @@ from pipeline.layouts import CropBox
 from pipeline.sampling import SamplingConfig
 from pipeline.shards import MovieShardWriter, ShardConfig, read_chunk, write_chunk
 from pipeline.shots import ShotConfig
+from pipeline.swap import SWAP_MODES, SwapReport, merge_relabelled, swap_report  # noqa: F401  (public here too)
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +157,6 @@ class IngestConfig:
 
 
 #: Values of :attr:`IngestConfig.swap_eyes`.
-SWAP_MODES = ("never", "always", "auto")
 
 
 def store_size(crop_w: int, crop_h: int, store_width: int | None) -> tuple[int, int]:
@@ -369,14 +367,6 @@ class ChunkPlan:
         """Names of the eyes-exchanged chunks of ``shot_ids`` (``s00003-p000x``), in plan order."""
         return [chunk_name(shot, part, swap=True) for shot, part, _ in map(parse_chunk_name, self.chunks)
                 if shot in shot_ids]
-
-
-def merge_relabelled(summaries: list[ChunkSummary], relabelled: list[ChunkSummary]) -> list[ChunkSummary]:
-    """The chunks a movie commits: each relabelled shot's chunks replace that shot's originals;
-    ordered by (shot, part) as the shard writer expects."""
-    shots = {s.shot_id for s in relabelled}
-    merged = [s for s in summaries if s.shot_id not in shots] + list(relabelled)
-    return sorted(merged, key=lambda s: (s.shot_id, s.part))
 
 
 def iter_chunks(frames: Iterable[Any], chunk_frames: int) -> Iterator[Chunk]:
@@ -665,73 +655,3 @@ def publish_with(
     from pipeline.shards import publish_update
 
     return publish_update(dataset, add=list(add), drop=list(drop), keep=keep, only=only)
-
-
-# --------------------------------------------------------------------------- swapped eyes
-
-
-@dataclass
-class SwapReport:
-    """Reversed-eyes decisions of one ingest, from the chunks' per-frame ``swap_evidence``.
-
-    Attributes:
-        movie: the decision over every sampled frame of the movie.
-        shots: the decision per shot id (shots with sampled frames only).
-        corrected: shot ids relabelled with the eyes exchanged (``swap_eyes="auto"``).
-        mode: the :attr:`IngestConfig.swap_eyes` in force.
-    """
-
-    movie: SwapDecision
-    shots: dict[int, SwapDecision]
-    corrected: list[int] = field(default_factory=list)
-    mode: str = "never"
-
-    @property
-    def swapped_shots(self) -> list[int]:
-        """Shot ids whose frames look reversed (as labelled, before any auto-correction)."""
-        return sorted(sid for sid, d in self.shots.items() if d.swapped)
-
-    def shots_to_correct(self, min_confidence: float = 0.5) -> list[int]:
-        """The shots ``swap_eyes="auto"`` relabels with the eyes exchanged.
-
-        Reversed eyes are usually a property of the whole file (an authoring error), sometimes of
-        single shots (an editing error); short shots give little evidence. So: when the movie is
-        decided reversed with ``min_confidence``, every shot except those decided normal with
-        ``min_confidence``; otherwise only the shots decided reversed with ``min_confidence``.
-        """
-        if self.movie.swapped and self.movie.confidence >= min_confidence:
-            return sorted(sid for sid, d in self.shots.items() if d.swapped or d.confidence < min_confidence)
-        return sorted(sid for sid, d in self.shots.items() if d.swapped and d.confidence >= min_confidence)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON (no NaN: a decision without evidence has ``mean_evidence`` None)."""
-        return {
-            "mode": self.mode,
-            "movie": _decision_dict(self.movie),
-            "swapped_shots": self.swapped_shots,
-            "corrected_shots": list(self.corrected),
-            "shots": {str(sid): _decision_dict(d) for sid, d in sorted(self.shots.items())},
-        }
-
-
-def _decision_dict(decision: SwapDecision) -> dict[str, Any]:
-    out = dataclasses.asdict(decision)
-    return {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in out.items()}
-
-
-def swap_report(summaries: Iterable[ChunkSummary], mode: str = "never", corrected: Sequence[int] = ()) -> SwapReport:
-    """Decide reversed eyes per shot and per movie from chunk summaries (as first labelled).
-
-    Uses :func:`pipeline.disparity.decide_swapped_eyes` with its defaults; deterministic in the
-    summaries, so a resumed run reaches the same decisions from the staged markers.
-    """
-    per_shot: dict[int, list] = {}
-    for s in sorted(summaries, key=lambda s: (s.shot_id, s.part)):
-        per_shot.setdefault(int(s.shot_id), []).extend(s.swap_evidence)
-    everything = [e for ev in per_shot.values() for e in ev]
-    return SwapReport(
-        movie=decide_swapped_eyes(everything),
-        shots={sid: decide_swapped_eyes(ev) for sid, ev in per_shot.items()},
-        corrected=sorted(int(c) for c in corrected),
-        mode=mode,
-    )

@@ -36,3 +36,16 @@ def test_relabelled_shots_replace_their_originals_in_shot_order():
     fixed = [SimpleNamespace(shot_id=1, part=p, name=chunk_name(1, p, swap=True)) for p in (1, 0)]
     merged = merge_relabelled(s, fixed)
     assert [x.name for x in merged] == ["s00000-p000", "s00001-p000x", "s00001-p001x", "s00002-p000"]
+
+
+def test_swapped_eye_logic_lives_in_one_module_and_keeps_its_old_names():
+    import pipeline.disparity
+    import pipeline.ingest
+    import pipeline.swap as swap
+
+    for name in ("SwapDecision", "detect_swapped_eyes", "decide_swapped_eyes"):
+        assert getattr(pipeline.disparity, name) is getattr(swap, name)
+    for name in ("SwapReport", "swap_report", "SWAP_MODES", "merge_relabelled"):
+        assert getattr(pipeline.ingest, name) is getattr(swap, name)
+    assert [swap.frame_verdict(e) for e in (0.3, 0.04, -0.04, -0.2)] == ["reversed", "undecided", "undecided", "normal"]
+    assert swap.decide_swapped_eyes([0.5, 0.4, 0.6]).swapped and not swap.decide_swapped_eyes([0.5, -0.4, -0.6]).swapped

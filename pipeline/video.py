@@ -597,9 +597,9 @@ class MovieScan:
         expected = src.info.frame_count
         if expected and abs(expected - frame_count) > max(2, 0.02 * expected):
             log.warning("%s: decoded %d frames, the container suggested %d", src.path, frame_count, expected)
-        # the decode pass counted them: correct the probe's estimate for later stages
-        src.info.frame_count = frame_count
-        src.info.frame_count_exact = True
+        # the decode pass counted them: later stages see the count on a new MovieInfo (the probe's own
+        # object, which a caller may hold, keeps what the container said)
+        src.info = dataclasses.replace(src.info, frame_count=frame_count, frame_count_exact=True)
         rule = sample_frames(self.shots, fps, self.split, src.info.chapters, self.sampling, frame_count=frame_count)
         if rule != self.samples:  # an invariant of this module, not a user error
             raise RuntimeError(f"one-pass sampling diverged from sample_frames ({len(self.samples)} vs {len(rule)} frames)")

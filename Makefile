@@ -1,6 +1,8 @@
 # depthmine: two commands on a fresh machine.
 #   make demo   set up .venv and run the main job on embedded defaults
 #   make test   set up .venv and run the test suite
+#   make test-fast   the inner loop: the suite without the tests marked slow
+#   make lint   ruff: lint and format check (what CI runs before the tests)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -11,7 +13,7 @@ DEMO_OUT ?= demo_out
 export PREFECT_SERVER_ANALYTICS_ENABLED = false
 export PREFECT_UI_ENABLED = false
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test test-fast lint bench clean
 
 setup: $(STAMP)
 
@@ -33,6 +35,13 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -n 2 --dist loadfile -m "not slow" $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

@@ -1,4 +1,6 @@
-"""Run every benchmark script under bench/ in turn: ``python -m bench [NAME ...]``.
+"""Run every benchmark module under bench/ in turn: ``python -m bench [NAME ...]``.
+
+Each runs as ``python -m bench.bench_<name>`` from the repository root, as a package: no edits of the import path.
 
 Each benchmark measures its own baseline in the same run and prints the ratio; results worth
 keeping go to bench/RESULTS.md with the machine and the command.
@@ -19,7 +21,7 @@ def main(argv: list[str]) -> int:
     failed = 0
     for script in scripts:
         print(f"== {script.stem}", flush=True)
-        failed += subprocess.call([sys.executable, str(script)]) != 0
+        failed += subprocess.call([sys.executable, "-m", f"bench.{script.stem}"], cwd=here.parent) != 0
     return 1 if failed else 0
 
 

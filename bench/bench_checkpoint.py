@@ -18,11 +18,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-from bench.timing import best_of  # noqa: E402
+from bench.timing import best_of
 
 
 def main() -> int:

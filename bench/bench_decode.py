@@ -26,12 +26,10 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from pipeline.probe import probe  # noqa: E402
-from pipeline.sampling import SamplingConfig  # noqa: E402
-from pipeline.synthetic import ffmpeg_exe, make_sample_movie  # noqa: E402
-from pipeline.video import open_stereo, scan_movie  # noqa: E402
+from pipeline.probe import probe
+from pipeline.sampling import SamplingConfig
+from pipeline.synthetic import ffmpeg_exe, make_sample_movie
+from pipeline.video import open_stereo, scan_movie
 
 OUT = Path(__file__).resolve().parent / "out"
 

@@ -18,17 +18,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import cv2
+import numpy as np
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-
-from pipeline.disparity import DisparityConfig, disparity_from_flow  # noqa: E402
-from pipeline.flow import DEFAULT_BACKEND, get_backend  # noqa: E402
-from bench.timing import best_of  # noqa: E402
-from pipeline.flow.opencv import DisBackend  # noqa: E402
+from bench.timing import best_of
+from pipeline.disparity import DisparityConfig, disparity_from_flow
+from pipeline.flow import DEFAULT_BACKEND, get_backend
+from pipeline.flow.opencv import DisBackend
 
 VARIANTS = {
     # name: (backend factory, DisparityConfig overrides)

@@ -20,13 +20,10 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-
-from bench.timing import best_of as _best  # noqa: E402
+from bench.timing import best_of as _best
 
 
 def _reference_abs_rel(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, cap: float) -> float:

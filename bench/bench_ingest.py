@@ -28,10 +28,6 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 
 def bare_decode_seconds(movie: Path) -> float:
     from pipeline.synthetic import ffmpeg_exe
@@ -77,6 +73,8 @@ def ingest_seconds(movie: Path, out: Path, flow: str, workers: int) -> tuple[flo
 
 
 def main() -> int:
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # set when run, never at import
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", default="640x360", help="per-eye size (default 640x360)")
     ap.add_argument("--seconds", type=float, default=24.0, help="movie length (default 24)")

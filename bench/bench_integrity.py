@@ -22,12 +22,10 @@ from pathlib import Path
 
 import cv2
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.timing import best_of as timed  # noqa: E402
-from pipeline.shards import MovieShardWriter, ShardConfig, iter_samples, publish  # noqa: E402
-from pipeline.shards.verify import verify  # noqa: E402
-from tests.fixtures.datasets import make_frame_record  # noqa: E402
+from bench.timing import best_of as timed
+from pipeline.shards import MovieShardWriter, ShardConfig, iter_samples, publish
+from pipeline.shards.synthetic import make_frame_record
+from pipeline.shards.verify import verify
 
 SIZE = (940, 400)
 TRAIN_COLUMNS = ["image", "disparity", "valid"]
@@ -68,8 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         rows = {}
         for label, cols in (("image+disparity+valid", TRAIN_COLUMNS), ("all columns", None), ("scalar column only", ["disparity_p50"])):
             rows[label] = _alternating(
-                lambda: sum(1 for _ in iter_samples(ds, columns=cols, verify=False, prefetch=False)),
-                lambda: sum(1 for _ in iter_samples(ds, columns=cols, prefetch=False)),
+                lambda cols=cols: sum(1 for _ in iter_samples(ds, columns=cols, verify=False, prefetch=False)),
+                lambda cols=cols: sum(1 for _ in iter_samples(ds, columns=cols, prefetch=False)),
                 r,
             )
         print("\nread (one thread, no prefetch)  unchecked samples/s   checked samples/s   ratio wall   ratio CPU")

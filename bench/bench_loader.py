@@ -27,14 +27,13 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from pipeline.shards import MovieShardWriter, ShardConfig, movie_key, publish  # noqa: E402
-from tests.fixtures.datasets import make_frame_record  # noqa: E402
-from training.datasets import ShardDataset, _collate  # noqa: E402
-from training.losses import ScaleAndShiftInvariantLoss  # noqa: E402
-from training.model import ModelConfig, build_model  # noqa: E402
-from training.transforms import AugmentConfig  # noqa: E402
+from pipeline.config import config_hash
+from pipeline.shards import MovieShardWriter, ShardConfig, publish
+from pipeline.shards.synthetic import make_frame_record
+from training.datasets import ShardDataset, _collate
+from training.losses import ScaleAndShiftInvariantLoss
+from training.model import ModelConfig, build_model
+from training.transforms import AugmentConfig
 
 SIZE = (940, 400)
 GPU_SAMPLES_PER_S = 110.0
@@ -46,7 +45,7 @@ def write_dataset(root: Path, frames: int, unique: int = 8) -> Path:
     per_movie = frames // 4
     for m in range(4):
         movie = f"movie-{m}"
-        key = movie_key(f"bench:{movie}", {"frames": per_movie})
+        key = config_hash({"source": f"bench:{movie}", "frames": per_movie})
         with MovieShardWriter(root, movie, key, ShardConfig(target_shard_bytes=2 << 20, row_group_rows=4)) as w:
             for i in range(per_movie):
                 w.write({**base[(m * per_movie + i) % unique], "movie_id": movie, "frame_index": i})

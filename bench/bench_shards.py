@@ -23,19 +23,16 @@ import cv2
 import numpy as np
 import pyarrow.parquet as pq
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from pipeline.shards import MovieShardWriter, ShardConfig, encode_records, iter_samples, list_shards, publish  # noqa: E402
-from pipeline.shards.codec import decode_image, encode_image  # noqa: E402
-from tests.fixtures.datasets import make_frame_record  # noqa: E402
+from bench.timing import best_of as timed
+from pipeline.shards import MovieShardWriter, ShardConfig, encode_records, iter_samples, list_shards, publish
+from pipeline.shards.codec import decode_image, encode_image
+from pipeline.shards.synthetic import make_frame_record
 
 SIZE = (940, 400)
 # A MiDaS-style step on one H100 (ResNeXt-101/ViT-L encoder, 384 px crops, batch 16, mixed
 # precision) takes roughly 0.15-0.3 s: about 50-110 samples/s per GPU. We take the high end.
 GPU_SAMPLES_PER_S = 110.0
 
-
-from bench.timing import best_of as timed  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -129,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
                 for c in range(md.num_columns):
                     cc = md.row_group(g).column(c)
                     size[cc.path_in_schema] = size.get(cc.path_in_schema, 0) + cc.total_compressed_size
-            t_d = timed(lambda: sum(1 for _ in iter_samples(path, columns=["disparity"])), 3)
+            t_d = timed(lambda path=path: sum(1 for _ in iter_samples(path, columns=["disparity"])), 3)
             print(f"  {codec:<6} {size['disparity'] / m / 1e3:31.1f}   {m / t_d:22.1f}")
         print(f"  uncertainty (1/32 px codes)       {size['uncertainty'] / m / 1e3:6.1f} kB/sample")
     finally:

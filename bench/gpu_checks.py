@@ -31,7 +31,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 
 def _pairs(n: int, width: int, height: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -94,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__}
     summary["ptlflow"] = ptlflow_checks(args.model)
     if not args.skip_training:
-        proc = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_loader.py"), "--gpu"],
+        proc = subprocess.run([sys.executable, "-m", "bench.bench_loader", "--gpu"],
                               capture_output=True, text=True, cwd=ROOT)
         summary["training_bf16"] = {"returncode": proc.returncode, "output": proc.stdout[-3000:] + proc.stderr[-2000:]}
     out = Path(args.out)

@@ -28,13 +28,10 @@ collection of versions older than ``keep_versions``.
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import time
 from pathlib import Path
 from typing import Any
-
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 import prefect
 from prefect import get_run_logger, task

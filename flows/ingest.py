@@ -19,13 +19,10 @@ again, and a movie already committed under that key is only (re)published. Bad i
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Sequence
-
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 import prefect
 from prefect import get_run_logger, task
@@ -34,26 +31,29 @@ from prefect.cache_policies import NO_CACHE
 from flows.artifacts import ProgressArtifact, markdown_table, png_data_uri, publish_markdown
 from flows.runners import RunnerSpec, open_task_runner
 from pipeline.errors import BadInputError, DepthmineError
-from pipeline.shards.locks import movie_lock
 from pipeline.ingest import (
     ChunkJob,
-    check_movie_readable,
-    check_replace,
-    preflight,
+    ChunkPlan,
     ChunkSummary,
     IngestConfig,
     WorkDir,
+    check_movie_readable,
+    check_replace,
     chunk_name,
     commit_movie,
+    find_committed,
     ingest_key,
     iter_chunks,
     label_chunk,
-    find_committed,
+    merge_relabelled,
+    preflight,
     project_version,
     publish_with,
     source_fingerprint,
     swap_report,
 )
+from pipeline.layouts import CropBox
+from pipeline.shards.locks import movie_lock
 
 __all__ = ["ingest_movie", "IngestResult", "retry_unless_bad_input", "IO_RETRIES"]
 
@@ -82,7 +82,7 @@ class MovieProbe:
     layout_reason: str
     eye_width: int
     eye_height: int
-    crop: dict[str, int]
+    crop: CropBox
     fps: float
     frame_count: int
     duration_s: float
@@ -122,7 +122,6 @@ def _probe(movie: str, layout: str | None, right: str | None) -> MovieProbe:
         check_movie_readable(right, "right-eye file")
     src = open_stereo(movie, layout=layout, right_path=right)
     info = src.info
-    crop = src.crop
     return MovieProbe(
         path=str(movie),
         right=str(right) if right else None,
@@ -130,7 +129,7 @@ def _probe(movie: str, layout: str | None, right: str | None) -> MovieProbe:
         layout_reason=str(getattr(src, "layout_reason", "")),
         eye_width=int(src.eye_size[0]),
         eye_height=int(src.eye_size[1]),
-        crop={"x": int(crop.x), "y": int(crop.y), "w": int(crop.w), "h": int(crop.h)},
+        crop=CropBox(int(src.crop.x), int(src.crop.y), int(src.crop.w), int(src.crop.h)),
         fps=float(getattr(info, "fps", 0.0) or 0.0),
         frame_count=int(getattr(info, "frame_count", 0) or 0),
         duration_s=float(getattr(info, "duration_s", getattr(info, "duration", 0.0)) or 0.0),
@@ -281,10 +280,8 @@ def _ingest_locked(movie, out, movie_id, split, layout, config, spec, probe, key
     if to_correct:
         fixed, _ = _label_all_chunks(movie_id, probe, layout, config, split, work, dataclasses.replace(job, swap=True),
                                      spec, tags, progress, swap_shots=set(to_correct), plan=plan)
-        by_shot = {s.shot_id for s in fixed}
-        summaries = [s for s in summaries if s.shot_id not in by_shot] + fixed
-        summaries.sort(key=lambda s: (s.shot_id, s.part))
-        swap.corrected = sorted(by_shot)
+        summaries = merge_relabelled(summaries, fixed)
+        swap.corrected = sorted({s.shot_id for s in fixed})
 
     kept = sum(s.kept for s in summaries)
     if kept == 0:
@@ -300,11 +297,11 @@ def _ingest_locked(movie, out, movie_id, split, layout, config, spec, probe, key
         "source": {"path": probe.path, "right": probe.right, "fingerprint": probe.fingerprint},
         "layout": probe.layout,
         "layout_reason": probe.layout_reason,
-        "crop": probe.crop,
+        "crop": probe.crop.as_dict(),
         "eye_size": [probe.eye_width, probe.eye_height],
         "fps": probe.fps,
         "frame_count": probe.frame_count,
-        "shots": plan["shots"],
+        "shots": plan.shots,
         "split": split,
         "config": _config_dict(config),
         "eyes_swapped_metadata": probe.eyes_swapped_metadata,
@@ -321,7 +318,7 @@ def _ingest_locked(movie, out, movie_id, split, layout, config, spec, probe, key
         rejected=dict(sum((Counter(s.rejected) for s in summaries), Counter())),
         chunks=len(summaries),
         chunks_resumed=sum(s.resumed for s in summaries),
-        shots=len(plan["shots"]),
+        shots=len(plan.shots),
         seconds=time.monotonic() - t0,
         label_seconds=sum(s.seconds for s in summaries if not s.resumed),
         swapped_eyes=swap.to_dict(),
@@ -349,9 +346,9 @@ def _label_all_chunks(movie_id, probe, layout, config, split, work, job, spec, t
     done = work.done_names()
     if swap_shots is None:
         plan = work.read_plan()
-        wanted = plan["chunks"] if plan is not None else None
+        wanted = plan.chunks if plan is not None else None
     else:
-        wanted = [n + "x" for n in plan["chunks"] if int(n[1:6]) in swap_shots]
+        wanted = plan.relabelled_chunks(swap_shots)
     if wanted is not None and set(wanted) <= done:
         # Everything was labelled before the crash: no need to decode again.
         logger.info("%s: all %d chunks staged already; skipping the decode pass", movie_id, len(wanted))
@@ -400,11 +397,11 @@ def _label_all_chunks(movie_id, probe, layout, config, split, work, job, spec, t
     artifact.update(1.0, force=True)
     if swap_shots is not None:
         return [summaries[n] for n in names], plan
-    plan = {
-        "shots": [_shot_dict(s) for s in scan.shots],
-        "samples": len(scan.samples) if hasattr(scan.samples, "__len__") else None,
-        "chunks": names,
-    }
+    plan = ChunkPlan(
+        shots=[_shot_dict(s) for s in scan.shots],
+        samples=len(scan.samples) if hasattr(scan.samples, "__len__") else None,
+        chunks=names,
+    )
     work.write_plan(plan)
     return [summaries[n] for n in names], plan
 
@@ -464,7 +461,7 @@ def _result_from_manifest(movie_id, key, split, manifest, seconds) -> IngestResu
     )
 
 
-def _report(movie: str, probe: MovieProbe, result: IngestResult, summaries: list[ChunkSummary], plan: dict, work: WorkDir,
+def _report(movie: str, probe: MovieProbe, result: IngestResult, summaries: list[ChunkSummary], plan: ChunkPlan, work: WorkDir,
             swap: Any = None) -> str:
     """The run's markdown report: input, previews, shots, frames kept/rejected by reason."""
     import cv2
@@ -474,7 +471,7 @@ def _report(movie: str, probe: MovieProbe, result: IngestResult, summaries: list
         "",
         f"- source: `{movie}` ({probe.layout}: {probe.layout_reason}), {probe.eye_width}x{probe.eye_height} per eye, "
         f"{probe.frame_count} frames at {probe.fps:.3g} fps",
-        f"- crop: x={probe.crop['x']} y={probe.crop['y']} w={probe.crop['w']} h={probe.crop['h']}",
+        f"- crop: x={probe.crop.x} y={probe.crop.y} w={probe.crop.w} h={probe.crop.h}",
         f"- key: `{result.key}` (fingerprint `{probe.fingerprint}`)",
         f"- frames kept: **{result.kept}**, rejected: **{sum(result.rejected.values())}**; "
         f"chunks: {result.chunks} ({result.chunks_resumed} resumed from disk); {result.seconds:.1f} s",
@@ -491,7 +488,7 @@ def _report(movie: str, probe: MovieProbe, result: IngestResult, summaries: list
     for s in summaries:
         per_shot.setdefault(s.shot_id, []).append(s)
     rows = []
-    for shot in plan["shots"]:
+    for shot in plan.shots:
         ss = per_shot.get(shot["shot_id"], [])
         rej = Counter()
         for s in ss:

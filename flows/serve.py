@@ -10,11 +10,8 @@ next one picks up everything anyway). ``prefect.yaml`` declares the same deploym
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
-
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 from pipeline.errors import ConfigError
 

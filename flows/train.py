@@ -7,10 +7,7 @@ parameters, logs, and a markdown artifact with the result.
 
 from __future__ import annotations
 
-import os
 from typing import Any
-
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 import prefect
 from prefect import get_run_logger

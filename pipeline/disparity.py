@@ -67,17 +67,18 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Sequence
 
 import cv2
 import numpy as np
 
 from pipeline.errors import ConfigError
-from pipeline.layouts import frame_bars
 from pipeline.flow import DEFAULT_BACKEND, FlowBackend, FlowPair, flow_to_disparity, get_backend
 from pipeline.flow.base import to_gray
+from pipeline.layouts import frame_bars
 from pipeline.rig import RigModel, fit_rig_model, rectify_right_view
+from pipeline.swap import SwapDecision, decide_swapped_eyes, detect_swapped_eyes  # noqa: F401  (public here too)
 
 __all__ = [
     "DisparityConfig",
@@ -281,28 +282,6 @@ class DisparityResult:
         return self.rejected_reason is not None
 
 
-@dataclass
-class SwapDecision:
-    """Whether a shot's (or movie's) eyes are reversed, with the evidence.
-
-    Attributes:
-        swapped: the eyes look reversed.
-        confidence: 0 (a coin toss or no evidence) to 1 (unanimous frames, enough of them).
-        normal_frames, swapped_frames: frames whose evidence points each way.
-        frames: frames pooled (including those without evidence).
-        mean_evidence: the mean per-frame ``swap_evidence`` (-1 normal .. +1 swapped).
-        reason: one line for logs and reports.
-    """
-
-    swapped: bool
-    confidence: float
-    normal_frames: int
-    swapped_frames: int
-    frames: int
-    mean_evidence: float
-    reason: str = field(default="")
-
-
 def backend_from_config(config: DisparityConfig) -> FlowBackend:
     """The flow backend ``config`` names, at its working width."""
     return get_backend(config.flow, ckpt=config.ckpt, device=config.device, working_width=config.working_width)
@@ -460,7 +439,7 @@ def disparity_from_flow(
     pair: FlowPair,
     config: DisparityConfig,
     image: np.ndarray | None = None,
-    sky_masker: "object | None" = None,
+    sky_masker: object | None = None,
     right_image: np.ndarray | None = None,
     matcher: FlowBackend | None = None,
 ) -> DisparityResult:
@@ -802,48 +781,3 @@ def _swap_evidence(
             d_rest = float(np.median(disparity[reference & ~sky])) if (reference & ~sky).any() else d_sky
             cues.append(float(np.clip((d_sky - d_rest) / scale, -1.0, 1.0)))
     return float(np.mean(cues)) if cues else float("nan")
-
-
-def detect_swapped_eyes(
-    results: Sequence[DisparityResult], min_frames: int = 3, decisive_fraction: float = 0.7, dead_zone: float = 0.05
-) -> SwapDecision:
-    """Decide whether a shot's or movie's eyes are reversed from its frames' ``swap_evidence``.
-
-    Rejected frames count too: reversed eyes do not stop the sky being far.
-
-    Args:
-        results: frames of one shot or movie.
-        min_frames: frames with evidence needed for full confidence (confidence scales up to it).
-        decisive_fraction: the share of voting frames that must point to reversed eyes.
-        dead_zone: frames with ``|evidence|`` below this do not vote.
-
-    Returns:
-        :class:`SwapDecision`; without evidence, ``swapped=False`` at confidence 0.
-    """
-    return decide_swapped_eyes([r.swap_evidence for r in results], min_frames, decisive_fraction, dead_zone)
-
-
-def decide_swapped_eyes(
-    evidence: Sequence[float | None], min_frames: int = 3, decisive_fraction: float = 0.7, dead_zone: float = 0.05
-) -> SwapDecision:
-    """:func:`detect_swapped_eyes` over per-frame ``swap_evidence`` values (None/NaN: no evidence).
-
-    For callers that kept only the evidence (the ingest's chunk summaries), not the results.
-    """
-    n_frames = len(evidence)
-    ev = np.array([np.nan if e is None else e for e in evidence], np.float64)
-    ev = ev[np.isfinite(ev)]
-    voting = ev[np.abs(ev) >= dead_zone]
-    n_swapped = int((voting > 0).sum())
-    n_normal = int((voting < 0).sum())
-    mean = float(ev.mean()) if ev.size else float("nan")
-    if voting.size == 0:
-        return SwapDecision(False, 0.0, 0, 0, n_frames, mean, "no frame with sky or depth layout to judge by")
-    share = n_swapped / voting.size
-    swapped = share >= decisive_fraction
-    confidence = float(abs(2.0 * share - 1.0) * min(1.0, voting.size / float(min_frames)))
-    reason = (
-        f"{n_swapped} of {voting.size} frames look reversed (sky or top of frame nearer than the rest); "
-        f"mean evidence {mean:+.2f}"
-    )
-    return SwapDecision(bool(swapped), confidence, n_normal, n_swapped, n_frames, mean, reason)

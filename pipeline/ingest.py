@@ -37,6 +37,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import threading
 import time
@@ -52,16 +53,16 @@ from pipeline.atomic import write_json_atomic
 from pipeline.config import apply_overrides, config_from_dict, config_hash, config_to_dict, merge_dicts
 from pipeline.disparity import (
     DisparityConfig,
-    SwapDecision,
     backend_from_config,
     compute_disparity_batch,
-    decide_swapped_eyes,
     resize_result,
 )
 from pipeline.errors import BadInputError, ConfigError
+from pipeline.layouts import CropBox
 from pipeline.sampling import SamplingConfig
 from pipeline.shards import MovieShardWriter, ShardConfig, read_chunk, write_chunk
 from pipeline.shots import ShotConfig
+from pipeline.swap import SWAP_MODES, SwapReport, merge_relabelled, swap_report  # noqa: F401  (public here too)
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,9 @@ __all__ = [
     "ingest_config",
     "store_size",
     "chunk_name",
+    "parse_chunk_name",
+    "ChunkPlan",
+    "merge_relabelled",
     "SwapReport",
     "swap_report",
     "source_fingerprint",
@@ -153,7 +157,6 @@ class IngestConfig:
 
 
 #: Values of :attr:`IngestConfig.swap_eyes`.
-SWAP_MODES = ("never", "always", "auto")
 
 
 def store_size(crop_w: int, crop_h: int, store_width: int | None) -> tuple[int, int]:
@@ -326,6 +329,46 @@ def chunk_name(shot_id: int, part: int, swap: bool = False) -> str:
     return f"s{int(shot_id):05d}-p{int(part):03d}" + ("x" if swap else "")
 
 
+def parse_chunk_name(name: str) -> tuple[int, int, bool]:
+    """``(shot_id, part, swapped)`` of a :func:`chunk_name`.
+
+    Raises:
+        ValueError: not a chunk name (a stray file in the staging folder).
+    """
+    match = re.fullmatch(r"s(\d{5})-p(\d{3})(x?)", name)
+    if match is None:
+        raise ValueError(f"{name!r} is not a chunk name (sNNNNN-pNNN[x])")
+    return int(match.group(1)), int(match.group(2)), bool(match.group(3))
+
+
+@dataclass
+class ChunkPlan:
+    """What the first labelling pass of a movie found, staged as ``plan.json`` so a resumed run can
+    skip the decode when every chunk is done.
+
+    Attributes:
+        shots: the detected shots as ``{"shot_id", "start_frame", "end_frame"}``.
+        samples: sampled frames (None when the scan could not count them).
+        chunks: chunk names in decode order (:func:`chunk_name`).
+    """
+
+    shots: list[dict[str, int]]
+    samples: int | None
+    chunks: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"shots": self.shots, "samples": self.samples, "chunks": self.chunks}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ChunkPlan:
+        return cls(shots=list(data["shots"]), samples=data.get("samples"), chunks=list(data["chunks"]))
+
+    def relabelled_chunks(self, shot_ids: set[int]) -> list[str]:
+        """Names of the eyes-exchanged chunks of ``shot_ids`` (``s00003-p000x``), in plan order."""
+        return [chunk_name(shot, part, swap=True) for shot, part, _ in map(parse_chunk_name, self.chunks)
+                if shot in shot_ids]
+
+
 def iter_chunks(frames: Iterable[Any], chunk_frames: int) -> Iterator[Chunk]:
     """Group sampled frames (in decode order) into per-shot chunks of at most ``chunk_frames``.
 
@@ -353,7 +396,7 @@ class ChunkJob:
     movie_id: str
     split: str
     config: IngestConfig
-    crop: dict[str, int]  # x, y, w, h in source pixels of one eye
+    crop: CropBox  # the letterbox crop in source pixels of one eye
     source_width: int
     source_height: int
     provenance: dict[str, str]
@@ -447,10 +490,10 @@ def label_chunk(frames: Sequence[Any], chunk: tuple[int, int], job: ChunkJob) ->
                 "valid": res.valid,
                 "uncertainty": res.uncertainty,
                 "sky": res.sky,
-                "crop_x": job.crop["x"],
-                "crop_y": job.crop["y"],
-                "crop_w": job.crop["w"],
-                "crop_h": job.crop["h"],
+                "crop_x": job.crop.x,
+                "crop_y": job.crop.y,
+                "crop_w": job.crop.w,
+                "crop_h": job.crop.h,
                 "source_width": job.source_width,
                 "source_height": job.source_height,
                 "stats": stats,
@@ -505,7 +548,7 @@ class WorkDir:
         self.root = Path(root)
 
     @classmethod
-    def for_movie(cls, dataset: str | os.PathLike, movie_id: str, key: str) -> "WorkDir":
+    def for_movie(cls, dataset: str | os.PathLike, movie_id: str, key: str) -> WorkDir:
         from pipeline.shards.manifest import check_movie_id, check_name
 
         return cls(Path(dataset) / ".work" / check_movie_id(movie_id) / check_name(key, "key"))
@@ -538,14 +581,14 @@ class WorkDir:
     def rejected(self, name: str) -> list[dict[str, Any]]:
         return json.loads(self.marker_path(name).read_text())["rejected"]
 
-    def write_plan(self, plan: dict[str, Any]) -> None:
-        write_json_atomic(self.plan_path, plan)
+    def write_plan(self, plan: ChunkPlan) -> None:
+        write_json_atomic(self.plan_path, plan.to_dict())
 
-    def read_plan(self) -> dict[str, Any] | None:
+    def read_plan(self) -> ChunkPlan | None:
         try:
-            return json.loads(self.plan_path.read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            return None
+            return ChunkPlan.from_dict(json.loads(self.plan_path.read_text()))
+        except (FileNotFoundError, json.JSONDecodeError, KeyError, TypeError):
+            return None  # no plan, or one half written: the run decodes again
 
     def previews(self, limit: int = 6) -> list[Path]:
         return sorted(self.root.glob("s*-p*.png"))[:limit]
@@ -612,73 +655,3 @@ def publish_with(
     from pipeline.shards import publish_update
 
     return publish_update(dataset, add=list(add), drop=list(drop), keep=keep, only=only)
-
-
-# --------------------------------------------------------------------------- swapped eyes
-
-
-@dataclass
-class SwapReport:
-    """Reversed-eyes decisions of one ingest, from the chunks' per-frame ``swap_evidence``.
-
-    Attributes:
-        movie: the decision over every sampled frame of the movie.
-        shots: the decision per shot id (shots with sampled frames only).
-        corrected: shot ids relabelled with the eyes exchanged (``swap_eyes="auto"``).
-        mode: the :attr:`IngestConfig.swap_eyes` in force.
-    """
-
-    movie: SwapDecision
-    shots: dict[int, SwapDecision]
-    corrected: list[int] = field(default_factory=list)
-    mode: str = "never"
-
-    @property
-    def swapped_shots(self) -> list[int]:
-        """Shot ids whose frames look reversed (as labelled, before any auto-correction)."""
-        return sorted(sid for sid, d in self.shots.items() if d.swapped)
-
-    def shots_to_correct(self, min_confidence: float = 0.5) -> list[int]:
-        """The shots ``swap_eyes="auto"`` relabels with the eyes exchanged.
-
-        Reversed eyes are usually a property of the whole file (an authoring error), sometimes of
-        single shots (an editing error); short shots give little evidence. So: when the movie is
-        decided reversed with ``min_confidence``, every shot except those decided normal with
-        ``min_confidence``; otherwise only the shots decided reversed with ``min_confidence``.
-        """
-        if self.movie.swapped and self.movie.confidence >= min_confidence:
-            return sorted(sid for sid, d in self.shots.items() if d.swapped or d.confidence < min_confidence)
-        return sorted(sid for sid, d in self.shots.items() if d.swapped and d.confidence >= min_confidence)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON (no NaN: a decision without evidence has ``mean_evidence`` None)."""
-        return {
-            "mode": self.mode,
-            "movie": _decision_dict(self.movie),
-            "swapped_shots": self.swapped_shots,
-            "corrected_shots": list(self.corrected),
-            "shots": {str(sid): _decision_dict(d) for sid, d in sorted(self.shots.items())},
-        }
-
-
-def _decision_dict(decision: SwapDecision) -> dict[str, Any]:
-    out = dataclasses.asdict(decision)
-    return {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in out.items()}
-
-
-def swap_report(summaries: Iterable[ChunkSummary], mode: str = "never", corrected: Sequence[int] = ()) -> SwapReport:
-    """Decide reversed eyes per shot and per movie from chunk summaries (as first labelled).
-
-    Uses :func:`pipeline.disparity.decide_swapped_eyes` with its defaults; deterministic in the
-    summaries, so a resumed run reaches the same decisions from the staged markers.
-    """
-    per_shot: dict[int, list] = {}
-    for s in sorted(summaries, key=lambda s: (s.shot_id, s.part)):
-        per_shot.setdefault(int(s.shot_id), []).extend(s.swap_evidence)
-    everything = [e for ev in per_shot.values() for e in ev]
-    return SwapReport(
-        movie=decide_swapped_eyes(everything),
-        shots={sid: decide_swapped_eyes(ev) for sid, ev in per_shot.items()},
-        corrected=sorted(int(c) for c in corrected),
-        mode=mode,
-    )

@@ -71,7 +71,7 @@ class CropBox:
         return dataclasses.asdict(self)
 
     @classmethod
-    def full(cls, width: int, height: int) -> "CropBox":
+    def full(cls, width: int, height: int) -> CropBox:
         """The crop box that keeps the whole eye (no letterbox)."""
         return cls(0, 0, int(width), int(height))
 
@@ -86,18 +86,14 @@ SBS_HALF_MAX_EYE_ASPECT = 1.2
 TAB_HALF_MIN_EYE_ASPECT = 2.6
 
 
-def _layout(value: "str | Layout") -> Layout:
+def _layout(value: str | Layout) -> Layout:
     try:
         return Layout(value)
     except ValueError:
         raise ConfigError(f"unknown layout {value!r}; valid: {', '.join(l.value for l in Layout)}") from None
 
 
-def is_side_by_side(layout: "str | Layout") -> bool:
-    return _layout(layout) in (Layout.SBS_FULL, Layout.SBS_HALF)
-
-
-def packed_eye_size(frame_width: int, frame_height: int, layout: "str | Layout") -> tuple[int, int]:
+def packed_eye_size(frame_width: int, frame_height: int, layout: str | Layout) -> tuple[int, int]:
     """``(w, h)`` of one eye as stored in a packed frame (squeezed for half layouts)."""
     layout = _layout(layout)
     if layout in (Layout.SBS_FULL, Layout.SBS_HALF):
@@ -107,7 +103,7 @@ def packed_eye_size(frame_width: int, frame_height: int, layout: "str | Layout")
     return frame_width, frame_height
 
 
-def eye_size(frame_width: int, frame_height: int, layout: "str | Layout") -> tuple[int, int]:
+def eye_size(frame_width: int, frame_height: int, layout: str | Layout) -> tuple[int, int]:
     """``(w, h)`` of one eye at full resolution: half layouts are restored to the frame's aspect."""
     layout = _layout(layout)
     if layout is Layout.SBS_HALF or layout is Layout.TAB_HALF:
@@ -115,7 +111,7 @@ def eye_size(frame_width: int, frame_height: int, layout: "str | Layout") -> tup
     return packed_eye_size(frame_width, frame_height, layout)
 
 
-def check_splittable(frame_width: int, frame_height: int, layout: "str | Layout", path=None) -> None:
+def check_splittable(frame_width: int, frame_height: int, layout: str | Layout, path=None) -> None:
     """Raise :class:`BadInputError` when the frame cannot be cut into two equal eyes."""
     layout = _layout(layout)
     if layout in (Layout.SBS_FULL, Layout.SBS_HALF) and frame_width % 2:
@@ -126,7 +122,7 @@ def check_splittable(frame_width: int, frame_height: int, layout: "str | Layout"
                             "crop or scale the movie to an even height (e.g. ffmpeg -vf crop=iw:ih-1)")
 
 
-def split_frame(frame: np.ndarray, layout: "str | Layout", restore: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def split_frame(frame: np.ndarray, layout: str | Layout, restore: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Cut a packed frame into ``(left, right)`` eyes.
 
     Args:

@@ -102,7 +102,7 @@ class RigModel:
         return float(np.abs(corners).max())
 
     @classmethod
-    def unfitted(cls, width: int, height: int) -> "RigModel":
+    def unfitted(cls, width: int, height: int) -> RigModel:
         return cls(0.0, 0.0, 0.0, int(width), int(height), 0.0, float("nan"))
 
 

@@ -28,6 +28,7 @@ import numpy as np
 
 from pipeline.errors import BadInputError, ConfigError
 from pipeline.layouts import frame_bars
+from pipeline.registry import Registry
 
 __all__ = [
     "SkyMasker",
@@ -38,6 +39,7 @@ __all__ = [
     "get_sky_masker",
     "available_sky_maskers",
     "register_sky_masker",
+    "MASKERS",
 ]
 
 log = logging.getLogger(__name__)
@@ -309,30 +311,26 @@ class ModelSkyMasker(SkyMasker):
         return cv2.resize(small.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
 
 
-_MASKERS: dict[str, Callable[[], SkyMasker]] = {
-    "heuristic": HeuristicSkyMasker,
-    "none": NoSkyMasker,
-}
+#: every sky masker by name (:class:`pipeline.registry.Registry`); ``model:<file>`` is a family
+MASKERS: Registry[SkyMasker] = Registry("sky masker")
+MASKERS.register("heuristic", HeuristicSkyMasker)
+MASKERS.register("none", NoSkyMasker)
+MASKERS.register_prefix("model", ModelSkyMasker, argument="<file.onnx|file.pt2|file.pt>")
 
 
 def register_sky_masker(name: str, factory: Callable[[], SkyMasker]) -> None:
     """Register a masker factory under a plain name."""
-    _MASKERS[name] = factory
+    MASKERS.register(name, factory)
 
 
 def available_sky_maskers() -> list[str]:
-    return sorted(_MASKERS) + ["model:<file.onnx|file.pt2|file.pt>"]
+    return MASKERS.names()
 
 
 def get_sky_masker(name: str | None) -> SkyMasker:
     """Build a sky masker by name: ``heuristic``, ``none`` (or ``None``), ``model:PATH``."""
     if name is None:
         return NoSkyMasker()
-    if name.startswith("model:"):
-        path = name.split(":", 1)[1]
-        if not path:
-            raise ConfigError("sky masker 'model:' needs a file: model:/path/to/sky.onnx")
-        return ModelSkyMasker(path)
-    if name in _MASKERS:
-        return _MASKERS[name]()
-    raise ConfigError(f"unknown sky masker {name!r}; valid: {', '.join(available_sky_maskers())}")
+    if name == "model:":
+        raise ConfigError("sky masker 'model:' needs a file: model:/path/to/sky.onnx")
+    return MASKERS.create(name)

@@ -388,7 +388,7 @@ class SampleMovie:
     swap_eyes: bool = False
     vertical_offset_px: float = 0.0
 
-    def load_truth(self) -> "GroundTruth":
+    def load_truth(self) -> GroundTruth:
         return load_ground_truth(self.gt_json)
 
 
@@ -437,7 +437,7 @@ def load_ground_truth(path: str | Path) -> GroundTruth:
         return GroundTruth(meta=meta, disparity=data["disparity"], sky=data["sky"])
 
 
-def render_movie_frame(movie: "SampleMovie | GroundTruth | dict | str | Path", frame_index: int) -> StereoFrameTruth:
+def render_movie_frame(movie: SampleMovie | GroundTruth | dict | str | Path, frame_index: int) -> StereoFrameTruth:
     """Re-render frame ``frame_index`` of a sample movie exactly as it was encoded (before the codec).
 
     ``movie`` is a :class:`SampleMovie`, a :class:`GroundTruth`, its JSON dict, or the movie's path.
@@ -452,7 +452,7 @@ def render_movie_frame(movie: "SampleMovie | GroundTruth | dict | str | Path", f
     else:
         meta = json.loads(ground_truth_paths(movie)[0].read_text())
     fps = float(meta["fps"])
-    for shot_i, (s0, s1) in enumerate(meta["shots"]):
+    for shot_i, (s0, s1) in enumerate(meta["shots"]):  # noqa: B007  (the shot found is used after the loop)
         if s0 <= frame_index < s1:
             break
     else:

@@ -41,12 +41,11 @@ from pipeline.layouts import (
     detect_letterbox,
     eye_size,
     layout_from_metadata,
-    packed_eye_size,
     split_frame,
 )
 from pipeline.probe import MovieInfo, open_container, probe
 from pipeline.sampling import SamplingConfig, frame_step, in_window, kept_frame_range, min_clip_frames, sample_frames
-from pipeline.shots import Shot, ShotConfig, build_detector, shots_from_cuts
+from pipeline.shots import Shot, ShotConfig, build_detector
 
 __all__ = [
     "frame_to_rgb", "SampledFrame", "StereoSource", "MovieScan", "open_stereo", "scan_movie"]
@@ -477,7 +476,7 @@ class MovieScan:
         self.done = False
         self._started = False
 
-    def run(self) -> "MovieScan":
+    def run(self) -> MovieScan:
         for _ in self:
             pass
         return self
@@ -598,9 +597,9 @@ class MovieScan:
         expected = src.info.frame_count
         if expected and abs(expected - frame_count) > max(2, 0.02 * expected):
             log.warning("%s: decoded %d frames, the container suggested %d", src.path, frame_count, expected)
-        # the decode pass counted them: correct the probe's estimate for later stages
-        src.info.frame_count = frame_count
-        src.info.frame_count_exact = True
+        # the decode pass counted them: later stages see the count on a new MovieInfo (the probe's own
+        # object, which a caller may hold, keeps what the container said)
+        src.info = dataclasses.replace(src.info, frame_count=frame_count, frame_count_exact=True)
         rule = sample_frames(self.shots, fps, self.split, src.info.chapters, self.sampling, frame_count=frame_count)
         if rule != self.samples:  # an invariant of this module, not a user error
             raise RuntimeError(f"one-pass sampling diverged from sample_frames ({len(self.samples)} vs {len(rule)} frames)")

@@ -22,3 +22,39 @@ pytest_plugins = [
     "tests.fixtures.prefect",
     "tests.fixtures.stereo_gt",
 ]
+
+
+# --------------------------------------------------------------------------- fail on logged errors
+
+import logging  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+class _ErrorRecords(logging.Handler):
+    """Keeps the ERROR (and worse) records that reach the root logger during one test."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture(autouse=True)
+def _fail_on_logged_errors(request):
+    """A test that logs an ERROR fails, even when its assertions pass: an error nobody expected is a bug
+    the assertions missed. Tests that provoke errors on purpose say so with
+    ``@pytest.mark.logs_errors``."""
+    handler = _ErrorRecords()
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+    if handler.records and request.node.get_closest_marker("logs_errors") is None:
+        lines = [f"{r.levelname} {r.name}: {r.getMessage()}"[:300] for r in handler.records[:5]]
+        pytest.fail("logged errors (mark the test @pytest.mark.logs_errors if they are expected):\n  "
+                    + "\n  ".join(lines), pytrace=False)

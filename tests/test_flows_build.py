@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -161,6 +160,7 @@ def test_build_ingests_only_changes_drops_removed_and_keeps_old_version_readable
     assert not stale.exists() and not (out / ".work" / "alpha").exists()
 
 
+@pytest.mark.logs_errors  # the flow fails on purpose; Prefect logs the failure
 @pytest.mark.slow
 def test_a_bad_movie_is_reported_and_skipped_the_rest_is_published(prefect_harness, movies, tmp_path):
     from prefect.client.orchestration import get_client
@@ -192,6 +192,7 @@ def test_a_bad_movie_is_reported_and_skipped_the_rest_is_published(prefect_harne
     assert "Skipped (bad input)" in md and "broken" in md
 
 
+@pytest.mark.logs_errors  # the flow fails on purpose; Prefect logs the failure
 @pytest.mark.slow
 def test_cli_build_exits_1_when_a_movie_was_skipped(prefect_harness, movies, tmp_path, capsys):
     from flows.cli import main
@@ -221,6 +222,7 @@ def _cli_build(cat: Path, out: Path, *extra: str) -> list[str]:
     return args + list(extra)
 
 
+@pytest.mark.logs_errors  # the flow fails on purpose; Prefect logs the failure
 @pytest.mark.slow
 def test_config_mistakes_and_failing_runs_publish_and_delete_nothing(prefect_harness, movies, tmp_path, capsys):
     """Issue 10, defect 1: a typo in --set, a bad catalog override, unreachable movies."""

@@ -131,6 +131,7 @@ def test_reingest_of_an_unchanged_movie_recomputes_nothing(ingested, tiny_movie)
     assert read_manifest(out).movies["tiny"].key == first["key"]
 
 
+@pytest.mark.logs_errors  # the flow fails on purpose; Prefect logs the failure
 def test_bad_input_fails_fast_without_retries(prefect_harness, tmp_path):
     from flows.ingest import ingest_movie
 
@@ -206,6 +207,7 @@ def test_build_summary_shows_reversed_eyes():
     assert "**reversed**: shots 2, 5" in md and "| normal |" in md
 
 
+@pytest.mark.logs_errors  # the flow fails on purpose; Prefect logs the failure
 def test_auto_correction_resumes_after_a_crash_before_the_commit(prefect_harness, sample_movie, tmp_path, monkeypatch):
     import flows.ingest as flow_module
     from flows.ingest import ingest_movie

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
+from pipeline.errors import ConfigError
 from pipeline.ingest import (
     ChunkJob,
     WorkDir,
@@ -22,7 +23,7 @@ from pipeline.ingest import (
     store_size,
     swap_report,
 )
-from pipeline.errors import ConfigError
+from pipeline.layouts import CropBox
 from pipeline.synthetic import render_stereo_frame
 
 W, H = 480, 270  # one eye, no letterbox: the crop is the whole frame
@@ -47,7 +48,7 @@ def _frames(shot: int = 0, n: int = 2, swap_eyes: bool = False):
 
 def _job(work, movie_id, config, swap=False):
     return ChunkJob(work_dir=str(work.root), movie_id=movie_id, split="train", config=config,
-                    crop={"x": 0, "y": 0, "w": W, "h": H}, source_width=W, source_height=H,
+                    crop=CropBox(0, 0, W, H), source_width=W, source_height=H,
                     provenance={"flow_backend": config.disparity.flow, "config_hash": "k", "source_fingerprint": "f",
                                 "project_version": "0"}, swap=swap)
 

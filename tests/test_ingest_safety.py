@@ -83,6 +83,7 @@ def test_the_catalog_and_ingest_share_one_id_rule(tmp_path):
         assert check_movie_id(slugify(name)) == slugify(name)
 
 
+@pytest.mark.logs_errors  # the flow fails on purpose; Prefect logs the failure
 @pytest.mark.slow
 def test_non_ascii_names_get_distinct_ids_and_another_source_needs_replace(prefect_harness, sample_movie, tmp_path, capsys):
     from flows.ingest import ingest_movie
@@ -120,6 +121,7 @@ def test_non_ascii_names_get_distinct_ids_and_another_source_needs_replace(prefe
     assert [p for p in verify(str(out)) if p.severity == "error"] == [] and not (out / ".work").exists()
 
 
+@pytest.mark.logs_errors  # the flow fails on purpose; Prefect logs the failure
 @pytest.mark.slow
 def test_a_movie_that_keeps_no_frame_is_a_failure_with_the_reasons(prefect_harness, tmp_path):
     """A 2D file forced into a stereo layout: every frame is rejected; nothing is committed."""

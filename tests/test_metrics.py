@@ -1,4 +1,4 @@
-"""Metrics against hand-computed cases (MIDAS_NOTES.md §4)."""
+"""Metrics against hand-computed cases (docs/METHOD.md §4)."""
 
 from __future__ import annotations
 

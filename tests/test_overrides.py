@@ -23,8 +23,8 @@ def test_ingest_overrides_reach_list_entries_of_the_defaults():
 
 def test_a_list_index_reaches_a_dataclass_list_field():
     """Generic: the training config's datasets list takes indices the same way (TrainConfig)."""
-    from training.config import TrainConfig, train_config_from_dict
     from pipeline.config import config_to_dict
+    from training.config import TrainConfig, train_config_from_dict
 
     data = config_to_dict(TrainConfig())
     if not data.get("data", {}).get("datasets"):

@@ -12,11 +12,11 @@ from pipeline.shards import FRAME_SCHEMA, REJECTED_SCHEMA, SCHEMA_VERSION, STATS
 from pipeline.shards.codec import (
     DISPARITY_STEP_PX,
     decode_disparity,
-    decode_uncertainty,
     decode_image,
+    decode_uncertainty,
     encode_disparity,
-    encode_uncertainty,
     encode_image,
+    encode_uncertainty,
     pack_mask,
     unpack_mask,
 )

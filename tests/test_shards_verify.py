@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 
-import pytest
-
 from flows.cli import main
 from pipeline.shards import list_shards
 from pipeline.shards.verify import verify

@@ -22,7 +22,6 @@ from pipeline.shards import (
     garbage_collect,
     iter_samples,
     list_shards,
-    movie_key,
     publish,
     publish_update,
     read_chunk,
@@ -134,12 +133,6 @@ def test_movie_id_and_key_must_be_folder_names(tmp_path):
         MovieShardWriter(tmp_path, "../evil", "k")
     with pytest.raises(ConfigError, match="image_codec"):
         ShardConfig(image_codec="gif")
-
-
-def test_movie_key_changes_with_source_and_config():
-    k = movie_key("fp1", {"flow": "dis"})
-    assert k == movie_key("fp1", {"flow": "dis"})
-    assert k != movie_key("fp2", {"flow": "dis"}) and k != movie_key("fp1", {"flow": "sgbm"})
 
 
 def test_publish_versions_drop_and_garbage_collect(tmp_path):

@@ -87,14 +87,15 @@ def test_killed_and_resumed_run_ends_where_uninterrupted_one_does(movies, tmp_pa
     straight = run_training(train_config_from_dict(cfg(tmp_path / "straight")))
 
     path = tmp_path / "crash.yaml"
-    path.write_text(yaml.safe_dump(cfg(tmp_path / "crash", crash_at_step=6)))
+    path.write_text(yaml.safe_dump(cfg(tmp_path / "crash")))
     proc = subprocess.run([sys.executable, "-m", "training.train", "--config", str(path)],
-                          capture_output=True, text=True, timeout=200, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                          capture_output=True, text=True, timeout=200,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "DEPTHMINE_TEST_CRASH_AT_STEP": "6"})
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     assert load_checkpoint(tmp_path / "crash" / "checkpoints" / "last.pt")["step"] == 6
     assert not (tmp_path / "crash" / "checkpoints" / "final.pt").exists()
 
-    resumed = run_training(load_train_config(str(path), ["resume=auto", "crash_at_step=null"]))
+    resumed = run_training(load_train_config(str(path), ["resume=auto"]))
     assert resumed.steps == 10
     assert resumed.losses == pytest.approx(straight.losses[6:], rel=1e-5)
     a = load_checkpoint(straight.checkpoint)["model"]
@@ -196,9 +197,8 @@ def test_shipped_dataset_config_trains_on_the_demo_shards(movies, tmp_path, monk
     """configs/train_demo_dataset.yaml reads demo_out/dataset (what `depthmine demo` builds) and
     validates on its val split; train_demo.yaml stays the synthetic-frames demo."""
     import shutil
-    from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1] / "configs"
+    from training.config import SHIPPED_CONFIGS as root
     shipped = yaml.safe_load((root / "train_demo_dataset.yaml").read_text())
     assert shipped["data"]["datasets"][0]["kind"] == "shards"
     assert shipped["data"]["datasets"][0]["path"] == shipped["data"]["val"]["path"] == "demo_out/dataset"

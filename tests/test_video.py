@@ -157,3 +157,18 @@ def test_untagged_frames_use_the_broadcast_matrix(tmp_path, width, height, matri
     assert int(frame.colorspace) == 2, "the test needs an untagged stream"
     got = frame_to_rgb(frame).reshape(-1, 3).mean(axis=0)
     assert np.abs(got - colour).max() < 3.0
+
+
+def test_the_scan_corrects_the_frame_count_without_changing_the_probes_object(sample_movie):
+    import dataclasses
+
+    movie = sample_movie(layout="sbs-half", seconds=4.0)
+    src = _open(movie)
+    probed = src.info
+    before = dataclasses.asdict(probed)
+    assert not probed.frame_count_exact  # MKV stores no frame count: the probe estimates it
+    scan = scan_movie(src, sampling=NO_CHAPTER_DROP)
+    frames = list(scan)
+    assert frames and dataclasses.asdict(probed) == before
+    assert src.info is not probed and src.info.frame_count_exact
+    assert src.info.frame_count == scan.frame_count == 96  # 4 s at 24 fps, counted by the decode

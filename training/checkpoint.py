@@ -8,7 +8,8 @@ loads with ``torch.load(weights_only=True)`` (no pickled classes, safe to open f
   checked by :func:`load_checkpoint`: flipped bytes inside a tensor load silently otherwise (the
   zip container keeps no checksum torch verifies), and change every prediction;
 - ``model_config``: the resolved :class:`training.model.ModelConfig` as a dict;
-- ``config`` / ``config_hash``: the whole training configuration, if given;
+- ``config`` / ``config_hash``: the whole training configuration, if given, and the hash of its recipe
+  (:func:`training.config.recipe_hash`: without the run settings such as ``out_dir`` or ``max_steps``);
 - ``optimizer``, ``scaler``, ``step``, ``data_state`` (loader positions), ``rng`` (Python, NumPy,
   torch CPU/CUDA generator states): the state ``--resume`` restores.
 
@@ -161,7 +162,7 @@ def save_checkpoint(
     }
     if train_config is not None:
         payload["config"] = config_to_dict(train_config)
-        payload["config_hash"] = config_hash(train_config)
+        payload["config_hash"] = _recipe_hash(train_config)
     if optimizer is not None:
         payload["optimizer"] = optimizer.state_dict()
     if scaler is not None:
@@ -253,3 +254,10 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tu
                                       f"({len(missing)} missing, {len(unexpected)} unexpected keys)")
     model.to(map_location).eval()
     return model, cfg
+
+
+def _recipe_hash(train_config: Any) -> str:
+    """A :class:`~training.config.TrainConfig`'s recipe hash; anything else hashed whole."""
+    from training.config import TrainConfig, recipe_hash  # training.config imports the model, which imports this
+
+    return recipe_hash(train_config) if isinstance(train_config, TrainConfig) else config_hash(train_config)

@@ -1,18 +1,19 @@
 """The trainer's configuration: one dataclass per part, YAML plus ``key=value`` overrides.
 
-``load_train_config("configs/train_demo.yaml", ["optim.lr_new=3e-4", "max_steps=200"])`` reads the
+``load_train_config("train_demo", ["optim.lr_new=3e-4", "max_steps=200"])`` reads the
 YAML, applies dotted overrides (values parsed as YAML scalars), and maps the result onto
 :class:`TrainConfig` with :func:`pipeline.config.config_from_dict`, so an unknown key or a badly
 typed value is a :class:`~pipeline.errors.ConfigError` naming it. The resolved configuration and its
-hash are stored in every checkpoint. Defaults are the paper's recipe (MIDAS_NOTES.md section 3).
+hash are stored in every checkpoint. Defaults are the paper's recipe (docs/METHOD.md §3).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Sequence
 
-from pipeline.config import apply_overrides, config_from_dict, config_to_dict, load_yaml, merge_dicts
+from pipeline.config import apply_overrides, config_from_dict, config_hash, config_to_dict, load_yaml, merge_dicts
 from pipeline.errors import ConfigError
 from training.mixing import MixingConfig
 from training.model import ModelConfig
@@ -25,6 +26,10 @@ __all__ = [
     "OptimConfig",
     "TrainConfig",
     "load_train_config",
+    "recipe_hash",
+    "RUN_SETTINGS",
+    "resolve_config_path",
+    "shipped_configs",
     "train_config_from_dict",
     "demo_train_config",
 ]
@@ -164,8 +169,10 @@ class TrainConfig:
             its statistics cover the global batch (a few images per GPU otherwise).
         tensorboard: also write TensorBoard events (a CSV is always written).
         progress: a tqdm bar on rank 0.
-        crash_at_step: testing only: the process kills itself (SIGKILL) right after this step's
-            checkpoint, to test recovery from a real crash.
+
+    The fields in :data:`RUN_SETTINGS` say how this run goes, not what it learns: :func:`recipe_hash`
+    leaves them out, so resuming with another ``out_dir``, ``max_steps`` or ``--resume`` is the same
+    recipe.
     """
 
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -187,9 +194,8 @@ class TrainConfig:
     sync_batchnorm: bool = True
     tensorboard: bool = True
     progress: bool = True
-    crash_at_step: int | None = None
 
-    def validate(self) -> "TrainConfig":
+    def validate(self) -> TrainConfig:
         """Check every value the dataclass types cannot, without touching files; returns self.
 
         Files, shard counts and the process count are checked by
@@ -266,12 +272,52 @@ def train_config_from_dict(data: dict[str, Any], where: str = "config") -> Train
     return config_from_dict(TrainConfig, data, where).validate()
 
 
+SHIPPED_CONFIGS = Path(__file__).resolve().parent / "configs"
+
+
+def shipped_configs() -> list[str]:
+    """Names of the configurations installed with the package (``training/configs/*.yaml``)."""
+    return sorted(p.stem for p in SHIPPED_CONFIGS.glob("*.yaml"))
+
+
+def resolve_config_path(path: str) -> str:
+    """A YAML path as given, or a shipped configuration's name (``train_demo``, ``train_demo.yaml``).
+
+    The configurations ship as package data, so ``--config train_demo`` works from any folder and from
+    an installed wheel; an existing file of the same name in the working folder wins.
+
+    Raises:
+        ConfigError: neither a file nor a shipped name (the message lists the shipped names).
+    """
+    if Path(path).is_file():
+        return path
+    name = path[:-5] if path.endswith(".yaml") else path
+    if "/" not in name and (SHIPPED_CONFIGS / f"{name}.yaml").is_file():
+        return str(SHIPPED_CONFIGS / f"{name}.yaml")
+    raise ConfigError(f"{path}: no such configuration file (shipped configurations: {', '.join(shipped_configs())})")
+
+
+# How a run goes, not what it learns: left out of the recipe's hash.
+RUN_SETTINGS: tuple[str, ...] = ("out_dir", "resume", "progress", "max_steps", "tensorboard", "log_every",
+                                 "keep_checkpoints")
+
+
+def recipe_hash(cfg: TrainConfig) -> str:
+    """The hash of what a run learns (model, data, loss, optimiser, mixing, seed, precision...), without
+    the :data:`RUN_SETTINGS`; stored in checkpoints and compared on resume."""
+    data = config_to_dict(cfg)
+    for name in RUN_SETTINGS:
+        data.pop(name, None)
+    return config_hash(data)
+
+
 def load_train_config(path: str | None, overrides: Sequence[str] = ()) -> TrainConfig:
-    """Read a YAML file (or nothing: the defaults) and apply ``key=value`` overrides.
+    """Read a YAML file or a shipped configuration (or nothing: the defaults) and apply ``key=value`` overrides.
 
     Raises:
         ConfigError: missing/malformed file, unknown key, bad value.
     """
+    path = resolve_config_path(path) if path else None
     data = merge_dicts(config_to_dict(TrainConfig()), load_yaml(path) if path else {})
     apply_overrides(data, list(overrides))
     return train_config_from_dict(data, where=path or "config")

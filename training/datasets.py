@@ -18,7 +18,6 @@ every sample is a dict ``image`` (``3xSxS`` uint8 RGB; normalise with
 from __future__ import annotations
 
 import csv
-import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler, get_worker_info
 
 from pipeline.errors import BadInputError, ConfigError
+from pipeline.registry import Registry
 from training.config import DatasetSpec
 from training.transforms import AugmentConfig, augment
 
@@ -456,15 +456,30 @@ class SyntheticDataset(Dataset):
     ``(i % 8) * 0.5`` s, rendered once and cached.
     """
 
+    #: frames kept rendered per dataset object (and per worker process: the cache is not pickled)
+    CACHE_FRAMES = 4096
+
     def __init__(self, spec: DatasetSpec):
         self.spec = spec
         self.n = int(spec.size)
+        self._frames: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
     def __len__(self) -> int:
         return self.n
 
-    @functools.lru_cache(maxsize=4096)
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_frames": {}}  # workers render their own; no frames through the pickle
+
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Frame ``index``, rendered once per object (bounded by :attr:`CACHE_FRAMES`)."""
+        cached = self._frames.get(index)
+        if cached is None:
+            cached = self._render(index)
+            if len(self._frames) < self.CACHE_FRAMES:
+                self._frames[index] = cached
+        return cached
+
+    def _render(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         from pipeline.synthetic import render_stereo_frame
 
         w, h = self.spec.image_size
@@ -487,15 +502,19 @@ class PositionDataset(Dataset):
         self.augment = augment_config
         self.seed = int(seed)
         self.shuffle = shuffle
+        self._perms: dict[int, np.ndarray] = {}  # the last few epochs' orders, owned by this object
 
     def __len__(self) -> int:  # positions are unbounded; one epoch for len()
         return self.n
 
-    @functools.lru_cache(maxsize=8)
     def _perm(self, epoch: int) -> np.ndarray:
-        if not self.shuffle:
-            return np.arange(self.n)
-        return np.random.default_rng([self.seed, epoch, 3]).permutation(self.n)
+        perm = self._perms.get(epoch)
+        if perm is None:
+            perm = np.arange(self.n) if not self.shuffle else np.random.default_rng([self.seed, epoch, 3]).permutation(self.n)
+            if len(self._perms) >= 8:
+                self._perms.pop(next(iter(self._perms)))  # the oldest epoch
+            self._perms[epoch] = perm
+        return perm
 
     def __getitem__(self, position: int) -> dict[str, torch.Tensor]:
         epoch, i = divmod(int(position), self.n)
@@ -528,7 +547,11 @@ class GlobalBatchSampler(Sampler[list[int]]):
         return (self.max_batches if self.max_batches is not None else 2**31) - self.start
 
 
-ADAPTERS: dict[str, type] = {"folder": FolderDataset, "csv": CsvDataset, "synthetic": SyntheticDataset}
+#: the dataset kinds other than ``shards`` (:class:`pipeline.registry.Registry`): ``kind -> adapter(spec)``
+ADAPTERS: Registry = Registry("dataset kind")
+ADAPTERS.register("folder", FolderDataset)
+ADAPTERS.register("csv", CsvDataset)
+ADAPTERS.register("synthetic", SyntheticDataset)
 
 
 def build_dataset(spec: DatasetSpec, augment_config: AugmentConfig, seed: int, *, infinite: bool = True,
@@ -545,7 +568,7 @@ def build_dataset(spec: DatasetSpec, augment_config: AugmentConfig, seed: int, *
                             shuffle_buffer=spec.shuffle_buffer, infinite=infinite, movie_ids=spec.movie_ids,
                             uncertainty=uncertainty, rank=rank, world_size=world_size)
     if spec.kind not in ADAPTERS:
-        raise ConfigError(f"dataset kind {spec.kind!r}: valid kinds: shards, {', '.join(ADAPTERS)}")
+        raise ConfigError(f"dataset kind {spec.kind!r}: valid kinds: shards, {', '.join(ADAPTERS.names())}")
     return PositionDataset(ADAPTERS[spec.kind](spec), augment_config, seed, shuffle, weighting=uncertainty.weighting)
 
 
@@ -584,7 +607,7 @@ class MixedLoader:
             self.loaders.append(loader)
         self._iters: list[Iterator] | None = None
 
-    def __iter__(self) -> "MixedLoader":
+    def __iter__(self) -> MixedLoader:
         return self
 
     def __next__(self) -> dict[str, torch.Tensor]:

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from pipeline.errors import BadInputError, ConfigError
+from pipeline.registry import Registry
 
 __all__ = [
     "Encoder",
@@ -35,41 +36,27 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-ENCODERS: dict[str, Callable[[], "Encoder"]] = {}
+#: every encoder by name (:class:`pipeline.registry.Registry`); ``timm:<model name>`` is a family
+ENCODERS: Registry[Encoder] = Registry("encoder")
 
 
-def register_encoder(name: str) -> Callable[[Callable[[], "Encoder"]], Callable[[], "Encoder"]]:
+def register_encoder(name: str) -> Callable[[Callable[[], Encoder]], Callable[[], Encoder]]:
     """Register a zero-argument factory under ``name`` (decorator)."""
-
-    def deco(fn: Callable[[], Encoder]) -> Callable[[], Encoder]:
-        if name in ENCODERS:
-            raise ValueError(f"encoder {name!r} registered twice")
-        ENCODERS[name] = fn
-        return fn
-
-    return deco
+    return ENCODERS.register(name)
 
 
 def available_encoders() -> list[str]:
     """Registered names plus the ``timm:<model>`` form."""
-    return sorted(ENCODERS) + ["timm:<model name>"]
+    return ENCODERS.names()
 
 
-def create_encoder(name: str) -> "Encoder":
+def create_encoder(name: str) -> Encoder:
     """Build the encoder called ``name`` with random weights.
 
     Raises:
         ConfigError: the name is unknown; the message lists the valid ones.
     """
-    if name.startswith("timm:"):
-        return TimmEncoder(name.split(":", 1)[1])
-    try:
-        factory = ENCODERS[name]
-    except KeyError:
-        raise ConfigError(
-            f"unknown encoder {name!r}; valid encoders: {', '.join(available_encoders())}"
-        ) from None
-    return factory()
+    return ENCODERS.create(name)
 
 
 class Encoder(nn.Module):
@@ -164,7 +151,7 @@ class ResNetEncoder(Encoder):
 
 def _out_channels(layer: nn.Sequential) -> int:
     block = layer[-1]
-    last_bn = getattr(block, "bn3", None) or getattr(block, "bn2")
+    last_bn = getattr(block, "bn3", None) or block.bn2
     return int(last_bn.num_features)
 
 
@@ -251,3 +238,6 @@ class TimmEncoder(Encoder):
         if any(k.startswith("body.") for k in state):
             return state
         return {"body." + k: v for k, v in state.items()}
+
+
+ENCODERS.register_prefix("timm", TimmEncoder, argument="<model name>")

@@ -9,7 +9,7 @@ relative improvement in percent, ``100 * (baseline - value) / baseline``, positi
 :func:`write_report` writes the table as CSV and markdown, the per-image errors as CSV, a plot of
 them, and a JSON of everything.
 
-Scoring of one image follows MIDAS_NOTES.md §4 (see :mod:`training.metrics`): the prediction,
+Scoring of one image follows docs/METHOD.md §4 (see :mod:`training.metrics`): the prediction,
 resized back to the ground truth's resolution, is aligned by least squares in disparity space,
 converted to depth and capped; DIW is scored by WHDR on its ordinal pair without alignment.
 """
@@ -348,7 +348,10 @@ class ComparisonTable:
         """A fixed-width table for the terminal."""
         header, cells = self._header(), self._cells()
         widths = [max(len(str(x)) for x in col) for col in zip(header, *cells)]
-        line = lambda row: "  ".join(str(x).ljust(w) if i == 0 else str(x).rjust(w) for i, (x, w) in enumerate(zip(row, widths)))  # noqa: E731
+
+        def line(row):
+            return "  ".join(str(x).ljust(w) if i == 0 else str(x).rjust(w) for i, (x, w) in enumerate(zip(row, widths)))
+
         lines = [line(header), "  ".join("-" * w for w in widths)] + [line(r) for r in cells]
         lines.append("All metrics are errors (lower is better)" + ("; Δ% = improvement over the baseline." if self.improvements else "."))
         return "\n".join(lines)

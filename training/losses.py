@@ -1,7 +1,7 @@
 """Scale-and-shift-invariant losses of MiDaS (prediction and target in disparity space).
 
 All functions take ``(B, H, W)`` tensors and a ``(B, H, W)`` bool ``mask`` of valid pixels.
-Definitions follow the paper (see ``MIDAS_NOTES.md`` section 2); the batch reduction is the public
+Definitions follow the paper (see ``docs/METHOD.md`` §2); the batch reduction is the public
 reference code's: the sum of the per-image sums divided by the sum of the valid counts, so images
 with more valid pixels weigh more and an image with no valid pixel adds nothing (and never a NaN).
 

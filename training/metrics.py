@@ -1,4 +1,4 @@
-"""Zero-shot depth metrics, as the method reports them (MIDAS_NOTES.md §4).
+"""Zero-shot depth metrics, as the method reports them (docs/METHOD.md §4).
 
 A relative-depth model predicts disparity (inverse depth) up to an unknown scale and shift, so
 every dense metric first aligns the prediction to the ground truth by per-image least squares *in

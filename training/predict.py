@@ -31,8 +31,8 @@ import torch.nn.functional as F
 
 from pipeline.atomic import atomic_open
 from pipeline.errors import BadInputError
-from pipeline.viz import colorize_disparity, hstack_tiles, save_png
 from pipeline.video import frame_to_rgb
+from pipeline.viz import colorize_disparity, hstack_tiles, save_png
 from training.benchmarks.protocols import inference_size
 
 __all__ = [
@@ -88,7 +88,7 @@ class DepthPredictor:
         self.size_rule = size_rule
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str | torch.device | None = "auto", **kwargs) -> "DepthPredictor":
+    def from_checkpoint(cls, path: str | Path, device: str | torch.device | None = "auto", **kwargs) -> DepthPredictor:
         """Load a depthmine (or MiDaS) checkpoint with :func:`training.checkpoint.load_model`."""
         from training.checkpoint import load_model
 

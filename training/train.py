@@ -31,10 +31,11 @@ import yaml
 from torch.nn.parallel import DistributedDataParallel
 
 from pipeline.atomic import atomic_open, atomic_path
-from pipeline.config import config_hash, config_to_dict
+from pipeline.config import config_to_dict
 from pipeline.errors import BadInputError, ConfigError, DepthmineError
-from training.checkpoint import load_checkpoint, restore_rng_state, save_checkpoint, unwrap_model
-from training.config import TrainConfig, load_train_config
+from training.checkpoint import load_checkpoint, restore_rng_state, save_checkpoint
+from training.cli_options import add_train_options
+from training.config import TrainConfig, load_train_config, recipe_hash
 from training.datasets import MixedLoader, UncertaintyUse, build_dataset, validation_samples
 from training.losses import ScaleAndShiftInvariantLoss, align_least_squares
 from training.mixing import create_mixer
@@ -215,6 +216,17 @@ class _Logs:
             self.tb.close()
 
 
+CRASH_ENV = "DEPTHMINE_TEST_CRASH_AT_STEP"
+
+
+def _test_crash_step() -> int | None:
+    """Testing only, never in the configuration: with ``DEPTHMINE_TEST_CRASH_AT_STEP=N`` in its
+    environment, the process kills itself (SIGKILL) right after step N's checkpoint, so recovery from
+    a real crash can be tested."""
+    value = os.environ.get(CRASH_ENV)
+    return int(value) if value else None
+
+
 def _save(cfg: TrainConfig, model, optimizer, scaler, step: int, loader: MixedLoader, name: str | None,
           extra: dict[str, Any]) -> Path:
     ckdir = Path(cfg.out_dir) / "checkpoints"
@@ -287,7 +299,7 @@ def _train(cfg: TrainConfig, ctx: _Dist) -> TrainResult:
     scaler = torch.amp.GradScaler(ctx.device.type) if amp_dtype == torch.float16 else None
 
     # -- resume --------------------------------------------------------------------------
-    step = 0
+    step = start_batch = 0
     resume_path = _resolve_resume(cfg)
     if resume_path is not None:
         # on the CPU first: RNG states must stay CPU tensors; load_state_dict moves the rest
@@ -302,7 +314,9 @@ def _train(cfg: TrainConfig, ctx: _Dist) -> TrainResult:
         step = int(state["step"])
         if "rng" in state:
             restore_rng_state(state["rng"])
-        if state.get("config_hash") and state["config_hash"] != config_hash(cfg):
+        # the loader's exact position (batches handed out), saved with the checkpoint; one batch per step
+        start_batch = int((state.get("data_state") or {}).get("batches", step))
+        if state.get("config_hash") and state["config_hash"] != recipe_hash(cfg):
             log.warning("resuming from %s written with a different configuration", resume_path)
         log.info("resumed from %s at step %d", resume_path, step)
 
@@ -318,7 +332,7 @@ def _train(cfg: TrainConfig, ctx: _Dist) -> TrainResult:
     use = UncertaintyUse(cfg.data.max_uncertainty_px, cfg.data.uncertainty_weighting)
     datasets = [build_dataset(spec, cfg.data.augment, cfg.seed + 1009 * i, uncertainty=use)
                 for i, spec in enumerate(cfg.data.datasets)]
-    loader = MixedLoader(datasets, cfg.data.batch_size, cfg.data.num_workers, start_batch=step,
+    loader = MixedLoader(datasets, cfg.data.batch_size, cfg.data.num_workers, start_batch=start_batch,
                          pin_memory=ctx.device.type == "cuda")
     val = validation_samples(cfg.data.val, cfg.data.val_samples, cfg.data.val_size) if (cfg.data.val and ctx.main) else []
 
@@ -327,7 +341,7 @@ def _train(cfg: TrainConfig, ctx: _Dist) -> TrainResult:
     shared = model.encoder_parameters()
     names = [spec.name for spec in cfg.data.datasets]
     logs = _Logs(out_dir, ctx.main, cfg.tensorboard, step, names)
-    result = TrainResult(out_dir=str(out_dir), checkpoint="", steps=step, config_hash=config_hash(cfg), datasets=names)
+    result = TrainResult(out_dir=str(out_dir), checkpoint="", steps=step, config_hash=recipe_hash(cfg), datasets=names)
     if val:
         result.val_error_start = aligned_disparity_error(model, val, ctx.device)
         log.info("validation aligned disparity RMSE before training: %.4f", result.val_error_start)
@@ -336,6 +350,7 @@ def _train(cfg: TrainConfig, ctx: _Dist) -> TrainResult:
 
     bar = tqdm(total=cfg.max_steps, initial=step, disable=not (ctx.main and cfg.progress), desc="train", unit="step")
     bar_visible = not bar.disable
+    crash_at = _test_crash_step()
     if ctx.main:
         log.info("training %s from step %d to %d in %s (%d process(es))", ", ".join(names), step, cfg.max_steps,
                  out_dir, ctx.world)
@@ -421,7 +436,7 @@ def _train(cfg: TrainConfig, ctx: _Dist) -> TrainResult:
                 if ctx.main:
                     path = _save(cfg, model, optimizer, scaler, step, loader, None, {"mixing_weights": info["weights"]})
                     log.info("saved checkpoint %s", path)
-                if cfg.crash_at_step is not None and step == cfg.crash_at_step:
+                if crash_at == step:
                     os.kill(os.getpid(), signal.SIGKILL)  # testing: a real crash, no cleanup
     finally:
         bar.close()
@@ -450,11 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train the MiDaS-style depth model on depthmine shards (and other datasets). "
         "Run under torchrun for several processes: torchrun --standalone --nproc_per_node=N -m training.train ...",
     )
-    p.add_argument("--config", help="YAML training configuration (see configs/train_demo.yaml)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a configuration value, e.g. --set optim.lr_new=3e-4 (repeatable)")
-    p.add_argument("--resume", help="checkpoint to continue from, or 'auto' (out_dir/checkpoints/last.pt)")
-    p.add_argument("--out", help="run folder (overrides out_dir)")
+    add_train_options(p, config_required=False)
     p.add_argument("extra", nargs="*", metavar="KEY=VALUE", help="more overrides")
     return p
 

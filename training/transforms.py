@@ -29,7 +29,6 @@ __all__ = [
     "inference_size",
     "prepare_input",
     "augment",
-    "sample_to_tensors",
     "batch_to_input",
 ]
 
@@ -143,15 +142,6 @@ def augment(
     if wgt is None:
         return out
     return (*out, np.where(msk, np.ascontiguousarray(wgt, dtype=np.float32), 0.0).astype(np.float32))
-
-
-def sample_to_tensors(image: np.ndarray, disparity: np.ndarray, valid: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Numpy sample -> (normalised ``3xHxW`` image, ``HxW`` float32 target, ``HxW`` bool mask)."""
-    return (
-        normalize(to_tensor(image)),
-        torch.from_numpy(np.ascontiguousarray(disparity, dtype=np.float32)),
-        torch.from_numpy(np.ascontiguousarray(valid, dtype=bool)),
-    )
 
 
 def batch_to_input(images_uint8: torch.Tensor) -> torch.Tensor:

@@ -14,6 +14,7 @@ import argparse
 import errno
 import importlib
 import logging
+import os
 import signal
 import sys
 import threading
@@ -114,7 +115,18 @@ def _exit_on_sigterm():
     return signal.signal(signal.SIGTERM, handler)
 
 
+def environment_defaults() -> None:
+    """The CLI's process-wide defaults, set once here and nowhere at import: no Prefect telemetry, no UI.
+
+    A value the user set wins. The commands that run flows add theirs (log level, the temporary API
+    server) in :func:`flows.cli.ingest.prefect_env_defaults` when they start.
+    """
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_UI_ENABLED", "false")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    environment_defaults()
     for name in _PREFECT_RUN_LOGGERS:
         logging.getLogger(name).addFilter(_QuietUserErrors())
     parser = build_parser()

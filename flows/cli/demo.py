@@ -101,8 +101,9 @@ def run_demo(out: Path, size: tuple[int, int], flow: str, train_steps: int) -> i
 
 def _train_and_evaluate(out: Path, dataset: Path, steps: int) -> str:
     from flows.train import train_model
+    from training.config import resolve_config_path
 
-    config = Path(__file__).resolve().parents[2] / "configs" / "train_demo.yaml"
+    config = resolve_config_path("train_demo")  # package data: found wherever depthmine is installed
     overrides = [
         f"out_dir={out / 'train'}",
         f"max_steps={steps}",
@@ -113,7 +114,7 @@ def _train_and_evaluate(out: Path, dataset: Path, steps: int) -> str:
         "data.datasets=[{name: movies, kind: shards, path: '%s', split: train, shuffle_buffer: 16}]" % dataset,
         "data.val={name: movies-val, kind: shards, path: '%s', split: val}" % dataset,
     ]
-    result = train_model(config=str(config) if config.exists() else None, overrides=overrides)
+    result = train_model(config=config, overrides=overrides)
     loss = result.get("final_loss")
     loss_text = f"{loss:.4f}" if loss is not None else "n/a"
     print(f"      {result['steps']} steps, final loss {loss_text}; checkpoint {result['checkpoint']}")

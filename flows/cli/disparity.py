@@ -163,7 +163,9 @@ def run(args: argparse.Namespace) -> int:
               f"{rig.fraction_above(config.vertical_threshold_px):.0%} of the frame beyond {config.vertical_threshold_px:g} px")
     ev = result.swap_evidence
     if np.isfinite(ev):
-        verdict = "looks reversed: try --swap-eyes" if ev >= 0.05 else ("looks normal" if ev <= -0.05 else "undecided")
+        from pipeline.swap import frame_verdict
+
+        verdict = {"reversed": "looks reversed: try --swap-eyes", "normal": "looks normal"}.get(frame_verdict(ev), "undecided")
         print(f"  {'swapped-eye evidence':<24} {ev:10.3f}  ({verdict}; judge a whole shot with detect_swapped_eyes)")
     if result.rejected_reason:
         print(f"REJECTED: {result.rejected_reason}")

@@ -7,17 +7,22 @@ import json
 import os
 import sys
 
+from flows.runners import RUNNERS
+from pipeline.layouts import Layout
+from pipeline.sampling import SPLITS
+
 __all__ = ["register", "add_ingest_options", "add_runner_options", "prefect_env_defaults"]
 
 
 def prefect_env_defaults(verbose: int = 0) -> None:
-    """Environment defaults for CLI runs: no telemetry, quiet Prefect logs unless -v, and an API.
+    """Environment defaults for CLI runs that start flows: quiet Prefect logs unless -v, and an API.
+
+    Called by the command (from :func:`flows.cli.main`), never at import; telemetry and the UI are
+    switched off once for every command by :func:`flows.cli.environment_defaults`.
 
     Without ``PREFECT_API_URL`` the temporary Prefect server is started here, tied to this
     process (:func:`flows.runners.start_temporary_server`), so killing the CLI kills it too.
     """
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("PREFECT_UI_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO" if verbose else "WARNING")
     os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "WARNING")
     from flows.runners import start_temporary_server
@@ -27,7 +32,7 @@ def prefect_env_defaults(verbose: int = 0) -> None:
 
 def add_runner_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("where the work runs")
-    g.add_argument("--runner", choices=("threads", "processes", "dask"), default="threads",
+    g.add_argument("--runner", choices=RUNNERS, default="threads",
                    help="task runner for the per-chunk disparity tasks (default threads)")
     g.add_argument("--workers", type=int, default=None, metavar="N", help="parallel tasks / local Dask workers (default: one per core)")
     g.add_argument("--dask-address", default=None, metavar="ADDR",
@@ -62,8 +67,8 @@ def register(subparsers) -> None:
                         "(default: from the file name)")
     p.add_argument("--replace", action="store_true",
                    help="replace a movie of this id that was ingested from another file (refused without it)")
-    p.add_argument("--split", choices=("train", "val", "test"), default="train", help="split of this movie (default train)")
-    p.add_argument("--layout", default=None, choices=("sbs-full", "sbs-half", "tab-full", "tab-half", "separate"),
+    p.add_argument("--split", choices=SPLITS, default="train", help="split of this movie (default train)")
+    p.add_argument("--layout", default=None, choices=[layout.value for layout in Layout],
                    help="stereo layout (default: detect)")
     p.add_argument("--right", default=None, metavar="FILE", help="right eye's file (layout separate)")
     add_ingest_options(p)

@@ -32,11 +32,9 @@ def register(subparsers) -> None:
         ),
         epilog="example: depthmine train --config configs/train_demo.yaml --set max_steps=200 --set data.batch_size=4",
     )
-    p.add_argument("--config", required=True, metavar="FILE", help="YAML training configuration")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a value, e.g. --set optim.lr_new=3e-4 (repeatable)")
-    p.add_argument("--resume", metavar="CKPT", help="continue from a checkpoint, or 'auto' (OUT/checkpoints/last.pt)")
-    p.add_argument("--out", metavar="DIR", help="run folder (overrides out_dir)")
+    from training.cli_options import add_train_options
+
+    add_train_options(p, config_required=True)
     p.add_argument("--nproc", type=int, default=1, metavar="N", help="processes on this machine (default 1)")
     p.set_defaults(func=run)
 

@@ -9,7 +9,8 @@ Usage::
 Names: ``dis-medium`` (the CPU default), ``dis-fine`` (denser patches, for the flow alone), ``dis-fast``, ``dis-ultrafast``, ``deepflow``, ``sgbm``
 (rectified footage only: no vertical flow), ``dis-medium+sgbm`` (SGBM's horizontal disparity
 inside DIS flow, see :mod:`pipeline.flow.fusion`) and ``ptlflow:<model>`` (any ptlflow network, with
-``ckpt=FILE``). :func:`available_backends` lists them. New backends register a factory with
+``ckpt=FILE``). :func:`available_backends` lists them. They live in :data:`BACKENDS`, a
+:class:`pipeline.registry.Registry` like every other plug-in point; new backends register a factory with
 :func:`register_backend` (plain names) or :func:`register_prefix` (``prefix:argument`` names).
 """
 
@@ -24,6 +25,7 @@ from pipeline.flow.fusion import FusedBackend
 from pipeline.flow.opencv import DeepFlowBackend, DisBackend
 from pipeline.flow.ptlflow_backend import PtlflowBackend
 from pipeline.flow.sgbm import SgbmBackend
+from pipeline.registry import Registry
 
 __all__ = [
     "FlowBackend",
@@ -33,6 +35,7 @@ __all__ = [
     "disparity_to_flow",
     "resize_flow",
     "get_backend",
+    "BACKENDS",
     "available_backends",
     "register_backend",
     "register_prefix",
@@ -41,28 +44,26 @@ __all__ = [
 
 DEFAULT_BACKEND = "dis-medium"
 
-_BACKENDS: dict[str, Callable[..., FlowBackend]] = {}
-_PREFIXES: dict[str, Callable[..., FlowBackend]] = {}
+#: every flow backend by name (:class:`pipeline.registry.Registry`); ``ptlflow:<model>`` is a family
+BACKENDS: Registry[FlowBackend] = Registry("flow backend")
 
 
 def register_backend(name: str, factory: Callable[..., FlowBackend]) -> None:
     """Register ``factory(**kw) -> FlowBackend`` under a plain name."""
-    _BACKENDS[name] = factory
+    BACKENDS.register(name, factory)
 
 
 def register_prefix(prefix: str, factory: Callable[..., FlowBackend]) -> None:
     """Register ``factory(argument, ckpt=..., device=..., **kw)`` for names ``prefix:argument``."""
-    _PREFIXES[prefix] = factory
+    BACKENDS.register_prefix(prefix, factory, argument="<model>")
 
 
 def available_backends() -> list[str]:
     """Registered names; prefixed families show as ``prefix:<model>``."""
-    return sorted(_BACKENDS) + [f"{p}:<model>" for p in sorted(_PREFIXES)]
+    return BACKENDS.names()
 
 
-def get_backend(
-    name: str, ckpt: str | Path | None = None, device: str | None = None, **kw: Any
-) -> FlowBackend:
+def get_backend(name: str, ckpt: str | Path | None = None, device: str | None = None, **kw: Any) -> FlowBackend:
     """Build a backend by name. Cheap: engines and networks are built on first use.
 
     Args:
@@ -75,15 +76,11 @@ def get_backend(
         ConfigError: unknown name (the message lists the valid ones), or a checkpoint given to
             a backend that takes none, or a network that needs a checkpoint and got none.
     """
-    if ":" in name:
-        prefix, arg = name.split(":", 1)
-        if prefix in _PREFIXES and arg:
-            return _PREFIXES[prefix](arg, ckpt=ckpt, device=device, **kw)
-    elif name in _BACKENDS:
-        if ckpt is not None:
-            raise ConfigError(f"flow backend {name!r} takes no checkpoint (--ckpt is for ptlflow:<model>)")
-        return _BACKENDS[name](**kw)
-    raise ConfigError(f"unknown flow backend {name!r}; valid: {', '.join(available_backends())}")
+    if BACKENDS.is_family(name):
+        return BACKENDS.create(name, ckpt=ckpt, device=device, **kw)
+    if name in BACKENDS and ckpt is not None:
+        raise ConfigError(f"flow backend {name!r} takes no checkpoint (--ckpt is for ptlflow:<model>)")
+    return BACKENDS.create(name, **kw)
 
 
 # The CPU default: DIS medium refined down to full resolution (see pipeline.flow.opencv), patches
@@ -103,8 +100,9 @@ register_backend("deepflow", DeepFlowBackend)
 register_backend("sgbm", SgbmBackend)
 register_backend(
     "dis-medium+sgbm",
-    lambda working_width=None, **kw: FusedBackend(
-        _BACKENDS["dis-medium"](**kw), SgbmBackend(), working_width=working_width
-    ),
+    lambda working_width=None, **kw: FusedBackend(BACKENDS["dis-medium"](**kw), SgbmBackend(), working_width=working_width),
 )
-register_prefix("ptlflow", lambda model_name, ckpt=None, device=None, **kw: PtlflowBackend(model_name, ckpt=ckpt, device=device, **kw))
+register_prefix(
+    "ptlflow",
+    lambda model_name, ckpt=None, device=None, **kw: PtlflowBackend(model_name, ckpt=ckpt, device=device, **kw),
+)

@@ -24,6 +24,8 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+from pipeline.errors import ConfigError
+
 __all__ = [
     "FlowPair",
     "FlowBackend",
@@ -104,7 +106,7 @@ class FlowBackend:
 
     def __init__(self, working_width: int | None = None):
         if working_width is not None and working_width < 16:
-            raise ValueError(f"working_width must be >= 16 pixels, got {working_width}")
+            raise ConfigError(f"working_width must be >= 16 pixels, got {working_width}")
         self.working_width = working_width
 
     # -- the one required method ------------------------------------------------------------

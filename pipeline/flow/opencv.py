@@ -18,6 +18,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+from pipeline.errors import ConfigError
 from pipeline.flow.base import FlowBackend, FlowPair, to_gray
 
 __all__ = ["DisBackend", "DeepFlowBackend"]
@@ -58,7 +59,7 @@ class DisBackend(FlowBackend):
     ):
         super().__init__(working_width)
         if preset not in _PRESETS:
-            raise ValueError(f"unknown DIS preset {preset!r}; valid: {sorted(_PRESETS)}")
+            raise ConfigError(f"unknown DIS preset {preset!r}; valid: {sorted(_PRESETS)}")
         self.preset = preset
         self.finest_scale = finest_scale
         self.patch_size = patch_size

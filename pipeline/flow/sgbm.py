@@ -25,6 +25,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+from pipeline.errors import ConfigError
 from pipeline.flow.base import FlowBackend, FlowPair, to_gray
 
 __all__ = ["SgbmBackend"]
@@ -62,9 +63,9 @@ class SgbmBackend(FlowBackend):
     ):
         super().__init__(working_width)
         if not 0 < max_disparity_fraction <= 0.5:
-            raise ValueError(f"max_disparity_fraction must be in (0, 0.5], got {max_disparity_fraction}")
+            raise ConfigError(f"max_disparity_fraction must be in (0, 0.5], got {max_disparity_fraction}")
         if block_size < 1 or block_size % 2 == 0:
-            raise ValueError(f"block_size must be odd and positive, got {block_size}")
+            raise ConfigError(f"block_size must be odd and positive, got {block_size}")
         self.max_disparity_fraction = max_disparity_fraction
         self.auto_range = auto_range
         self.range_margin_fraction = range_margin_fraction

@@ -24,6 +24,7 @@ from pipeline.shards.codec import (
     pack_mask,
     unpack_mask,
 )
+from pipeline.shards.inspect import inspect_dataset, summarize
 from pipeline.shards.manifest import (
     MANIFEST_NAME,
     MOVIE_MANIFEST_NAME,
@@ -34,7 +35,6 @@ from pipeline.shards.manifest import (
     garbage_collect,
     load_movie_manifest,
     movie_folder,
-    movie_key,
     publish,
     publish_update,
     read_manifest,
@@ -57,7 +57,6 @@ from pipeline.shards.schema import (
     STATS_COLUMNS,
 )
 from pipeline.shards.verify import Problem, verify
-from pipeline.shards.inspect import inspect_dataset, summarize
 from pipeline.shards.writer import (
     MovieShardWriter,
     ShardConfig,
@@ -88,7 +87,6 @@ __all__ = [
     "DatasetManifest",
     "MANIFEST_NAME",
     "MOVIE_MANIFEST_NAME",
-    "movie_key",
     "movie_folder",
     "load_movie_manifest",
     "committed_movies",

@@ -10,7 +10,7 @@ Layout::
         rejected.parquet                rejected frames with their reason
         movie.json                      the movie's manifest, written last = its commit marker
 
-``key`` is :func:`movie_key` of the source fingerprint and the ingest configuration, so a changed
+``key`` is :func:`pipeline.ingest.ingest_key` of the source fingerprint and the ingest configuration, so a changed
 movie or configuration writes a new folder while the previous dataset version stays readable. A
 folder without ``movie.json`` is an interrupted write: invisible to readers, removed by
 :func:`garbage_collect`. Building a dataset is therefore: for each catalog movie, reuse the
@@ -25,8 +25,8 @@ to the dataset folder, so a dataset can be copied or served from object storage 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import datetime as _dt
+import fcntl
 import hashlib
 import json
 import logging
@@ -41,7 +41,6 @@ from typing import Any, Iterable, Iterator, Mapping
 import fsspec
 
 from pipeline.atomic import write_json_atomic
-from pipeline.config import config_hash
 from pipeline.errors import BadInputError, ConfigError
 from pipeline.shards.schema import SCHEMA_VERSION
 
@@ -53,7 +52,6 @@ __all__ = [
     "ShardEntry",
     "MovieManifest",
     "DatasetManifest",
-    "movie_key",
     "movie_folder",
     "check_movie_id",
     "movie_id_from_name",
@@ -196,15 +194,6 @@ def movie_id_from_name(name: str) -> str:
     return slug
 
 
-def movie_key(source_fingerprint: str, config: Any) -> str:
-    """Folder key of a movie's shards: changes when the source file, the config or the schema do."""
-    blob = json.dumps(
-        {"fingerprint": str(source_fingerprint), "config": config_hash(config), "schema": SCHEMA_VERSION},
-        sort_keys=True,
-    )
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
 def movie_folder(dataset_dir: str | Path, movie_id: str, key: str) -> Path:
     return Path(dataset_dir) / MOVIES_DIR / check_movie_id(movie_id) / check_name(key, "key")
 
@@ -244,7 +233,7 @@ class ShardEntry:
         }
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "ShardEntry":
+    def from_dict(cls, d: Mapping[str, Any]) -> ShardEntry:
         return cls(
             path=str(d["path"]),
             rows=int(d["rows"]),
@@ -313,7 +302,7 @@ class MovieManifest:
         }
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "MovieManifest":
+    def from_dict(cls, d: Mapping[str, Any]) -> MovieManifest:
         return cls(
             movie_id=str(d["movie_id"]),
             key=str(d["key"]),
@@ -401,7 +390,7 @@ class DatasetManifest:
         }
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any], root: str = "") -> "DatasetManifest":
+    def from_dict(cls, d: Mapping[str, Any], root: str = "") -> DatasetManifest:
         return cls(
             version=int(d["version"]),
             movies={mid: MovieManifest.from_dict(m) for mid, m in d.get("movies", {}).items()},

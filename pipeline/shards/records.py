@@ -109,7 +109,7 @@ class FrameRecord:
         return int(np.shape(self.image)[1])
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "FrameRecord":
+    def from_dict(cls, data: Mapping[str, Any]) -> FrameRecord:
         """Build from a dict with the field names (``crop_box`` may replace the crop keys)."""
         d = dict(data)
         box = d.pop("crop_box", None)
@@ -157,7 +157,7 @@ class RejectedRecord:
         self.stats = stats_dict(self.stats, allow_missing=True)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "RejectedRecord":
+    def from_dict(cls, data: Mapping[str, Any]) -> RejectedRecord:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - names
         if unknown:

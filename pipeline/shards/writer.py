@@ -51,11 +51,9 @@ from pipeline.shards.manifest import (
 from pipeline.shards.records import FrameRecord, RejectedRecord
 from pipeline.shards.schema import (
     BLOB_COLUMNS,
-    CROP_COLUMNS,
     FRAME_SCHEMA,
     PROVENANCE_COLUMNS,
     REJECTED_SCHEMA,
-    STATS_COLUMNS,
     check_schema,
 )
 
@@ -199,7 +197,7 @@ def _is_rejected(rec: Any) -> bool:
     return isinstance(rec, RejectedRecord) or (isinstance(rec, Mapping) and "reason" in rec and "image" not in rec)
 
 
-def _parquet_options(schema: pa.Schema, config: "ShardConfig") -> dict[str, Any]:
+def _parquet_options(schema: pa.Schema, config: ShardConfig) -> dict[str, Any]:
     codec = config.compression
     binary = {f.name for f in schema if pa.types.is_binary(f.type)}
     extra = {} if config.compression_level is None or codec == "none" else {"compression_level": config.compression_level}
@@ -328,7 +326,7 @@ class MovieShardWriter:
         self._finished: MovieManifest | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
-    def open(self) -> "MovieShardWriter":
+    def open(self) -> MovieShardWriter:
         if self._opened:
             return self
         if (self.folder / MOVIE_MANIFEST_NAME).exists():
@@ -342,7 +340,7 @@ class MovieShardWriter:
         self._opened = True
         return self
 
-    def __enter__(self) -> "MovieShardWriter":
+    def __enter__(self) -> MovieShardWriter:
         return self.open()
 
     def __exit__(self, exc_type, exc, tb) -> None:

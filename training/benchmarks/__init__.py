@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.errors import ConfigError
+from pipeline.registry import Registry
 from training.benchmarks.base import BenchmarkLoader, BenchmarkSample, read_png_uint16, read_rgb
 from training.benchmarks.diw import DIWLoader
 from training.benchmarks.eth3d import ETH3DLoader
@@ -36,17 +36,18 @@ __all__ = [
     "read_png_uint16",
 ]
 
-#: loader class per benchmark name (same keys as PROTOCOLS)
-LOADERS: dict[str, type[BenchmarkLoader]] = {
-    cls.NAME: cls for cls in (DIWLoader, ETH3DLoader, SintelLoader, KITTILoader, NYULoader, TUMLoader, MoviesLoader)
-}
+#: loader class per benchmark name, case-insensitive (:class:`pipeline.registry.Registry`; same names as PROTOCOLS)
+LOADERS: Registry[BenchmarkLoader] = Registry("benchmark", case_sensitive=False)
+for _cls in (DIWLoader, ETH3DLoader, SintelLoader, KITTILoader, NYULoader, TUMLoader, MoviesLoader):
+    LOADERS.register(_cls.NAME, _cls)
+del _cls
 
 
 def get_loader(name: str) -> type[BenchmarkLoader]:
     """The loader class registered as ``name`` (case-insensitive)."""
-    key = name.strip().lower()
+    key = name.strip()
     if key not in LOADERS:
-        raise ConfigError(f"unknown benchmark {name!r}; valid names: {', '.join(LOADERS)}")
+        raise LOADERS.unknown(name)
     return LOADERS[key]
 
 

@@ -1,6 +1,6 @@
 """Evaluation protocols: per benchmark, the metric, the depth cap and the input size rule.
 
-The numbers are the method's (MIDAS_NOTES.md §4): the prediction is aligned to the ground truth by
+The numbers are the method's (docs/METHOD.md §4): the prediction is aligned to the ground truth by
 least squares in disparity space, converted to depth and capped (ETH3D 72 m, Sintel 72 m, KITTI
 80 m, NYU 10 m, TUM 10 m); the network sees the image with its longer side at 384 px and the
 shorter side a multiple of 32 (KITTI: the *shorter* side at 384, its images are very wide), and the

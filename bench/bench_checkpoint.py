@@ -45,8 +45,10 @@ def main() -> int:
         t_checked = best_of(lambda: load_checkpoint(path))
         state = torch.load(path, weights_only=True)["model"]
         t_hash = best_of(lambda: weights_sha256(state))
-    print(f"machine: {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}; {args.encoder}, "
-          f"features {args.features}: checkpoint {size_mb:.0f} MB")
+    print(
+        f"machine: {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}; {args.encoder}, "
+        f"features {args.features}: checkpoint {size_mb:.0f} MB"
+    )
     print(f"torch.load weights_only (baseline)  : {t_plain:6.3f} s")
     print(f"load_checkpoint with SHA-256 check  : {t_checked:6.3f} s  ratio {t_checked / t_plain:.2f}x")
     print(f"weights_sha256 alone                : {t_hash:6.3f} s  ({size_mb / t_hash:.0f} MB/s)")

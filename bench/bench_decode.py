@@ -44,12 +44,50 @@ def bench_movie() -> Path:
     print(f"making {movie.name} (once; cached in {OUT}) ...", flush=True)
     # no stereo tag on the short movie: re-encoding would copy it into an H.264 frame-packing SEI,
     # and FFmpeg 8's CLI then fails on the duplicated stereo3d side data (PyAV decodes it fine)
-    make_sample_movie(short, layout="sbs-full", seconds=20.0, size=(960, 540), seed=11, chapters=1, shots=8,
-                      crf=20, preset="veryfast", progress=True, stereo_metadata=False)
+    make_sample_movie(
+        short,
+        layout="sbs-full",
+        seconds=20.0,
+        size=(960, 540),
+        seed=11,
+        chapters=1,
+        shots=8,
+        crf=20,
+        preset="veryfast",
+        progress=True,
+        stereo_metadata=False,
+    )
     tmp = movie.with_suffix(".tmp.mkv")
-    subprocess.run([ffmpeg_exe(), "-v", "error", "-y", "-stream_loop", "5", "-i", str(short), "-map", "0:v",
-                    "-map_chapters", "-1", "-c:v", "libx264", "-preset", "veryfast", "-crf", "20", "-pix_fmt", "yuv420p",
-                    "-g", "48", "-metadata:s:v:0", "stereo_mode=left_right", str(tmp)], check=True)
+    subprocess.run(
+        [
+            ffmpeg_exe(),
+            "-v",
+            "error",
+            "-y",
+            "-stream_loop",
+            "5",
+            "-i",
+            str(short),
+            "-map",
+            "0:v",
+            "-map_chapters",
+            "-1",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-crf",
+            "20",
+            "-pix_fmt",
+            "yuv420p",
+            "-g",
+            "48",
+            "-metadata:s:v:0",
+            "stereo_mode=left_right",
+            str(tmp),
+        ],
+        check=True,
+    )
     tmp.rename(movie)
     return movie
 
@@ -63,8 +101,12 @@ def _cpu_seconds() -> float:
 def time_ffmpeg_null(movie: Path) -> tuple[float, int, float]:
     c0 = _cpu_seconds()
     t0 = time.perf_counter()
-    proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostats", "-i", str(movie), "-f", "null", "-"],
-                          capture_output=True, text=True, check=True)
+    proc = subprocess.run(
+        [ffmpeg_exe(), "-hide_banner", "-nostats", "-i", str(movie), "-f", "null", "-"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     dt = time.perf_counter() - t0
     cpu = _cpu_seconds() - c0
     frames = 0
@@ -121,21 +163,37 @@ def main(argv: list[str] | None = None) -> int:
     ff_cpu, rd_cpu = min(r[2] for r in ff), min(r[4] for r in rd)
     ff_fps, rd_fps = ff_frames / ff_dt, rd_frames / rd_dt
     print(f"ffmpeg -f null     : {ff_frames} frames in {ff_dt:6.2f} s = {ff_fps:7.1f} fps  (CPU {ff_cpu:.2f} s)")
-    print(f"one-pass reader    : {rd_frames} frames in {rd_dt:6.2f} s = {rd_fps:7.1f} fps  (CPU {rd_cpu:.2f} s; "
-          f"{n_shots} shots, {n_samples} sampled frames as full-res eyes, split={args.split})")
+    print(
+        f"one-pass reader    : {rd_frames} frames in {rd_dt:6.2f} s = {rd_fps:7.1f} fps  (CPU {rd_cpu:.2f} s; "
+        f"{n_shots} shots, {n_samples} sampled frames as full-res eyes, split={args.split})"
+    )
     pa_dt, pa_frames, _ = min(pa)
     pa_cpu = min(r[2] for r in pa)
-    print(f"PyAV decode only   : {pa_frames} frames in {pa_dt:6.2f} s = {pa_frames / pa_dt:7.1f} fps  (CPU {pa_cpu:.2f} s; "
-          f"the decoder the reader runs, with nothing else)")
+    print(
+        f"PyAV decode only   : {pa_frames} frames in {pa_dt:6.2f} s = {pa_frames / pa_dt:7.1f} fps  (CPU {pa_cpu:.2f} s; "
+        f"the decoder the reader runs, with nothing else)"
+    )
     ratio = rd_fps / ff_fps
     cpu_ratio = ff_cpu / rd_cpu
-    print(f"ratio reader/ffmpeg: {ratio:.2f} wall-clock fps (target >= 0.80) {'OK' if ratio >= 0.8 else 'BELOW TARGET'}; "
-          f"{cpu_ratio:.2f} by CPU time (load-independent)")
+    print(
+        f"ratio reader/ffmpeg: {ratio:.2f} wall-clock fps (target >= 0.80) {'OK' if ratio >= 0.8 else 'BELOW TARGET'}; "
+        f"{cpu_ratio:.2f} by CPU time (load-independent)"
+    )
     print(f"reader / PyAV decode only: {rd_fps / (pa_frames / pa_dt):.2f} wall-clock (the reader's own overhead)")
-    print(json.dumps({"bench": "decode", "ffmpeg_fps": round(ff_fps, 1), "reader_fps": round(rd_fps, 1),
-                      "pyav_decode_fps": round(pa_frames / pa_dt, 1),
-                      "ratio": round(ratio, 3), "cpu_ratio": round(cpu_ratio, 3), "frames": rd_frames,
-                      "samples": n_samples}))
+    print(
+        json.dumps(
+            {
+                "bench": "decode",
+                "ffmpeg_fps": round(ff_fps, 1),
+                "reader_fps": round(rd_fps, 1),
+                "pyav_decode_fps": round(pa_frames / pa_dt, 1),
+                "ratio": round(ratio, 3),
+                "cpu_ratio": round(cpu_ratio, 3),
+                "frames": rd_frames,
+                "samples": n_samples,
+            }
+        )
+    )
     return 0
 
 

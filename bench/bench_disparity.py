@@ -82,7 +82,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--scales", type=float, nargs="+", default=[1.0, 0.5])
-    ap.add_argument("--ptlflow", metavar="MODEL", help="also run ptlflow:MODEL (needs --ckpt, or --random-weights for timing)")
+    ap.add_argument(
+        "--ptlflow", metavar="MODEL", help="also run ptlflow:MODEL (needs --ckpt, or --random-weights for timing)"
+    )
     ap.add_argument("--ckpt", metavar="FILE")
     ap.add_argument("--random-weights", action="store_true")
     ap.add_argument("--threads", type=int, default=2, help="OpenCV threads (default 2)")
@@ -91,14 +93,19 @@ def main(argv=None) -> int:
     variants = dict(VARIANTS)
     if args.ptlflow:
         extra = {"allow_random_weights": True} if args.random_weights else {}
-        variants[f"ptlflow:{args.ptlflow}"] = (lambda: get_backend(f"ptlflow:{args.ptlflow}", ckpt=args.ckpt, **extra), {})
+        variants[f"ptlflow:{args.ptlflow}"] = (
+            lambda: get_backend(f"ptlflow:{args.ptlflow}", ckpt=args.ckpt, **extra),
+            {},
+        )
 
     print(f"Middlebury motorcycle, cv2 threads={args.threads}, best of {args.repeat}; baseline = {DEFAULT_BACKEND}")
     for scale in args.scales:
         left, right, gt = scaled_pair(scale)
         h, w = gt.shape
         print(f"\n{w}x{h} (scale {scale}):")
-        print(f"  {'backend':<30} {'kept':>6} {'bad2':>6} {'epe_kept':>8} {'epe_all':>8} {'ms/Mpx':>8}  {'bad2 x':>7} {'time x':>7}")
+        print(
+            f"  {'backend':<30} {'kept':>6} {'bad2':>6} {'epe_kept':>8} {'epe_all':>8} {'ms/Mpx':>8}  {'bad2 x':>7} {'time x':>7}"
+        )
         rows = {name: measure(make(), ov, left, right, gt, args.repeat) for name, (make, ov) in variants.items()}
         base = rows["dis-medium"]
         for name, r in rows.items():

@@ -63,8 +63,10 @@ def main() -> int:
     images = [rng.integers(0, 255, (args.size, args.size, 3), dtype=np.uint8) for _ in range(args.images)]
     pred = DepthPredictor(model, "cpu", side=args.size)
     pred.predict_batch(images[:1])  # warm-up
-    print(f"machine: {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}, encoder {args.encoder}, "
-          f"features {args.features}, {args.images} images {args.size}x{args.size}")
+    print(
+        f"machine: {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}, encoder {args.encoder}, "
+        f"features {args.features}, {args.images} images {args.size}x{args.size}"
+    )
 
     t_single = _best(lambda: [pred.predict_batch([im]) for im in images], 2)
     t_batch = _best(lambda: pred.predict(images, batch_size=len(images)), 2)
@@ -82,14 +84,23 @@ def main() -> int:
         # the export pads to multiples of 32 inside the graph: its cost against the bare model's
         # graph (exported directly with torch.onnx) at a size that needs no padding
         bare = Path(tmp) / "bare.onnx"
-        torch.onnx.export(model, (torch.zeros(1, 3, args.size, args.size),), str(bare), dynamo=False,
-                          input_names=["image"], output_names=["disparity"], opset_version=17,
-                          dynamic_axes={"image": {0: "batch"}, "disparity": {0: "batch"}})
+        torch.onnx.export(
+            model,
+            (torch.zeros(1, 3, args.size, args.size),),
+            str(bare),
+            dynamo=False,
+            input_names=["image"],
+            output_names=["disparity"],
+            opset_version=17,
+            dynamic_axes={"image": {0: "batch"}, "disparity": {0: "batch"}},
+        )
         # one thread each, single images, alternating runs: the shared machine's load hits both alike
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = opts.inter_op_num_threads = 1
-        one = {"padded": ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"]),
-               "bare": ort.InferenceSession(str(bare), opts, providers=["CPUExecutionProvider"])}
+        one = {
+            "padded": ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"]),
+            "bare": ort.InferenceSession(str(bare), opts, providers=["CPUExecutionProvider"]),
+        }
         times: dict[str, list[float]] = {k: [] for k in one}
         for _ in range(11):
             for k, sess_k in one.items():
@@ -102,8 +113,10 @@ def main() -> int:
     print(f"pytorch per-image : {n / t_single:7.2f} img/s  (baseline)")
     print(f"pytorch batched   : {n / t_batch:7.2f} img/s  ratio {t_single / t_batch:.2f}x")
     print(f"onnxruntime batch : {n / t_ort:7.2f} img/s  ratio {t_single / t_ort:.2f}x  ({parity.summary()})")
-    print(f"onnxruntime padded graph vs bare model graph (1 thread, 10 alternating runs): median time ratio "
-          f"{pad_median:.3f}, best-of ratio {pad_best:.3f}")
+    print(
+        f"onnxruntime padded graph vs bare model graph (1 thread, 10 alternating runs): median time ratio "
+        f"{pad_median:.3f}, best-of ratio {pad_best:.3f}"
+    )
 
     h, w = 4032, 6048
     yy, xx = np.mgrid[0:h, 0:w]
@@ -116,8 +129,10 @@ def main() -> int:
     ours = evaluate_depth(prediction, depth, mask, 72.0)["abs_rel"]
     ref = _reference_abs_rel(p_t, d_t, m_t, 72.0)
     print(f"metrics 6048x4032 reference (torch f32): {t_ref:.2f} s  (baseline)")
-    print(f"metrics 6048x4032 evaluate_depth (f64) : {t_ours:.2f} s  ratio {t_ref / t_ours:.2f}x; "
-          f"AbsRel {ours:.6f} vs reference {ref:.6f} (|diff| {abs(ours - ref):.2e})")
+    print(
+        f"metrics 6048x4032 evaluate_depth (f64) : {t_ours:.2f} s  ratio {t_ref / t_ours:.2f}x; "
+        f"AbsRel {ours:.6f} vs reference {ref:.6f} (|diff| {abs(ours - ref):.2e})"
+    )
     return 0
 
 

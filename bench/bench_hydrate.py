@@ -33,10 +33,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-
-from pipeline.synthetic import ffmpeg_exe, make_sample_movie  # noqa: E402
+from pipeline.synthetic import ffmpeg_exe, make_sample_movie
 
 OUT = Path(__file__).resolve().parent / "out" / "hydrate"
 LEAD_IN_S = 3.0
@@ -55,18 +52,54 @@ def setup() -> tuple[Path, Path]:
         short = OUT / "film_640x360_sbs_60s.mkv"
         if not short.exists():
             print(f"rendering {short.name} (once; cached in {OUT}) ...", flush=True)
-            make_sample_movie(short, layout="sbs-full", seconds=60.0, size=(640, 360), seed=21, chapters=1, shots=15,
-                              crf=18, progress=True, stereo_metadata=False)
+            make_sample_movie(
+                short,
+                layout="sbs-full",
+                seconds=60.0,
+                size=(640, 360),
+                seed=21,
+                chapters=1,
+                shots=15,
+                crf=18,
+                progress=True,
+                stereo_metadata=False,
+            )
         # four different minutes from one rendered minute: as is, upside down, negative, both
         # (each eye flipped alike keeps the stereo geometry); scaled to 1920x1080 per eye
         # (four inputs, not a split: concat plays them in turn, a split would buffer three minutes)
-        graph = ("[1:v]vflip[b];[2:v]negate[c];[3:v]vflip,negate[d];"
-                 "[0:v][b][c][d]concat=n=4:v=1:a=0,scale=3840:1080,setsar=1[v]")
+        graph = (
+            "[1:v]vflip[b];[2:v]negate[c];[3:v]vflip,negate[d];"
+            "[0:v][b][c][d]concat=n=4:v=1:a=0,scale=3840:1080,setsar=1[v]"
+        )
         print(f"making {movie.name} ...", flush=True)
         tmp = movie.with_suffix(".tmp.mkv")  # renamed when complete: an interrupted run leaves no half movie
-        subprocess.run([ffmpeg_exe(), "-v", "error", "-y", *["-i", str(short)] * 4, "-filter_complex", graph, "-map", "[v]",
-                        "-c:v", "libx264", "-preset", "veryfast", "-crf", "20", "-pix_fmt", "yuv420p", "-g", "48",
-                        "-metadata:s:v:0", "stereo_mode=left_right", str(tmp)], check=True)
+        subprocess.run(
+            [
+                ffmpeg_exe(),
+                "-v",
+                "error",
+                "-y",
+                *["-i", str(short)] * 4,
+                "-filter_complex",
+                graph,
+                "-map",
+                "[v]",
+                "-c:v",
+                "libx264",
+                "-preset",
+                "veryfast",
+                "-crf",
+                "20",
+                "-pix_fmt",
+                "yuv420p",
+                "-g",
+                "48",
+                "-metadata:s:v:0",
+                "stereo_mode=left_right",
+                str(tmp),
+            ],
+            check=True,
+        )
         tmp.rename(movie)
     release = OUT / f"release-{movie.stem}"
     if not (release / "release.json").exists():
@@ -76,15 +109,42 @@ def setup() -> tuple[Path, Path]:
         dataset = OUT / f"dataset-{movie.stem}"
         shutil.rmtree(dataset, ignore_errors=True)
         print("ingesting (once) ...", flush=True)
-        ingest_movie(movie=str(movie), out=str(dataset), movie_id="film", split="train", flow="dis-ultrafast",
-                     overrides=["sampling.drop_first_chapters=0", "sampling.drop_last_chapters=0"], workers=2)
+        ingest_movie(
+            movie=str(movie),
+            out=str(dataset),
+            movie_id="film",
+            split="train",
+            flow="dis-ultrafast",
+            overrides=["sampling.drop_first_chapters=0", "sampling.drop_last_chapters=0"],
+            workers=2,
+        )
         make_release(dataset, release)
     copy = OUT / f"copy-leadin-{movie.stem}.mp4"
     if not copy.exists():
         tmp = copy.with_suffix(".tmp.mp4")
-        subprocess.run([ffmpeg_exe(), "-v", "error", "-y", "-i", str(movie), "-an", "-vf",
-                        f"tpad=start_duration={LEAD_IN_S}:color=black", "-c:v", "libx264", "-preset", "veryfast",
-                        "-crf", "23", "-pix_fmt", "yuv420p", str(tmp)], check=True)
+        subprocess.run(
+            [
+                ffmpeg_exe(),
+                "-v",
+                "error",
+                "-y",
+                "-i",
+                str(movie),
+                "-an",
+                "-vf",
+                f"tpad=start_duration={LEAD_IN_S}:color=black",
+                "-c:v",
+                "libx264",
+                "-preset",
+                "veryfast",
+                "-crf",
+                "23",
+                "-pix_fmt",
+                "yuv420p",
+                str(tmp),
+            ],
+            check=True,
+        )
         tmp.rename(copy)
     return release, copy
 
@@ -138,9 +198,14 @@ def release_sizes() -> dict:
             labels = pq.read_table(rel / "movies" / "sample" / "labels.parquet").drop_columns(["uncertainty"])
             buf = io.BytesIO()
             pq.write_table(labels, buf, compression="brotli", compression_level=11, use_dictionary=False)
-            other = sum(f["bytes"] for f in data["movies"]["sample"]["files"].values()) - data["movies"]["sample"]["files"]["labels"]["bytes"]
+            other = (
+                sum(f["bytes"] for f in data["movies"]["sample"]["files"].values())
+                - data["movies"]["sample"]["files"]["labels"]["bytes"]
+            )
             out["brotli_without_uncertainty"] = (len(buf.getvalue()) + other) / data["totals"]["dataset_bytes"]
-        print(f"{comp}: release {data['totals']['bytes']} B / dataset {data['totals']['dataset_bytes']} B = {out[comp]:.3f}")
+        print(
+            f"{comp}: release {data['totals']['bytes']} B / dataset {data['totals']['dataset_bytes']} B = {out[comp]:.3f}"
+        )
     print(f"brotli, without the uncertainty column: {out['brotli_without_uncertainty']:.3f}")
     print(json.dumps({"bench": "release_size", **{k: round(v, 3) for k, v in out.items()}}))
     return out
@@ -151,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=2, help="runs of each (best is reported)")
     ap.add_argument("--sizes", action="store_true", help="measure release size / dataset size instead")
     args = ap.parse_args(argv)
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # set when run, never at import
     if args.sizes:
         release_sizes()
         return 0
@@ -165,13 +231,29 @@ def main(argv: list[str] | None = None) -> int:
     ratio = h_dt / d_dt
     print(f"copy: {copy.name}, {frames} frames; release: {result.released} frames")
     print(f"decode pass (PyAV) : {d_dt:6.2f} s = {frames / d_dt:7.1f} fps (CPU {d_cpu:.2f} s)")
-    print(f"hydrate            : {h_dt:6.2f} s = {frames / h_dt:7.1f} fps (CPU {h_cpu:.2f} s); found {result.found}/"
-          f"{result.released}, offset {result.offset:+d} ({result.offset_from}), decode passes {result.decode_passes:.2f}")
-    print(f"ratio hydrate / decode pass: {ratio:.2f} (target <= 1.5) {'OK' if ratio <= 1.5 else 'ABOVE TARGET'}; "
-          f"CPU-time ratio {h_cpu / d_cpu:.2f}")
-    print(json.dumps({"bench": "hydrate", "frames": frames, "released": result.released, "found": result.found,
-                      "decode_s": round(d_dt, 3), "hydrate_s": round(h_dt, 3), "ratio": round(ratio, 3),
-                      "cpu_ratio": round(h_cpu / d_cpu, 3), "decode_passes": round(result.decode_passes, 3)}))
+    print(
+        f"hydrate            : {h_dt:6.2f} s = {frames / h_dt:7.1f} fps (CPU {h_cpu:.2f} s); found {result.found}/"
+        f"{result.released}, offset {result.offset:+d} ({result.offset_from}), decode passes {result.decode_passes:.2f}"
+    )
+    print(
+        f"ratio hydrate / decode pass: {ratio:.2f} (target <= 1.5) {'OK' if ratio <= 1.5 else 'ABOVE TARGET'}; "
+        f"CPU-time ratio {h_cpu / d_cpu:.2f}"
+    )
+    print(
+        json.dumps(
+            {
+                "bench": "hydrate",
+                "frames": frames,
+                "released": result.released,
+                "found": result.found,
+                "decode_s": round(d_dt, 3),
+                "hydrate_s": round(h_dt, 3),
+                "ratio": round(ratio, 3),
+                "cpu_ratio": round(h_cpu / d_cpu, 3),
+                "decode_passes": round(result.decode_passes, 3),
+            }
+        )
+    )
     return 0
 
 

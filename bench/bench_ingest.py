@@ -68,7 +68,9 @@ def ingest_seconds(movie: Path, out: Path, flow: str, workers: int) -> tuple[flo
 
     shutil.rmtree(out, ignore_errors=True)
     t0 = time.perf_counter()
-    result = ingest_movie(movie=str(movie), out=str(out), movie_id="bench", flow=flow, workers=workers, overrides=OVERRIDES)
+    result = ingest_movie(
+        movie=str(movie), out=str(out), movie_id="bench", flow=flow, workers=workers, overrides=OVERRIDES
+    )
     return time.perf_counter() - t0, result
 
 
@@ -113,7 +115,9 @@ def main() -> int:
             assert r1["kept"] == r2["kept"], "1 and N workers must make the same dataset"
         bound = decode + label / cores
 
-    print(f"movie: sbs-half {w}x{h} per eye, {args.seconds:g} s; {n_frames} sampled frames; flow {args.flow}; {cores} cores")
+    print(
+        f"movie: sbs-half {w}x{h} per eye, {args.seconds:g} s; {n_frames} sampled frames; flow {args.flow}; {cores} cores"
+    )
     print(f"  bare ffmpeg decode pass          {decode:7.2f} s")
     print(f"  disparity, 1 thread, all frames  {label:7.2f} s   ({label / max(n_frames, 1) * 1000:.0f} ms/frame)")
     print(f"  bound = decode + disparity/{cores}     {bound:7.2f} s")

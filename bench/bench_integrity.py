@@ -54,7 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     unique = [make_frame_record("bench", i, size=SIZE, seed=5) for i in range(args.unique)]
     records = [{**unique[i % len(unique)], "frame_index": i} for i in range(args.frames)]
     n = len(records)
-    print(f"{n} frames at {SIZE[0]}x{SIZE[1]} ({len(unique)} distinct, rendered in {time.perf_counter() - t:.1f} s); 1 thread")
+    print(
+        f"{n} frames at {SIZE[0]}x{SIZE[1]} ({len(unique)} distinct, rendered in {time.perf_counter() - t:.1f} s); 1 thread"
+    )
     tmp = Path(tempfile.mkdtemp(prefix="bench-integrity-"))
     try:
         ds = tmp / "ds"
@@ -64,7 +66,11 @@ def main(argv: list[str] | None = None) -> int:
         publish(ds)
         r = args.repeat
         rows = {}
-        for label, cols in (("image+disparity+valid", TRAIN_COLUMNS), ("all columns", None), ("scalar column only", ["disparity_p50"])):
+        for label, cols in (
+            ("image+disparity+valid", TRAIN_COLUMNS),
+            ("all columns", None),
+            ("scalar column only", ["disparity_p50"]),
+        ):
             rows[label] = _alternating(
                 lambda cols=cols: sum(1 for _ in iter_samples(ds, columns=cols, verify=False, prefetch=False)),
                 lambda cols=cols: sum(1 for _ in iter_samples(ds, columns=cols, prefetch=False)),

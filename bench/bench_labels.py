@@ -53,9 +53,14 @@ def operating_points(extra_flows: list[str], ckpt: str | None, device: str | Non
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--pairs", default=os.environ.get("DEPTHMINE_STEREO_GT"),
-                    help="folder of NAME_left.png/NAME_right.png/NAME_disp.npz pairs (default: $DEPTHMINE_STEREO_GT)")
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--pairs",
+        default=os.environ.get("DEPTHMINE_STEREO_GT"),
+        help="folder of NAME_left.png/NAME_right.png/NAME_disp.npz pairs (default: $DEPTHMINE_STEREO_GT)",
+    )
     ap.add_argument("--only", action="append", default=[], help="run only this row (repeatable)")
     ap.add_argument("--detail", action="append", default=[], help="also print the per-pair table of this row")
     ap.add_argument("--flow", action="append", default=[], help="add rows for this backend, e.g. ptlflow:raft")
@@ -82,8 +87,10 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         rows = {k: v for k, v in rows.items() if k in args.only or k == BASELINE}
     default_row = next(iter(rows))
-    print(f"{len(pairs)} pairs from {args.pairs}: {', '.join(p.name for p in pairs)}; "
-          f"{sum(p.megapixels for p in pairs):.2f} Mpx; sky={args.sky}\n")
+    print(
+        f"{len(pairs)} pairs from {args.pairs}: {', '.join(p.name for p in pairs)}; "
+        f"{sum(p.megapixels for p in pairs):.2f} Mpx; sky={args.sky}\n"
+    )
 
     results: dict[str, dict] = {}
     scored: dict[str, list] = {}
@@ -98,19 +105,25 @@ def main(argv: list[str] | None = None) -> int:
             continue
     base = pool_scores([s for s, _ in scored[BASELINE]]) if BASELINE in scored else None
 
-    print("| operating point | kept | bad-1 | bad-2 | bad-4 | EPE px | rejected | worst bad-2 | ms/Mpx | CPU ms/Mpx | bad-2 / base | time / base |")
+    print(
+        "| operating point | kept | bad-1 | bad-2 | bad-4 | EPE px | rejected | worst bad-2 | ms/Mpx | CPU ms/Mpx | bad-2 / base | time / base |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, items in scored.items():
         p = pool_scores([s for s, _ in items])
         r_bad = p.bad_share(2) / base.bad_share(2) if base and base.bad_share(2) else float("nan")
         r_time = p.ms_per_mpx / base.ms_per_mpx if base else float("nan")
-        print(f"| {name} | {p.kept_share:.1%} | {p.bad_share(1):.2%} | {p.bad_share(2):.2%} | {p.bad_share(4):.2%} | "
-              f"{p.epe:.3f} | {p.rejected}/{p.pairs} | {p.worst_bad2:.1%} ({p.worst_pair}) | {p.ms_per_mpx:.0f} | {p.cpu_ms_per_mpx:.0f} | "
-              f"{r_bad:.2f} | {r_time:.2f} |")
+        print(
+            f"| {name} | {p.kept_share:.1%} | {p.bad_share(1):.2%} | {p.bad_share(2):.2%} | {p.bad_share(4):.2%} | "
+            f"{p.epe:.3f} | {p.rejected}/{p.pairs} | {p.worst_bad2:.1%} ({p.worst_pair}) | {p.ms_per_mpx:.0f} | {p.cpu_ms_per_mpx:.0f} | "
+            f"{r_bad:.2f} | {r_time:.2f} |"
+        )
         results[name] = {"pooled": asdict(p), "pairs": [asdict(s) for s, _ in items]}
 
     levels = " | ".join(f"bad-2 @ {lv:.0%}" for lv in SPARSIFICATION_LEVELS)
-    print(f"\nSparsification (kept pixels ranked by uncertainty, most certain first)\n\n| operating point | {levels} | bad-2 @ all | 50% / all |")
+    print(
+        f"\nSparsification (kept pixels ranked by uncertainty, most certain first)\n\n| operating point | {levels} | bad-2 @ all | 50% / all |"
+    )
     print("|---|" + "---|" * (len(SPARSIFICATION_LEVELS) + 2))
     for name, items in scored.items():
         p = pool_scores([s for s, _ in items])
@@ -122,7 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     for name in [default_row, *[d for d in args.detail if d in scored and d != default_row]]:
         print(f"\nPer pair: {name}\n\n| pair | kept | bad-2 | EPE px | rejected | ms/Mpx |\n|---|---|---|---|---|---|")
         for s, _ in scored[name]:
-            print(f"| {s.name} | {s.kept_share:.1%} | {s.bad_share(2):.2%} | {s.epe:.3f} | {s.rejected_reason or '-'} | {s.ms_per_mpx:.0f} |")
+            print(
+                f"| {s.name} | {s.kept_share:.1%} | {s.bad_share(2):.2%} | {s.epe:.3f} | {s.rejected_reason or '-'} | {s.ms_per_mpx:.0f} |"
+            )
 
     if args.pictures and default_row in scored:
         out = Path(args.pictures)

@@ -56,8 +56,9 @@ def write_dataset(root: Path, frames: int, unique: int = 8) -> Path:
 def loader_rate(root: Path, workers: int, batch: int, batches: int, crop: int) -> float:
     ds = ShardDataset(root, "train", augment=AugmentConfig(size=crop), seed=0, rank=0, world_size=1)
     prefetch = 2
-    loader = DataLoader(ds, batch_size=batch, num_workers=workers, collate_fn=_collate,
-                        prefetch_factor=prefetch if workers else None)
+    loader = DataLoader(
+        ds, batch_size=batch, num_workers=workers, collate_fn=_collate, prefetch_factor=prefetch if workers else None
+    )
     it = iter(loader)
     # worker start-up and the prefetched batches are not throughput: drain them first
     for _ in range(1 + prefetch * workers):
@@ -105,8 +106,10 @@ def gpu_steps(batch: int, crop: int) -> None:
     """The issue's GPU record: steps/s with bf16 for both paper encoders at 384x384."""
     for encoder in ("resnet50", "resnext101_32x8d"):
         rate = step_rate(encoder, batch, crop, steps=20, device="cuda")
-        print(f"GPU {torch.cuda.get_device_name()}: {encoder} {crop}x{crop} batch {batch} bf16: "
-              f"{rate / batch:.2f} steps/s, {rate:.0f} samples/s")
+        print(
+            f"GPU {torch.cuda.get_device_name()}: {encoder} {crop}x{crop} batch {batch} bf16: "
+            f"{rate / batch:.2f} steps/s, {rate:.0f} samples/s"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -132,21 +135,29 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-loader-") as tmp:
         t = time.perf_counter()
         root = write_dataset(Path(tmp) / "ds", args.frames)
-        print(f"dataset: {args.frames} frames at {SIZE[0]}x{SIZE[1]} in shards, written in {time.perf_counter() - t:.1f} s")
+        print(
+            f"dataset: {args.frames} frames at {SIZE[0]}x{SIZE[1]} in shards, written in {time.perf_counter() - t:.1f} s"
+        )
         rates = {}
         for workers in (0, 1, 2):
             rates[workers] = loader_rate(root, workers, args.batch, args.batches, args.crop)
-            print(f"loader, {workers} worker(s): {rates[workers]:7.1f} samples/s "
-                  f"(x{rates[workers] / rates[0]:.2f} vs 0 workers)")
+            print(
+                f"loader, {workers} worker(s): {rates[workers]:7.1f} samples/s "
+                f"(x{rates[workers] / rates[0]:.2f} vs 0 workers)"
+            )
     torch.set_num_threads(2)
     step = step_rate(args.encoder, args.step_batch, args.crop)
-    print(f"training step ({args.encoder}, {args.crop}x{args.crop}, batch {args.step_batch}, fp32, this CPU): "
-          f"{step:.2f} samples/s")
+    print(
+        f"training step ({args.encoder}, {args.crop}x{args.crop}, batch {args.step_batch}, fp32, this CPU): "
+        f"{step:.2f} samples/s"
+    )
     best = max(rates.values())
     print(f"ratio loader/step here: {best / step:.1f}x (the loader is {'ahead' if best > step else 'BEHIND'})")
     per_worker = rates[1]
-    print(f"one worker gives {per_worker:.0f} samples/s: a GPU at ~{GPU_SAMPLES_PER_S:.0f} samples/s needs "
-          f"~{max(1, round(GPU_SAMPLES_PER_S / per_worker + 0.49))} worker core(s) per dataset stream")
+    print(
+        f"one worker gives {per_worker:.0f} samples/s: a GPU at ~{GPU_SAMPLES_PER_S:.0f} samples/s needs "
+        f"~{max(1, round(GPU_SAMPLES_PER_S / per_worker + 0.49))} worker core(s) per dataset stream"
+    )
     return 0
 
 

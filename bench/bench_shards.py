@@ -34,7 +34,6 @@ SIZE = (940, 400)
 GPU_SAMPLES_PER_S = 110.0
 
 
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--frames", type=int, default=96, help="rows written and read (default 96)")
@@ -46,7 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     unique = [make_frame_record("bench", i, size=SIZE, seed=5) for i in range(args.unique)]
     records = [{**unique[i % len(unique)], "frame_index": i} for i in range(args.frames)]
     n = len(records)
-    print(f"{n} frames at {SIZE[0]}x{SIZE[1]} ({len(unique)} distinct, rendered in {time.perf_counter() - t:.1f} s); 1 thread")
+    print(
+        f"{n} frames at {SIZE[0]}x{SIZE[1]} ({len(unique)} distinct, rendered in {time.perf_counter() - t:.1f} s); 1 thread"
+    )
 
     config = ShardConfig()
     # -- write -----------------------------------------------------------------------------
@@ -54,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     t_encode = timed(lambda: encode_records(records, config), 2)
     tmp = Path(tempfile.mkdtemp(prefix="bench-shards-"))
     try:
+
         def write():
             shutil.rmtree(tmp / "ds", ignore_errors=True)
             with MovieShardWriter(tmp / "ds", "bench", "k", config) as w:

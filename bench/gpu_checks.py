@@ -70,7 +70,9 @@ def ptlflow_checks(model_name: str) -> dict:
         diff = np.concatenate([(flow_to_disparity(a.lr) - flow_to_disparity(b.lr)).ravel() for a, b in zip(ref, res)])
         finite = np.isfinite(diff)
         summary[f"finite_fraction_{tag}"] = float(finite.mean())
-        summary[f"max_disparity_diff_cpu_vs_cuda_{tag}_px"] = float(np.abs(diff[finite]).max()) if finite.any() else None
+        summary[f"max_disparity_diff_cpu_vs_cuda_{tag}_px"] = (
+            float(np.abs(diff[finite]).max()) if finite.any() else None
+        )
         summary[f"seconds_per_1880x800_pair_both_directions_{tag}"] = _time_backend(gpu, big)[0]
     return summary
 
@@ -80,9 +82,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(ROOT / "bench" / "out"), help="folder for gpu_checks.json")
     ap.add_argument("--model", default="raft_small", help="ptlflow model to time (default raft_small)")
     ap.add_argument("--skip-training", action="store_true", help="only the ptlflow checks")
-    ap.add_argument("--pairs", default=os.environ.get("DEPTHMINE_STEREO_GT"), help="folder of real pairs with ground truth")
-    ap.add_argument("--ckpt", default=os.environ.get("DEPTHMINE_PTLFLOW_CKPT"),
-                    help="local checkpoint of --label-model for the label benchmark")
+    ap.add_argument(
+        "--pairs", default=os.environ.get("DEPTHMINE_STEREO_GT"), help="folder of real pairs with ground truth"
+    )
+    ap.add_argument(
+        "--ckpt",
+        default=os.environ.get("DEPTHMINE_PTLFLOW_CKPT"),
+        help="local checkpoint of --label-model for the label benchmark",
+    )
     ap.add_argument("--label-model", default="raft", help="ptlflow model of the label benchmark (default raft)")
     args = ap.parse_args(argv)
     import torch
@@ -93,20 +100,42 @@ def main(argv: list[str] | None = None) -> int:
     summary = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__}
     summary["ptlflow"] = ptlflow_checks(args.model)
     if not args.skip_training:
-        proc = subprocess.run([sys.executable, "-m", "bench.bench_loader", "--gpu"],
-                              capture_output=True, text=True, cwd=ROOT)
+        proc = subprocess.run(
+            [sys.executable, "-m", "bench.bench_loader", "--gpu"], capture_output=True, text=True, cwd=ROOT
+        )
         summary["training_bf16"] = {"returncode": proc.returncode, "output": proc.stdout[-3000:] + proc.stderr[-2000:]}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.pairs and args.ckpt:
-        cmd = [sys.executable, "-m", "bench.bench_labels", "--pairs", args.pairs, "--flow", f"ptlflow:{args.label_model}",
-               "--ckpt", args.ckpt, "--device", "cuda", "--only", "balanced", "--only", f"balanced, ptlflow:{args.label_model}",
-               "--only", f"ptlflow:{args.label_model} alone", "--json", str(out / "labels_gpu.json"),
-               "--pictures", str(out / "labels_gpu")]
+        cmd = [
+            sys.executable,
+            "-m",
+            "bench.bench_labels",
+            "--pairs",
+            args.pairs,
+            "--flow",
+            f"ptlflow:{args.label_model}",
+            "--ckpt",
+            args.ckpt,
+            "--device",
+            "cuda",
+            "--only",
+            "balanced",
+            "--only",
+            f"balanced, ptlflow:{args.label_model}",
+            "--only",
+            f"ptlflow:{args.label_model} alone",
+            "--json",
+            str(out / "labels_gpu.json"),
+            "--pictures",
+            str(out / "labels_gpu"),
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
         summary["labels"] = {"returncode": proc.returncode, "output": proc.stdout[-6000:] + proc.stderr[-2000:]}
     else:
-        summary["labels"] = "skipped: give --pairs DIR and --ckpt FILE (a trained ptlflow checkpoint) for the label benchmark"
+        summary["labels"] = (
+            "skipped: give --pairs DIR and --ckpt FILE (a trained ptlflow checkpoint) for the label benchmark"
+        )
     (out / "gpu_checks.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary, indent=2))
     return 0

@@ -105,11 +105,23 @@ def validate_build(
 
 
 @task(name="load-catalog", cache_policy=NO_CACHE, retry_condition_fn=retry_unless_bad_input, **IO_RETRIES)
-def load_catalog_task(catalog: str, out: str, flow, ckpt, device, overrides, runner, workers, dask_address,
-                      keep_versions, max_failed_share) -> list[CatalogEntry]:
+def load_catalog_task(
+    catalog: str,
+    out: str,
+    flow,
+    ckpt,
+    device,
+    overrides,
+    runner,
+    workers,
+    dask_address,
+    keep_versions,
+    max_failed_share,
+) -> list[CatalogEntry]:
     """Parse and validate the catalog and every setting (:func:`validate_build`)."""
-    return validate_build(catalog, out, flow, ckpt, device, overrides, runner, workers, dask_address,
-                          keep_versions, max_failed_share)
+    return validate_build(
+        catalog, out, flow, ckpt, device, overrides, runner, workers, dask_address, keep_versions, max_failed_share
+    )
 
 
 @task(name="collect-garbage", cache_policy=NO_CACHE)
@@ -184,8 +196,9 @@ def build_dataset(
     """
     logger = get_run_logger()
     t0 = time.monotonic()
-    entries = load_catalog_task(catalog, out, flow, ckpt, device, overrides, runner, workers, dask_address,
-                                keep_versions, max_failed_share)
+    entries = load_catalog_task(
+        catalog, out, flow, ckpt, device, overrides, runner, workers, dask_address, keep_versions, max_failed_share
+    )
     logger.info("catalog %s: %d movies", catalog, len(entries))
     previous = _current_ids(out)
     rows: list[dict[str, Any]] = []
@@ -214,20 +227,43 @@ def build_dataset(
             result = state.result()
         except DepthmineError as err:
             kept = entry.movie_id in previous
-            logger.warning("%s (catalog line %d) failed%s: %s", entry.movie_id, entry.line,
-                           "; its published version is kept" if kept else "", err)
-            failed.append({"movie_id": entry.movie_id, "path": entry.path, "line": entry.line, "error": str(err),
-                           "kept_previous": kept})
+            logger.warning(
+                "%s (catalog line %d) failed%s: %s",
+                entry.movie_id,
+                entry.line,
+                "; its published version is kept" if kept else "",
+                err,
+            )
+            failed.append(
+                {
+                    "movie_id": entry.movie_id,
+                    "path": entry.path,
+                    "line": entry.line,
+                    "error": str(err),
+                    "kept_previous": kept,
+                }
+            )
             continue
         rows.append(result)
         if result.get("swapped_eyes", {}).get("swapped_shots") and not result["swapped_eyes"].get("corrected_shots"):
-            logger.warning("%s: eyes look reversed in shot(s) %s; set swap_eyes=auto in its catalog overrides to correct",
-                           entry.movie_id, ", ".join(map(str, result["swapped_eyes"]["swapped_shots"])))
+            logger.warning(
+                "%s: eyes look reversed in shot(s) %s; set swap_eyes=auto in its catalog overrides to correct",
+                entry.movie_id,
+                ", ".join(map(str, result["swapped_eyes"]["swapped_shots"])),
+            )
         manifests.append(_load_manifest(out, entry.movie_id, result["key"]))
     refusal = _refusal(entries, failed, previous, max_failed_share)
     if refusal:
-        summary = {"version": None, "rows": 0, "movies": rows, "failed": failed, "removed": [], "gc_removed_paths": 0,
-                   "seconds": time.monotonic() - t0, "refused": refusal}
+        summary = {
+            "version": None,
+            "rows": 0,
+            "movies": rows,
+            "failed": failed,
+            "removed": [],
+            "gc_removed_paths": 0,
+            "seconds": time.monotonic() - t0,
+            "refused": refusal,
+        }
         publish_markdown("build-summary", _summary_markdown(catalog, out, summary), "dataset rebuild summary")
         raise NothingPublished(f"{out}: nothing published: {refusal}")
     catalog_ids = [e.movie_id for e in entries]
@@ -246,8 +282,12 @@ def build_dataset(
     }
     publish_markdown("build-summary", _summary_markdown(catalog, out, summary), "dataset rebuild summary")
     if failed:
-        logger.warning("published version %d without new labels for %d failed movie(s): %s", manifest.version, len(failed),
-                       ", ".join(f["movie_id"] for f in failed))
+        logger.warning(
+            "published version %d without new labels for %d failed movie(s): %s",
+            manifest.version,
+            len(failed),
+            ", ".join(f["movie_id"] for f in failed),
+        )
     else:
         logger.info("published version %d: %d movies, %d rows", manifest.version, len(rows), manifest.rows)
     return summary
@@ -268,8 +308,10 @@ def _refusal(entries: list[CatalogEntry], failed: list[dict[str, Any]], previous
     current = [e.movie_id for e in entries if e.movie_id in previous]
     hit = [f["movie_id"] for f in failed if f["movie_id"] in previous]
     if current and len(hit) / len(current) > max_share:
-        return (f"{len(hit)} of the {len(current)} published movies failed ({', '.join(hit)}; first: {first}), "
-                f"more than --max-failed-share {max_share:g}; the current version stays")
+        return (
+            f"{len(hit)} of the {len(current)} published movies failed ({', '.join(hit)}; first: {first}), "
+            f"more than --max-failed-share {max_share:g}; the current version stays"
+        )
     return ""
 
 
@@ -302,7 +344,7 @@ def _eyes(movie: dict[str, Any]) -> str:
 
 
 def _summary_markdown(catalog: str, out: str, s: dict[str, Any]) -> str:
-    head = (f"# Dataset `{out}`: nothing published" if s.get("refused") else f"# Dataset `{out}` version {s['version']}")
+    head = f"# Dataset `{out}`: nothing published" if s.get("refused") else f"# Dataset `{out}` version {s['version']}"
     lines = [
         head,
         "",
@@ -315,17 +357,33 @@ def _summary_markdown(catalog: str, out: str, s: dict[str, Any]) -> str:
         markdown_table(
             ["movie", "split", "status", "kept", "rejected", "chunks resumed", "eyes", "seconds"],
             [
-                [m["movie_id"], m["split"], "unchanged" if m["skipped"] else "ingested", m["kept"],
-                 sum(m["rejected"].values()), f"{m['chunks_resumed']}/{m['chunks']}", _eyes(m), m["seconds"]]
+                [
+                    m["movie_id"],
+                    m["split"],
+                    "unchanged" if m["skipped"] else "ingested",
+                    m["kept"],
+                    sum(m["rejected"].values()),
+                    f"{m['chunks_resumed']}/{m['chunks']}",
+                    _eyes(m),
+                    m["seconds"],
+                ]
                 for m in s["movies"]
             ],
         ),
     ]
     if s["failed"]:
-        lines += ["", "## Skipped (bad input)", "",
-                  markdown_table(["movie", "catalog line", "published version", "error"],
-                                 [[f["movie_id"], f["line"], "kept" if f.get("kept_previous") else "none", f["error"]]
-                                  for f in s["failed"]])]
+        lines += [
+            "",
+            "## Skipped (bad input)",
+            "",
+            markdown_table(
+                ["movie", "catalog line", "published version", "error"],
+                [
+                    [f["movie_id"], f["line"], "kept" if f.get("kept_previous") else "none", f["error"]]
+                    for f in s["failed"]
+                ],
+            ),
+        ]
     if s["removed"]:
         lines += ["", "## Removed from the catalog", "", ", ".join(s["removed"])]
     return "\n".join(lines) + "\n"

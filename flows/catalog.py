@@ -112,7 +112,9 @@ def _read_yaml(path: Path, text: str) -> list[tuple[int, dict[str, Any]]]:
     if isinstance(data, dict):
         unknown = set(data) - {"defaults", "movies"}
         if unknown:
-            raise ConfigError(f"{path}: unknown top-level key(s) {sorted(unknown)}; expected 'movies' and optional 'defaults'")
+            raise ConfigError(
+                f"{path}: unknown top-level key(s) {sorted(unknown)}; expected 'movies' and optional 'defaults'"
+            )
         defaults = data.get("defaults") or {}
         if not isinstance(defaults, dict):
             raise ConfigError(f"{path}: 'defaults' must be a mapping")
@@ -132,7 +134,9 @@ def _read_yaml(path: Path, text: str) -> list[tuple[int, dict[str, Any]]]:
         merged = dict(defaults)
         merged.update(item)
         if "overrides" in defaults and "overrides" in item:
-            merged["overrides"] = _overrides(path, line, defaults["overrides"]) + _overrides(path, line, item["overrides"])
+            merged["overrides"] = _overrides(path, line, defaults["overrides"]) + _overrides(
+                path, line, item["overrides"]
+            )
         out.append((line, merged))
     return out
 

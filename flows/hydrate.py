@@ -15,11 +15,8 @@ frames matched; nothing is published then.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
-
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 import prefect
 from prefect import get_run_logger, task
@@ -56,7 +53,9 @@ def copy_specs(release: Release, movies: dict[str, str] | None, catalog: str | N
         raise ConfigError("no copy given: name each film's file with --movie ID=PATH (or --catalog FILE)")
     unknown = sorted(set(specs) - set(release.movies))
     if unknown:
-        raise ConfigError(f"movie(s) {unknown} are not in the release {release.root}; its movies: {', '.join(release.movies)}")
+        raise ConfigError(
+            f"movie(s) {unknown} are not in the release {release.root}; its movies: {', '.join(release.movies)}"
+        )
     for s in specs.values():
         for p in (s.path, s.right):
             if p is not None and not Path(p).is_file():
@@ -65,7 +64,9 @@ def copy_specs(release: Release, movies: dict[str, str] | None, catalog: str | N
 
 
 @task(name="hydrate-movie", cache_policy=NO_CACHE)
-def hydrate_movie_task(release: Release, spec: CopySpec, out: str, config: HydrateConfig, progress: bool) -> tuple[HydrateResult, Any]:
+def hydrate_movie_task(
+    release: Release, spec: CopySpec, out: str, config: HydrateConfig, progress: bool
+) -> tuple[HydrateResult, Any]:
     """Decode one copy, align it to the release, extract the confirmed frames, commit the movie folder."""
     bar = None
     if progress:
@@ -114,8 +115,15 @@ def hydrate_dataset(
     manifests = []
     for spec in specs:
         res, manifest = hydrate_movie_task(rel, spec, out, cfg, progress)
-        logger.info("%s: %d of %d frames from %s (offset %s frames, from %s)", spec.movie_id, res.found, res.released,
-                    spec.path, res.offset, res.offset_from)
+        logger.info(
+            "%s: %d of %d frames from %s (offset %s frames, from %s)",
+            spec.movie_id,
+            res.found,
+            res.released,
+            spec.path,
+            res.offset,
+            res.offset_from,
+        )
         results.append(res)
         manifests.append(manifest)
     publish_task(out, manifests)
@@ -126,18 +134,43 @@ def hydrate_dataset(
         d.pop("copy_index")
         d.pop("distances")
         summary[r.movie_id] = d
-    return {"dataset": str(Path(out) / "manifest.json"), "movies": summary,
-            "found": sum(r.found for r in results), "released": sum(r.released for r in results),
-            "not_hydrated": [m for m in rel.movies if m not in {s.movie_id for s in specs}]}
+    return {
+        "dataset": str(Path(out) / "manifest.json"),
+        "movies": summary,
+        "found": sum(r.found for r in results),
+        "released": sum(r.released for r in results),
+        "not_hydrated": [m for m in rel.movies if m not in {s.movie_id for s in specs}],
+    }
 
 
 def _report(release: str, out: str, results: list[HydrateResult]) -> str:
-    rows = [[r.movie_id, Path(r.copy).name, r.layout, f"{r.eye_size[0]}x{r.eye_size[1]}" if r.eye_size else "",
-             r.offset, r.offset_from, f"{r.found}/{r.released}", len(r.missing)] for r in results]
+    rows = [
+        [
+            r.movie_id,
+            Path(r.copy).name,
+            r.layout,
+            f"{r.eye_size[0]}x{r.eye_size[1]}" if r.eye_size else "",
+            r.offset,
+            r.offset_from,
+            f"{r.found}/{r.released}",
+            len(r.missing),
+        ]
+        for r in results
+    ]
     missing = [[r.movie_id, m.frame_index, m.reason] for r in results for m in r.missing]
-    return "\n".join([
-        f"# Hydration of `{release}` into `{out}`", "",
-        markdown_table(["movie", "copy", "layout", "eye", "offset (frames)", "aligned by", "frames found", "missing"], rows), "",
-        "## Frames not found", "",
-        markdown_table(["movie", "frame", "reason"], missing) if missing else "none",
-    ]) + "\n"
+    return (
+        "\n".join(
+            [
+                f"# Hydration of `{release}` into `{out}`",
+                "",
+                markdown_table(
+                    ["movie", "copy", "layout", "eye", "offset (frames)", "aligned by", "frames found", "missing"], rows
+                ),
+                "",
+                "## Frames not found",
+                "",
+                markdown_table(["movie", "frame", "reason"], missing) if missing else "none",
+            ]
+        )
+        + "\n"
+    )

@@ -152,7 +152,9 @@ def label_chunk_task(frames: list, chunk: tuple[int, int], job: ChunkJob) -> Chu
 
 
 @task(name="commit-movie", retry_condition_fn=retry_unless_bad_input, cache_policy=NO_CACHE, **IO_RETRIES)
-def commit_movie_task(out: str, movie_id: str, key: str, work_root: str, chunk_names: list[str], config: IngestConfig, meta: dict) -> Any:
+def commit_movie_task(
+    out: str, movie_id: str, key: str, work_root: str, chunk_names: list[str], config: IngestConfig, meta: dict
+) -> Any:
     """Copy the staged chunks, in order, into the movie's immutable shard folder."""
     return commit_movie(out, movie_id, key, WorkDir(work_root), chunk_names, config, meta)
 
@@ -222,13 +224,30 @@ def ingest_movie(
     t0 = time.monotonic()
     logger = get_run_logger()
     # Everything that can be checked is checked before the dataset folder is touched.
-    movie_id, config = preflight(movie, out, movie_id, right, overrides or (), flow=flow, ckpt=ckpt, device=device,
-                                 replace=replace or not publish)
+    movie_id, config = preflight(
+        movie,
+        out,
+        movie_id,
+        right,
+        overrides or (),
+        flow=flow,
+        ckpt=ckpt,
+        device=device,
+        replace=replace or not publish,
+    )
     spec = RunnerSpec(runner, workers, dask_address)
 
     probe = probe_movie(movie, layout, right)
     key = ingest_key(probe.fingerprint, config, {"split": split, "layout": probe.layout, "version": project_version()})
-    logger.info("%s: %s %dx%d per eye, %d frames, key %s", movie_id, probe.layout, probe.eye_width, probe.eye_height, probe.frame_count, key)
+    logger.info(
+        "%s: %s %dx%d per eye, %d frames, key %s",
+        movie_id,
+        probe.layout,
+        probe.eye_width,
+        probe.eye_height,
+        probe.frame_count,
+        key,
+    )
     # One run at a time per movie: a second run waits here, then finds the movie committed.
     with movie_lock(out, movie_id, on_wait=logger.warning):
         if publish and not replace:
@@ -236,7 +255,9 @@ def ingest_movie(
         return _ingest_locked(movie, out, movie_id, split, layout, config, spec, probe, key, publish, progress, t0)
 
 
-def _ingest_locked(movie, out, movie_id, split, layout, config, spec, probe, key, publish, progress, t0) -> dict[str, Any]:
+def _ingest_locked(
+    movie, out, movie_id, split, layout, config, spec, probe, key, publish, progress, t0
+) -> dict[str, Any]:
     """The ingest once the movie's lock is held: resume or label, commit, publish, report."""
     logger = get_run_logger()
     committed = find_committed(out, movie_id, key)
@@ -271,15 +292,31 @@ def _ingest_locked(movie, out, movie_id, split, layout, config, spec, probe, key
     if swap.swapped_shots or swap.movie.swapped:
         logger.warning(
             "%s: eyes look reversed in shot(s) %s (%s); movie: %s (confidence %.2f)%s",
-            movie_id, ", ".join(map(str, swap.swapped_shots)) or "none alone", swap.movie.reason,
-            "swapped" if swap.movie.swapped else "not swapped", swap.movie.confidence,
-            "; relabelling with the eyes exchanged where confident (swap_eyes=auto)" if config.swap_eyes == "auto" else
-            "; set swap_eyes=auto (or always) to correct",
+            movie_id,
+            ", ".join(map(str, swap.swapped_shots)) or "none alone",
+            swap.movie.reason,
+            "swapped" if swap.movie.swapped else "not swapped",
+            swap.movie.confidence,
+            "; relabelling with the eyes exchanged where confident (swap_eyes=auto)"
+            if config.swap_eyes == "auto"
+            else "; set swap_eyes=auto (or always) to correct",
         )
     to_correct = swap.shots_to_correct(config.swap_min_confidence) if config.swap_eyes == "auto" else []
     if to_correct:
-        fixed, _ = _label_all_chunks(movie_id, probe, layout, config, split, work, dataclasses.replace(job, swap=True),
-                                     spec, tags, progress, swap_shots=set(to_correct), plan=plan)
+        fixed, _ = _label_all_chunks(
+            movie_id,
+            probe,
+            layout,
+            config,
+            split,
+            work,
+            dataclasses.replace(job, swap=True),
+            spec,
+            tags,
+            progress,
+            swap_shots=set(to_correct),
+            plan=plan,
+        )
         summaries = merge_relabelled(summaries, fixed)
         swap.corrected = sorted({s.shot_id for s in fixed})
 
@@ -289,7 +326,8 @@ def _ingest_locked(movie, out, movie_id, split, layout, config, spec, probe, key
         work.remove()
         reasons = ", ".join(f"{r}: {n}" for r, n in rejected.most_common()) or "no frame was sampled"
         raise BadInputError(
-            movie, f"no frame kept: all {sum(rejected.values())} sampled frames were rejected ({reasons})",
+            movie,
+            f"no frame kept: all {sum(rejected.values())} sampled frames were rejected ({reasons})",
             "is it a stereo movie in this layout? check --layout, or look at a frame with `depthmine disparity`",
         )
 
@@ -324,16 +362,26 @@ def _ingest_locked(movie, out, movie_id, split, layout, config, spec, probe, key
         swapped_eyes=swap.to_dict(),
         manifest=_manifest_dict(manifest),
     )
-    publish_markdown(f"ingest-{movie_id}", _report(movie, probe, result, summaries, plan, work, swap), f"ingest of {movie_id}")
+    publish_markdown(
+        f"ingest-{movie_id}", _report(movie, probe, result, summaries, plan, work, swap), f"ingest of {movie_id}"
+    )
     work.remove()
     logger.info(
         "%s: %d frames kept, %d rejected %s, %d/%d chunks resumed, %.1f s",
-        movie_id, result.kept, sum(result.rejected.values()), result.rejected, result.chunks_resumed, result.chunks, result.seconds,
+        movie_id,
+        result.kept,
+        sum(result.rejected.values()),
+        result.rejected,
+        result.chunks_resumed,
+        result.chunks,
+        result.seconds,
     )
     return result.to_dict()
 
 
-def _label_all_chunks(movie_id, probe, layout, config, split, work, job, spec, tags, progress, swap_shots=None, plan=None):
+def _label_all_chunks(
+    movie_id, probe, layout, config, split, work, job, spec, tags, progress, swap_shots=None, plan=None
+):
     """Decode once, submit every unfinished chunk, and wait; bounded frames in flight.
 
     With ``swap_shots`` (``swap_eyes="auto"``): a second pass labelling only those shots' chunks
@@ -385,7 +433,9 @@ def _label_all_chunks(movie_id, probe, layout, config, split, work, job, spec, t
             if name in done:
                 summaries[name] = work.summary(name)
                 continue
-            fut = runner.submit(task, parameters={"frames": chunk.frames, "chunk": (chunk.shot_id, chunk.part), "job": job})
+            fut = runner.submit(
+                task, parameters={"frames": chunk.frames, "chunk": (chunk.shot_id, chunk.part), "job": job}
+            )
             pending[fut] = name
             while len(pending) >= max_in_flight:
                 _wait_some(pending, finish)
@@ -461,8 +511,15 @@ def _result_from_manifest(movie_id, key, split, manifest, seconds) -> IngestResu
     )
 
 
-def _report(movie: str, probe: MovieProbe, result: IngestResult, summaries: list[ChunkSummary], plan: ChunkPlan, work: WorkDir,
-            swap: Any = None) -> str:
+def _report(
+    movie: str,
+    probe: MovieProbe,
+    result: IngestResult,
+    summaries: list[ChunkSummary],
+    plan: ChunkPlan,
+    work: WorkDir,
+    swap: Any = None,
+) -> str:
     """The run's markdown report: input, previews, shots, frames kept/rejected by reason."""
     import cv2
 
@@ -493,8 +550,16 @@ def _report(movie: str, probe: MovieProbe, result: IngestResult, summaries: list
         rej = Counter()
         for s in ss:
             rej.update(s.rejected)
-        rows.append([shot["shot_id"], shot["start_frame"], shot["end_frame"], sum(s.kept for s in ss), sum(rej.values()),
-                     ", ".join(f"{k}: {v}" for k, v in sorted(rej.items()))])
+        rows.append(
+            [
+                shot["shot_id"],
+                shot["start_frame"],
+                shot["end_frame"],
+                sum(s.kept for s in ss),
+                sum(rej.values()),
+                ", ".join(f"{k}: {v}" for k, v in sorted(rej.items())),
+            ]
+        )
     lines += ["", "## Shots", "", markdown_table(["shot", "start", "end", "kept", "rejected", "reasons"], rows)]
     if swap is not None:
         lines += ["", *_swap_section(probe, swap)]
@@ -511,14 +576,31 @@ def _swap_section(probe: MovieProbe, swap: Any) -> list[str]:
         f"- movie: {verdict} (confidence {m.confidence:.2f}): {m.reason}",
         f"- metadata: {'right eye stored first (exchanged when decoding)' if probe.eyes_swapped_metadata else 'left eye first'}; "
         f"mode `swap_eyes={swap.mode}`"
-        + (f"; relabelled with the eyes exchanged: shots {', '.join(map(str, swap.corrected))}" if swap.corrected else ""),
+        + (
+            f"; relabelled with the eyes exchanged: shots {', '.join(map(str, swap.corrected))}"
+            if swap.corrected
+            else ""
+        ),
         "",
     ]
     rows = []
     for sid, d in sorted(swap.shots.items()):
         mean = f"{d.mean_evidence:+.2f}" if d.mean_evidence == d.mean_evidence else "n/a"
         verdict = "**reversed**" if d.swapped else ("normal" if d.swapped_frames + d.normal_frames else "no evidence")
-        rows.append([sid, d.frames, d.swapped_frames, d.normal_frames, mean, f"{d.confidence:.2f}",
-                     verdict + (" (corrected)" if sid in swap.corrected else "")])
-    lines.append(markdown_table(["shot", "frames", "look reversed", "look normal", "mean evidence", "confidence", "decision"], rows))
+        rows.append(
+            [
+                sid,
+                d.frames,
+                d.swapped_frames,
+                d.normal_frames,
+                mean,
+                f"{d.confidence:.2f}",
+                verdict + (" (corrected)" if sid in swap.corrected else ""),
+            ]
+        )
+    lines.append(
+        markdown_table(
+            ["shot", "frames", "look reversed", "look normal", "mean evidence", "confidence", "decision"], rows
+        )
+    )
     return lines

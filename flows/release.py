@@ -10,18 +10,22 @@ Table of contents (each step is a call into :mod:`pipeline.release`)::
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
-
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 import prefect
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from flows.artifacts import markdown_table, publish_markdown
-from pipeline.release import ReleaseConfig, ReleasedMovie, plan_release, release_movie, write_release_manifest, _check_out
+from pipeline.release import (
+    ReleaseConfig,
+    ReleasedMovie,
+    _check_out,
+    plan_release,
+    release_movie,
+    write_release_manifest,
+)
 from pipeline.shards import SPLITS
 
 __all__ = ["release_dataset"]
@@ -68,21 +72,51 @@ def release_dataset(
     write_manifest_task(out, released, source)
     release_bytes = sum(f["bytes"] for m in released for f in m.files.values())
     dataset_bytes = sum(m.dataset_bytes for m in released)
-    rows = [[m.movie_id, m.title, m.rows, m.rejected_rows, f"{m.signature['fps']:g}", m.signature["frame_count"],
-             len(m.signature["shots"]), f"{sum(f['bytes'] for f in m.files.values()) / 1e6:.2f}", f"{m.dataset_bytes / 1e6:.2f}"]
-            for m in released]
+    rows = [
+        [
+            m.movie_id,
+            m.title,
+            m.rows,
+            m.rejected_rows,
+            f"{m.signature['fps']:g}",
+            m.signature["frame_count"],
+            len(m.signature["shots"]),
+            f"{sum(f['bytes'] for f in m.files.values()) / 1e6:.2f}",
+            f"{m.dataset_bytes / 1e6:.2f}",
+        ]
+        for m in released
+    ]
     ratio = release_bytes / dataset_bytes if dataset_bytes else 0.0
     publish_markdown(
         "release-dataset",
-        "\n".join([
-            f"# Labels-only release of `{dataset}`", "",
-            f"- release: `{out}`: {len(released)} movies, {sum(m.rows for m in released)} frames, "
-            f"{release_bytes / 1e6:.2f} MB ({ratio:.1%} of the dataset's {dataset_bytes / 1e6:.2f} MB); no pictures", "",
-            markdown_table(["movie", "title", "frames", "rejected", "fps", "cut frames", "shots", "release MB", "dataset MB"], rows),
-        ]) + "\n",
+        "\n".join(
+            [
+                f"# Labels-only release of `{dataset}`",
+                "",
+                f"- release: `{out}`: {len(released)} movies, {sum(m.rows for m in released)} frames, "
+                f"{release_bytes / 1e6:.2f} MB ({ratio:.1%} of the dataset's {dataset_bytes / 1e6:.2f} MB); no pictures",
+                "",
+                markdown_table(
+                    ["movie", "title", "frames", "rejected", "fps", "cut frames", "shots", "release MB", "dataset MB"],
+                    rows,
+                ),
+            ]
+        )
+        + "\n",
         "labels-only release",
     )
-    logger.info("released %d movies (%d frames) into %s: %.2f MB, %.1f%% of the dataset", len(released),
-                sum(m.rows for m in released), out, release_bytes / 1e6, 100 * ratio)
-    return {"release": str(Path(out) / "release.json"), "movies": [m.movie_id for m in released],
-            "rows": sum(m.rows for m in released), "bytes": release_bytes, "dataset_bytes": dataset_bytes}
+    logger.info(
+        "released %d movies (%d frames) into %s: %.2f MB, %.1f%% of the dataset",
+        len(released),
+        sum(m.rows for m in released),
+        out,
+        release_bytes / 1e6,
+        100 * ratio,
+    )
+    return {
+        "release": str(Path(out) / "release.json"),
+        "movies": [m.movie_id for m in released],
+        "rows": sum(m.rows for m in released),
+        "bytes": release_bytes,
+        "dataset_bytes": dataset_bytes,
+    }

@@ -64,7 +64,9 @@ class RunnerSpec:
         return int(self.workers or default_workers())
 
 
-def make_task_runner(spec: RunnerSpec | str = "threads", workers: int | None = None, dask_address: str | None = None) -> Any:
+def make_task_runner(
+    spec: RunnerSpec | str = "threads", workers: int | None = None, dask_address: str | None = None
+) -> Any:
     """Build (but do not start) a Prefect task runner for ``spec``.
 
     Args:
@@ -183,9 +185,23 @@ def start_temporary_server() -> str | None:
                 **get_current_settings().to_environment_variables(exclude_unset=True),
             }
             return subprocess.Popen(
-                [sys.executable, "-m", "uvicorn", "--app-dir", str(prefect.__module_path__.parent), "--factory",
-                 "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(self.port),
-                 "--log-level", "error", "--lifespan", "on"],
+                [
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    "--app-dir",
+                    str(prefect.__module_path__.parent),
+                    "--factory",
+                    "prefect.server.api.server:create_app",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "--log-level",
+                    "error",
+                    "--lifespan",
+                    "on",
+                ],
                 env=env,
                 preexec_fn=lambda: _die_with_parent(parent),
             )

@@ -39,5 +39,7 @@ def train_model(config: str | None = None, overrides: list[str] | None = None) -
         "val_error_start": getattr(result, "val_error_start", None),
         "val_error": getattr(result, "val_error", None),
     }
-    publish_markdown("train-result", "# Training run\n\n" + markdown_table(["field", "value"], sorted(out.items())) + "\n")
+    publish_markdown(
+        "train-result", "# Training run\n\n" + markdown_table(["field", "value"], sorted(out.items())) + "\n"
+    )
     return out

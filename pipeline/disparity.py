@@ -214,7 +214,9 @@ class DisparityConfig:
         if not 0 <= lo < hi <= 100:
             raise ConfigError(f"disparity.range_percentiles: need 0 <= low < high <= 100, got {self.range_percentiles}")
         if self.consensus not in CONSENSUS_MODES:
-            raise ConfigError(f"disparity.consensus must be one of {', '.join(CONSENSUS_MODES)}, got {self.consensus!r}")
+            raise ConfigError(
+                f"disparity.consensus must be one of {', '.join(CONSENSUS_MODES)}, got {self.consensus!r}"
+            )
         if self.consensus_threshold_px <= 0:
             raise ConfigError(f"disparity.consensus_threshold_px must be > 0, got {self.consensus_threshold_px}")
         if self.working_width is not None and self.working_width < 16:
@@ -340,7 +342,9 @@ def left_right_check(pair: FlowPair) -> tuple[np.ndarray, np.ndarray, np.ndarray
     rl_filled = np.where(rl_holes[..., None], 0.0, rl).astype(np.float32)
     back = cv2.remap(rl_filled, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     if rl_holes.any():
-        hole_at = cv2.remap(rl_holes.astype(np.float32), map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        hole_at = cv2.remap(
+            rl_holes.astype(np.float32), map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+        )
         inside &= hole_at < 1e-3
     disc = np.full((h, w), np.inf, np.float32)
     disc[inside] = np.abs(lr[..., 0] + back[..., 0])[inside]
@@ -354,7 +358,9 @@ def _robust_range(values: np.ndarray, percentiles: tuple[float, float]) -> tuple
     return float(lo), float(mid), float(hi)
 
 
-def _black_band_mask(left: np.ndarray, right: np.ndarray | None, disparity: np.ndarray, config: DisparityConfig) -> np.ndarray:
+def _black_band_mask(
+    left: np.ndarray, right: np.ndarray | None, disparity: np.ndarray, config: DisparityConfig
+) -> np.ndarray:
     """Left pixels in a black bar of the left view, or matching into one of the right view."""
     h, w = disparity.shape
     bad = np.zeros((h, w), bool)
@@ -375,7 +381,9 @@ def _black_band_mask(left: np.ndarray, right: np.ndarray | None, disparity: np.n
 
 def _span(disparity: np.ndarray, window: int) -> np.ndarray:
     """Max minus min of ``disparity`` over a ``window`` x ``window`` neighbourhood."""
-    return cv2.morphologyEx(disparity.astype(np.float32, copy=False), cv2.MORPH_GRADIENT, np.ones((window, window), np.uint8))
+    return cv2.morphologyEx(
+        disparity.astype(np.float32, copy=False), cv2.MORPH_GRADIENT, np.ones((window, window), np.uint8)
+    )
 
 
 def _textured(image: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray:
@@ -469,7 +477,9 @@ def disparity_from_flow(
     trusted = flow_lr_ok & (np.abs(v_fwd - v_bwd) <= config.lr_threshold_px) & edge_ok & _textured(image, (h, w))
     rig = fit_rig_model(v_fwd, trusted)
     rig_v = rig.field() if rig.fitted else np.zeros((h, w), np.float32)
-    vertical_fail = (np.abs(v_fwd - rig_v) > config.vertical_threshold_px) | (np.abs(v_bwd - rig_v) > config.vertical_threshold_px)
+    vertical_fail = (np.abs(v_fwd - rig_v) > config.vertical_threshold_px) | (
+        np.abs(v_bwd - rig_v) > config.vertical_threshold_px
+    )
     flow_ok = flow_lr_ok & ~vertical_fail
 
     if matcher is not None and right_image is not None and image is not None:
@@ -491,7 +501,9 @@ def disparity_from_flow(
         # sub-pixel value (the matcher's parabola fit locks towards whole pixels); elsewhere the
         # matcher's sharper edges win.
         close = flow_lr_ok & has_match & (np.abs(disparity - flow_disparity) <= _SUBPIXEL_AGREEMENT_PX)
-        disparity = np.where(close, _SUBPIXEL_FLOW_WEIGHT * flow_disparity + (1 - _SUBPIXEL_FLOW_WEIGHT) * disparity, disparity).astype(np.float32)
+        disparity = np.where(
+            close, _SUBPIXEL_FLOW_WEIGHT * flow_disparity + (1 - _SUBPIXEL_FLOW_WEIGHT) * disparity, disparity
+        ).astype(np.float32)
         # where the flow is not confident its disagreement says little: count the threshold
         disagreement = np.where(flow_ok, np.minimum(disagreement, UNCERTAINTY_MAX_PX), config.consensus_threshold_px)
         measured = valid.copy()  # row-search matches that passed: they show a region's depth
@@ -526,7 +538,10 @@ def disparity_from_flow(
         uncertainty[sky] = 0.0
 
     stats = _frame_stats(
-        disparity, valid, sky, config.range_percentiles,
+        disparity,
+        valid,
+        sky,
+        config.range_percentiles,
         lr_pass_fraction=float((label_lr_ok | flow_lr_ok | sky).sum() / n),
         vertical_fail_fraction=rig.fraction_above(config.vertical_threshold_px),
     )
@@ -622,7 +637,9 @@ def resize_result(
     factor = width / float(w0)
     valid0 = result.valid.astype(np.float32)
     den = cv2.resize(valid0, size, interpolation=cv2.INTER_AREA)
-    num = cv2.resize(np.where(result.valid, result.disparity, 0.0).astype(np.float32), size, interpolation=cv2.INTER_AREA)
+    num = cv2.resize(
+        np.where(result.valid, result.disparity, 0.0).astype(np.float32), size, interpolation=cv2.INTER_AREA
+    )
     has = den > 1e-6
     disparity = np.where(has, num / np.maximum(den, 1e-6), 0.0) * factor
     valid = den >= RESIZE_MIN_VALID_FRACTION
@@ -635,7 +652,10 @@ def resize_result(
     valid |= sky
     disparity = disparity.astype(np.float32)
     stats = _frame_stats(
-        disparity, valid, sky, percentiles,
+        disparity,
+        valid,
+        sky,
+        percentiles,
         lr_pass_fraction=result.stats.lr_pass_fraction,
         vertical_fail_fraction=result.stats.vertical_fail_fraction,
     )
@@ -751,9 +771,7 @@ def compute_disparity(
     return compute_disparity_batch([(left, right)], config or DisparityConfig(), backend, sky_masker)[0]
 
 
-def _swap_evidence(
-    image: np.ndarray | None, disparity: np.ndarray, reference: np.ndarray, kept_range: float
-) -> float:
+def _swap_evidence(image: np.ndarray | None, disparity: np.ndarray, reference: np.ndarray, kept_range: float) -> float:
     """Per-frame evidence of reversed eyes in [-1, 1] (see the module docstring); NaN if none.
 
     Args:

@@ -182,8 +182,9 @@ def stream_rates(path: str | os.PathLike, probed_fps: float) -> list[float]:
     return [r for r in rates if r > 0]
 
 
-def check_frame_rate(path: str | os.PathLike, copy_fps: float | list[float], release_fps: float,
-                     tolerance: float = 0.002) -> None:
+def check_frame_rate(
+    path: str | os.PathLike, copy_fps: float | list[float], release_fps: float, tolerance: float = 0.002
+) -> None:
     """Refuse a copy whose frame rate differs from the release's (PAL speed-up named as such).
 
     ``copy_fps`` may list several estimates (:func:`stream_rates`); the closest one counts.
@@ -199,11 +200,17 @@ def check_frame_rate(path: str | os.PathLike, copy_fps: float | list[float], rel
     if abs(ratio - 1.0) <= tolerance:
         return
     if any(abs(ratio - r) <= 0.004 for r in PAL_RATIOS):
-        raise BadInputError(path, f"runs at {copy_fps:g} fps where the release's cut runs at {release_fps:g} fps: a PAL "
-                            "copy (the film sped up by 4%) is not supported",
-                            "use a copy at the film's own frame rate, e.g. a Blu-ray rip")
-    raise BadInputError(path, f"runs at {copy_fps:g} fps where the release's cut runs at {release_fps:g} fps: not the "
-                        "same cut of the film", "use a copy at the film's own frame rate")
+        raise BadInputError(
+            path,
+            f"runs at {copy_fps:g} fps where the release's cut runs at {release_fps:g} fps: a PAL "
+            "copy (the film sped up by 4%) is not supported",
+            "use a copy at the film's own frame rate, e.g. a Blu-ray rip",
+        )
+    raise BadInputError(
+        path,
+        f"runs at {copy_fps:g} fps where the release's cut runs at {release_fps:g} fps: not the same cut of the film",
+        "use a copy at the film's own frame rate",
+    )
 
 
 def map_region(crop: dict[str, int], copy_crop: CropBox, copy_eye: tuple[int, int]) -> CropBox:
@@ -234,7 +241,7 @@ def extract_stored(eye: np.ndarray, region: CropBox, store: tuple[int, int]) -> 
     Ingest area-averages the crop down to the stored size; a copy smaller than that is enlarged
     with bicubic interpolation instead (area averaging cannot enlarge).
     """
-    pic = eye[region.y:region.y + region.h, region.x:region.x + region.w]
+    pic = eye[region.y : region.y + region.h, region.x : region.x + region.w]
     w, h = store
     if (pic.shape[1], pic.shape[0]) == (w, h):
         return np.ascontiguousarray(pic)
@@ -305,8 +312,17 @@ class _Wanted:
 class _Aligner:
     """The decode pass: cuts vote for an offset, frames are confirmed and extracted while streaming."""
 
-    def __init__(self, source: Any, movie: ReleasedMovie, wanted: _Wanted, region: CropBox, config: HydrateConfig,
-                 shot_config: Any, encode: Callable[[np.ndarray], bytes], progress: Callable[[int], None] | None = None):
+    def __init__(
+        self,
+        source: Any,
+        movie: ReleasedMovie,
+        wanted: _Wanted,
+        region: CropBox,
+        config: HydrateConfig,
+        shot_config: Any,
+        encode: Callable[[np.ndarray], bytes],
+        progress: Callable[[int], None] | None = None,
+    ):
         from pipeline.shots import build_detector
 
         self.src = source
@@ -327,7 +343,9 @@ class _Aligner:
         self.proposals: dict[int, set[int]] = {}  # offset -> released rows whose hash a copy frame matched there
         self.rejected: set[int] = set()  # offsets whose passed frames disagreed
         self.contenders: set[int] = set()  # offsets both a cut and the hashes support, not yet told apart
-        self.view_rows = {v: np.array([k for k, vv in enumerate(wanted.views) if vv == v], np.int64) for v in self.views}
+        self.view_rows = {
+            v: np.array([k for k, vv in enumerate(wanted.views) if vv == v], np.int64) for v in self.views
+        }
         self.cuts: list[int] = []
         self.offset: int | None = None
         self.offset_from = "none"
@@ -423,15 +441,18 @@ class _Aligner:
                     self.candidate_bytes += img.nbytes
                     if self.candidate_bytes > self.cfg.max_candidate_mb * (1 << 20):
                         self.candidates_full = True
-                        log.warning("%s: frames kept before the offset lock exceed %g MB; the rest come from a second pass",
-                                    self.src.path, self.cfg.max_candidate_mb)
+                        log.warning(
+                            "%s: frames kept before the offset lock exceed %g MB; the rest come from a second pass",
+                            self.src.path,
+                            self.cfg.max_candidate_mb,
+                        )
                 for k in rows[dist <= self.cfg.max_distance]:
                     d = j - int(w.index[k])
                     self.proposals.setdefault(d, set()).add(int(k))
                     proposed.add(d)
         # (a): offsets with fresh evidence on either side; locked only when exactly one agrees
         if proposed or self.fresh:
-            for d in (proposed | set(self.fresh)):
+            for d in proposed | set(self.fresh):
                 if self.votes.get(d, 0) >= 1 and len(self.proposals.get(d, ())) >= 2 and d not in self.rejected:
                     self.contenders.add(d)
             agreeing = []
@@ -521,7 +542,9 @@ class _Aligner:
         if expected >= self.frames and self.frames and self.done:
             self.missing[i] = f"after the copy's last frame ({self.frames} frames): the copy ends early"
             return
-        order = sorted(range(expected - self.cfg.window, expected + self.cfg.window + 1), key=lambda c: (abs(c - expected), c))
+        order = sorted(
+            range(expected - self.cfg.window, expected + self.cfg.window + 1), key=lambda c: (abs(c - expected), c)
+        )
         best: tuple[int, int, np.ndarray] | None = None
         deferred = False
         for c in order:
@@ -543,8 +566,9 @@ class _Aligner:
             self.missing[i] = "later"
         else:
             near = f" (closest: {best[0]} bits at copy frame {best[1]})" if best is not None else ""
-            self.missing[i] = (f"no copy frame within {self.cfg.window} of frame {expected} has the released picture's "
-                               f"hash{near}")
+            self.missing[i] = (
+                f"no copy frame within {self.cfg.window} of frame {expected} has the released picture's hash{near}"
+            )
 
 
 def _hash_offset(luma: dict[str, list[int]], wanted: _Wanted, max_distance: int) -> tuple[int | None, int]:
@@ -565,7 +589,9 @@ def _hash_offset(luma: dict[str, list[int]], wanted: _Wanted, max_distance: int)
     return best, n
 
 
-def _per_shot_offsets(luma: dict[str, list[int]], wanted: _Wanted, shots: list[list[int]], max_distance: int) -> dict[int, int]:
+def _per_shot_offsets(
+    luma: dict[str, list[int]], wanted: _Wanted, shots: list[list[int]], max_distance: int
+) -> dict[int, int]:
     """For each released shot, the offset its frames agree on by hash (another edit moves shots apart)."""
     out = {}
     for sid, (s0, s1) in enumerate(shots):
@@ -579,9 +605,14 @@ def _per_shot_offsets(luma: dict[str, list[int]], wanted: _Wanted, shots: list[l
     return out
 
 
-def align_and_extract(source: Any, movie: ReleasedMovie, labels: pa.Table, config: HydrateConfig,
-                      encode: Callable[[np.ndarray], bytes], progress: Callable[[int], None] | None = None,
-                      ) -> tuple[HydrateResult, dict[int, bytes]]:
+def align_and_extract(
+    source: Any,
+    movie: ReleasedMovie,
+    labels: pa.Table,
+    config: HydrateConfig,
+    encode: Callable[[np.ndarray], bytes],
+    progress: Callable[[int], None] | None = None,
+) -> tuple[HydrateResult, dict[int, bytes]]:
     """Decode the copy once, align it to the release and extract every released frame it can confirm.
 
     ``labels`` needs only ``frame_index``, ``phash`` and ``view``. Returns the result and the stored
@@ -599,9 +630,11 @@ def align_and_extract(source: Any, movie: ReleasedMovie, labels: pa.Table, confi
     region = map_region(geom["crop"], source.crop, tuple(source.eye_size))
     shot_cfg = config_from_dict(ShotConfig, dict((movie.meta.get("config") or {}).get("shots") or {}), "shots")
     order = np.argsort(labels.column("frame_index").to_numpy(), kind="stable")
-    wanted = _Wanted(labels.column("frame_index").to_numpy()[order].astype(np.int64),
-                     labels.column("phash").to_numpy()[order].astype(np.uint64),
-                     [labels.column("view")[int(k)].as_py() for k in order])
+    wanted = _Wanted(
+        labels.column("frame_index").to_numpy()[order].astype(np.int64),
+        labels.column("phash").to_numpy()[order].astype(np.uint64),
+        [labels.column("view")[int(k)].as_py() for k in order],
+    )
     al = _Aligner(source, movie, wanted, region, config, shot_cfg, encode, progress)
     al.run()
     al.done = True
@@ -621,12 +654,22 @@ def align_and_extract(source: Any, movie: ReleasedMovie, labels: pa.Table, confi
     found = len(al.images)
     total = len(wanted.index)
     result = HydrateResult(
-        movie_id=movie.movie_id, copy=str(source.path), layout=source.layout.value, eye_size=list(source.eye_size),
-        region=region.as_dict(), offset=al.offset, offset_from=al.offset_from, released=total, found=found,
+        movie_id=movie.movie_id,
+        copy=str(source.path),
+        layout=source.layout.value,
+        eye_size=list(source.eye_size),
+        region=region.as_dict(),
+        offset=al.offset,
+        offset_from=al.offset_from,
+        released=total,
+        found=found,
         missing=[MissingFrame(i, r) for i, r in sorted(al.missing.items()) if i not in al.images],
-        copy_frames=al.frames, cuts_matched=al.votes.get(al.offset, 0) if al.offset is not None else 0,
-        copy_index=dict(sorted(al.copy_index.items())), distances=dict(sorted(al.distances.items())),
-        seconds=time.perf_counter() - t0, decode_passes=passes,
+        copy_frames=al.frames,
+        cuts_matched=al.votes.get(al.offset, 0) if al.offset is not None else 0,
+        copy_index=dict(sorted(al.copy_index.items())),
+        distances=dict(sorted(al.distances.items())),
+        seconds=time.perf_counter() - t0,
+        decode_passes=passes,
     )
     if total and found < config.min_match_fraction * total:
         raise BadInputError(source.path, _refusal(movie, al, wanted, found, total))
@@ -660,21 +703,28 @@ def _check_same_edit(al: _Aligner) -> None:
         return
     d2, n2 = votes.most_common(1)[0]
     if n2 >= 2 and n2 >= 0.5 * len(unmatched):
-        raise BadInputError(al.src.path, f"{len(inside) - len(unmatched)} of the release's shot boundaries are at offset "
-                            f"{off:+d} frames in this copy and {n2} others at {d2:+d}: another edit of the film (scenes "
-                            "cut, added or moved) is not supported; nothing was written",
-                            "use a copy of the cut the release lists (its README gives duration and frame count)")
+        raise BadInputError(
+            al.src.path,
+            f"{len(inside) - len(unmatched)} of the release's shot boundaries are at offset "
+            f"{off:+d} frames in this copy and {n2} others at {d2:+d}: another edit of the film (scenes "
+            "cut, added or moved) is not supported; nothing was written",
+            "use a copy of the cut the release lists (its README gives duration and frame count)",
+        )
 
 
 def _refusal(movie: ReleasedMovie, al: _Aligner, wanted: _Wanted, found: int, total: int) -> str:
     sig = movie.signature
-    what = (f"matched only {found} of {total} released frames of {movie.movie_id} ({movie.title}: "
-            f"{sig.get('frame_count')} frames at {sig.get('fps', 0):g} fps; the copy has {al.frames})")
+    what = (
+        f"matched only {found} of {total} released frames of {movie.movie_id} ({movie.title}: "
+        f"{sig.get('frame_count')} frames at {sig.get('fps', 0):g} fps; the copy has {al.frames})"
+    )
     offsets = _per_shot_offsets(al.luma, wanted, sig.get("shots", []), al.cfg.max_distance)
     distinct = collections.Counter(offsets.values())
     if len(distinct) >= 2 and sum(distinct.values()) >= 2:
         shifts = ", ".join(f"{d:+d} frames ({n} shot(s))" for d, n in distinct.most_common(4))
-        return what + f": its shots are found at different offsets ({shifts}): another edit of the film is not supported"
+        return (
+            what + f": its shots are found at different offsets ({shifts}): another edit of the film is not supported"
+        )
     return what + ": not the same film or not the same cut; nothing was written"
 
 
@@ -734,8 +784,13 @@ def hydrated_table(labels: pa.Table, images: dict[int, bytes], config: ShardConf
     return t.select(FRAME_SCHEMA.names).cast(FRAME_SCHEMA)
 
 
-def hydrate_movie(release: Release, spec: CopySpec, out: str | os.PathLike, config: HydrateConfig | None = None,
-                  progress: Callable[[int], None] | None = None) -> tuple[HydrateResult, Any]:
+def hydrate_movie(
+    release: Release,
+    spec: CopySpec,
+    out: str | os.PathLike,
+    config: HydrateConfig | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[HydrateResult, Any]:
     """Hydrate one released movie from the user's copy into the dataset folder ``out`` (not published).
 
     Returns ``(result, MovieManifest)``. A movie already committed under its key from the same copy
@@ -750,8 +805,9 @@ def hydrate_movie(release: Release, spec: CopySpec, out: str | os.PathLike, conf
 
     config = config or HydrateConfig()
     if spec.movie_id not in release.movies:
-        raise ConfigError(f"movie {spec.movie_id!r} is not in the release {release.root}; "
-                          f"its movies: {', '.join(release.movies)}")
+        raise ConfigError(
+            f"movie {spec.movie_id!r} is not in the release {release.root}; its movies: {', '.join(release.movies)}"
+        )
     movie = release.movies[spec.movie_id]
     for p in (spec.path, spec.right):
         if p is not None and not Path(p).exists():
@@ -761,17 +817,31 @@ def hydrate_movie(release: Release, spec: CopySpec, out: str | os.PathLike, conf
     done = load_movie_manifest(folder)
     if done is not None and (done.meta.get("hydrated") or {}).get("fingerprint") == fingerprint:
         h = done.meta["hydrated"]
-        res = HydrateResult(movie.movie_id, spec.path, h.get("layout", ""), h.get("eye_size", []), h.get("region", {}),
-                            h.get("offset"), h.get("offset_from", ""), h.get("released", 0), h.get("found", 0),
-                            [MissingFrame(**m) for m in h.get("missing", [])], h.get("copy_frames", 0))
+        res = HydrateResult(
+            movie.movie_id,
+            spec.path,
+            h.get("layout", ""),
+            h.get("eye_size", []),
+            h.get("region", {}),
+            h.get("offset"),
+            h.get("offset_from", ""),
+            h.get("released", 0),
+            h.get("found", 0),
+            [MissingFrame(**m) for m in h.get("missing", [])],
+            h.get("copy_frames", 0),
+        )
         return res, done
     if done is not None:
         import shutil
 
         shutil.rmtree(folder)  # hydrated from another copy: this copy replaces it
     source = open_stereo(spec.path, layout=spec.layout, right_path=spec.right)
-    check_frame_rate(spec.path, stream_rates(spec.path, source.info.fps), float(movie.signature.get("fps") or 0.0),
-                     config.fps_tolerance)
+    check_frame_rate(
+        spec.path,
+        stream_rates(spec.path, source.info.fps),
+        float(movie.signature.get("fps") or 0.0),
+        config.fps_tolerance,
+    )
     import pyarrow.parquet as pq
 
     shard_cfg = _shard_config(movie)
@@ -784,9 +854,24 @@ def hydrate_movie(release: Release, spec: CopySpec, out: str | os.PathLike, conf
     meta = dict(movie.meta)
     info = result.to_dict()
     meta["hydrated"] = {
-        "release": str(release.root), "copy_file": Path(spec.path).name, "fingerprint": fingerprint,
-        **{k: info[k] for k in ("layout", "eye_size", "region", "offset", "offset_from", "released", "found", "missing",
-                                "copy_frames", "cuts_matched")},
+        "release": str(release.root),
+        "copy_file": Path(spec.path).name,
+        "fingerprint": fingerprint,
+        **{
+            k: info[k]
+            for k in (
+                "layout",
+                "eye_size",
+                "region",
+                "offset",
+                "offset_from",
+                "released",
+                "found",
+                "missing",
+                "copy_frames",
+                "cuts_matched",
+            )
+        },
     }
     with MovieShardWriter(out, movie.movie_id, hydrated_key(movie), shard_cfg, meta) as writer:
         labels = pq.ParquetFile(release.labels_path(movie.movie_id))

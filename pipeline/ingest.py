@@ -365,8 +365,11 @@ class ChunkPlan:
 
     def relabelled_chunks(self, shot_ids: set[int]) -> list[str]:
         """Names of the eyes-exchanged chunks of ``shot_ids`` (``s00003-p000x``), in plan order."""
-        return [chunk_name(shot, part, swap=True) for shot, part, _ in map(parse_chunk_name, self.chunks)
-                if shot in shot_ids]
+        return [
+            chunk_name(shot, part, swap=True)
+            for shot, part, _ in map(parse_chunk_name, self.chunks)
+            if shot in shot_ids
+        ]
 
 
 def iter_chunks(frames: Iterable[Any], chunk_frames: int) -> Iterator[Chunk]:

@@ -120,9 +120,13 @@ def _read_rgb(path: Path) -> np.ndarray:
     if img is None:
         raise BadInputError(path, "not a readable image")
     if img.dtype != np.uint8:
-        raise BadInputError(path, f"{img.dtype} image; the benchmark takes 8-bit RGB", "convert it to 8 bits per channel")
+        raise BadInputError(
+            path, f"{img.dtype} image; the benchmark takes 8-bit RGB", "convert it to 8 bits per channel"
+        )
     if img.ndim == 2 or img.shape[2] == 1:
-        raise BadInputError(path, "grey image; the benchmark takes 8-bit RGB", "the labeller and the sky test need colour")
+        raise BadInputError(
+            path, "grey image; the benchmark takes 8-bit RGB", "the labeller and the sky test need colour"
+        )
     if img.shape[2] == 4:
         img = img[..., :3]
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
@@ -273,14 +277,20 @@ def error_picture(pair: GroundTruthPair, result: object, score: PairScore | None
     emap[both & (err <= 1)] = (40, 180, 60)
     emap[both & (err > 1) & (err <= 2)] = (230, 200, 40)
     emap[both & (err > 2)] = (230, 30, 30)
-    title = pair.name if score is None else (
-        f"{pair.name}: kept {score.kept_share:.0%}, bad-2 {score.bad_share(2):.1%}"
-        + (f", REJECTED {score.rejected_reason}" if score.rejected_reason else "")
+    title = (
+        pair.name
+        if score is None
+        else (
+            f"{pair.name}: kept {score.kept_share:.0%}, bad-2 {score.bad_share(2):.1%}"
+            + (f", REJECTED {score.rejected_reason}" if score.rejected_reason else "")
+        )
     )
-    lo, hi = (np.nanpercentile(pair.disparity, [2, 98]) if known.any() else (None, None))
-    return hstack_tiles([
-        label_tile(pair.left, title),
-        label_tile(colorize_disparity(result.disparity, valid, vmin=lo, vmax=hi), "label"),
-        label_tile(emap, "error: green<=1 yellow<=2 red>2 px"),
-        label_tile(colorize_mask(valid), "valid"),
-    ])
+    lo, hi = np.nanpercentile(pair.disparity, [2, 98]) if known.any() else (None, None)
+    return hstack_tiles(
+        [
+            label_tile(pair.left, title),
+            label_tile(colorize_disparity(result.disparity, valid, vmin=lo, vmax=hi), "label"),
+            label_tile(emap, "error: green<=1 yellow<=2 red>2 px"),
+            label_tile(colorize_mask(valid), "valid"),
+        ]
+    )

@@ -115,11 +115,17 @@ def check_splittable(frame_width: int, frame_height: int, layout: str | Layout, 
     """Raise :class:`BadInputError` when the frame cannot be cut into two equal eyes."""
     layout = _layout(layout)
     if layout in (Layout.SBS_FULL, Layout.SBS_HALF) and frame_width % 2:
-        raise BadInputError(path, f"odd width {frame_width}x{frame_height} cannot be split into two side-by-side eyes",
-                            "crop or scale the movie to an even width (e.g. ffmpeg -vf crop=iw-1:ih)")
+        raise BadInputError(
+            path,
+            f"odd width {frame_width}x{frame_height} cannot be split into two side-by-side eyes",
+            "crop or scale the movie to an even width (e.g. ffmpeg -vf crop=iw-1:ih)",
+        )
     if layout in (Layout.TAB_FULL, Layout.TAB_HALF) and frame_height % 2:
-        raise BadInputError(path, f"odd height {frame_width}x{frame_height} cannot be split into top and bottom eyes",
-                            "crop or scale the movie to an even height (e.g. ffmpeg -vf crop=iw:ih-1)")
+        raise BadInputError(
+            path,
+            f"odd height {frame_width}x{frame_height} cannot be split into top and bottom eyes",
+            "crop or scale the movie to an even height (e.g. ffmpeg -vf crop=iw:ih-1)",
+        )
 
 
 def split_frame(frame: np.ndarray, layout: str | Layout, restore: bool = True) -> tuple[np.ndarray, np.ndarray]:
@@ -149,7 +155,9 @@ def split_frame(frame: np.ndarray, layout: str | Layout, restore: bool = True) -
     return left, right
 
 
-def half_or_full(frame_width: int, frame_height: int, side_by_side: bool, sample_aspect_ratio: float = 1.0) -> tuple[Layout, str]:
+def half_or_full(
+    frame_width: int, frame_height: int, side_by_side: bool, sample_aspect_ratio: float = 1.0
+) -> tuple[Layout, str]:
     """Tell half from full packing by the aspect of one stored eye (pixel aspect included).
 
     A 1920x1080 SBS frame holds two 960x1080 eyes (aspect 0.89): nobody shoots that, so they are
@@ -159,10 +167,15 @@ def half_or_full(frame_width: int, frame_height: int, side_by_side: bool, sample
     if side_by_side:
         aspect = (frame_width / 2) * sar / frame_height
         half = aspect < SBS_HALF_MAX_EYE_ASPECT
-        return (Layout.SBS_HALF if half else Layout.SBS_FULL), f"each eye would be {frame_width // 2}x{frame_height} (aspect {aspect:.2f}: {'squeezed' if half else 'natural'})"
+        return (
+            (Layout.SBS_HALF if half else Layout.SBS_FULL),
+            f"each eye would be {frame_width // 2}x{frame_height} (aspect {aspect:.2f}: {'squeezed' if half else 'natural'})",
+        )
     aspect = frame_width * sar / (frame_height / 2)
     half = aspect > TAB_HALF_MIN_EYE_ASPECT
-    return (Layout.TAB_HALF if half else Layout.TAB_FULL), f"each eye would be {frame_width}x{frame_height // 2} (aspect {aspect:.2f}: {'squeezed' if half else 'natural'})"
+    return (
+        Layout.TAB_HALF if half else Layout.TAB_FULL
+    ), f"each eye would be {frame_width}x{frame_height // 2} (aspect {aspect:.2f}: {'squeezed' if half else 'natural'})"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -255,8 +268,13 @@ def _to_gray(frame: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2GRAY)
 
 
-def detect_layout(frames: Sequence[np.ndarray], path=None, sample_aspect_ratio: float = 1.0,
-                  min_score: float = 0.6, margin: float = 0.2) -> LayoutDecision:
+def detect_layout(
+    frames: Sequence[np.ndarray],
+    path=None,
+    sample_aspect_ratio: float = 1.0,
+    min_score: float = 0.6,
+    margin: float = 0.2,
+) -> LayoutDecision:
     """Guess the packing from the pictures when the container does not say.
 
     Compares the two halves of each frame for side-by-side and top-and-bottom packings (see
@@ -293,8 +311,10 @@ def detect_layout(frames: Sequence[np.ndarray], path=None, sample_aspect_ratio: 
     layout, why = half_or_full(w, h, best == "sbs", sample_aspect_ratio)
     check_splittable(w, h, layout, path)
     what = "left/right" if best == "sbs" else "top/bottom"
-    reason = (f"no stereo metadata; the {what} halves show the same scene (similarity {scores[best]:.2f} "
-              f"vs {scores[other]:.2f}); {why}")
+    reason = (
+        f"no stereo metadata; the {what} halves show the same scene (similarity {scores[best]:.2f} "
+        f"vs {scores[other]:.2f}); {why}"
+    )
     return LayoutDecision(layout, reason, scores)
 
 
@@ -303,8 +323,9 @@ def detect_layout(frames: Sequence[np.ndarray], path=None, sample_aspect_ratio: 
 # ----------------------------------------------------------------------------------------------
 
 
-def detect_letterbox(frames: Sequence[np.ndarray], black_level: float = 16.0, max_std: float = 5.0,
-                     min_picture_fraction: float = 0.3) -> CropBox:
+def detect_letterbox(
+    frames: Sequence[np.ndarray], black_level: float = 16.0, max_std: float = 5.0, min_picture_fraction: float = 0.3
+) -> CropBox:
     """Find the black bars of full-resolution eye images; the crop keeps the picture area.
 
     A row (column) is a bar when, in *every* frame, its mean is below ``black_level`` and its

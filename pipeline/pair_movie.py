@@ -106,7 +106,9 @@ def make_pair_movie(
     left, right, disparity = left[:h2, :w2], right[:h2, :w2], np.asarray(disparity, np.float32)[:h2, :w2]
     convergence = float(convergence_fraction * np.nanmedian(disparity))
     bar = int(round(bar_fraction * h2))
-    movie = PairMovie(Path(out_path), int(frames), float(fps), w2, h2 + 2 * bar, bar, convergence, float(zoom_end), disparity)
+    movie = PairMovie(
+        Path(out_path), int(frames), float(fps), w2, h2 + 2 * bar, bar, convergence, float(zoom_end), disparity
+    )
     shifted_right = _shift_right(right, convergence)
     encoder = _Encoder(Path(out_path), (2 * w2, h2 + 2 * bar), fps, None, "left_right", crf, "medium")
     try:

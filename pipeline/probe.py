@@ -34,8 +34,17 @@ MVC_STEREO_MODES = {"block_lr", "block_rl", "both_eyes_block_lr", "both_eyes_blo
 # H.264 profiles that carry a second view FFmpeg cannot decode.
 MVC_PROFILES = {"multiview high", "stereo high"}
 # AVStereo3DType values (libavutil/stereo3d.h) to our names.
-_STEREO3D_TYPES = {0: "2d", 1: "side_by_side", 2: "top_bottom", 3: "frame_sequence", 4: "checkerboard",
-                   5: "side_by_side_quincunx", 6: "lines", 7: "columns", 8: "unspecified"}
+_STEREO3D_TYPES = {
+    0: "2d",
+    1: "side_by_side",
+    2: "top_bottom",
+    3: "frame_sequence",
+    4: "checkerboard",
+    5: "side_by_side_quincunx",
+    6: "lines",
+    7: "columns",
+    8: "unspecified",
+}
 _VFR_PACKETS = 240  # timestamps of this many packets decide constant vs variable frame rate
 
 CONVERT_HINT = (
@@ -119,7 +128,8 @@ def open_container(path: str | Path):
         return av.open(str(p), mode="r")
     except av.error.FFmpegError as exc:
         raise BadInputError(
-            p, f"not a video file FFmpeg can read ({exc.strerror or type(exc).__name__})",
+            p,
+            f"not a video file FFmpeg can read ({exc.strerror or type(exc).__name__})",
             "give an MKV/MP4/TS movie; if it is one, the file may be truncated or corrupt",
         ) from None
 
@@ -177,7 +187,8 @@ def _check_not_truncated(path: Path, container, stream, duration: float, max_fra
         pass
     where = f"after {last:.1f} s" if last is not None else "near its end"
     raise BadInputError(
-        path, f"truncated: the container announces {duration:.1f} s but no frames could be read {where}",
+        path,
+        f"truncated: the container announces {duration:.1f} s but no frames could be read {where}",
         "the copy or download was cut off; copy it again (or remux what is left with ffmpeg -c copy)",
     )
 
@@ -203,13 +214,23 @@ def probe(path: str | Path) -> MovieInfo:
         cc = stream.codec_context
         width, height = int(cc.width or 0), int(cc.height or 0)
         if width <= 0 or height <= 0:
-            raise BadInputError(path, "the video stream has no frame size (corrupt header?)", "remux or re-encode the file")
+            raise BadInputError(
+                path, "the video stream has no frame size (corrupt header?)", "remux or re-encode the file"
+            )
         tags = {k.lower(): v for k, v in (stream.metadata or {}).items()}
         stereo_mode = tags.get("stereo_mode")
         profile = getattr(cc, "profile", None) or getattr(stream, "profile", None)
-        if (stereo_mode and stereo_mode.lower() in MVC_STEREO_MODES) or (profile and str(profile).lower() in MVC_PROFILES):
-            why = f"StereoMode {stereo_mode}" if stereo_mode and stereo_mode.lower() in MVC_STEREO_MODES else f"profile {profile}"
-            raise BadInputError(path, f"an MVC (multiview) 3D stream ({why}) that FFmpeg decodes as one eye only", CONVERT_HINT)
+        if (stereo_mode and stereo_mode.lower() in MVC_STEREO_MODES) or (
+            profile and str(profile).lower() in MVC_PROFILES
+        ):
+            why = (
+                f"StereoMode {stereo_mode}"
+                if stereo_mode and stereo_mode.lower() in MVC_STEREO_MODES
+                else f"profile {profile}"
+            )
+            raise BadInputError(
+                path, f"an MVC (multiview) 3D stream ({why}) that FFmpeg decodes as one eye only", CONVERT_HINT
+            )
 
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate
         fps = float(rate) if rate else 0.0
@@ -219,12 +240,16 @@ def probe(path: str | Path) -> MovieInfo:
             duration = container.duration / 1_000_000.0
         else:
             duration = 0.0
-        start_time = float(stream.start_time * stream.time_base) if stream.start_time is not None and stream.time_base else 0.0
+        start_time = (
+            float(stream.start_time * stream.time_base) if stream.start_time is not None and stream.time_base else 0.0
+        )
 
         chapters = []
         for ch in container.chapters():
             tb = ch["time_base"]
-            chapters.append(Chapter(float(ch["start"] * tb), float(ch["end"] * tb), str(ch.get("metadata", {}).get("title", ""))))
+            chapters.append(
+                Chapter(float(ch["start"] * tb), float(ch["end"] * tb), str(ch.get("metadata", {}).get("title", "")))
+            )
         chapters.sort(key=lambda c: c.start_s)
 
         stamps = sorted(_packet_timestamps(container, stream, _VFR_PACKETS))
@@ -246,7 +271,9 @@ def probe(path: str | Path) -> MovieInfo:
         container.seek(0)
         stereo3d, inverted, decodes = _first_stereo3d(container, stream)
         if not decodes:
-            raise BadInputError(path, "the video stream does not decode (truncated or corrupt file)", "copy or remux the file again")
+            raise BadInputError(
+                path, "the video stream does not decode (truncated or corrupt file)", "copy or remux the file again"
+            )
 
         _check_not_truncated(path, container, stream, duration)
 
@@ -254,16 +281,30 @@ def probe(path: str | Path) -> MovieInfo:
         frame_count = int(stream.frames) if exact else int(math.floor(duration * fps + 0.5))
         sar = float(stream.sample_aspect_ratio) if stream.sample_aspect_ratio else 1.0
         info = MovieInfo(
-            path=path, container=container.format.name, width=width, height=height, fps=fps,
-            frame_count=frame_count, frame_count_exact=exact, duration_s=duration, chapters=chapters,
-            stereo_mode=stereo_mode, stereo3d=stereo3d, stereo3d_inverted=inverted, codec=cc.name,
-            profile=str(profile) if profile else None, pix_fmt=cc.pix_fmt, variable_frame_rate=vfr,
-            sample_aspect_ratio=sar, start_time_s=start_time,
+            path=path,
+            container=container.format.name,
+            width=width,
+            height=height,
+            fps=fps,
+            frame_count=frame_count,
+            frame_count_exact=exact,
+            duration_s=duration,
+            chapters=chapters,
+            stereo_mode=stereo_mode,
+            stereo3d=stereo3d,
+            stereo3d_inverted=inverted,
+            codec=cc.name,
+            profile=str(profile) if profile else None,
+            pix_fmt=cc.pix_fmt,
+            variable_frame_rate=vfr,
+            sample_aspect_ratio=sar,
+            start_time_s=start_time,
             has_audio=bool(container.streams.audio),
         )
     except av.error.FFmpegError as exc:
         raise BadInputError(
-            path, f"FFmpeg cannot read the video stream: the file is truncated or corrupt ({exc.strerror or exc})",
+            path,
+            f"FFmpeg cannot read the video stream: the file is truncated or corrupt ({exc.strerror or exc})",
             "copy the file again, or remux it with ffmpeg -c copy",
         ) from None
     finally:

@@ -156,7 +156,7 @@ class ReleasedMovie:
         return dict(self.__dict__)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ReleasedMovie":
+    def from_dict(cls, d: dict[str, Any]) -> ReleasedMovie:
         names = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in d.items() if k in names})
 
@@ -215,12 +215,21 @@ def _signature(movie: MovieManifest, frames: pa.Table) -> dict[str, Any]:
 
 def _geometry(movie: MovieManifest, frames: pa.Table) -> dict[str, Any]:
     meta = movie.meta
-    first = {c: frames.column(c)[0].as_py() for c in ("crop_x", "crop_y", "crop_w", "crop_h", "source_width",
-                                                      "source_height", "width", "height")} if frames.num_rows else {}
+    first = (
+        {
+            c: frames.column(c)[0].as_py()
+            for c in ("crop_x", "crop_y", "crop_w", "crop_h", "source_width", "source_height", "width", "height")
+        }
+        if frames.num_rows
+        else {}
+    )
     for c in ("crop_x", "crop_y", "crop_w", "crop_h", "width", "height"):
         if frames.num_rows and len(pc.unique(frames.column(c))) > 1:
-            raise BadInputError(movie.folder, f"rows of {movie.movie_id} have different {c} values",
-                                "a movie's rows share one crop box and stored size")
+            raise BadInputError(
+                movie.folder,
+                f"rows of {movie.movie_id} have different {c} values",
+                "a movie's rows share one crop box and stored size",
+            )
     eye = meta.get("eye_size") or [first.get("source_width"), first.get("source_height")]
     return {
         "layout": meta.get("layout"),
@@ -239,8 +248,9 @@ def _public_meta(meta: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def release_movie(dataset_root: str, movie: MovieManifest, out: str | os.PathLike, config: ReleaseConfig,
-                  progress: Any = None) -> ReleasedMovie | None:
+def release_movie(
+    dataset_root: str, movie: MovieManifest, out: str | os.PathLike, config: ReleaseConfig, progress: Any = None
+) -> ReleasedMovie | None:
     """Write one movie's label and rejected files into ``out/movies/<movie_id>/``.
 
     Reads the movie's shards one row group at a time, hashes each stored picture, drops the image
@@ -258,9 +268,13 @@ def release_movie(dataset_root: str, movie: MovieManifest, out: str | os.PathLik
             if not t.num_rows:
                 continue
             hashes = [phash(decode_image(b.as_buffer())) for b in t.column("image")]
-            views = ["right" if right_default != (int(s) in flipped) else "left" for s in t.column("shot_id").to_pylist()]
+            views = [
+                "right" if right_default != (int(s) in flipped) else "left" for s in t.column("shot_id").to_pylist()
+            ]
             t = t.drop_columns(list(IMAGE_COLUMNS))
-            t = t.append_column("phash", pa.array(hashes, pa.uint64())).append_column("view", pa.array(views, pa.string()))
+            t = t.append_column("phash", pa.array(hashes, pa.uint64())).append_column(
+                "view", pa.array(views, pa.string())
+            )
             parts.append(t.select(LABEL_SCHEMA.names).cast(LABEL_SCHEMA))
             if progress is not None:
                 progress(t.num_rows)
@@ -268,7 +282,11 @@ def release_movie(dataset_root: str, movie: MovieManifest, out: str | os.PathLik
         return None
     frames = pa.concat_tables(parts).combine_chunks()
     frames = frames.take(pc.sort_indices(frames, [("frame_index", "ascending")]))
-    rejected = pq.read_table(f"{dataset_root.rstrip('/')}/{movie.folder}/{movie.rejected.path}") if movie.rejected else REJECTED_SCHEMA.empty_table()
+    rejected = (
+        pq.read_table(f"{dataset_root.rstrip('/')}/{movie.folder}/{movie.rejected.path}")
+        if movie.rejected
+        else REJECTED_SCHEMA.empty_table()
+    )
     rejected = rejected.filter(pc.is_in(rejected.column("split"), pa.array(sorted(splits))))
 
     folder = Path(out) / "movies" / movie.movie_id
@@ -282,8 +300,12 @@ def release_movie(dataset_root: str, movie: MovieManifest, out: str | os.PathLik
         with atomic_path(path) as tmp:
             strings = [f.name for f in table.schema if pa.types.is_string(f.type)]
             pq.write_table(table, tmp, row_group_size=32, use_dictionary=strings, **opts)
-        files[kind] = {"path": f"movies/{movie.movie_id}/{name}", "rows": table.num_rows,
-                       "bytes": path.stat().st_size, "sha256": sha256_file(path)}
+        files[kind] = {
+            "path": f"movies/{movie.movie_id}/{name}",
+            "rows": table.num_rows,
+            "bytes": path.stat().st_size,
+            "sha256": sha256_file(path),
+        }
     counts: dict[str, int] = {}
     for s in frames.column("split").to_pylist():
         counts[s] = counts.get(s, 0) + 1
@@ -353,8 +375,10 @@ def _readme(movies: Sequence[ReleasedMovie]) -> str:
         sig = m.signature
         dur = sig.get("duration_s") or 0.0
         hms = f"{int(dur // 3600)}:{int(dur % 3600 // 60):02d}:{dur % 60:06.3f}"
-        lines.append(f"| {m.movie_id} | {m.title} | {hms} | {sig.get('fps', 0):g} | {sig.get('frame_count')} | "
-                     f"{len(sig.get('shots', []))} | {m.rows} |")
+        lines.append(
+            f"| {m.movie_id} | {m.title} | {hms} | {sig.get('fps', 0):g} | {sig.get('frame_count')} | "
+            f"{len(sig.get('shots', []))} | {m.rows} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -377,7 +401,9 @@ def plan_release(dataset: str | os.PathLike, config: ReleaseConfig) -> tuple[str
     wanted = config.movies if config.movies is not None else list(manifest.movies)
     unknown = [m for m in wanted if m not in manifest.movies]
     if unknown:
-        raise ConfigError(f"movie(s) {unknown} are not in {dataset}; its movies: {', '.join(manifest.movies) or 'none'}")
+        raise ConfigError(
+            f"movie(s) {unknown} are not in {dataset}; its movies: {', '.join(manifest.movies) or 'none'}"
+        )
     movies = [manifest.movies[m] for m in wanted]
     splits = set(config.splits or SPLITS)
     movies = [m for m in movies if set(m.split_counts) & splits]
@@ -386,14 +412,18 @@ def plan_release(dataset: str | os.PathLike, config: ReleaseConfig) -> tuple[str
     return root, manifest, movies
 
 
-def make_release(dataset: str | os.PathLike, out: str | os.PathLike, config: ReleaseConfig | None = None) -> dict[str, Any]:
+def make_release(
+    dataset: str | os.PathLike, out: str | os.PathLike, config: ReleaseConfig | None = None
+) -> dict[str, Any]:
     """Release ``dataset`` (labels only) into the folder ``out``; returns the ``release.json`` data."""
     config = config or ReleaseConfig()
     out = Path(out)
     _check_out(out)
     root, manifest, movies = plan_release(dataset, config)
     released = [r for m in movies if (r := release_movie(root, m, out, config)) is not None]
-    write_release_manifest(out, released, {"dataset_version": manifest.version, "splits": config.splits or list(SPLITS)})
+    write_release_manifest(
+        out, released, {"dataset_version": manifest.version, "splits": config.splits or list(SPLITS)}
+    )
     return json.loads((out / RELEASE_MANIFEST).read_text())
 
 
@@ -415,8 +445,11 @@ def read_release(path: str | os.PathLike, check: bool = True) -> Release:
     if not isinstance(data, dict) or data.get("format") != RELEASE_FORMAT:
         raise BadInputError(mpath, "not a depthmine release manifest")
     if int(data.get("release_version", 0)) > RELEASE_VERSION:
-        raise BadInputError(mpath, f"release version {data['release_version']} is newer than this depthmine ({RELEASE_VERSION})",
-                            "upgrade depthmine")
+        raise BadInputError(
+            mpath,
+            f"release version {data['release_version']} is newer than this depthmine ({RELEASE_VERSION})",
+            "upgrade depthmine",
+        )
     movies = {mid: ReleasedMovie.from_dict(m) for mid, m in data.get("movies", {}).items()}
     if check:
         for m in movies.values():

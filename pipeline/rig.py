@@ -97,8 +97,10 @@ class RigModel:
         """The largest ``|model|`` over the image (at a corner: the model is a plane)."""
         if not self.fitted:
             return 0.0
-        corners = self.vertical_at(np.array([0, self.width - 1, 0, self.width - 1], np.float32),
-                                   np.array([0, 0, self.height - 1, self.height - 1], np.float32))
+        corners = self.vertical_at(
+            np.array([0, self.width - 1, 0, self.width - 1], np.float32),
+            np.array([0, 0, self.height - 1, self.height - 1], np.float32),
+        )
         return float(np.abs(corners).max())
 
     @classmethod

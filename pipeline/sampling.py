@@ -33,7 +33,15 @@ from typing import Iterable, Sequence
 
 from pipeline.errors import ConfigError
 
-__all__ = ["SamplingConfig", "SPLITS", "sample_frames", "kept_frame_range", "in_window", "min_clip_frames", "frame_step"]
+__all__ = [
+    "SamplingConfig",
+    "SPLITS",
+    "sample_frames",
+    "kept_frame_range",
+    "in_window",
+    "min_clip_frames",
+    "frame_step",
+]
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +91,9 @@ def _chapter_bounds(ch) -> tuple[float, float]:
     return float(ch[0]), float(ch[1])
 
 
-def kept_frame_range(frame_count: int | None, fps: float, chapters: Sequence, config: SamplingConfig) -> tuple[int, int]:
+def kept_frame_range(
+    frame_count: int | None, fps: float, chapters: Sequence, config: SamplingConfig
+) -> tuple[int, int]:
     """``[first, last)`` frame indices left after dropping chapters (rule 1).
 
     ``chapters`` holds :class:`pipeline.probe.Chapter`, ``(start_s, end_s[, title])`` tuples or
@@ -94,8 +104,12 @@ def kept_frame_range(frame_count: int | None, fps: float, chapters: Sequence, co
     n = len(bounds)
     if n <= config.drop_first_chapters + config.drop_last_chapters:
         if n and (config.drop_first_chapters or config.drop_last_chapters):
-            log.warning("only %d chapter(s): not dropping any (drop_first=%d, drop_last=%d)",
-                        n, config.drop_first_chapters, config.drop_last_chapters)
+            log.warning(
+                "only %d chapter(s): not dropping any (drop_first=%d, drop_last=%d)",
+                n,
+                config.drop_first_chapters,
+                config.drop_last_chapters,
+            )
         return 0, end_all
     # frame i is kept when start_s <= i / fps < end_s; nothing dropped on a side with 0 chapters
     first, last = 0, end_all
@@ -135,7 +149,11 @@ def in_window(offset: int, fps: float, step: int, config: SamplingConfig) -> boo
 
 
 def sample_frames(
-    shots: Iterable, fps: float, split: str, chapters: Sequence = (), config: SamplingConfig | None = None,
+    shots: Iterable,
+    fps: float,
+    split: str,
+    chapters: Sequence = (),
+    config: SamplingConfig | None = None,
     frame_count: int | None = None,
 ) -> list[int]:
     """The sorted frame indices to sample from a movie's shots.

@@ -50,7 +50,9 @@ class SkyMasker:
 
     name = "base"
 
-    def mask(self, image: np.ndarray, disparity: np.ndarray | None = None, valid: np.ndarray | None = None) -> np.ndarray:
+    def mask(
+        self, image: np.ndarray, disparity: np.ndarray | None = None, valid: np.ndarray | None = None
+    ) -> np.ndarray:
         """The sky mask of ``image`` (HxWx3 uint8 RGB) as HxW bool.
 
         Args:
@@ -144,7 +146,9 @@ class HeuristicSkyMasker(SkyMasker):
         c = self.config
         hsv = cv2.cvtColor(img, cv2.COLOR_RGB2HSV)
         hue, sat, val = hsv[..., 0], hsv[..., 1], hsv[..., 2]
-        blue = (hue >= c.blue_hue[0]) & (hue <= c.blue_hue[1]) & (sat >= c.min_blue_saturation) & (val >= c.min_blue_value)
+        blue = (
+            (hue >= c.blue_hue[0]) & (hue <= c.blue_hue[1]) & (sat >= c.min_blue_saturation) & (val >= c.min_blue_value)
+        )
         return blue, (sat <= c.max_grey_saturation) & (val >= c.min_grey_value)
 
     def _mask(self, img: np.ndarray, disparity, valid) -> np.ndarray:
@@ -202,8 +206,9 @@ class HeuristicSkyMasker(SkyMasker):
             out |= region
         return out
 
-    def _connected_to_top(self, candidate: np.ndarray, h: int, w: int, blue: np.ndarray | None = None,
-                          top_bar: int = 0) -> np.ndarray:
+    def _connected_to_top(
+        self, candidate: np.ndarray, h: int, w: int, blue: np.ndarray | None = None, top_bar: int = 0
+    ) -> np.ndarray:
         k = max(3, (min(h, w) // 100) | 1)
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
         m = cv2.morphologyEx(candidate.astype(np.uint8), cv2.MORPH_OPEN, kernel)
@@ -241,13 +246,17 @@ class ModelSkyMasker(SkyMasker):
 
     name = "model"
 
-    def __init__(self, path: str | Path, input_size: tuple[int, int] = (512, 256), sky_class: int = 1, threshold: float = 0.5):
+    def __init__(
+        self, path: str | Path, input_size: tuple[int, int] = (512, 256), sky_class: int = 1, threshold: float = 0.5
+    ):
         self.path = str(path)
         self.input_size = tuple(input_size)
         self.sky_class = sky_class
         self.threshold = threshold
         if not Path(self.path).is_file():
-            raise BadInputError(self.path, "sky model file not found", "give an .onnx or TorchScript file: --sky model:FILE")
+            raise BadInputError(
+                self.path, "sky model file not found", "give an .onnx or TorchScript file: --sky model:FILE"
+            )
         self._load()  # fail now, not in a worker
 
     def _load(self) -> Any:

@@ -73,7 +73,10 @@ class SwapDecision:
 
 
 def detect_swapped_eyes(
-    results: Sequence[DisparityResult], min_frames: int = 3, decisive_fraction: float = 0.7, dead_zone: float = DEAD_ZONE
+    results: Sequence[DisparityResult],
+    min_frames: int = 3,
+    decisive_fraction: float = 0.7,
+    dead_zone: float = DEAD_ZONE,
 ) -> SwapDecision:
     """Decide whether a shot's or movie's eyes are reversed from its frames' ``swap_evidence``.
 

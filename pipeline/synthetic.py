@@ -458,9 +458,15 @@ def render_movie_frame(movie: SampleMovie | GroundTruth | dict | str | Path, fra
     else:
         raise IndexError(f"frame {frame_index} is outside the movie ({meta['frame_count']} frames)")
     return render_stereo_frame(
-        int(meta["eye_width"]), int(meta["eye_height"]), (frame_index - s0) / fps, int(meta["seed"]), shot=shot_i,
-        shot_duration_s=(s1 - s0) / fps, letterbox=bool(meta.get("letterbox", True)),
-        vertical_offset_px=float(meta["vertical_offset_px"]), swap_eyes=bool(meta["swap_eyes"]),
+        int(meta["eye_width"]),
+        int(meta["eye_height"]),
+        (frame_index - s0) / fps,
+        int(meta["seed"]),
+        shot=shot_i,
+        shot_duration_s=(s1 - s0) / fps,
+        letterbox=bool(meta.get("letterbox", True)),
+        vertical_offset_px=float(meta["vertical_offset_px"]),
+        swap_eyes=bool(meta["swap_eyes"]),
         dark=shot_i in set(meta.get("dark_shots", [])),
     )
 
@@ -490,27 +496,77 @@ def _chapters_for(shots: list[tuple[int, int]], n_chapters: int, fps: float) -> 
 def _ffmetadata(chapters: list[tuple[float, float, str]], title: str) -> str:
     lines = [";FFMETADATA1", f"title={title}"]
     for start, end, name in chapters:
-        lines += ["[CHAPTER]", "TIMEBASE=1/1000", f"START={int(round(start * 1000))}", f"END={int(round(end * 1000))}", f"title={name}"]
+        lines += [
+            "[CHAPTER]",
+            "TIMEBASE=1/1000",
+            f"START={int(round(start * 1000))}",
+            f"END={int(round(end * 1000))}",
+            f"title={name}",
+        ]
     return "\n".join(lines) + "\n"
 
 
 class _Encoder:
     """An ffmpeg process fed raw RGB frames on stdin, writing an H.264/yuv420p MKV atomically."""
 
-    def __init__(self, out: Path, size: tuple[int, int], fps: float, meta_file: Path | None, stereo_mode: str | None, crf: int, preset: str):
+    def __init__(
+        self,
+        out: Path,
+        size: tuple[int, int],
+        fps: float,
+        meta_file: Path | None,
+        stereo_mode: str | None,
+        crf: int,
+        preset: str,
+    ):
         self.out = out
         self._atomic = atomic_path(out)
         self.tmp = self._atomic.__enter__()
         w, h = size
-        cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y",
-               "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-framerate", f"{fps}", "-i", "pipe:0"]
+        cmd = [
+            ffmpeg_exe(),
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "rgb24",
+            "-s",
+            f"{w}x{h}",
+            "-framerate",
+            f"{fps}",
+            "-i",
+            "pipe:0",
+        ]
         if meta_file is not None:
             cmd += ["-f", "ffmetadata", "-i", str(meta_file), "-map_metadata", "1", "-map_chapters", "1"]
         # BT.709 matrix, limited range, tagged: what a Blu-ray carries
-        cmd += ["-map", "0:v", "-vf", "scale=out_color_matrix=bt709:out_range=tv",
-                "-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709",
-                "-c:v", "libx264", "-preset", preset, "-crf", str(crf), "-pix_fmt", "yuv420p",
-                "-g", str(int(round(2 * fps))), "-threads", "2"]
+        cmd += [
+            "-map",
+            "0:v",
+            "-vf",
+            "scale=out_color_matrix=bt709:out_range=tv",
+            "-colorspace",
+            "bt709",
+            "-color_primaries",
+            "bt709",
+            "-color_trc",
+            "bt709",
+            "-c:v",
+            "libx264",
+            "-preset",
+            preset,
+            "-crf",
+            str(crf),
+            "-pix_fmt",
+            "yuv420p",
+            "-g",
+            str(int(round(2 * fps))),
+            "-threads",
+            "2",
+        ]
         if stereo_mode:
             cmd += ["-metadata:s:v:0", f"stereo_mode={stereo_mode}"]
         cmd += ["-f", "matroska", str(self.tmp)]
@@ -582,7 +638,9 @@ def make_sample_movie(
     need_w = 4 if layout is Layout.SBS_HALF else 2
     need_h = 4 if layout is Layout.TAB_HALF else 2
     if w % need_w or h % need_h or w < 32 or h < 32:
-        raise ConfigError(f"eye size {w}x{h} must be at least 32x32 with width a multiple of {need_w} and height of {need_h}")
+        raise ConfigError(
+            f"eye size {w}x{h} must be at least 32x32 with width a multiple of {need_w} and height of {need_h}"
+        )
     out_path = Path(out_path)
     total = int(round(seconds * fps))
     if total < 1:
@@ -632,8 +690,15 @@ def make_sample_movie(
                 shot_i += 1
             s0, s1 = bounds[shot_i]
             truth = render_stereo_frame(
-                w, h, (i - s0) / fps, seed, shot=shot_i, shot_duration_s=(s1 - s0) / fps,
-                letterbox=letterbox, vertical_offset_px=vertical_offset_px, swap_eyes=swap_eyes,
+                w,
+                h,
+                (i - s0) / fps,
+                seed,
+                shot=shot_i,
+                shot_duration_s=(s1 - s0) / fps,
+                letterbox=letterbox,
+                vertical_offset_px=vertical_offset_px,
+                swap_eyes=swap_eyes,
                 dark=shot_i in dark_shots,
             )
             disparity[i] = truth.disparity
@@ -678,7 +743,17 @@ def make_sample_movie(
     write_json_atomic(gt_json, meta)
     log.info("wrote %s (%s, %d frames, %d shots)", out_path, layout.value, total, len(bounds))
     return SampleMovie(
-        path=out_path, right_path=right_path, gt_json=gt_json, gt_npz=gt_npz, layout=layout.value,
-        eye_size=(w, h), fps=fps, frame_count=total, shots=bounds, chapters=chapter_list, crop=crop,
-        swap_eyes=bool(swap_eyes), vertical_offset_px=float(vertical_offset_px),
+        path=out_path,
+        right_path=right_path,
+        gt_json=gt_json,
+        gt_npz=gt_npz,
+        layout=layout.value,
+        eye_size=(w, h),
+        fps=fps,
+        frame_count=total,
+        shots=bounds,
+        chapters=chapter_list,
+        crop=crop,
+        swap_eyes=bool(swap_eyes),
+        vertical_offset_px=float(vertical_offset_px),
     )

@@ -47,8 +47,7 @@ from pipeline.probe import MovieInfo, open_container, probe
 from pipeline.sampling import SamplingConfig, frame_step, in_window, kept_frame_range, min_clip_frames, sample_frames
 from pipeline.shots import Shot, ShotConfig, build_detector
 
-__all__ = [
-    "frame_to_rgb", "SampledFrame", "StereoSource", "MovieScan", "open_stereo", "scan_movie"]
+__all__ = ["frame_to_rgb", "SampledFrame", "StereoSource", "MovieScan", "open_stereo", "scan_movie"]
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +89,14 @@ class StereoSource:
     first), ``eye_size`` (full per-eye ``(w, h)``), ``crop`` (:class:`CropBox` in eye coordinates).
     """
 
-    def __init__(self, path: Path, info: MovieInfo, decision: LayoutDecision, right_path: Path | None = None,
-                 right_info: MovieInfo | None = None):
+    def __init__(
+        self,
+        path: Path,
+        info: MovieInfo,
+        decision: LayoutDecision,
+        right_path: Path | None = None,
+        right_info: MovieInfo | None = None,
+    ):
         self.path = path
         self.right_path = right_path
         self.info = info
@@ -115,8 +120,10 @@ class StereoSource:
         self._thumb_geometry = {}
 
     def __repr__(self) -> str:
-        return (f"StereoSource({str(self.path)!r}, layout={self.layout.value}, eye={self.eye_size[0]}x{self.eye_size[1]}, "
-                f"crop={self.crop}, fps={self.info.fps:g})")
+        return (
+            f"StereoSource({str(self.path)!r}, layout={self.layout.value}, eye={self.eye_size[0]}x{self.eye_size[1]}, "
+            f"crop={self.crop}, fps={self.info.fps:g})"
+        )
 
     # -- decoding ---------------------------------------------------------------------------
 
@@ -166,17 +173,24 @@ class StereoSource:
                         t0 = float(pts)
                     right, missed = pairer.match(pts - t0, 0.5 / fps)
                     if right is None:
-                        raise BadInputError(self.right_path, "the right eye file has no frames", "give the right eye's video")
+                        raise BadInputError(
+                            self.right_path, "the right eye file has no frames", "give the right eye's video"
+                        )
                     unpaired += missed
                 raw = _Raw(index, float(pts), frame, right)
                 if thumb_width:
                     raw.thumb = self.thumb(raw, thumb_width)
                 yield raw
             if unpaired:
-                log.warning("%s: %d frame(s) of the right eye file had no partner within half a frame", self.right_path, unpaired)
+                log.warning(
+                    "%s: %d frame(s) of the right eye file had no partner within half a frame",
+                    self.right_path,
+                    unpaired,
+                )
         except av.error.FFmpegError as exc:
             raise BadInputError(
-                self.path, f"decoding failed after frame {index} ({exc.strerror or exc}): the file is truncated or corrupt",
+                self.path,
+                f"decoding failed after frame {index} ({exc.strerror or exc}): the file is truncated or corrupt",
                 "copy the file again, or remux it with ffmpeg -c copy",
             ) from None
         finally:
@@ -209,7 +223,9 @@ class StereoSource:
                     continue
                 out.append(_Raw(-1, float(f.time or t), f, r))
         except av.error.FFmpegError as exc:
-            raise BadInputError(self.path, f"cannot seek in the file ({exc.strerror or exc})", "remux it with ffmpeg -c copy") from None
+            raise BadInputError(
+                self.path, f"cannot seek in the file ({exc.strerror or exc})", "remux it with ffmpeg -c copy"
+            ) from None
         finally:
             for c in containers:
                 c.close()
@@ -394,8 +410,9 @@ class _Pairer:
         return partner, 1
 
 
-def open_stereo(path: str | Path, layout: str | Layout | None = None, right_path: str | Path | None = None,
-                probe_frames: int = 12) -> StereoSource:
+def open_stereo(
+    path: str | Path, layout: str | Layout | None = None, right_path: str | Path | None = None, probe_frames: int = 12
+) -> StereoSource:
     """Open a 3D movie: probe it, decide its layout (logged with the reason), find the letterbox.
 
     Args:
@@ -416,11 +433,18 @@ def open_stereo(path: str | Path, layout: str | Layout | None = None, right_path
         right_path = Path(right_path)
         right_info = probe(right_path)
         if (right_info.width, right_info.height) != (info.width, info.height):
-            raise BadInputError(right_path, f"right eye is {right_info.width}x{right_info.height} but the left eye "
-                                f"({path.name}) is {info.width}x{info.height}", "give the two eyes of the same movie")
+            raise BadInputError(
+                right_path,
+                f"right eye is {right_info.width}x{right_info.height} but the left eye "
+                f"({path.name}) is {info.width}x{info.height}",
+                "give the two eyes of the same movie",
+            )
         if abs(right_info.fps - info.fps) > 0.01 * info.fps:
-            raise BadInputError(right_path, f"right eye runs at {right_info.fps:g} fps but the left at {info.fps:g} fps",
-                                "give the two eyes of the same movie")
+            raise BadInputError(
+                right_path,
+                f"right eye runs at {right_info.fps:g} fps but the left at {info.fps:g} fps",
+                "give the two eyes of the same movie",
+            )
         decision = LayoutDecision(Layout.SEPARATE, f"two eye files given ({path.name} left, {right_path.name} right)")
     elif layout is not None:
         try:
@@ -447,8 +471,14 @@ def open_stereo(path: str | Path, layout: str | Layout | None = None, right_path
         left, right = source.eyes(s, crop=False)
         eyes += [left, right]
     source.crop = detect_letterbox(eyes)
-    log.info("%s: layout %s (%s); eye %dx%d; letterbox crop %s", path, source.layout.value, source.layout_reason,
-             *source.eye_size, source.crop)
+    log.info(
+        "%s: layout %s (%s); eye %dx%d; letterbox crop %s",
+        path,
+        source.layout.value,
+        source.layout_reason,
+        *source.eye_size,
+        source.crop,
+    )
     return source
 
 
@@ -460,8 +490,15 @@ class MovieScan:
     holds the first and middle frame of each shot as small RGB pictures (contact sheets).
     """
 
-    def __init__(self, source: StereoSource, shots: ShotConfig, sampling: SamplingConfig, split: str,
-                 progress: bool = False, keep_thumbnails: bool = False):
+    def __init__(
+        self,
+        source: StereoSource,
+        shots: ShotConfig,
+        sampling: SamplingConfig,
+        split: str,
+        progress: bool = False,
+        keep_thumbnails: bool = False,
+    ):
         self.source = source
         self.shot_config = shots
         self.sampling = sampling
@@ -564,7 +601,12 @@ class MovieScan:
         def add_cuts(found: list[int]) -> None:
             for c in found:
                 if c <= state["finalized"]:
-                    log.warning("%s: detector reported cut %d after frame %d was final; ignored", src.path, c, state["finalized"])
+                    log.warning(
+                        "%s: detector reported cut %d after frame %d was final; ignored",
+                        src.path,
+                        c,
+                        state["finalized"],
+                    )
                 else:
                     cuts.add(c)
 
@@ -602,12 +644,27 @@ class MovieScan:
         src.info = dataclasses.replace(src.info, frame_count=frame_count, frame_count_exact=True)
         rule = sample_frames(self.shots, fps, self.split, src.info.chapters, self.sampling, frame_count=frame_count)
         if rule != self.samples:  # an invariant of this module, not a user error
-            raise RuntimeError(f"one-pass sampling diverged from sample_frames ({len(self.samples)} vs {len(rule)} frames)")
+            raise RuntimeError(
+                f"one-pass sampling diverged from sample_frames ({len(self.samples)} vs {len(rule)} frames)"
+            )
         self.done = True
-        log.info("%s: %d frames, %d shots, %d samples (%s)", src.path, frame_count, len(self.shots), len(self.samples), self.split)
+        log.info(
+            "%s: %d frames, %d shots, %d samples (%s)",
+            src.path,
+            frame_count,
+            len(self.shots),
+            len(self.samples),
+            self.split,
+        )
 
 
-def scan_movie(source: StereoSource, shots: ShotConfig | None = None, sampling: SamplingConfig | None = None,
-               split: str = "train", progress: bool = False, keep_thumbnails: bool = False) -> MovieScan:
+def scan_movie(
+    source: StereoSource,
+    shots: ShotConfig | None = None,
+    sampling: SamplingConfig | None = None,
+    split: str = "train",
+    progress: bool = False,
+    keep_thumbnails: bool = False,
+) -> MovieScan:
     """Prepare the one pass over ``source``; iterate the result to decode (see :class:`MovieScan`)."""
     return MovieScan(source, shots or ShotConfig(), sampling or SamplingConfig(), split, progress, keep_thumbnails)

@@ -56,5 +56,7 @@ def _fail_on_logged_errors(request):
         root.removeHandler(handler)
     if handler.records and request.node.get_closest_marker("logs_errors") is None:
         lines = [f"{r.levelname} {r.name}: {r.getMessage()}"[:300] for r in handler.records[:5]]
-        pytest.fail("logged errors (mark the test @pytest.mark.logs_errors if they are expected):\n  "
-                    + "\n  ".join(lines), pytrace=False)
+        pytest.fail(
+            "logged errors (mark the test @pytest.mark.logs_errors if they are expected):\n  " + "\n  ".join(lines),
+            pytrace=False,
+        )

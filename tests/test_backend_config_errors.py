@@ -30,8 +30,17 @@ def test_cli_reports_a_bad_working_width_in_one_line(tmp_path, capsys):
     image = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
     cv2.imwrite(str(tmp_path / "l.png"), image)
     cv2.imwrite(str(tmp_path / "r.png"), image)
-    rc = cli_main(["disparity", str(tmp_path / "l.png"), str(tmp_path / "r.png"), "-o", str(tmp_path / "o.npz"),
-                   "--working-width", "8"])
+    rc = cli_main(
+        [
+            "disparity",
+            str(tmp_path / "l.png"),
+            str(tmp_path / "r.png"),
+            "-o",
+            str(tmp_path / "o.npz"),
+            "--working-width",
+            "8",
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 2
     assert err.count("\n") == 1 and "working_width" in err and "Traceback" not in err

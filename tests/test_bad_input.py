@@ -39,24 +39,69 @@ def _flat_2d(tmp_path, sample_movie):
     # a 2D movie: one view only, as wide as an SBS frame, no stereo metadata
     p = tmp_path / "flat.mkv"
     frames = b"".join(render_stereo_frame(320, 180, t / 24, seed=9).left.tobytes() for t in range(24))
-    subprocess.run([ffmpeg_exe(), "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", "320x180", "-r", "24",
-                    "-i", "pipe:0", "-c:v", "libx264", "-pix_fmt", "yuv420p", str(p)], input=frames, check=True)
+    subprocess.run(
+        [
+            ffmpeg_exe(),
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "rgb24",
+            "-s",
+            "320x180",
+            "-r",
+            "24",
+            "-i",
+            "pipe:0",
+            "-c:v",
+            "libx264",
+            "-pix_fmt",
+            "yuv420p",
+            str(p),
+        ],
+        input=frames,
+        check=True,
+    )
     return p
 
 
 def _mvc(tmp_path, sample_movie):
     # FFmpeg cannot write MVC; an MKV that declares it (StereoMode block_lr) is what a 3D rip gives
     p = tmp_path / "mvc.mkv"
-    _ffmpeg("-f", "lavfi", "-i", "testsrc=s=320x180:d=1", "-c:v", "libx264", "-pix_fmt", "yuv420p",
-            "-metadata:s:v:0", "stereo_mode=block_lr", str(p))
+    _ffmpeg(
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc=s=320x180:d=1",
+        "-c:v",
+        "libx264",
+        "-pix_fmt",
+        "yuv420p",
+        "-metadata:s:v:0",
+        "stereo_mode=block_lr",
+        str(p),
+    )
     return p
 
 
 def _odd_width(tmp_path, sample_movie):
     movie = sample_movie(layout="sbs-full", seconds=4.0)
     p = tmp_path / "odd.mkv"
-    _ffmpeg("-i", str(movie.path), "-vf", "format=yuv444p,crop=iw-1:ih:0:0", "-c:v", "libx264", "-pix_fmt", "yuv444p",
-            "-metadata:s:v:0", "stereo_mode=left_right", str(p))
+    _ffmpeg(
+        "-i",
+        str(movie.path),
+        "-vf",
+        "format=yuv444p,crop=iw-1:ih:0:0",
+        "-c:v",
+        "libx264",
+        "-pix_fmt",
+        "yuv444p",
+        "-metadata:s:v:0",
+        "stereo_mode=left_right",
+        str(p),
+    )
     return p
 
 
@@ -90,7 +135,9 @@ def test_missing_file(tmp_path, capsys):
 def test_cli_exits_nonzero_in_a_subprocess(tmp_path):
     p = tmp_path / "notes.mkv"
     p.write_text("not a movie")
-    proc = subprocess.run([sys.executable, "-m", "flows", "shots", str(p)], capture_output=True, text=True, cwd=str(_repo()))
+    proc = subprocess.run(
+        [sys.executable, "-m", "flows", "shots", str(p)], capture_output=True, text=True, cwd=str(_repo())
+    )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and "not a video file" in proc.stderr
 

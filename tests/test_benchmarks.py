@@ -145,7 +145,9 @@ def test_sintel_bad_tag_is_named(tmp_path):
         list(open_benchmark("sintel", tmp_path))
 
 
-@pytest.mark.parametrize("with_associations", [pytest.param(True, id="associations.txt"), pytest.param(False, id="rgb.txt+depth.txt")])
+@pytest.mark.parametrize(
+    "with_associations", [pytest.param(True, id="associations.txt"), pytest.param(False, id="rgb.txt+depth.txt")]
+)
 def test_tum_depth_over_5000(tmp_path, with_associations):
     seq = tmp_path / "rgbd_dataset_freiburg2_desk"
     _write_rgb(seq / "rgb" / "1.000.png", _img(4, 6))
@@ -153,10 +155,14 @@ def test_tum_depth_over_5000(tmp_path, with_associations):
     _write_u16(seq / "depth" / "1.010.png", np.full((4, 6), 10000))
     _write_u16(seq / "depth" / "2.015.png", np.full((4, 6), 5000))
     if with_associations:
-        (seq / "associations.txt").write_text("1.000 rgb/1.000.png 1.010 depth/1.010.png\n2.000 rgb/2.000.png 2.015 depth/2.015.png\n")
+        (seq / "associations.txt").write_text(
+            "1.000 rgb/1.000.png 1.010 depth/1.010.png\n2.000 rgb/2.000.png 2.015 depth/2.015.png\n"
+        )
     else:
         (seq / "rgb.txt").write_text("# color images\n1.000 rgb/1.000.png\n2.000 rgb/2.000.png\n")
-        (seq / "depth.txt").write_text("# depth maps\n1.010 depth/1.010.png\n2.015 depth/2.015.png\n1.5 depth/none.png\n")
+        (seq / "depth.txt").write_text(
+            "# depth maps\n1.010 depth/1.010.png\n2.015 depth/2.015.png\n1.5 depth/none.png\n"
+        )
     samples = list(open_benchmark("tum", tmp_path))
     assert [float(s.depth[0, 0]) for s in samples] == [2.0, 1.0]
 

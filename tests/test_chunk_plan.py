@@ -19,8 +19,11 @@ def test_chunk_names_parse_back():
 
 
 def test_plan_round_trips_through_the_staging_folder_in_the_same_json(tmp_path):
-    plan = ChunkPlan(shots=[{"shot_id": 0, "start_frame": 0, "end_frame": 30}], samples=9,
-                     chunks=["s00000-p000", "s00002-p000", "s00002-p001", "s00005-p000"])
+    plan = ChunkPlan(
+        shots=[{"shot_id": 0, "start_frame": 0, "end_frame": 30}],
+        samples=9,
+        chunks=["s00000-p000", "s00002-p000", "s00002-p001", "s00005-p000"],
+    )
     work = WorkDir(tmp_path / "w")
     work.root.mkdir()
     work.write_plan(plan)

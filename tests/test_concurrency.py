@@ -30,8 +30,14 @@ with movie_lock(sys.argv[1], sys.argv[2]):
 
 def _hold_lock(dataset: Path, movie_id: str) -> subprocess.Popen:
     """A real process holding the movie's lock until its stdin closes."""
-    proc = subprocess.Popen([sys.executable, "-c", _HOLD, str(dataset), movie_id], cwd=ROOT, text=True,
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _HOLD, str(dataset), movie_id],
+        cwd=ROOT,
+        text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
     assert proc.stdout.readline().strip() == "LOCKED"
     return proc
 
@@ -56,8 +62,25 @@ def test_two_ingests_of_one_movie_at_once_both_succeed(prefect_harness, sample_m
     out = tmp_path / "ds"
     out.mkdir()
     env = dict(os.environ, PREFECT_API_URL=_api_url(), PYTHONPATH=str(ROOT), PREFECT_LOGGING_LEVEL="WARNING")
-    cmd = [sys.executable, "-m", "flows", "ingest", str(movie.path), "--out", str(out), "--movie-id", "same",
-           "--flow", "dis-ultrafast", "--workers", "1", "--set", "chunk_frames=2", "--set", "sampling.eval_fps=4"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "flows",
+        "ingest",
+        str(movie.path),
+        "--out",
+        str(out),
+        "--movie-id",
+        "same",
+        "--flow",
+        "dis-ultrafast",
+        "--workers",
+        "1",
+        "--set",
+        "chunk_frames=2",
+        "--set",
+        "sampling.eval_fps=4",
+    ]
     # Hold the movie's lock while both start, so they really overlap: each must reach the lock and wait.
     holder = _hold_lock(out, "same")
     logs = [tmp_path / f"run{i}.err" for i in (0, 1)]
@@ -66,8 +89,12 @@ def test_two_ingests_of_one_movie_at_once_both_succeed(prefect_harness, sample_m
         for log in logs:
             with open(log, "w") as err:
                 procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=err, text=True))
-        wait_until(lambda: all("another run" in log.read_text() and "waiting" in log.read_text() for log in logs),
-                   timeout_s=180, interval_s=0.2, what="both ingests waiting for the movie's lock")
+        wait_until(
+            lambda: all("another run" in log.read_text() and "waiting" in log.read_text() for log in logs),
+            timeout_s=180,
+            interval_s=0.2,
+            what="both ingests waiting for the movie's lock",
+        )
     finally:
         _release(holder)
     outs = [p.communicate(timeout=300)[0] for p in procs]

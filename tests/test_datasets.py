@@ -153,8 +153,13 @@ def _write_pairs(root, n=3, ext=".npy"):
 @pytest.mark.parametrize("ext", [".npy", ".png"], ids=["npy", "png16"])
 def test_folder_adapter_reads_depth_as_unit_disparity(tmp_path, ext):
     _write_pairs(tmp_path / "ds", ext=ext)
-    spec = DatasetSpec(name="ext", kind="folder", path=str(tmp_path / "ds"), target="depth",
-                       target_scale=1.0 if ext == ".npy" else 1 / 256)
+    spec = DatasetSpec(
+        name="ext",
+        kind="folder",
+        path=str(tmp_path / "ds"),
+        target="depth",
+        target_scale=1.0 if ext == ".npy" else 1 / 256,
+    )
     ds = FolderDataset(spec)
     image, disp, valid = ds.load(0)
     assert image.shape == (20, 30, 3) and disp.shape == valid.shape == (20, 30)
@@ -173,23 +178,30 @@ def test_folder_adapter_reads_exr_targets_without_the_opencv_switch(tmp_path):
     _write_pairs(tmp_path / "ds")
     for i in range(3):
         (tmp_path / "ds" / "targets" / f"f{i}.npy").rename(tmp_path / "ds" / "targets" / f"f{i}.keep")
-    writer = ("import os, sys, numpy as np; os.environ['OPENCV_IO_ENABLE_OPENEXR'] = '1'; import cv2; "
-              "d = np.linspace(1, 10, 600, dtype=np.float32).reshape(20, 30); d[0, :5] = 0; "
-              "[cv2.imwrite(f'{sys.argv[1]}/f{i}.exr', d) for i in range(3)]")
+    writer = (
+        "import os, sys, numpy as np; os.environ['OPENCV_IO_ENABLE_OPENEXR'] = '1'; import cv2; "
+        "d = np.linspace(1, 10, 600, dtype=np.float32).reshape(20, 30); d[0, :5] = 0; "
+        "[cv2.imwrite(f'{sys.argv[1]}/f{i}.exr', d) for i in range(3)]"
+    )
     subprocess.run([sys.executable, "-c", writer, str(tmp_path / "ds" / "targets")], check=True)
-    reader = ("from training.config import DatasetSpec; from training.datasets import FolderDataset; import sys; "
-              "ds = FolderDataset(DatasetSpec(name='x', kind='folder', path=sys.argv[1], target='depth')); "
-              "img, disp, valid = ds.load(0); print(int(valid.sum()), float(disp[valid].max()), ds.pairs[0][1].suffix)")
+    reader = (
+        "from training.config import DatasetSpec; from training.datasets import FolderDataset; import sys; "
+        "ds = FolderDataset(DatasetSpec(name='x', kind='folder', path=sys.argv[1], target='depth')); "
+        "img, disp, valid = ds.load(0); print(int(valid.sum()), float(disp[valid].max()), ds.pairs[0][1].suffix)"
+    )
     env = {k: v for k, v in os.environ.items() if k != "OPENCV_IO_ENABLE_OPENEXR"}
-    proc = subprocess.run([sys.executable, "-c", reader, str(tmp_path / "ds")], env=env, capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", reader, str(tmp_path / "ds")], env=env, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.split() == ["595", "1.0", ".exr"]
 
 
 def test_csv_adapter_and_missing_file_error(tmp_path):
     _write_pairs(tmp_path / "ds")
-    (tmp_path / "list.csv").write_text("image,target\nds/images/f0.png,ds/targets/f0.npy\nds/images/f1.png,ds/targets/f1.npy\n")
+    (tmp_path / "list.csv").write_text(
+        "image,target\nds/images/f0.png,ds/targets/f0.npy\nds/images/f1.png,ds/targets/f1.npy\n"
+    )
     ds = CsvDataset(DatasetSpec(kind="csv", path=str(tmp_path / "list.csv"), target="depth"))
     assert len(ds) == 2
     (tmp_path / "bad.csv").write_text("ds/images/f0.png,ds/targets/nope.npy\n")
@@ -216,7 +228,9 @@ def test_position_dataset_is_a_pure_function_of_position():
 
 
 def test_mixed_loader_has_equal_samples_per_dataset_and_resumes():
-    specs = [DatasetSpec(name=n, kind="synthetic", size=6, seed=s, image_size=(48, 32)) for n, s in (("a", 0), ("b", 50))]
+    specs = [
+        DatasetSpec(name=n, kind="synthetic", size=6, seed=s, image_size=(48, 32)) for n, s in (("a", 0), ("b", 50))
+    ]
     aug = AugmentConfig(size=16)
     dsets = [PositionDataset(SyntheticDataset(s), aug, seed=i) for i, s in enumerate(specs)]
     loader = MixedLoader(dsets, global_batch=3, num_workers=0)
@@ -249,8 +263,9 @@ def test_max_uncertainty_drops_labels_and_weighting_follows_the_formula(shards_d
     u = raw["uncertainty"][:, 8:56]
 
     def first(use):
-        ds = ShardDataset(shards_ds, "train", augment=aug, shuffle=False, infinite=False, rank=0, world_size=1,
-                          uncertainty=use)
+        ds = ShardDataset(
+            shards_ds, "train", augment=aug, shuffle=False, infinite=False, rank=0, world_size=1, uncertainty=use
+        )
         return next(iter(ds))
 
     plain = first(None)
@@ -277,12 +292,24 @@ def test_uncertainty_weighting_reaches_the_loss(shards_ds, tmp_path):
     from training.train import run_training
 
     def cfg(out, **data):
-        return train_config_from_dict({
-            "model": {"encoder": "tiny", "features": 16},
-            "data": {"datasets": [{"name": "m", "kind": "shards", "path": str(shards_ds), "split": "train"}],
-                     "batch_size": 2, "num_workers": 0, "augment": {"size": 32}, **data},
-            "max_steps": 1, "log_every": 1, "checkpoint_every": 0, "progress": False, "tensorboard": False,
-            "out_dir": str(tmp_path / out)})
+        return train_config_from_dict(
+            {
+                "model": {"encoder": "tiny", "features": 16},
+                "data": {
+                    "datasets": [{"name": "m", "kind": "shards", "path": str(shards_ds), "split": "train"}],
+                    "batch_size": 2,
+                    "num_workers": 0,
+                    "augment": {"size": 32},
+                    **data,
+                },
+                "max_steps": 1,
+                "log_every": 1,
+                "checkpoint_every": 0,
+                "progress": False,
+                "tensorboard": False,
+                "out_dir": str(tmp_path / out),
+            }
+        )
 
     plain = run_training(cfg("plain")).losses[0]
     assert run_training(cfg("default", max_uncertainty_px=None, uncertainty_weighting=0.0)).losses[0] == plain

@@ -61,9 +61,21 @@ def test_two_processes_match_one_process(tmp_path, strategy, steps):
     cfg_path.write_text(yaml.safe_dump(_config(tmp_path / "two", strategy, steps)))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         "-m", "training.train", "--config", str(cfg_path)],
-        env=env, capture_output=True, text=True, timeout=170,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "training.train",
+            "--config",
+            str(cfg_path),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=170,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     ddp_losses, ddp_weights = _losses_and_weights(tmp_path / "two")

@@ -36,8 +36,16 @@ from pipeline.synthetic import render_stereo_frame
 
 W, H = 480, 270
 STATS_FIELDS = [
-    "valid_fraction", "lr_pass_fraction", "vertical_fail_fraction", "disparity_min", "disparity_max",
-    "disparity_p05", "disparity_p50", "disparity_p95", "disparity_range_px", "sky_fraction",
+    "valid_fraction",
+    "lr_pass_fraction",
+    "vertical_fail_fraction",
+    "disparity_min",
+    "disparity_max",
+    "disparity_p05",
+    "disparity_p50",
+    "disparity_p95",
+    "disparity_range_px",
+    "sky_fraction",
 ]
 
 
@@ -344,7 +352,9 @@ def test_noisy_flow_on_a_blank_sky_is_no_rig_failure():
     lr[: h // 4, :, 1] = 5.0  # noisy flow on a blank sky: vertical ...
     lr[: h // 4, :, 0] += 9.0  # ... and inconsistent
     image = np.zeros((h, w, 3), np.uint8)
-    res = disparity_from_flow(FlowPair(lr, rl), DisparityConfig(edge_threshold_px=None), image=image, sky_masker=TopBandSky())
+    res = disparity_from_flow(
+        FlowPair(lr, rl), DisparityConfig(edge_threshold_px=None), image=image, sky_masker=TopBandSky()
+    )
     assert res.stats.vertical_fail_fraction == 0.0
     assert res.stats.sky_fraction == pytest.approx(0.25)
     assert res.valid[: h // 4].all()
@@ -366,7 +376,9 @@ def test_resize_result_scales_disparity_to_stored_pixels(labelled):
 
     truth, res = labelled[0]
     small = resize_result(res, W // 2, H // 2 + 1)
-    assert small.disparity.shape == small.valid.shape == small.sky.shape == small.uncertainty.shape == (H // 2 + 1, W // 2)
+    assert (
+        small.disparity.shape == small.valid.shape == small.sky.shape == small.uncertainty.shape == (H // 2 + 1, W // 2)
+    )
     gt = cv2.resize(truth.disparity, (W // 2, H // 2 + 1), interpolation=cv2.INTER_AREA) * 0.5
     sky = cv2.resize(truth.sky.astype(np.float32), (W // 2, H // 2 + 1), interpolation=cv2.INTER_AREA) > 0
     ok = small.valid & ~sky
@@ -391,7 +403,9 @@ def test_resize_result_is_a_valid_weighted_average():
     stats = FrameStats(*([0.5] * len(STATS_FIELDS)))
     from pipeline.disparity import DisparityResult
 
-    res = DisparityResult(d, valid, np.where(valid, 1.0, UNCERTAINTY_MAX_PX).astype(np.float32), np.zeros_like(valid), stats)
+    res = DisparityResult(
+        d, valid, np.where(valid, 1.0, UNCERTAINTY_MAX_PX).astype(np.float32), np.zeros_like(valid), stats
+    )
     small = resize_result(res, 4, 2)
     assert np.allclose(small.disparity[small.valid], 3.0)  # 6 px at half width
     assert not small.valid[0, 0] and small.valid[1, 0] and small.valid.sum() == 7

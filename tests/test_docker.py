@@ -42,7 +42,9 @@ def test_worker_reserves_gpu_and_shared_memory(compose):
     assert worker["environment"]["PREFECT_API_URL"] == "http://server:4200/api"
     assert worker["environment"]["PREFECT_API_AUTH_STRING"].startswith("${PREFECT_API_AUTH_STRING")
     assert worker["build"]["dockerfile"] == "docker/Dockerfile.worker"
-    assert (DOCKER.parent / worker["build"]["context"].lstrip("./")).resolve() == DOCKER.parent.resolve() or worker["build"]["context"] == ".."
+    assert (DOCKER.parent / worker["build"]["context"].lstrip("./")).resolve() == DOCKER.parent.resolve() or worker[
+        "build"
+    ]["context"] == ".."
 
 
 def test_worker_command_is_a_real_cli_invocation(compose):

@@ -82,7 +82,9 @@ def test_batching_and_max_images_do_not_change_scores(kitti_ramp):
     first = evaluate(model, {"kitti": kitti_ramp}, device="cpu", max_images=1, progress=False)
     assert two.value("kitti") == pytest.approx(one.value("kitti"), rel=1e-5)
     assert first.results["kitti"].n_images == 1
-    assert first.results["kitti"].per_image[0].metrics == pytest.approx(one.results["kitti"].per_image[0].metrics, rel=1e-5)
+    assert first.results["kitti"].per_image[0].metrics == pytest.approx(
+        one.results["kitti"].per_image[0].metrics, rel=1e-5
+    )
 
 
 def test_loader_error_surfaces_from_the_reading_thread(tmp_path):
@@ -148,8 +150,22 @@ def test_eval_on_tiny_dataset_test_split_writes_table(tiny_dataset, tiny_checkpo
 def test_cli_eval_compares_checkpoints_against_baseline(tiny_dataset, tiny_checkpoints, kitti_ramp, tmp_path, capsys):
     ds = tiny_dataset(n_movies=2, frames_per_movie=3, splits=("train", "test"))
     base, ours = tiny_checkpoints
-    rc = main(["eval", "--baseline", str(base), "--checkpoint", str(ours), "--dataset", f"kitti:{kitti_ramp}",
-               "--dataset", f"movies:{ds}", "--out", str(tmp_path / "out"), "--no-plot"])
+    rc = main(
+        [
+            "eval",
+            "--baseline",
+            str(base),
+            "--checkpoint",
+            str(ours),
+            "--dataset",
+            f"kitti:{kitti_ramp}",
+            "--dataset",
+            f"movies:{ds}",
+            "--out",
+            str(tmp_path / "out"),
+            "--no-plot",
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0
     header = out.splitlines()[0]
@@ -182,8 +198,20 @@ def test_rows_are_named_after_runs_and_never_share_a_name(tiny_dataset, tiny_che
         (tmp_path / "runs" / run / "checkpoints").mkdir(parents=True)
         paths.append(tmp_path / "runs" / run / "checkpoints" / "final.pt")
         shutil.copyfile(src, paths[-1])
-    rc = main(["eval", "--baseline", str(paths[0]), "--checkpoint", str(paths[1]), "--dataset", f"movies:{ds}",
-               "--out", str(tmp_path / "out"), "--no-plot"])
+    rc = main(
+        [
+            "eval",
+            "--baseline",
+            str(paths[0]),
+            "--checkpoint",
+            str(paths[1]),
+            "--dataset",
+            f"movies:{ds}",
+            "--out",
+            str(tmp_path / "out"),
+            "--no-plot",
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0
     rows = list(csv.DictReader((tmp_path / "out" / "table.csv").open()))
@@ -195,15 +223,45 @@ def test_rows_are_named_after_runs_and_never_share_a_name(tiny_dataset, tiny_che
     assert per_image == {"a/final", "b/final"}
 
     # the same file twice: still two distinct rows; --label names them
-    rc = main(["eval", "--checkpoint", str(paths[0]), "--checkpoint", str(paths[0]), "--dataset", f"movies:{ds}",
-               "--out", str(tmp_path / "twice"), "--no-plot"])
+    rc = main(
+        [
+            "eval",
+            "--checkpoint",
+            str(paths[0]),
+            "--checkpoint",
+            str(paths[0]),
+            "--dataset",
+            f"movies:{ds}",
+            "--out",
+            str(tmp_path / "twice"),
+            "--no-plot",
+        ]
+    )
     assert rc == 0
     rows = list(csv.DictReader((tmp_path / "twice" / "table.csv").open()))
     assert [r["model"] for r in rows] == ["a/final", "a/final (2)"]
-    rc = main(["eval", "--baseline", str(paths[0]), "--checkpoint", str(paths[1]), "--label", "before", "--label",
-               "after", "--dataset", f"movies:{ds}", "--out", str(tmp_path / "named"), "--no-plot"])
+    rc = main(
+        [
+            "eval",
+            "--baseline",
+            str(paths[0]),
+            "--checkpoint",
+            str(paths[1]),
+            "--label",
+            "before",
+            "--label",
+            "after",
+            "--dataset",
+            f"movies:{ds}",
+            "--out",
+            str(tmp_path / "named"),
+            "--no-plot",
+        ]
+    )
     assert rc == 0
     assert [r["model"] for r in csv.DictReader((tmp_path / "named" / "table.csv").open())] == ["before", "after"]
     capsys.readouterr()
-    assert main(["eval", "--checkpoint", str(paths[0]), "--label", "x", "--label", "y", "--dataset", f"movies:{ds}"]) == 2
+    assert (
+        main(["eval", "--checkpoint", str(paths[0]), "--label", "x", "--label", "y", "--dataset", f"movies:{ds}"]) == 2
+    )
     assert "2 --label for 1 models" in capsys.readouterr().err

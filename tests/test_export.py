@@ -15,7 +15,9 @@ from training.model import ModelConfig, build_model
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory):
     torch.manual_seed(0)
-    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt", build_model(ModelConfig(encoder="tiny", features=16)))
+    return save_checkpoint(
+        tmp_path_factory.mktemp("ckpt") / "tiny.pt", build_model(ModelConfig(encoder="tiny", features=16))
+    )
 
 
 def test_dynamic_export_matches_pytorch_at_several_sizes(tiny_checkpoint, tmp_path):
@@ -69,8 +71,9 @@ def test_dynamic_export_runs_at_sizes_that_are_not_multiples_of_32(tiny_checkpoi
 
 def test_cli_dynamic_export_checks_a_non_square_odd_size(tiny_checkpoint, tmp_path, capsys):
     out = tmp_path / "model.onnx"
-    rc = main(["export", "--checkpoint", str(tiny_checkpoint), "-o", str(out), "--height", "64", "--width", "96",
-               "--dynamic"])
+    rc = main(
+        ["export", "--checkpoint", str(tiny_checkpoint), "-o", str(out), "--height", "64", "--width", "96", "--dynamic"]
+    )
     text = capsys.readouterr().out
     assert rc == 0 and "ONNX parity OK" in text, text
     sizes = text.split(" on ")[-1]

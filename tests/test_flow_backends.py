@@ -25,14 +25,24 @@ CPU_BACKENDS = ["dis-medium", "dis-fast", "dis-ultrafast", "deepflow", "sgbm", "
 def textured_pair(disparity_px: float, width: int = 192, height: int = 128, seed: int = 0):
     """A right view such that the left pixel at x matches the right pixel at x - d (constant d)."""
     rng = np.random.default_rng(seed)
-    big = cv2.resize(rng.integers(0, 256, (height // 4, (width + 64) // 4, 3), dtype=np.uint8),
-                     (width + 64, height), interpolation=cv2.INTER_CUBIC)
+    big = cv2.resize(
+        rng.integers(0, 256, (height // 4, (width + 64) // 4, 3), dtype=np.uint8),
+        (width + 64, height),
+        interpolation=cv2.INTER_CUBIC,
+    )
     big = cv2.addWeighted(big, 0.7, rng.integers(0, 256, big.shape, dtype=np.uint8), 0.3, 0)
     xs = np.arange(width, dtype=np.float32)[None, :] + 32
     ys = np.broadcast_to(np.arange(height, dtype=np.float32)[:, None], (height, width))
-    left = cv2.remap(big, np.broadcast_to(xs, (height, width)).astype(np.float32), ys.astype(np.float32), cv2.INTER_LINEAR)
+    left = cv2.remap(
+        big, np.broadcast_to(xs, (height, width)).astype(np.float32), ys.astype(np.float32), cv2.INTER_LINEAR
+    )
     # right(x') = left(x' + d): the left pixel at x shows up at x' = x - d
-    right = cv2.remap(big, np.broadcast_to(xs + disparity_px, (height, width)).astype(np.float32), ys.astype(np.float32), cv2.INTER_LINEAR)
+    right = cv2.remap(
+        big,
+        np.broadcast_to(xs + disparity_px, (height, width)).astype(np.float32),
+        ys.astype(np.float32),
+        cv2.INTER_LINEAR,
+    )
     return left, right
 
 

@@ -20,14 +20,18 @@ def test_yaml_catalog_resolves_paths_defaults_and_overrides(tmp_path):
 
     cat = tmp_path / "sub" / "catalog.yaml"
     cat.parent.mkdir()
-    cat.write_text(yaml.safe_dump({
-        "defaults": {"layout": "sbs-half", "overrides": ["disparity.lr_threshold_px=1.5"]},
-        "movies": [
-            {"path": "films/A Movie (2009).mkv", "split": "validation"},
-            {"path": "/abs/b.mkv", "movie_id": "bee", "overrides": {"sampling.train_fps": 2}},
-            {"path": "c_L.mkv", "layout": "separate", "right": "c_R.mkv", "split": "test"},
-        ],
-    }))
+    cat.write_text(
+        yaml.safe_dump(
+            {
+                "defaults": {"layout": "sbs-half", "overrides": ["disparity.lr_threshold_px=1.5"]},
+                "movies": [
+                    {"path": "films/A Movie (2009).mkv", "split": "validation"},
+                    {"path": "/abs/b.mkv", "movie_id": "bee", "overrides": {"sampling.train_fps": 2}},
+                    {"path": "c_L.mkv", "layout": "separate", "right": "c_R.mkv", "split": "test"},
+                ],
+            }
+        )
+    )
     a, b, c = load_catalog(cat)
     assert a.path == str(tmp_path / "sub" / "films" / "A Movie (2009).mkv")
     assert (a.movie_id, a.split, a.layout) == ("A-Movie-2009", "val", "sbs-half")
@@ -40,8 +44,10 @@ def test_csv_catalog_with_comments_and_several_overrides(tmp_path):
     from flows.catalog import load_catalog
 
     cat = tmp_path / "catalog.csv"
-    cat.write_text("# my films\npath,movie_id,split,layout,overrides\n"
-                   "a.mkv,a,train,,chunk_frames=4;sampling.train_fps=2\n\nb.mkv,b,test,tab-half,\n")
+    cat.write_text(
+        "# my films\npath,movie_id,split,layout,overrides\n"
+        "a.mkv,a,train,,chunk_frames=4;sampling.train_fps=2\n\nb.mkv,b,test,tab-half,\n"
+    )
     a, b = load_catalog(cat)
     assert a.overrides == ("chunk_frames=4", "sampling.train_fps=2") and a.layout is None and a.line == 3
     assert (b.split, b.layout, b.line) == ("test", "tab-half", 5)
@@ -50,14 +56,30 @@ def test_csv_catalog_with_comments_and_several_overrides(tmp_path):
 @pytest.mark.parametrize(
     "text, message",
     [
-        pytest.param("movies:\n  - path: a.mkv\n  - path: b.mkv\n    split: dev\n", r"catalog.yaml:3: split 'dev'", id="yaml/bad-split"),
-        pytest.param("movies:\n  - path: a.mkv\n    movie_id: x\n  - path: b.mkv\n    movie_id: x\n", r":4: movie_id 'x' already used on line 2", id="yaml/duplicate-id"),
-        pytest.param("movies:\n  - path: a.mkv\n    colour: red\n", r":2: unknown key\(s\) \['colour'\]", id="yaml/unknown-key"),
-        pytest.param("movies:\n  - path: a.mkv\n    layout: sbs\n", r":2: layout 'sbs' is not one of", id="yaml/bad-layout"),
-        pytest.param("movies:\n  - path: a.mkv\n    layout: separate\n", r"needs 'right'", id="yaml/separate-without-right"),
+        pytest.param(
+            "movies:\n  - path: a.mkv\n  - path: b.mkv\n    split: dev\n",
+            r"catalog.yaml:3: split 'dev'",
+            id="yaml/bad-split",
+        ),
+        pytest.param(
+            "movies:\n  - path: a.mkv\n    movie_id: x\n  - path: b.mkv\n    movie_id: x\n",
+            r":4: movie_id 'x' already used on line 2",
+            id="yaml/duplicate-id",
+        ),
+        pytest.param(
+            "movies:\n  - path: a.mkv\n    colour: red\n", r":2: unknown key\(s\) \['colour'\]", id="yaml/unknown-key"
+        ),
+        pytest.param(
+            "movies:\n  - path: a.mkv\n    layout: sbs\n", r":2: layout 'sbs' is not one of", id="yaml/bad-layout"
+        ),
+        pytest.param(
+            "movies:\n  - path: a.mkv\n    layout: separate\n", r"needs 'right'", id="yaml/separate-without-right"
+        ),
         pytest.param("movies:\n  - split: train\n", r":2: every movie needs a 'path'", id="yaml/no-path"),
         pytest.param("movies: [a.mkv\n", r"not valid YAML", id="yaml/syntax"),
-        pytest.param("movies:\n  - path: a.mkv\n    overrides: [chunk_frames]\n", r"not KEY=VALUE", id="yaml/bad-override"),
+        pytest.param(
+            "movies:\n  - path: a.mkv\n    overrides: [chunk_frames]\n", r"not KEY=VALUE", id="yaml/bad-override"
+        ),
     ],
 )
 def test_catalog_mistakes_name_file_and_line(tmp_path, text, message):
@@ -115,10 +137,13 @@ def test_build_ingests_only_changes_drops_removed_and_keeps_old_version_readable
     from pipeline.shards import read_manifest, verify
 
     out = tmp_path / "dataset"
-    cat = _write_catalog(tmp_path / "catalog.yaml", [
-        {"path": str(movies["alpha"].path), "movie_id": "alpha", "split": "train"},
-        {"path": str(movies["beta"].path), "movie_id": "beta", "split": "val"},
-    ])
+    cat = _write_catalog(
+        tmp_path / "catalog.yaml",
+        [
+            {"path": str(movies["alpha"].path), "movie_id": "alpha", "split": "train"},
+            {"path": str(movies["beta"].path), "movie_id": "beta", "split": "val"},
+        ],
+    )
     first = _build(cat, out)
     assert first["version"] == 1 and not first["failed"]
     assert {m["movie_id"]: m["skipped"] for m in first["movies"]} == {"alpha": False, "beta": False}
@@ -127,10 +152,13 @@ def test_build_ingests_only_changes_drops_removed_and_keeps_old_version_readable
     assert set(v1.movies["beta"].split_counts) == {"val"}
 
     # beta removed, gamma added, alpha unchanged
-    _write_catalog(cat, [
-        {"path": str(movies["alpha"].path), "movie_id": "alpha", "split": "train"},
-        {"path": str(movies["gamma"].path), "movie_id": "gamma", "split": "test"},
-    ])
+    _write_catalog(
+        cat,
+        [
+            {"path": str(movies["alpha"].path), "movie_id": "alpha", "split": "train"},
+            {"path": str(movies["gamma"].path), "movie_id": "gamma", "split": "test"},
+        ],
+    )
     second = _build(cat, out)
     assert {m["movie_id"]: m["skipped"] for m in second["movies"]} == {"alpha": True, "gamma": False}
     assert second["removed"] == ["beta"] and second["version"] == 2
@@ -146,10 +174,18 @@ def test_build_ingests_only_changes_drops_removed_and_keeps_old_version_readable
     assert (out / old.movies["beta"].folder / "movie.json").exists()
 
     # a changed configuration for one movie re-ingests just that one
-    _write_catalog(cat, [
-        {"path": str(movies["alpha"].path), "movie_id": "alpha", "split": "train", "overrides": ["disparity.lr_threshold_px=1.5"]},
-        {"path": str(movies["gamma"].path), "movie_id": "gamma", "split": "test"},
-    ])
+    _write_catalog(
+        cat,
+        [
+            {
+                "path": str(movies["alpha"].path),
+                "movie_id": "alpha",
+                "split": "train",
+                "overrides": ["disparity.lr_threshold_px=1.5"],
+            },
+            {"path": str(movies["gamma"].path), "movie_id": "gamma", "split": "test"},
+        ],
+    )
     # (a crashed run under an older configuration left staging behind: it can never be reused)
     stale = out / ".work" / "alpha" / "0123456789abcdef"
     stale.mkdir(parents=True)
@@ -169,11 +205,14 @@ def test_a_bad_movie_is_reported_and_skipped_the_rest_is_published(prefect_harne
 
     bad = tmp_path / "broken.mkv"
     bad.write_bytes(b"\x1aE\xdf\xa3 truncated download" * 50)
-    cat = _write_catalog(tmp_path / "catalog.yaml", [
-        {"path": str(bad), "movie_id": "broken", "split": "train"},
-        {"path": str(movies["alpha"].path), "movie_id": "alpha", "split": "train"},
-        {"path": str(tmp_path / "gone.mkv"), "movie_id": "gone", "split": "val"},
-    ])
+    cat = _write_catalog(
+        tmp_path / "catalog.yaml",
+        [
+            {"path": str(bad), "movie_id": "broken", "split": "train"},
+            {"path": str(movies["alpha"].path), "movie_id": "alpha", "split": "train"},
+            {"path": str(tmp_path / "gone.mkv"), "movie_id": "gone", "split": "val"},
+        ],
+    )
     out = tmp_path / "dataset"
     summary = _build(cat, out)
     assert [f["movie_id"] for f in summary["failed"]] == ["broken", "gone"]
@@ -186,7 +225,9 @@ def test_a_bad_movie_is_reported_and_skipped_the_rest_is_published(prefect_harne
 
     async def report():
         async with get_client() as client:
-            return await client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["build-summary"])))
+            return await client.read_artifacts(
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["build-summary"]))
+            )
 
     md = max(asyncio.run(report()), key=lambda a: a.created).data  # this run's: the newest
     assert "Skipped (bad input)" in md and "broken" in md
@@ -236,11 +277,14 @@ def test_config_mistakes_and_failing_runs_publish_and_delete_nothing(prefect_har
         paths[name] = tmp_path / "films" / f"{name}.mkv"
         paths[name].parent.mkdir(exist_ok=True)
         shutil.copy2(movie.path, paths[name])
-    cat = _write_catalog(tmp_path / "catalog.yaml", [
-        {"path": str(paths["alpha"]), "movie_id": "alpha"},
-        {"path": str(paths["beta"]), "movie_id": "beta", "split": "val"},
-        {"path": str(paths["gamma"]), "movie_id": "gamma", "split": "test"},
-    ])
+    cat = _write_catalog(
+        tmp_path / "catalog.yaml",
+        [
+            {"path": str(paths["alpha"]), "movie_id": "alpha"},
+            {"path": str(paths["beta"]), "movie_id": "beta", "split": "val"},
+            {"path": str(paths["gamma"]), "movie_id": "gamma", "split": "test"},
+        ],
+    )
     out = tmp_path / "dataset"
     assert main(_cli_build(cat, out)) == 0
     v1 = read_manifest(out)
@@ -259,22 +303,28 @@ def test_config_mistakes_and_failing_runs_publish_and_delete_nothing(prefect_har
         assert main(_cli_build(cat, out, "--set", bad)) == 2
         assert capsys.readouterr().err.count("\n") == 1
     # a typo in one catalog entry's overrides is a mistake of the run, named by its line
-    _write_catalog(cat, [
-        {"path": str(paths["alpha"]), "movie_id": "alpha"},
-        {"path": str(paths["beta"]), "movie_id": "beta", "split": "val", "overrides": ["sampling.trian_fps=2"]},
-        {"path": str(paths["gamma"]), "movie_id": "gamma", "split": "test"},
-    ])
+    _write_catalog(
+        cat,
+        [
+            {"path": str(paths["alpha"]), "movie_id": "alpha"},
+            {"path": str(paths["beta"]), "movie_id": "beta", "split": "val", "overrides": ["sampling.trian_fps=2"]},
+            {"path": str(paths["gamma"]), "movie_id": "gamma", "split": "test"},
+        ],
+    )
     assert main(_cli_build(cat, out)) == 2
     err = capsys.readouterr().err
     assert "catalog.yaml:4 (beta)" in err and "trian_fps" in err and err.count("\n") == 1
     assert read_manifest(out).version == 1 and _parquets(out) == shards
 
     # one of three published movies unreachable: more than the default share (0.25) -> nothing published
-    _write_catalog(cat, [
-        {"path": str(paths["alpha"]), "movie_id": "alpha"},
-        {"path": str(paths["beta"]), "movie_id": "beta", "split": "val"},
-        {"path": str(paths["gamma"]), "movie_id": "gamma", "split": "test"},
-    ])
+    _write_catalog(
+        cat,
+        [
+            {"path": str(paths["alpha"]), "movie_id": "alpha"},
+            {"path": str(paths["beta"]), "movie_id": "beta", "split": "val"},
+            {"path": str(paths["gamma"]), "movie_id": "gamma", "split": "test"},
+        ],
+    )
     paths["beta"].rename(tmp_path / "away.mkv")
     assert main(_cli_build(cat, out)) == 1
     err = capsys.readouterr().err

@@ -50,7 +50,9 @@ def test_chunk_job_and_frames_pickle(sample_movie):
     movie = sample_movie(layout="sbs-half", seconds=5.0, size=(160, 96), seed=31)
     src = open_stereo(movie.path)
     chunk = next(iter_chunks(scan_movie(src, split="train"), 2))
-    job = ChunkJob("/tmp/w", "m", "train", ingest_config(["chunk_frames=2"]), {"x": 0, "y": 0, "w": 1, "h": 1}, 1, 1, {})
+    job = ChunkJob(
+        "/tmp/w", "m", "train", ingest_config(["chunk_frames=2"]), {"x": 0, "y": 0, "w": 1, "h": 1}, 1, 1, {}
+    )
     back_frames, back_job = pickle.loads(pickle.dumps((chunk.frames, job)))
     assert back_job == job and len(back_frames) == len(chunk.frames) <= 2
     assert (back_frames[0].left == chunk.frames[0].left).all()

@@ -49,8 +49,15 @@ def ingested(prefect_harness, tiny_movie, tmp_path_factory):
     from flows.ingest import ingest_movie
 
     out = tmp_path_factory.mktemp("ingest") / "dataset"
-    result = ingest_movie(movie=str(tiny_movie.path), out=str(out), movie_id="tiny", split="val",
-                          flow="dis-ultrafast", overrides=FAST, workers=2)
+    result = ingest_movie(
+        movie=str(tiny_movie.path),
+        out=str(out),
+        movie_id="tiny",
+        split="val",
+        flow="dis-ultrafast",
+        overrides=FAST,
+        workers=2,
+    )
     return out, result
 
 
@@ -86,8 +93,14 @@ def test_swapped_eyes_are_reported_and_auto_corrected(prefect_harness, sample_mo
     movie = sample_movie(layout="sbs-half", seconds=4.0, size=(320, 180), seed=5, swap_eyes=swap_eyes)
     out = tmp_path / "ds"
     mid = "rev" if swap_eyes else "ok"
-    result = ingest_movie(movie=str(movie.path), out=str(out), movie_id=mid, flow="dis-ultrafast",
-                          overrides=FAST + ["swap_eyes=auto"], workers=1)
+    result = ingest_movie(
+        movie=str(movie.path),
+        out=str(out),
+        movie_id=mid,
+        flow="dis-ultrafast",
+        overrides=FAST + ["swap_eyes=auto"],
+        workers=1,
+    )
     swap = result["swapped_eyes"]
     md = _artifacts(f"ingest-{mid}")[0].data
     assert "## Swapped eyes" in md
@@ -105,7 +118,7 @@ def test_swapped_eyes_are_reported_and_auto_corrected(prefect_harness, sample_mo
     rows = list(iter_samples(out))
     assert len(rows) == result["kept"] > 0
     for r in rows:
-        gt = truth.disparity[r["frame_index"]][c.y:c.y + c.h, c.x:c.x + c.w].astype(np.float32)
+        gt = truth.disparity[r["frame_index"]][c.y : c.y + c.h, c.x : c.x + c.w].astype(np.float32)
         ok = r["valid"] & ~r["sky"] & np.isfinite(gt)
         assert np.corrcoef(r["disparity"][ok], gt[ok])[0, 1] > 0.6, "stored label must be the true left view's"
 
@@ -125,8 +138,9 @@ def test_reingest_of_an_unchanged_movie_recomputes_nothing(ingested, tiny_movie)
     from pipeline.shards import read_manifest
 
     out, first = ingested
-    again = ingest_movie(movie=str(tiny_movie.path), out=str(out), movie_id="tiny", split="val",
-                         flow="dis-ultrafast", overrides=FAST)
+    again = ingest_movie(
+        movie=str(tiny_movie.path), out=str(out), movie_id="tiny", split="val", flow="dis-ultrafast", overrides=FAST
+    )
     assert again["skipped"] and again["key"] == first["key"] and again["kept"] == first["kept"]
     assert read_manifest(out).movies["tiny"].key == first["key"]
 
@@ -172,8 +186,21 @@ def test_cli_ingest_prints_summary(ingested, tiny_movie, capsys):
     from flows.cli import main
 
     out, first = ingested
-    code = main(["ingest", str(tiny_movie.path), "--out", str(out), "--movie-id", "tiny", "--split", "val",
-                 "--flow", "dis-ultrafast"] + [a for o in FAST for a in ("--set", o)])
+    code = main(
+        [
+            "ingest",
+            str(tiny_movie.path),
+            "--out",
+            str(out),
+            "--movie-id",
+            "tiny",
+            "--split",
+            "val",
+            "--flow",
+            "dis-ultrafast",
+        ]
+        + [a for o in FAST for a in ("--set", o)]
+    )
     text = capsys.readouterr().out
     assert code == 0
     assert f"tiny (val): {first['kept']} frames kept" in text and "unchanged" in text
@@ -197,12 +224,23 @@ def test_ingest_key_changes_with_configuration_and_file(tmp_path):
 def test_build_summary_shows_reversed_eyes():
     from flows.build import _summary_markdown
 
-    movie = {"movie_id": "a", "split": "train", "skipped": False, "kept": 3, "rejected": {}, "chunks_resumed": 0,
-             "chunks": 2, "seconds": 1.0,
-             "swapped_eyes": {"swapped_shots": [2, 5], "corrected_shots": [], "movie": {"swapped": False}}}
+    movie = {
+        "movie_id": "a",
+        "split": "train",
+        "skipped": False,
+        "kept": 3,
+        "rejected": {},
+        "chunks_resumed": 0,
+        "chunks": 2,
+        "seconds": 1.0,
+        "swapped_eyes": {"swapped_shots": [2, 5], "corrected_shots": [], "movie": {"swapped": False}},
+    }
     normal = {**movie, "movie_id": "b", "swapped_eyes": {"swapped_shots": [], "corrected_shots": []}}
-    md = _summary_markdown("c.yaml", "/ds", {"version": 1, "rows": 6, "movies": [movie, normal], "failed": [],
-                                             "removed": [], "seconds": 1.0})
+    md = _summary_markdown(
+        "c.yaml",
+        "/ds",
+        {"version": 1, "rows": 6, "movies": [movie, normal], "failed": [], "removed": [], "seconds": 1.0},
+    )
     assert any("movie" in line and "eyes" in line for line in md.splitlines()), "a column for the eyes"
     assert "**reversed**: shots 2, 5" in md and "| normal |" in md
 
@@ -214,7 +252,9 @@ def test_auto_correction_resumes_after_a_crash_before_the_commit(prefect_harness
     from pipeline.shards import iter_samples
 
     movie = sample_movie(layout="sbs-half", seconds=4.0, size=(320, 180), seed=5, swap_eyes=True)
-    args = dict(movie=str(movie.path), movie_id="rev", flow="dis-ultrafast", overrides=FAST + ["swap_eyes=auto"], workers=1)
+    args = dict(
+        movie=str(movie.path), movie_id="rev", flow="dis-ultrafast", overrides=FAST + ["swap_eyes=auto"], workers=1
+    )
     real_commit = flow_module.commit_movie
 
     def crash(*a, **kw):  # a user-error type: the commit task fails at once, without retries

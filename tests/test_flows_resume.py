@@ -16,9 +16,22 @@ from tests.fixtures.prefect import wait_until
 pytestmark = pytest.mark.slow  # two ingests in subprocesses and one in process
 
 # Many small chunks, every frame of every shot sampled: a run long enough to be killed mid-way.
-OPTIONS = ["--flow", "dis-medium", "--workers", "1", "--movie-id", "resume",
-           "--set", "chunk_frames=4", "--set", "sampling.train_fps=24",
-           "--set", "sampling.drop_first_chapters=0", "--set", "sampling.drop_last_chapters=0"]
+OPTIONS = [
+    "--flow",
+    "dis-medium",
+    "--workers",
+    "1",
+    "--movie-id",
+    "resume",
+    "--set",
+    "chunk_frames=4",
+    "--set",
+    "sampling.train_fps=24",
+    "--set",
+    "sampling.drop_first_chapters=0",
+    "--set",
+    "sampling.drop_last_chapters=0",
+]
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -55,18 +68,23 @@ def test_sigkill_mid_ingest_then_rerun_equals_a_clean_run(prefect_harness, sampl
 
     # 1. the reference: an uninterrupted run
     clean = tmp_path / "clean"
-    done = subprocess.run(_cli(movie.path, clean, env, ["--json"]), env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        _cli(movie.path, clean, env, ["--json"]), env=env, cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     reference = json.loads(done.stdout)
     assert reference["chunks"] >= 8
 
     # 2. a run killed with SIGKILL as soon as its first chunk is staged
     crashed = tmp_path / "crashed"
-    proc = subprocess.Popen(_cli(movie.path, crashed, env), env=env, cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        _cli(movie.path, crashed, env), env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     work = crashed / ".work" / "resume"
     try:
-        wait_until(lambda: list(work.glob("*/s*-p*.json")), timeout_s=240, interval_s=0.05, what="the first staged chunk")
+        wait_until(
+            lambda: list(work.glob("*/s*-p*.json")), timeout_s=240, interval_s=0.05, what="the first staged chunk"
+        )
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
@@ -76,7 +94,9 @@ def test_sigkill_mid_ingest_then_rerun_equals_a_clean_run(prefect_harness, sampl
     assert not (crashed / "manifest.json").exists()
 
     # 3. the same command again resumes: staged chunks are reused, not recomputed
-    again = subprocess.run(_cli(movie.path, crashed, env, ["--json"]), env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    again = subprocess.run(
+        _cli(movie.path, crashed, env, ["--json"]), env=env, cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
     assert again.returncode == 0, again.stderr[-3000:]
     resumed = json.loads(again.stdout)
     assert resumed["key"] == reference["key"]

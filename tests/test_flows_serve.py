@@ -24,8 +24,11 @@ def _runs(api_url: str, deployment_name: str):
     async def read():
         async with PrefectClient(api=api_url) as client:
             deployments = await client.read_deployments(
-                deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[deployment_name])))
-            runs = await client.read_flow_runs(deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[deployment_name])))
+                deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[deployment_name]))
+            )
+            runs = await client.read_flow_runs(
+                deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[deployment_name]))
+            )
             return deployments, runs
 
     return asyncio.run(read())
@@ -42,11 +45,31 @@ def test_interval_schedule_on_a_real_server_completes_a_rebuild(prefect_server, 
     log = tmp_path / "serve.log"
     with open(log, "wb") as fh:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "flows", "serve", "--catalog", str(catalog), "--out", str(out),
-             "--interval", "5", "--name", "test-rebuild", "--flow", "dis-ultrafast", "--workers", "1"],
-            env=env, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "flows",
+                "serve",
+                "--catalog",
+                str(catalog),
+                "--out",
+                str(out),
+                "--interval",
+                "5",
+                "--name",
+                "test-rebuild",
+                "--flow",
+                "dis-ultrafast",
+                "--workers",
+                "1",
+            ],
+            env=env,
+            cwd=ROOT,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
         )
     try:
+
         def completed():
             if proc.poll() is not None:
                 raise AssertionError(f"serve exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
@@ -65,6 +88,9 @@ def test_interval_schedule_on_a_real_server_completes_a_rebuild(prefect_server, 
     (dep,) = deployments
     assert dep.schedules and dep.schedules[0].schedule.interval.total_seconds() == 5
     assert dep.global_concurrency_limit.limit == 1
-    assert str(getattr(dep.concurrency_options.collision_strategy, "value", dep.concurrency_options.collision_strategy)) == "CANCEL_NEW"
+    assert (
+        str(getattr(dep.concurrency_options.collision_strategy, "value", dep.concurrency_options.collision_strategy))
+        == "CANCEL_NEW"
+    )
     running = [r for r in runs if r.state_type and r.state_type.value == "RUNNING"]
     assert len(running) <= 1, "two rebuilds overlapped"

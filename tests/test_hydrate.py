@@ -34,14 +34,43 @@ pytestmark = pytest.mark.slow  # real ingest, ffmpeg copies, decode passes
 
 LEAD_IN_S = 2.0
 TRIM_FRAMES = 12
-INGEST = ["chunk_frames=8", "store_width=192", "sampling.drop_first_chapters=0", "sampling.drop_last_chapters=0",
-          "sampling.train_fps=8"]
+INGEST = [
+    "chunk_frames=8",
+    "store_width=192",
+    "sampling.drop_first_chapters=0",
+    "sampling.drop_last_chapters=0",
+    "sampling.train_fps=8",
+]
 # dB; see the module docstring
 PSNR_FLOOR = {"x264": 33.0, "mp4-mpeg4": 27.0, "tab-half-small": 25.0}
-LABEL_COLUMNS = ["movie_id", "shot_id", "frame_index", "pts_seconds", "split", "width", "height", "disparity",
-                 "disparity_codec", "disparity_scale", "disparity_offset", "valid", "uncertainty", "sky", "crop_x",
-                 "crop_y", "crop_w", "crop_h", "source_width", "source_height", "valid_fraction", "disparity_p50",
-                 "flow_backend", "config_hash", "source_fingerprint", "project_version"]
+LABEL_COLUMNS = [
+    "movie_id",
+    "shot_id",
+    "frame_index",
+    "pts_seconds",
+    "split",
+    "width",
+    "height",
+    "disparity",
+    "disparity_codec",
+    "disparity_scale",
+    "disparity_offset",
+    "valid",
+    "uncertainty",
+    "sky",
+    "crop_x",
+    "crop_y",
+    "crop_w",
+    "crop_h",
+    "source_width",
+    "source_height",
+    "valid_fraction",
+    "disparity_p50",
+    "flow_backend",
+    "config_hash",
+    "source_fingerprint",
+    "project_version",
+]
 
 
 def ffmpeg(*args: str) -> None:
@@ -68,15 +97,33 @@ def make_copy(movie, kind: str, out: Path) -> tuple[str, str | None, int]:
         ffmpeg("-i", src, "-an", "-vf", f"tpad=start_duration={LEAD_IN_S}:color=black", *X264, str(p))
         return str(p), None, int(round(LEAD_IN_S * movie.fps))
     elif kind == "trimmed-offset-ts":  # trimmed start, timestamps starting at 10 s
-        ffmpeg("-i", src, "-an", "-vf", f"trim=start_frame={TRIM_FRAMES},setpts=PTS-STARTPTS", *X264,
-               "-output_ts_offset", "10", *tag, str(p))
+        ffmpeg(
+            "-i",
+            src,
+            "-an",
+            "-vf",
+            f"trim=start_frame={TRIM_FRAMES},setpts=PTS-STARTPTS",
+            *X264,
+            "-output_ts_offset",
+            "10",
+            *tag,
+            str(p),
+        )
         return str(p), None, -TRIM_FRAMES
     elif kind == "sbs-full":
         ffmpeg("-i", src, "-an", "-vf", "scale=iw*2:ih,setsar=1", *X264, *tag, str(p))
     elif kind == "tab-half-small":  # top-and-bottom at 2/3 of the resolution (256x144 per eye)
-        ffmpeg("-i", src, "-an", "-filter_complex",
-               "[0:v]crop=iw/2:ih:0:0,scale=256:72[l];[0:v]crop=iw/2:ih:iw/2:0,scale=256:72[r];[l][r]vstack,setsar=1",
-               *X264, "-metadata:s:v:0", "stereo_mode=top_bottom", str(p))
+        ffmpeg(
+            "-i",
+            src,
+            "-an",
+            "-filter_complex",
+            "[0:v]crop=iw/2:ih:0:0,scale=256:72[l];[0:v]crop=iw/2:ih:iw/2:0,scale=256:72[r];[l][r]vstack,setsar=1",
+            *X264,
+            "-metadata:s:v:0",
+            "stereo_mode=top_bottom",
+            str(p),
+        )
     elif kind == "separate":
         right = out / f"{kind}-right.mkv"
         ffmpeg("-i", src, "-an", "-vf", "crop=iw/2:ih:0:0,scale=iw*2:ih,setsar=1", *X264, str(p))
@@ -102,8 +149,15 @@ def released(prefect_harness, film, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("release")
     dataset = root / "dataset"
-    ingest_movie(movie=str(film.path), out=str(dataset), movie_id="film", split="train", flow="dis-ultrafast",
-                 overrides=INGEST, workers=2)
+    ingest_movie(
+        movie=str(film.path),
+        out=str(dataset),
+        movie_id="film",
+        split="train",
+        flow="dis-ultrafast",
+        overrides=INGEST,
+        workers=2,
+    )
     result = release_dataset(dataset=str(dataset), out=str(root / "release"), titles={"film": "Sample Film"})
     return dataset, root / "release", result
 
@@ -130,7 +184,7 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 def _truth(film, index: int, size: tuple[int, int]) -> np.ndarray:
     c = film.crop
-    left = render_movie_frame(film, index).left[c.y:c.y + c.h, c.x:c.x + c.w]
+    left = render_movie_frame(film, index).left[c.y : c.y + c.h, c.x : c.x + c.w]
     return cv2.resize(left, size, interpolation=cv2.INTER_AREA)
 
 
@@ -151,7 +205,10 @@ def test_release_holds_no_picture(released):
             t = pq.read_table(p)
             assert not set(t.schema.names) & set(IMAGE_COLUMNS)
             for name in t.schema.names:
-                if t.schema.field(name).type in ("binary", "string") or str(t.schema.field(name).type) in ("binary", "string"):
+                if t.schema.field(name).type in ("binary", "string") or str(t.schema.field(name).type) in (
+                    "binary",
+                    "string",
+                ):
                     for v in t.column(name).to_pylist():
                         if v is not None:
                             assert not signatures.search(v if isinstance(v, bytes) else v.encode()), f"{p}:{name}"
@@ -201,8 +258,10 @@ def test_release_refuses_a_changed_file(released, tmp_path):
 # ------------------------------------------------------------------------------------------- hydrate
 
 
-@pytest.mark.parametrize("kind", ["mp4-mpeg4", "lead-in-ts", "trimmed-offset-ts", "sbs-full", "tab-half-small",
-                                  "separate", "letterbox-cropped"])
+@pytest.mark.parametrize(
+    "kind",
+    ["mp4-mpeg4", "lead-in-ts", "trimmed-offset-ts", "sbs-full", "tab-half-small", "separate", "letterbox-cropped"],
+)
 def test_hydrate_finds_every_frame_in_another_rip(released, film, copies, tmp_path, kind):
     from pipeline.hydrate import CopySpec, hydrate_movie
     from pipeline.release import read_release
@@ -238,10 +297,17 @@ def test_hydrate_finds_every_frame_in_another_rip(released, film, copies, tmp_pa
         # camera pans slowly: the next frame is too alike to tell apart after two encodings)
         by_frame = {j: psnr(img, _truth(film, j, size)) for j in (i - 4, i, i + 4) if 0 <= j < film.frame_count}
         assert max(by_frame, key=by_frame.get) == i, (i, by_frame)
-    shifted = [psnr(decode_image(original.column("image")[k].as_py())[:, 1:], decode_image(original.column("image")[k].as_py())[:, :-1])
-               for k in kept]
-    print(f"{kind}: PSNR vs ingested min {min(scores):.1f} dB, median {np.median(scores):.1f} dB; "
-          f"ingested vs itself one pixel to the side: max {max(shifted):.1f} dB")
+    shifted = [
+        psnr(
+            decode_image(original.column("image")[k].as_py())[:, 1:],
+            decode_image(original.column("image")[k].as_py())[:, :-1],
+        )
+        for k in kept
+    ]
+    print(
+        f"{kind}: PSNR vs ingested min {min(scores):.1f} dB, median {np.median(scores):.1f} dB; "
+        f"ingested vs itself one pixel to the side: max {max(shifted):.1f} dB"
+    )
     assert min(scores) >= floor
 
 
@@ -251,7 +317,9 @@ def test_hydrate_refuses_another_film(released, sample_movie, tmp_path):
 
     _, release, result = released
     other = sample_movie(layout="sbs-half", seconds=10.0, size=(384, 216), seed=4, shots=6)
-    with pytest.raises(BadInputError, match=rf"matched only \d+ of {result['rows']} released frames.*not the same film"):
+    with pytest.raises(
+        BadInputError, match=rf"matched only \d+ of {result['rows']} released frames.*not the same film"
+    ):
         hydrate_movie(read_release(release), CopySpec("film", str(other.path)), tmp_path / "out")
     assert not (tmp_path / "out" / "movies").exists() or not any((tmp_path / "out" / "movies").rglob("*.parquet"))
 
@@ -262,8 +330,19 @@ def test_hydrate_refuses_a_pal_copy(released, film, tmp_path):
 
     _, release, _ = released
     pal = tmp_path / "pal.mkv"
-    ffmpeg("-i", str(film.path), "-an", "-vf", "setpts=PTS*24/25", "-r", "25", *X264,
-           "-metadata:s:v:0", "stereo_mode=left_right", str(pal))
+    ffmpeg(
+        "-i",
+        str(film.path),
+        "-an",
+        "-vf",
+        "setpts=PTS*24/25",
+        "-r",
+        "25",
+        *X264,
+        "-metadata:s:v:0",
+        "stereo_mode=left_right",
+        str(pal),
+    )
     with pytest.raises(BadInputError, match="PAL"):
         hydrate_movie(read_release(release), CopySpec("film", str(pal)), tmp_path / "out")
 
@@ -276,8 +355,17 @@ def test_hydrate_refuses_another_edit(released, film, tmp_path):
     _, release, _ = released
     s0, _ = film.shots[3]
     edit = tmp_path / "edit.mkv"
-    ffmpeg("-i", str(film.path), "-an", "-vf", f"select='not(between(n\\,{s0 + 2}\\,{s0 + 13}))',setpts=N/FRAME_RATE/TB",
-           *X264, "-metadata:s:v:0", "stereo_mode=left_right", str(edit))
+    ffmpeg(
+        "-i",
+        str(film.path),
+        "-an",
+        "-vf",
+        f"select='not(between(n\\,{s0 + 2}\\,{s0 + 13}))',setpts=N/FRAME_RATE/TB",
+        *X264,
+        "-metadata:s:v:0",
+        "stereo_mode=left_right",
+        str(edit),
+    )
     with pytest.raises(BadInputError, match="another edit"):
         hydrate_movie(read_release(release), CopySpec("film", str(edit)), tmp_path / "out")
 
@@ -292,7 +380,22 @@ def test_cli_release_and_hydrate_make_a_dataset_the_trainer_reads(released, film
 
     dataset, _, _ = released
     release = tmp_path / "release"
-    assert main(["release", str(dataset), "-o", str(release), "--split", "train", "--title", "film=Sample Film", "--smallest"]) == 0
+    assert (
+        main(
+            [
+                "release",
+                str(dataset),
+                "-o",
+                str(release),
+                "--split",
+                "train",
+                "--title",
+                "film=Sample Film",
+                "--smallest",
+            ]
+        )
+        == 0
+    )
     assert "no pictures" in capsys.readouterr().out
     path, _, _ = make_copy(film, "lead-in-ts", copies)
     out = tmp_path / "hydrated"
@@ -311,7 +414,9 @@ def test_cli_release_and_hydrate_make_a_dataset_the_trainer_reads(released, film
     assert again.created == m.created and again.shards[0].sha256 == m.shards[0].sha256  # not rewritten
 
 
-def test_cli_hydrate_with_another_film_fails_in_one_line_and_publishes_nothing(released, sample_movie, tmp_path, capsys):
+def test_cli_hydrate_with_another_film_fails_in_one_line_and_publishes_nothing(
+    released, sample_movie, tmp_path, capsys
+):
     from flows.cli import main
 
     _, release, _ = released

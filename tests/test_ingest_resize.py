@@ -41,16 +41,30 @@ class Frame:
 
 
 def _frames(shot: int = 0, n: int = 2, swap_eyes: bool = False):
-    truths = [render_stereo_frame(W, H, 1.0 + 0.5 * i, seed=shot, shot=shot, letterbox=False, swap_eyes=swap_eyes)
-              for i in range(n)]
+    truths = [
+        render_stereo_frame(W, H, 1.0 + 0.5 * i, seed=shot, shot=shot, letterbox=False, swap_eyes=swap_eyes)
+        for i in range(n)
+    ]
     return truths, [Frame(t.left, t.right, shot, shot * 100 + i, (shot * 100 + i) / 24) for i, t in enumerate(truths)]
 
 
 def _job(work, movie_id, config, swap=False):
-    return ChunkJob(work_dir=str(work.root), movie_id=movie_id, split="train", config=config,
-                    crop=CropBox(0, 0, W, H), source_width=W, source_height=H,
-                    provenance={"flow_backend": config.disparity.flow, "config_hash": "k", "source_fingerprint": "f",
-                                "project_version": "0"}, swap=swap)
+    return ChunkJob(
+        work_dir=str(work.root),
+        movie_id=movie_id,
+        split="train",
+        config=config,
+        crop=CropBox(0, 0, W, H),
+        source_width=W,
+        source_height=H,
+        provenance={
+            "flow_backend": config.disparity.flow,
+            "config_hash": "k",
+            "source_fingerprint": "f",
+            "project_version": "0",
+        },
+        swap=swap,
+    )
 
 
 def _ingest(dataset, movie_id, config, frames, key="k0000000000000000"):

@@ -85,7 +85,9 @@ def test_the_catalog_and_ingest_share_one_id_rule(tmp_path):
 
 @pytest.mark.logs_errors  # the flow fails on purpose; Prefect logs the failure
 @pytest.mark.slow
-def test_non_ascii_names_get_distinct_ids_and_another_source_needs_replace(prefect_harness, sample_movie, tmp_path, capsys):
+def test_non_ascii_names_get_distinct_ids_and_another_source_needs_replace(
+    prefect_harness, sample_movie, tmp_path, capsys
+):
     from flows.ingest import ingest_movie
     from pipeline.shards import read_manifest, verify
 
@@ -97,7 +99,9 @@ def test_non_ascii_names_get_distinct_ids_and_another_source_needs_replace(prefe
     shutil.copy2(two.path, films / "中国.mkv")
     out = tmp_path / "ds"
     for name in ("日本", "中国"):
-        result = ingest_movie(movie=str(films / f"{name}.mkv"), out=str(out), flow="dis-ultrafast", overrides=FAST, workers=2)
+        result = ingest_movie(
+            movie=str(films / f"{name}.mkv"), out=str(out), flow="dis-ultrafast", overrides=FAST, workers=2
+        )
         assert result["movie_id"] == name
     v = read_manifest(out)
     assert set(v.movies) == {"日本", "中国"} and v.version == 2
@@ -130,13 +134,43 @@ def test_a_movie_that_keeps_no_frame_is_a_failure_with_the_reasons(prefect_harne
 
     flat = tmp_path / "flat.mkv"
     frames = b"".join(render_stereo_frame(320, 96, t / 24, seed=9).left.tobytes() for t in range(48))
-    subprocess.run([ffmpeg_exe(), "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", "320x96", "-r", "24",
-                    "-i", "pipe:0", "-c:v", "libx264", "-pix_fmt", "yuv420p", str(flat)], input=frames, check=True)
+    subprocess.run(
+        [
+            ffmpeg_exe(),
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "rgb24",
+            "-s",
+            "320x96",
+            "-r",
+            "24",
+            "-i",
+            "pipe:0",
+            "-c:v",
+            "libx264",
+            "-pix_fmt",
+            "yuv420p",
+            str(flat),
+        ],
+        input=frames,
+        check=True,
+    )
     out = tmp_path / "ds"
-    with pytest.raises(BadInputError, match=r"flat.mkv: no frame kept: all \d+ sampled frames were rejected \(\w+: \d+"):
-        ingest_movie(movie=str(flat), out=str(out), layout="sbs-half", flow="dis-ultrafast",
-                     overrides=["chunk_frames=8", "sampling.drop_first_chapters=0", "sampling.drop_last_chapters=0"],
-                     workers=2)
+    with pytest.raises(
+        BadInputError, match=r"flat.mkv: no frame kept: all \d+ sampled frames were rejected \(\w+: \d+"
+    ):
+        ingest_movie(
+            movie=str(flat),
+            out=str(out),
+            layout="sbs-half",
+            flow="dis-ultrafast",
+            overrides=["chunk_frames=8", "sampling.drop_first_chapters=0", "sampling.drop_last_chapters=0"],
+            workers=2,
+        )
     assert not (out / "manifest.json").exists() and not (out / "movies").exists() and not (out / ".work").exists()
 
 
@@ -273,10 +307,25 @@ def test_the_temporary_prefect_server_dies_with_its_cli(tmp_path, sample_movie, 
     movie = sample_movie(layout="sbs-half", seconds=3.0, size=(160, 96), seed=31)
     env = dict(os.environ, PYTHONPATH=str(ROOT), PREFECT_HOME=str(tmp_path / "prefect-home"))
     env.pop("PREFECT_API_URL", None)
-    proc = subprocess.Popen([sys.executable, "-m", "flows", "ingest", str(movie.path), "--out", str(tmp_path / "ds"),
-                             "--flow", "dis-ultrafast"], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "flows",
+            "ingest",
+            str(movie.path),
+            "--out",
+            str(tmp_path / "ds"),
+            "--flow",
+            "dis-ultrafast",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
+
         def server() -> int | None:
             assert proc.poll() is None, "the CLI ended before its server was seen"
             return next((c for c in _children(proc.pid) if "prefect.server.api.server:create_app" in _cmdline(c)), None)

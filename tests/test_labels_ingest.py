@@ -30,8 +30,14 @@ def ingested(prefect_harness, pair_movies, tmp_path_factory):
     out = tmp_path_factory.mktemp("pair_ingest") / "dataset"
     results = {}
     for name, movie in pair_movies.items():
-        results[name] = ingest_movie(movie=str(movie.path), out=str(out), movie_id=name.replace("_", "-"), split="train",
-                                     layout="sbs-full", workers=2)
+        results[name] = ingest_movie(
+            movie=str(movie.path),
+            out=str(out),
+            movie_id=name.replace("_", "-"),
+            split="train",
+            layout="sbs-full",
+            workers=2,
+        )
     return out, results
 
 

@@ -85,7 +85,11 @@ def test_a_small_offset_is_rectified_not_rejected(stereo_gt_pairs):
     assert res.rejected_reason is None and res.rig.offset_px == pytest.approx(1.0, abs=0.2)
     assert shifted.kept_share > aligned.kept_share - 0.02
     assert shifted.bad_share(2) < aligned.bad_share(2) + 0.005
-    unrectified = score_label(pair.name, compute_disparity(pair.left, _shift_down(pair.right, 1.0), DisparityConfig(rectify=False)), pair.disparity)
+    unrectified = score_label(
+        pair.name,
+        compute_disparity(pair.left, _shift_down(pair.right, 1.0), DisparityConfig(rectify=False)),
+        pair.disparity,
+    )
     assert shifted.kept_share > unrectified.kept_share
 
 
@@ -158,17 +162,34 @@ def test_benchmark_script_prints_tables_and_pictures(stereo_gt_dir, tmp_path):
     import sys
 
     out = subprocess.run(
-        [sys.executable, "-m", "bench.bench_labels", "--pairs", str(stereo_gt_dir), "--only", "balanced",
-         "--pictures", str(tmp_path / "pics"), "--json", str(tmp_path / "labels.json")],
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "bench.bench_labels",
+            "--pairs",
+            str(stereo_gt_dir),
+            "--only",
+            "balanced",
+            "--pictures",
+            str(tmp_path / "pics"),
+            "--json",
+            str(tmp_path / "labels.json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert out.returncode == 0, out.stderr
     assert "| balanced |" in out.stdout and "Sparsification" in out.stdout and "| venus |" in out.stdout
     assert len(list((tmp_path / "pics").glob("*.png"))) == 8
     data = json.loads((tmp_path / "labels.json").read_text())
     assert set(data) == {"balanced", "flow-only"} and len(data["balanced"]["pairs"]) == 8
-    bad = subprocess.run([sys.executable, "-m", "bench.bench_labels", "--pairs", str(tmp_path / "nowhere")],
-                         capture_output=True, text=True, timeout=60)
+    bad = subprocess.run(
+        [sys.executable, "-m", "bench.bench_labels", "--pairs", str(tmp_path / "nowhere")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "no such folder" in bad.stderr
 
 

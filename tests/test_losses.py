@@ -75,8 +75,9 @@ def _np_grad(residual, mask, scales):
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2], ids=lambda s: f"seed={s}")
-@pytest.mark.parametrize("kind,fn", [("mse", ssi_mse_loss), ("mae", ssi_mae_loss), ("trim", ssi_trim_loss)],
-                         ids=["mse", "mae", "trim"])
+@pytest.mark.parametrize(
+    "kind,fn", [("mse", ssi_mse_loss), ("mae", ssi_mae_loss), ("trim", ssi_trim_loss)], ids=["mse", "mae", "trim"]
+)
 def test_matches_independent_computation(kind, fn, seed):
     pred, target, mask = _random_batch(seed)
     assert fn(pred, target, mask).item() == pytest.approx(_np_loss(pred, target, mask, kind), rel=1e-9)
@@ -179,8 +180,9 @@ def test_constant_prediction_gets_the_documented_fallback_in_float32():
     """A constant prediction makes the 2x2 system singular: s = 0, t = mean(target). The raw
     normal equations in float32 saw a non-zero determinant made of rounding and returned
     (1.333, 0.667)."""
-    s, t = compute_scale_and_shift(torch.full((1, 6, 6), 0.3), torch.full((1, 6, 6), 0.9),
-                                   torch.ones(1, 6, 6, dtype=torch.bool))
+    s, t = compute_scale_and_shift(
+        torch.full((1, 6, 6), 0.3), torch.full((1, 6, 6), 0.9), torch.ones(1, 6, 6, dtype=torch.bool)
+    )
     assert s.dtype == torch.float32
     assert s.item() == 0.0
     assert t.item() == pytest.approx(0.9, abs=1e-6)
@@ -249,5 +251,5 @@ def test_weighted_mse_data_term_is_the_documented_weighted_mean():
     w0[0, 0, 0] = 0.0
     mask2 = mask.clone()
     mask2[0, 0, 0] = True
-    r = (ScaleAndShiftInvariantLoss("mse", alpha=0.0))
+    r = ScaleAndShiftInvariantLoss("mse", alpha=0.0)
     assert r(pred, target, mask2, w0).item() != pytest.approx(r(pred, target, mask2).item(), rel=1e-9)

@@ -39,7 +39,12 @@ def test_alignment_ignores_masked_pixels():
     [
         pytest.param(np.full((2, 2), 5.0), None, (0.0, 2.5), id="constant-prediction->mean"),
         pytest.param(np.arange(4.0).reshape(2, 2), np.zeros((2, 2), bool), (1.0, 0.0), id="empty-mask->identity"),
-        pytest.param(np.arange(4.0).reshape(2, 2), np.eye(2, dtype=bool) & [[True, False], [False, False]], (0.0, 1.0), id="one-pixel"),
+        pytest.param(
+            np.arange(4.0).reshape(2, 2),
+            np.eye(2, dtype=bool) & [[True, False], [False, False]],
+            (0.0, 1.0),
+            id="one-pixel",
+        ),
     ],
 )
 def test_alignment_singular_cases_are_guarded(prediction, mask, expected):

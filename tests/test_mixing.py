@@ -87,7 +87,9 @@ def test_naive_mixer_is_loss_over_whole_batch():
     loss_fn = ScaleAndShiftInvariantLoss("mae", alpha=0.0)
     w, parts = _parts(1)
     loss, info = create_mixer(MixingConfig("naive")).combine(parts, loss_fn, [w])
-    whole = loss_fn(torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]), torch.cat([p[2] for p in parts]))
+    whole = loss_fn(
+        torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]), torch.cat([p[2] for p in parts])
+    )
     assert loss.item() == pytest.approx(whole.item())
     assert len(info["losses"]) == 2
 

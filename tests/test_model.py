@@ -84,7 +84,8 @@ def test_bad_checkpoint_is_a_user_error(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "hw,expected", [((1080, 1920), (224, 384)), ((800, 1880), (160, 384)), ((480, 640), (288, 384))],
+    "hw,expected",
+    [((1080, 1920), (224, 384)), ((800, 1880), (160, 384)), ((480, 640), (288, 384))],
     ids=["1080p", "letterbox", "vga"],
 )
 def test_inference_size(hw, expected):

@@ -33,8 +33,9 @@ print(json.dumps({"modules": names, "changed": changed}))
 def test_importing_every_module_leaves_os_environ_unchanged():
     # without the defaults the CLI sets, so a module that sets one at import shows up as a change
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_SERVER_ANALYTICS", "PREFECT_UI"))}
-    proc = subprocess.run([sys.executable, "-c", SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert {"flows.ingest", "flows.build", "flows.serve", "flows.train", "flows.runners"} <= set(report["modules"])
@@ -43,8 +44,9 @@ def test_importing_every_module_leaves_os_environ_unchanged():
 
 def test_the_cli_sets_its_defaults_when_it_runs():
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_SERVER_ANALYTICS", "PREFECT_UI"))}
-    probe = ("import os, flows.cli; print(os.environ.get('PREFECT_SERVER_ANALYTICS_ENABLED')); "
-             "flows.cli.environment_defaults(); print(os.environ.get('PREFECT_SERVER_ANALYTICS_ENABLED'))")
-    proc = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=300)
+    probe = (
+        "import os, flows.cli; print(os.environ.get('PREFECT_SERVER_ANALYTICS_ENABLED')); "
+        "flows.cli.environment_defaults(); print(os.environ.get('PREFECT_SERVER_ANALYTICS_ENABLED'))"
+    )
+    proc = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.stdout.split() == ["None", "false"], proc.stderr[-2000:]

@@ -29,7 +29,9 @@ from training.predict import (
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory):
     torch.manual_seed(0)
-    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt", build_model(ModelConfig(encoder="tiny", features=16)))
+    return save_checkpoint(
+        tmp_path_factory.mktemp("ckpt") / "tiny.pt", build_model(ModelConfig(encoder="tiny", features=16))
+    )
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +62,9 @@ def test_png16_round_trip():
 
 def test_ply_geometry(tmp_path):
     disparity = np.array([[2.0, 1.0], [1.0, 0.5]])
-    n = write_ply(tmp_path / "c.ply", disparity, np.zeros((2, 2, 3), np.uint8), PointCloudIntrinsics(fx=1.0, cx=0.0, cy=0.0))
+    n = write_ply(
+        tmp_path / "c.ply", disparity, np.zeros((2, 2, 3), np.uint8), PointCloudIntrinsics(fx=1.0, cx=0.0, cy=0.0)
+    )
     raw = (tmp_path / "c.ply").read_bytes()
     header, body = raw.split(b"end_header\n")
     assert n == 4 and b"element vertex 4" in header and len(body) == 4 * 15
@@ -115,10 +119,28 @@ def test_cli_predict_keeps_relative_paths_and_skips_unreadable_inputs(tiny_check
     # a real CLI process: in-process, a logging handler an earlier test bound to its own captured
     # stream would write to a closed file
     proc = subprocess.run(
-        [sys.executable, "-m", "flows", "predict", "--checkpoint", str(tiny_checkpoint), str(tmp_path / "in" / "a"),
-         str(tmp_path / "in" / "b" / "x.png"), str(tmp_path / "in" / "clip.mp4"), str(tmp_path / "in" / "z.png"),
-         "-o", str(out), "--side", "64", "--device", "cpu", "--no-preview"],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "flows",
+            "predict",
+            "--checkpoint",
+            str(tiny_checkpoint),
+            str(tmp_path / "in" / "a"),
+            str(tmp_path / "in" / "b" / "x.png"),
+            str(tmp_path / "in" / "clip.mp4"),
+            str(tmp_path / "in" / "z.png"),
+            "-o",
+            str(out),
+            "--side",
+            "64",
+            "--device",
+            "cpu",
+            "--no-preview",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 1, proc.stderr
     assert "wrote 4 predictions" in proc.stdout
@@ -151,8 +173,9 @@ def test_predictions_csv_is_written_as_it_goes(predictor, tmp_path):
                 seen.append(len(list(csv.DictReader(fh))))
             return predictor.predict_batch(images)
 
-    outcome = predict_paths(Spy(), [tmp_path / "pics"], tmp_path / "out", PredictConfig(batch_size=2, preview=False),
-                            progress=False)
+    outcome = predict_paths(
+        Spy(), [tmp_path / "pics"], tmp_path / "out", PredictConfig(batch_size=2, preview=False), progress=False
+    )
     assert len(outcome.rows) == 5 and seen == [0, 2, 4]
 
 
@@ -160,8 +183,21 @@ def test_cli_predict_folder(tiny_checkpoint, tmp_path, capsys):
     (tmp_path / "pics").mkdir()
     for i in range(2):
         cv2.imwrite(str(tmp_path / "pics" / f"{i}.png"), _image(30, 40, i))
-    rc = main(["predict", "--checkpoint", str(tiny_checkpoint), str(tmp_path / "pics"), "-o", str(tmp_path / "out"),
-               "--side", "64", "--device", "cpu", "--no-preview"])
+    rc = main(
+        [
+            "predict",
+            "--checkpoint",
+            str(tiny_checkpoint),
+            str(tmp_path / "pics"),
+            "-o",
+            str(tmp_path / "out"),
+            "--side",
+            "64",
+            "--device",
+            "cpu",
+            "--no-preview",
+        ]
+    )
     assert rc == 0 and "wrote 2 predictions" in capsys.readouterr().out
     assert sorted(p.name for p in (tmp_path / "out" / "pics").iterdir()) == ["0.disparity.png", "1.disparity.png"]
 

@@ -53,9 +53,27 @@ def test_mp4_frame_count_is_exact(sample_movie, tmp_path):
 def test_variable_frame_rate_is_detected(tmp_path):
     vfr = tmp_path / "vfr.mkv"
     # 24 frames at 24 fps, then 24 at 12 fps
-    subprocess.run([ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "testsrc=s=64x36:r=24:d=2",
-                    "-vf", "setpts='if(lt(N,24),N/24,1+(N-24)/12)/TB'", "-fps_mode", "vfr",
-                    "-c:v", "libx264", "-pix_fmt", "yuv420p", str(vfr)], check=True)
+    subprocess.run(
+        [
+            ffmpeg_exe(),
+            "-v",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=s=64x36:r=24:d=2",
+            "-vf",
+            "setpts='if(lt(N,24),N/24,1+(N-24)/12)/TB'",
+            "-fps_mode",
+            "vfr",
+            "-c:v",
+            "libx264",
+            "-pix_fmt",
+            "yuv420p",
+            str(vfr),
+        ],
+        check=True,
+    )
     info = probe(vfr)
     assert info.variable_frame_rate
     assert 12.0 < info.fps < 24.0
@@ -66,8 +84,25 @@ def test_h264_frame_packing_sei_gives_the_layout(sample_movie, tmp_path):
 
     movie = sample_movie(layout="sbs-half", seconds=4.0)
     mp4 = tmp_path / "packed.mp4"  # no MKV tag: only the H.264 frame-packing SEI says side-by-side
-    subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(movie.path), "-map", "0:v", "-c:v", "libx264",
-                    "-x264-params", "frame-packing=3", "-pix_fmt", "yuv420p", str(mp4)], check=True)
+    subprocess.run(
+        [
+            ffmpeg_exe(),
+            "-v",
+            "error",
+            "-i",
+            str(movie.path),
+            "-map",
+            "0:v",
+            "-c:v",
+            "libx264",
+            "-x264-params",
+            "frame-packing=3",
+            "-pix_fmt",
+            "yuv420p",
+            str(mp4),
+        ],
+        check=True,
+    )
     info = probe(mp4)
     assert info.stereo_mode is None and info.stereo3d == "side_by_side"
     decision = layout_from_metadata(info)

@@ -66,6 +66,11 @@ def test_benches_run_as_modules_without_path_edits_or_test_helpers():
             if word in text:
                 offenders.append(f"{path.name}: {word}")
     assert not offenders, offenders
-    proc = subprocess.run([__import__("sys").executable, "-m", "bench.bench_shards", "--help"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [__import__("sys").executable, "-m", "bench.bench_shards", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0 and "usage" in proc.stdout, proc.stderr[-2000:]

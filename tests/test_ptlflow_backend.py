@@ -102,7 +102,9 @@ def test_pairs_of_different_sizes_go_in_separate_passes():
 def test_flow_to_disparity_through_compute_disparity():
     # the right view is brighter: forward flow u = +2 px (+ tiny column term) -> disparity -2
     backend = PtlflowBackend("stand-in", model=KnownFlow(gain=2.0 * 255.0 / 100.0))
-    res = compute_disparity(flat(50), flat(150), DisparityConfig(sky="none", edge_threshold_px=None, matcher=None), backend=backend)
+    res = compute_disparity(
+        flat(50), flat(150), DisparityConfig(sky="none", edge_threshold_px=None, matcher=None), backend=backend
+    )
     expected = -(2.0 + np.arange(70) / 1000.0)
     np.testing.assert_allclose(res.disparity[10], expected, atol=1e-4)
     assert res.valid[:, :60].all(), "forward and backward flows agree within 2 px"
@@ -145,7 +147,10 @@ def test_real_ptlflow_model_end_to_end_from_a_local_checkpoint(tmp_path):
 
     torch.manual_seed(0)
     ckpt = tmp_path / "raft_small-random.ckpt"
-    torch.save({"state_dict": ptlflow.get_model("raft_small").state_dict(), "hyper_parameters": {"train_size": [368, 496]}}, ckpt)
+    torch.save(
+        {"state_dict": ptlflow.get_model("raft_small").state_dict(), "hyper_parameters": {"train_size": [368, 496]}},
+        ckpt,
+    )
     backend = get_backend("ptlflow:raft_small", ckpt=ckpt, device="cpu", batch_size=4)
     rng = np.random.default_rng(0)
     lefts = [rng.integers(0, 256, (125, 190, 3), dtype=np.uint8) for _ in range(3)]

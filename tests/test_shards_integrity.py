@@ -32,7 +32,11 @@ def _same(a: dict, b: dict) -> bool:
         if isinstance(va, np.ndarray) or isinstance(vb, np.ndarray):
             if not (isinstance(va, np.ndarray) and isinstance(vb, np.ndarray)):
                 return False
-            if va.dtype != vb.dtype or va.shape != vb.shape or not np.array_equal(va, vb, equal_nan=va.dtype.kind == "f"):
+            if (
+                va.dtype != vb.dtype
+                or va.shape != vb.shape
+                or not np.array_equal(va, vb, equal_nan=va.dtype.kind == "f")
+            ):
                 return False
         elif isinstance(va, float) and isinstance(vb, float) and np.isnan(va) and np.isnan(vb):
             continue
@@ -119,8 +123,10 @@ def test_random_damage_never_changes_a_value_silently(dataset, tmp_path):
             assert kind == "flip", f"trial {trial} ({what}): a truncated or swapped shard was read without an error"
         outcomes[outcome] += 1
     assert outcomes["raised"] >= TRIALS // 2, outcomes  # most damage is found, the rest changed nothing
-    print(f"\n{TRIALS} corruptions {kinds}: {outcomes['raised']} raised naming the shard, "
-          f"{outcomes['ok']} decoded identically")
+    print(
+        f"\n{TRIALS} corruptions {kinds}: {outcomes['raised']} raised naming the shard, "
+        f"{outcomes['ok']} decoded identically"
+    )
 
 
 def test_a_shard_of_another_movie_is_refused_even_without_the_footer_digest(dataset, tmp_path):

@@ -74,11 +74,15 @@ def test_random_access_by_row_group_and_row(tiny_dataset):
     assert shard.row_groups == len(shard.row_group_rows) >= 2
     all_rows = list(iter_samples(shard, columns=["disparity"]))
     group1 = read_row_group(shard, 1, columns=["disparity"])
-    assert [r["frame_index"] for r in group1] == [r["frame_index"] for r in all_rows[shard.row_group_rows[0]:][: len(group1)]]
+    assert [r["frame_index"] for r in group1] == [
+        r["frame_index"] for r in all_rows[shard.row_group_rows[0] :][: len(group1)]
+    ]
     last = read_sample(shard.path, shard.rows - 1)
     assert last["frame_index"] == all_rows[-1]["frame_index"]
     assert np.array_equal(last["disparity"], all_rows[-1]["disparity"], equal_nan=True)
-    assert [r["frame_index"] for r in iter_samples(shard.path, columns=[], row_groups=[1])] == [r["frame_index"] for r in group1]
+    assert [r["frame_index"] for r in iter_samples(shard.path, columns=[], row_groups=[1])] == [
+        r["frame_index"] for r in group1
+    ]
     with pytest.raises(IndexError):
         read_sample(shard, shard.rows)
 
@@ -124,7 +128,9 @@ def test_duckdb_reads_shards_directly(tiny_dataset):
     ).fetchall()
     assert [(m, s, n) for m, s, n, _ in rows] == [("movie-00", "train", 8), ("movie-01", "val", 8)]
     assert all(0.5 < v <= 1.0 for *_, v in rows)
-    reasons = duckdb.sql(f"SELECT reason, count(*) FROM read_parquet('{ds}/movies/*/*/rejected.parquet') GROUP BY ALL").fetchall()
+    reasons = duckdb.sql(
+        f"SELECT reason, count(*) FROM read_parquet('{ds}/movies/*/*/rejected.parquet') GROUP BY ALL"
+    ).fetchall()
     assert sum(n for _, n in reasons) == 2
 
 

@@ -165,6 +165,14 @@ def test_frame_record_accepts_a_crop_box_object():
 
 def test_rejected_record_fills_missing_stats_with_nan():
     r = RejectedRecord.from_dict(
-        {"movie_id": "m", "shot_id": 0, "frame_index": 3, "pts_seconds": 0.1, "split": "val", "reason": "vertical", "stats": {}}
+        {
+            "movie_id": "m",
+            "shot_id": 0,
+            "frame_index": 3,
+            "pts_seconds": 0.1,
+            "split": "val",
+            "reason": "vertical",
+            "stats": {},
+        }
     )
     assert set(r.stats) == set(STATS_COLUMNS) and all(np.isnan(v) for v in r.stats.values())

@@ -32,7 +32,9 @@ def test_a_glob_double_counts_but_depthmine_sql_does_not(reingested, capsys):
     ds = reingested
     manifest = read_manifest(ds)
     assert manifest.rows == 5 + 8
-    glob = duckdb.connect().execute(f"SELECT count(*) FROM read_parquet('{ds}/movies/*/*/part-*.parquet')").fetchone()[0]
+    glob = (
+        duckdb.connect().execute(f"SELECT count(*) FROM read_parquet('{ds}/movies/*/*/part-*.parquet')").fetchone()[0]
+    )
     assert glob == 8 + 5 + 8  # the old key folder of movie-00 is still on disk for the previous version
     assert main(["sql", str(ds), "SELECT movie_id, count(*) AS n FROM frames GROUP BY ALL ORDER BY 1", "--csv"]) == 0
     assert capsys.readouterr().out.splitlines() == ["movie_id,n", "movie-00,5", "movie-01,8"]
@@ -47,8 +49,10 @@ def test_the_readme_recipe_reads_the_manifest_file_list(reingested, monkeypatch)
     name = reingested.name
     con = duckdb.connect()
     # the README's recipe, with its folder name
-    con.execute(f"SET VARIABLE shards = (SELECT list('{name}/' || s.path) FROM "
-                f"(SELECT unnest(shards) AS s FROM read_json('{name}/manifest.json')))")
+    con.execute(
+        f"SET VARIABLE shards = (SELECT list('{name}/' || s.path) FROM "
+        f"(SELECT unnest(shards) AS s FROM read_json('{name}/manifest.json')))"
+    )
     assert con.execute("SELECT count(*) FROM read_parquet(getvariable('shards'))").fetchone()[0] == 13
 
 

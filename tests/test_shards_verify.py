@@ -100,6 +100,8 @@ def test_cli_exit_status_and_messages(tiny_dataset, copy_dataset, capsys):
     _flip_byte(path)
     assert main(["verify", str(ds)]) == 1
     err = capsys.readouterr().err
-    assert f"{rel}: checksum" in err and err.strip().splitlines()[-1].startswith("FAILED") and rel in err.splitlines()[-1]
+    assert (
+        f"{rel}: checksum" in err and err.strip().splitlines()[-1].startswith("FAILED") and rel in err.splitlines()[-1]
+    )
     assert main(["verify", str(ds / "nope")]) == 2
     assert "no dataset manifest" in capsys.readouterr().err

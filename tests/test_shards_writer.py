@@ -39,11 +39,20 @@ def _records(movie_id: str, n: int, split: str = "train") -> list[dict]:
 
 
 def _rejected(movie_id: str, frame: int, reason: str) -> dict:
-    return {"movie_id": movie_id, "shot_id": 0, "frame_index": frame, "pts_seconds": frame / 24, "split": "train",
-            "reason": reason, "stats": {"valid_fraction": 0.2}}
+    return {
+        "movie_id": movie_id,
+        "shot_id": 0,
+        "frame_index": frame,
+        "pts_seconds": frame / 24,
+        "split": "train",
+        "reason": reason,
+        "stats": {"valid_fraction": 0.2},
+    }
 
 
-def _write_movie(dataset: Path, movie_id: str, records: list[dict], key: str = "k1", config=TINY_SHARD_CONFIG, rejected=()):
+def _write_movie(
+    dataset: Path, movie_id: str, records: list[dict], key: str = "k1", config=TINY_SHARD_CONFIG, rejected=()
+):
     with MovieShardWriter(dataset, movie_id, key, config, {"source": f"{movie_id}.mkv"}) as w:
         for r in records:
             w.write(r)
@@ -88,7 +97,10 @@ def test_staged_chunks_round_trip_without_reencoding(tmp_path):
     frames = write_chunk(tmp_path / "work" / "c0.parquet", recs, TINY_SHARD_CONFIG)
     rejected = write_chunk(tmp_path / "work" / "c0-rej.parquet", [_rejected("m", 7, "lr_consistency")])
     table = read_chunk(frames)
-    assert table.num_rows == 5 and table.column("image").to_pylist() == encode_records(recs, TINY_SHARD_CONFIG).column("image").to_pylist()
+    assert (
+        table.num_rows == 5
+        and table.column("image").to_pylist() == encode_records(recs, TINY_SHARD_CONFIG).column("image").to_pylist()
+    )
     with MovieShardWriter(tmp_path / "ds", "m", "k1", TINY_SHARD_CONFIG) as w:
         w.write_table(table)
         w.write_table(read_chunk(rejected))
@@ -187,7 +199,10 @@ def test_writer_killed_mid_shard_leaves_no_visible_partial_shard(tmp_path):
     dataset = tmp_path / "ds"
     proc = subprocess.Popen(
         [sys.executable, "-c", _KILL_SCRIPT, str(dataset)],
-        cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        cwd=REPO,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         line = proc.stdout.readline()

@@ -47,7 +47,8 @@ def test_shots_from_cuts_are_half_open():
 def test_short_clip_found_but_not_sampled(sample_movie):
     # shots of 40, 20 (< 1 s), 36 frames
     movie = sample_movie(layout="sbs-half", seconds=4.0, shots=[40, 20, 36], chapters=1)
-    scan = scan_movie(open_stereo(movie.path), sampling=SamplingConfig(drop_first_chapters=0, drop_last_chapters=0),
-                      split="train").run()
+    scan = scan_movie(
+        open_stereo(movie.path), sampling=SamplingConfig(drop_first_chapters=0, drop_last_chapters=0), split="train"
+    ).run()
     assert [(s.start_frame, s.end_frame) for s in scan.shots] == [(0, 40), (40, 60), (60, 96)]
     assert scan.samples == [0, 6, 12, 18, 60, 66, 72, 78]

@@ -70,7 +70,9 @@ def test_vertical_offset_and_swap_eyes():
     rows = slice(crop.y + 6, crop.y + crop.h - 6)
     assert np.array_equal(shifted.left, base.left)
     assert np.abs(shifted.right[rows][3:].astype(int) - base.right[rows][:-3].astype(int)).mean() < 1.0
-    assert np.array_equal(swapped.left, base.right) and np.array_equal(swapped.disparity, base.disparity, equal_nan=True)
+    assert np.array_equal(swapped.left, base.right) and np.array_equal(
+        swapped.disparity, base.disparity, equal_nan=True
+    )
 
 
 def test_sample_movie_sidecar(sample_movie):
@@ -102,8 +104,23 @@ def test_sample_movie_command(tmp_path, capsys):
     from flows.cli import main
 
     out = tmp_path / "cli.mkv"
-    rc = main(["sample-movie", str(out), "--layout", "tab-half", "--seconds", "1", "--size", "64x36", "--chapters", "1",
-               "--vertical-offset", "1", "--swap-eyes"])
+    rc = main(
+        [
+            "sample-movie",
+            str(out),
+            "--layout",
+            "tab-half",
+            "--seconds",
+            "1",
+            "--size",
+            "64x36",
+            "--chapters",
+            "1",
+            "--vertical-offset",
+            "1",
+            "--swap-eyes",
+        ]
+    )
     assert rc == 0 and out.exists()
     truth = load_ground_truth(out)
     assert truth.meta["layout"] == "tab-half" and truth.meta["swap_eyes"] and truth.meta["vertical_offset_px"] == 1.0

@@ -88,9 +88,13 @@ def test_killed_and_resumed_run_ends_where_uninterrupted_one_does(movies, tmp_pa
 
     path = tmp_path / "crash.yaml"
     path.write_text(yaml.safe_dump(cfg(tmp_path / "crash")))
-    proc = subprocess.run([sys.executable, "-m", "training.train", "--config", str(path)],
-                          capture_output=True, text=True, timeout=200,
-                          env={**os.environ, "OMP_NUM_THREADS": "1", "DEPTHMINE_TEST_CRASH_AT_STEP": "6"})
+    proc = subprocess.run(
+        [sys.executable, "-m", "training.train", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=200,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "DEPTHMINE_TEST_CRASH_AT_STEP": "6"},
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     assert load_checkpoint(tmp_path / "crash" / "checkpoints" / "last.pt")["step"] == 6
     assert not (tmp_path / "crash" / "checkpoints" / "final.pt").exists()
@@ -110,8 +114,10 @@ def _synthetic_yaml(tmp_path, **top):
     cfg = {
         "model": {"encoder": "tiny", "features": 16},
         "data": {
-            "datasets": [{"name": "a", "kind": "synthetic", "size": 8, "image_size": [64, 48]},
-                         {"name": "b", "kind": "synthetic", "size": 8, "seed": 30, "image_size": [64, 48]}],
+            "datasets": [
+                {"name": "a", "kind": "synthetic", "size": 8, "image_size": [64, 48]},
+                {"name": "b", "kind": "synthetic", "size": 8, "seed": 30, "image_size": [64, 48]},
+            ],
             "batch_size": 2,
             "num_workers": 0,
             "augment": {"size": 32},
@@ -129,8 +135,9 @@ def _synthetic_yaml(tmp_path, **top):
 def test_cli_trains_with_overrides_and_tensorboard(tmp_path, capsys):
     path = _synthetic_yaml(tmp_path, tensorboard=True)
     out = tmp_path / "run"
-    code = cli_main(["train", "--config", str(path), "--out", str(out), "--set", "mixing.strategy=pareto",
-                     "--set", "max_steps=2"])
+    code = cli_main(
+        ["train", "--config", str(path), "--out", str(out), "--set", "mixing.strategy=pareto", "--set", "max_steps=2"]
+    )
     assert code == 0
     assert "trained 2 steps" in capsys.readouterr().out
     ck = load_checkpoint(out / "checkpoints" / "final.pt")
@@ -154,8 +161,12 @@ def test_learning_rate_groups(tmp_path):
 
 @pytest.mark.parametrize(
     "override,match",
-    [("optim.lr_nwe=1", "lr_nwe"), ("loss.kind=l7", "l7"), ("data.batch_size=many", "batch_size"),
-     ("precision=fp8", "fp8")],
+    [
+        ("optim.lr_nwe=1", "lr_nwe"),
+        ("loss.kind=l7", "l7"),
+        ("data.batch_size=many", "batch_size"),
+        ("precision=fp8", "fp8"),
+    ],
     ids=["unknown-key", "bad-loss", "bad-type", "bad-precision"],
 )
 def test_config_mistakes_name_the_problem(tmp_path, override, match):
@@ -169,8 +180,10 @@ def test_cli_reports_user_errors_in_one_line(tmp_path, capsys):
     assert cli_main(["train", "--config", str(tmp_path / "missing.yaml")]) == 2
     assert "missing.yaml" in capsys.readouterr().err
     path = _synthetic_yaml(tmp_path)
-    assert cli_main(["train", "--config", str(path), "--resume", str(tmp_path / "nope.pt"),
-                     "--out", str(tmp_path / "r")]) == 2
+    assert (
+        cli_main(["train", "--config", str(path), "--resume", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "r")])
+        == 2
+    )
     assert "nope.pt" in capsys.readouterr().err
 
 
@@ -180,8 +193,11 @@ def test_resume_refuses_weights_only_file(tmp_path):
     torch.save(build_model(ModelConfig(encoder="tiny", features=16)).state_dict(), tmp_path / "w.pt")
     path = _synthetic_yaml(tmp_path)
     with pytest.raises(BadInputError, match="w.pt"):
-        run_training(load_train_config(str(path), [f"resume={tmp_path / 'w.pt'}", f"out_dir={tmp_path / 'r'}",
-                                                   "model.features=16"]))
+        run_training(
+            load_train_config(
+                str(path), [f"resume={tmp_path / 'w.pt'}", f"out_dir={tmp_path / 'r'}", "model.features=16"]
+            )
+        )
 
 
 def test_demo_config_trains_on_a_dataset(movies, tmp_path):
@@ -199,14 +215,26 @@ def test_shipped_dataset_config_trains_on_the_demo_shards(movies, tmp_path, monk
     import shutil
 
     from training.config import SHIPPED_CONFIGS as root
+
     shipped = yaml.safe_load((root / "train_demo_dataset.yaml").read_text())
     assert shipped["data"]["datasets"][0]["kind"] == "shards"
     assert shipped["data"]["datasets"][0]["path"] == shipped["data"]["val"]["path"] == "demo_out/dataset"
     assert yaml.safe_load((root / "train_demo.yaml").read_text())["data"]["datasets"][0]["kind"] == "synthetic"
     shutil.copytree(movies, tmp_path / "demo_out" / "dataset")
     monkeypatch.chdir(tmp_path)
-    rc = cli_main(["train", "--config", str(root / "train_demo_dataset.yaml"), "--set", "max_steps=2",
-                   "--set", "progress=false", "--set", "data.val_samples=4"])
+    rc = cli_main(
+        [
+            "train",
+            "--config",
+            str(root / "train_demo_dataset.yaml"),
+            "--set",
+            "max_steps=2",
+            "--set",
+            "progress=false",
+            "--set",
+            "data.val_samples=4",
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0 and "trained 2 steps" in out and "validation aligned disparity RMSE" in out
     assert (tmp_path / "demo_out" / "train-dataset" / "checkpoints" / "final.pt").is_file()

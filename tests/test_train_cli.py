@@ -10,8 +10,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _options(parser) -> dict[str, tuple]:
-    return {a.dest: (tuple(a.option_strings), a.metavar, a.help) for a in parser._actions if a.option_strings
-            and a.dest not in ("help", "nproc")}
+    return {
+        a.dest: (tuple(a.option_strings), a.metavar, a.help)
+        for a in parser._actions
+        if a.option_strings and a.dest not in ("help", "nproc")
+    }
 
 
 def test_both_entry_points_parse_the_same_training_options():

@@ -38,12 +38,22 @@ def _config_file(tmp_path):
 
 def test_recipe_hash_leaves_out_run_settings_only():
     base = TrainConfig()
-    run = dataclasses.replace(base, out_dir="elsewhere", resume="auto", progress=False, max_steps=7, log_every=3,
-                              tensorboard=False, keep_checkpoints=9)
+    run = dataclasses.replace(
+        base,
+        out_dir="elsewhere",
+        resume="auto",
+        progress=False,
+        max_steps=7,
+        log_every=3,
+        tensorboard=False,
+        keep_checkpoints=9,
+    )
     assert {"out_dir", "resume", "progress", "max_steps"} <= set(RUN_SETTINGS)
     assert recipe_hash(run) == recipe_hash(base)
     assert recipe_hash(dataclasses.replace(base, seed=1)) != recipe_hash(base)
-    assert recipe_hash(dataclasses.replace(base, optim=dataclasses.replace(base.optim, lr_new=3e-4))) != recipe_hash(base)
+    assert recipe_hash(dataclasses.replace(base, optim=dataclasses.replace(base.optim, lr_new=3e-4))) != recipe_hash(
+        base
+    )
 
 
 def test_resume_with_other_run_settings_does_not_warn_but_another_recipe_does(tmp_path, caplog):
@@ -51,12 +61,17 @@ def test_resume_with_other_run_settings_does_not_warn_but_another_recipe_does(tm
     first = run_training(load_train_config(str(path), [f"out_dir={tmp_path / 'run'}"]))
     assert first.steps == 2
     caplog.set_level(logging.WARNING, logger="training.train")
-    resumed = run_training(load_train_config(str(path), [f"out_dir={tmp_path / 'run'}", "resume=auto",
-                                                         "max_steps=3", "log_every=2", "keep_checkpoints=5"]))
+    resumed = run_training(
+        load_train_config(
+            str(path),
+            [f"out_dir={tmp_path / 'run'}", "resume=auto", "max_steps=3", "log_every=2", "keep_checkpoints=5"],
+        )
+    )
     assert resumed.steps == 3
     assert "different configuration" not in caplog.text
-    run_training(load_train_config(str(path), [f"out_dir={tmp_path / 'run'}", "resume=auto", "max_steps=4",
-                                               "optim.lr_new=0.01"]))
+    run_training(
+        load_train_config(str(path), [f"out_dir={tmp_path / 'run'}", "resume=auto", "max_steps=4", "optim.lr_new=0.01"])
+    )
     assert "different configuration" in caplog.text
 
 
@@ -76,8 +91,9 @@ def test_resume_continues_at_the_loader_position_the_checkpoint_stored(tmp_path)
     torch.save(moved, tmp_path / "moved.pt")
 
     def resume(ckpt, out):
-        return run_training(load_train_config(str(path), [f"out_dir={tmp_path / out}", f"resume={ckpt}",
-                                                          "max_steps=3"]))
+        return run_training(
+            load_train_config(str(path), [f"out_dir={tmp_path / out}", f"resume={ckpt}", "max_steps=3"])
+        )
 
     as_saved, from_moved = resume(saved, "b"), resume(tmp_path / "moved.pt", "c")
     assert as_saved.steps == from_moved.steps == 3

@@ -42,14 +42,20 @@ def _yaml(tmp_path, datasets, name="train.yaml", **top):
     return path
 
 
-SYNTH = [{"name": "a", "kind": "synthetic", "size": 8, "image_size": [64, 48]},
-         {"name": "b", "kind": "synthetic", "size": 8, "seed": 30, "image_size": [64, 48]}]
+SYNTH = [
+    {"name": "a", "kind": "synthetic", "size": 8, "image_size": [64, 48]},
+    {"name": "b", "kind": "synthetic", "size": 8, "seed": 30, "image_size": [64, 48]},
+]
 
 
 @pytest.fixture(scope="module")
 def one_shard(tiny_dataset):
-    return tiny_dataset(n_movies=1, frames_per_movie=4, splits=("train",),
-                        config=ShardConfig(target_shard_bytes=1 << 30, row_group_rows=2))
+    return tiny_dataset(
+        n_movies=1,
+        frames_per_movie=4,
+        splits=("train",),
+        config=ShardConfig(target_shard_bytes=1 << 30, row_group_rows=2),
+    )
 
 
 def _one_line_error(capsys, *fragments):
@@ -68,8 +74,11 @@ def test_misspelt_validity_fails_before_the_model_is_built(tmp_path, capsys):
     """'validity: postive' used to surface inside a data worker as a long traceback."""
     (tmp_path / "ext" / "images").mkdir(parents=True)
     (tmp_path / "ext" / "targets").mkdir()
-    path = _yaml(tmp_path, [{"name": "ext", "kind": "folder", "path": str(tmp_path / "ext"), "target": "depth",
-                             "validity": "postive"}], data={"num_workers": 2})
+    path = _yaml(
+        tmp_path,
+        [{"name": "ext", "kind": "folder", "path": str(tmp_path / "ext"), "target": "depth", "validity": "postive"}],
+        data={"num_workers": 2},
+    )
     assert cli_main(["train", "--config", str(path)]) == 2
     _one_line_error(capsys, "validity 'postive'", "positive, finite, nonzero")
     assert not (tmp_path / "run").exists()
@@ -102,8 +111,11 @@ def test_unreadable_dataset_and_empty_split_name_themselves(one_shard, tmp_path,
 def test_default_workers_with_a_one_shard_dataset_are_lowered_with_a_notice(one_shard, tmp_path, capsys):
     """num_workers: 2 (the default) and a one-shard dataset: every loader worker needs a shard,
     so the run reads in-process and says so, instead of failing inside a worker."""
-    path = _yaml(tmp_path, [{"name": "movies", "kind": "shards", "path": str(one_shard), "split": "train"}],
-                 data={"num_workers": 2})
+    path = _yaml(
+        tmp_path,
+        [{"name": "movies", "kind": "shards", "path": str(one_shard), "split": "train"}],
+        data={"num_workers": 2},
+    )
     assert cli_main(["train", "--config", str(path)]) == 0
     captured = capsys.readouterr()
     assert "data.num_workers=2 lowered to 0" in captured.err and "'movies' has 1 shard(s)" in captured.err
@@ -131,9 +143,14 @@ def test_metrics_name_datasets_and_average_over_the_window(tmp_path):
 
 def _start_train(cfg_path, out, nproc=2):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "flows", "train", "--config", str(cfg_path), "--out", str(out),
-                             "--nproc", str(nproc)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=env, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flows", "train", "--config", str(cfg_path), "--out", str(out), "--nproc", str(nproc)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
     lines: queue.Queue = queue.Queue()
 
     def pump():
@@ -182,8 +199,12 @@ def test_signals_to_the_launcher_leave_no_trainer_behind(tmp_path, sig):
         assert sum("training.train" in c and "torch.distributed.run" not in c for c in cmdlines) == 2, cmdlines
 
         if sig == signal.SIGTERM:  # the lock, checked once (a second launcher costs a torch import)
-            second = subprocess.run([sys.executable, "-m", "flows", "train", "--config", str(cfg), "--out", str(out)],
-                                    capture_output=True, text=True, timeout=120)
+            second = subprocess.run(
+                [sys.executable, "-m", "flows", "train", "--config", str(cfg), "--out", str(out)],
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
             assert second.returncode == 2, second.stderr[-2000:]
             err = [ln for ln in second.stderr.splitlines() if ln.strip()]
             assert len(err) == 1 and "another training run is using this folder (pid" in err[0], second.stderr

@@ -124,16 +124,32 @@ def test_separate_files_paired_by_timestamp_despite_a_start_offset(sample_movie,
 
     movie = sample_movie(layout="separate", seconds=4.0)
     shifted = tmp_path / "right-shifted.mkv"
-    subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(movie.right_path), "-c", "copy", "-output_ts_offset", "1.5",
-                    str(shifted)], check=True)
+    subprocess.run(
+        [
+            ffmpeg_exe(),
+            "-v",
+            "error",
+            "-i",
+            str(movie.right_path),
+            "-c",
+            "copy",
+            "-output_ts_offset",
+            "1.5",
+            str(shifted),
+        ],
+        check=True,
+    )
     a = list(scan_movie(open_stereo(movie.path, right_path=movie.right_path), sampling=NO_CHAPTER_DROP))
     b = list(scan_movie(open_stereo(movie.path, right_path=shifted), sampling=NO_CHAPTER_DROP))
     assert [f.frame_index for f in a] == [f.frame_index for f in b]
     assert all(np.array_equal(x.right, y.right) for x, y in zip(a, b))
 
 
-@pytest.mark.parametrize("width, height, matrix", [(1280, 720, "bt709"), (640, 360, "bt601")],
-                         ids=["untagged-HD-is-BT709", "untagged-SD-is-BT601"])
+@pytest.mark.parametrize(
+    "width, height, matrix",
+    [(1280, 720, "bt709"), (640, 360, "bt601")],
+    ids=["untagged-HD-is-BT709", "untagged-SD-is-BT601"],
+)
 def test_untagged_frames_use_the_broadcast_matrix(tmp_path, width, height, matrix):
     """Rips often drop the colour tags; HD then means BT.709 (FFmpeg's converter would assume BT.601)."""
     import subprocess
@@ -147,10 +163,32 @@ def test_untagged_frames_use_the_broadcast_matrix(tmp_path, width, height, matri
     raw = np.broadcast_to(colour, (height, width, 3)).tobytes()
     out = tmp_path / "untagged.mkv"
     subprocess.run(
-        [ffmpeg_exe(), "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}",
-         "-i", "pipe:0", "-vf", f"scale=out_color_matrix={matrix}:out_range=tv,setparams=colorspace=unknown", "-c:v", "libx264",
-         "-preset", "ultrafast", "-qp", "0", "-pix_fmt", "yuv420p", str(out)],
-        input=raw, check=True,
+        [
+            ffmpeg_exe(),
+            "-loglevel",
+            "error",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "rgb24",
+            "-s",
+            f"{width}x{height}",
+            "-i",
+            "pipe:0",
+            "-vf",
+            f"scale=out_color_matrix={matrix}:out_range=tv,setparams=colorspace=unknown",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-qp",
+            "0",
+            "-pix_fmt",
+            "yuv420p",
+            str(out),
+        ],
+        input=raw,
+        check=True,
     )
     with av.open(str(out)) as container:
         frame = next(container.decode(video=0))

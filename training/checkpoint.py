@@ -195,8 +195,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:
-        raise BadInputError(path, f"cannot read checkpoint ({exc.__class__.__name__}: {exc})",
-                            "is it a torch checkpoint written by depthmine train?") from exc
+        raise BadInputError(
+            path,
+            f"cannot read checkpoint ({exc.__class__.__name__}: {exc})",
+            "is it a torch checkpoint written by depthmine train?",
+        ) from exc
     if not isinstance(data, dict):
         raise BadInputError(path, "not a checkpoint (expected a dict)")
     if data.get("format") == CHECKPOINT_FORMAT:
@@ -204,8 +207,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         if expected is None:
             log.debug("%s: no weights checksum (written by an older depthmine); not verified", path)
         elif not isinstance(data.get("model"), dict) or weights_sha256(data["model"]) != expected:
-            raise BadInputError(path, "weights checksum mismatch: the file is corrupt (changed after it was written)",
-                                "use another checkpoint (e.g. an earlier step-*.pt) or copy it again")
+            raise BadInputError(
+                path,
+                "weights checksum mismatch: the file is corrupt (changed after it was written)",
+                "use another checkpoint (e.g. an earlier step-*.pt) or copy it again",
+            )
         return data
     # the official MiDaS files: a bare state dict, or {"model": ..., "optimizer": ...}
     state = data["model"] if isinstance(data.get("model"), dict) else data
@@ -250,8 +256,11 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tu
     else:
         missing, unexpected = model.load_state_dict(data["model"], strict=False)
         if missing or unexpected:
-            raise BadInputError(path, f"weights do not fit the stored model configuration "
-                                      f"({len(missing)} missing, {len(unexpected)} unexpected keys)")
+            raise BadInputError(
+                path,
+                f"weights do not fit the stored model configuration "
+                f"({len(missing)} missing, {len(unexpected)} unexpected keys)",
+            )
     model.to(map_location).eval()
     return model, cfg
 

@@ -16,11 +16,19 @@ def add_train_options(p: argparse.ArgumentParser, *, config_required: bool) -> N
     """The training options, defined once for both entry points: ``depthmine train`` and the
     ``python -m training.train`` that torchrun starts in each process (:func:`config_from_args`
     reads them)."""
-    p.add_argument("--config", required=config_required, metavar="FILE",
-                   help="YAML training configuration: a file, or a shipped name (train_demo, train_demo_dataset, "
-                   "train_midas)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a configuration value, e.g. --set optim.lr_new=3e-4 (repeatable)")
-    p.add_argument("--resume", metavar="CKPT",
-                   help="checkpoint to continue from, or 'auto' (OUT/checkpoints/last.pt)")
+    p.add_argument(
+        "--config",
+        required=config_required,
+        metavar="FILE",
+        help="YAML training configuration: a file, or a shipped name (train_demo, train_demo_dataset, train_midas)",
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a configuration value, e.g. --set optim.lr_new=3e-4 (repeatable)",
+    )
+    p.add_argument("--resume", metavar="CKPT", help="checkpoint to continue from, or 'auto' (OUT/checkpoints/last.pt)")
     p.add_argument("--out", metavar="DIR", help="run folder (overrides out_dir)")

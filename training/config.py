@@ -210,8 +210,10 @@ class TrainConfig:
         names = [s.name for s in d.datasets]
         if len(set(names)) != len(names):
             raise ConfigError(f"data.datasets: names must differ (they label the logs): {', '.join(names)}")
-        for where, spec in [*((f"data.datasets[{i}]", s) for i, s in enumerate(d.datasets)),
-                            *([("data.val", d.val)] if d.val else [])]:
+        for where, spec in [
+            *((f"data.datasets[{i}]", s) for i, s in enumerate(d.datasets)),
+            *([("data.val", d.val)] if d.val else []),
+        ]:
             label = f"{where} ({spec.name!r})"
             if spec.kind not in DATASET_KINDS:
                 raise ConfigError(f"{label}: kind {spec.kind!r} is not one of {', '.join(DATASET_KINDS)}")
@@ -245,7 +247,9 @@ class TrainConfig:
         if self.loss.kind not in LOSS_KINDS:
             raise ConfigError(f"loss.kind={self.loss.kind!r}: valid kinds: {', '.join(LOSS_KINDS)}")
         if d.uncertainty_weighting > 0 and self.loss.kind == "silog":
-            raise ConfigError("data.uncertainty_weighting needs a loss.kind that takes weights (trim, mae, mse), not silog")
+            raise ConfigError(
+                "data.uncertainty_weighting needs a loss.kind that takes weights (trim, mae, mse), not silog"
+            )
         if not 0 <= self.loss.trim < 1 or self.loss.alpha < 0 or self.loss.scales < 1:
             raise ConfigError("loss: trim must be in [0, 1), alpha >= 0, scales >= 1")
         if self.mixing.strategy not in MIXERS:
@@ -298,8 +302,15 @@ def resolve_config_path(path: str) -> str:
 
 
 # How a run goes, not what it learns: left out of the recipe's hash.
-RUN_SETTINGS: tuple[str, ...] = ("out_dir", "resume", "progress", "max_steps", "tensorboard", "log_every",
-                                 "keep_checkpoints")
+RUN_SETTINGS: tuple[str, ...] = (
+    "out_dir",
+    "resume",
+    "progress",
+    "max_steps",
+    "tensorboard",
+    "log_every",
+    "keep_checkpoints",
+)
 
 
 def recipe_hash(cfg: TrainConfig) -> str:
@@ -335,8 +346,15 @@ def demo_train_config(dataset: str, out_dir: str, max_steps: int = 200, val_spli
     val = DatasetSpec(name="held-out", kind="shards", path=str(dataset), split=val_split) if val_split else None
     cfg = TrainConfig(
         model=ModelConfig(encoder="tiny", features=32),
-        data=DataConfig(datasets=[spec], batch_size=8, num_workers=0, augment=AugmentConfig(size=64, min_crop_scale=0.6),
-                        val=val, val_samples=16, val_size=64),
+        data=DataConfig(
+            datasets=[spec],
+            batch_size=8,
+            num_workers=0,
+            augment=AugmentConfig(size=64, min_crop_scale=0.6),
+            val=val,
+            val_samples=16,
+            val_size=64,
+        ),
         optim=OptimConfig(lr_new=1e-3),
         out_dir=str(out_dir),
         max_steps=max_steps,

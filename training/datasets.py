@@ -116,8 +116,10 @@ def target_to_disparity(
     elif kind in ("inverse_depth", "disparity", "disparity_up_to_scale_shift"):
         disp = np.where(valid, values, 0.0).astype(np.float32)
     else:
-        raise ConfigError(f"target kind {kind!r}: valid kinds: depth, depth_up_to_scale, inverse_depth, "
-                          "disparity, disparity_up_to_scale_shift")
+        raise ConfigError(
+            f"target kind {kind!r}: valid kinds: depth, depth_up_to_scale, inverse_depth, "
+            "disparity, disparity_up_to_scale_shift"
+        )
     return to_unit_disparity(disp, valid)
 
 
@@ -156,8 +158,14 @@ class UncertaintyUse:
         return valid, weight
 
 
-def _finish_sample(image: np.ndarray, disparity: np.ndarray, valid: np.ndarray, rng: np.random.Generator,
-                   aug: AugmentConfig, weight: np.ndarray | None = None) -> dict[str, torch.Tensor]:
+def _finish_sample(
+    image: np.ndarray,
+    disparity: np.ndarray,
+    valid: np.ndarray,
+    rng: np.random.Generator,
+    aug: AugmentConfig,
+    weight: np.ndarray | None = None,
+) -> dict[str, torch.Tensor]:
     valid = valid & np.isfinite(disparity)
     if weight is None:
         img, disp, msk = augment(image, np.nan_to_num(disparity), valid, rng, aug)
@@ -225,8 +233,11 @@ class ShardDataset(IterableDataset):
         self.uncertainty = uncertainty or UncertaintyUse()
         self.shards = list_shards(self.path, split=split, movie_ids=self.movie_ids)
         if not self.shards:
-            raise BadInputError(self.path, f"no shards with rows of split {split!r}",
-                                "check the split name and the dataset's manifest (depthmine inspect)")
+            raise BadInputError(
+                self.path,
+                f"no shards with rows of split {split!r}",
+                "check the split name and the dataset's manifest (depthmine inspect)",
+            )
         r, w = dist_info()
         self.rank = r if rank is None else int(rank)
         self.world_size = w if world_size is None else int(world_size)
@@ -247,7 +258,9 @@ class ShardDataset(IterableDataset):
     def load_state_dict(self, state: dict[str, int]) -> None:
         """Resume: the next iteration skips exactly the samples of the consumed batches."""
         if int(state.get("seed", self.seed)) != self.seed:
-            log.warning("resuming %s with seed %s (saved with %s): data order differs", self.path, self.seed, state["seed"])
+            log.warning(
+                "resuming %s with seed %s (saved with %s): data order differs", self.path, self.seed, state["seed"]
+            )
         self.epoch = int(state["epoch"])
         self._skip_batches = int(state["batches"])
         self._batch_size = int(state["batch_size"])
@@ -314,7 +327,9 @@ class ShardDataset(IterableDataset):
             while True:
                 rows = self._epoch_rows(epoch, global_worker, n_global)
                 if rows == 0:
-                    raise BadInputError(self.path, f"loader worker {global_worker} got shards without rows of split {self.split!r}")
+                    raise BadInputError(
+                        self.path, f"loader worker {global_worker} got shards without rows of split {self.split!r}"
+                    )
                 if skip < rows:
                     break
                 skip -= rows
@@ -483,8 +498,9 @@ class SyntheticDataset(Dataset):
         from pipeline.synthetic import render_stereo_frame
 
         w, h = self.spec.image_size
-        f = render_stereo_frame(w, h, (index % 8) * 0.5, seed=self.spec.seed + index // 8, letterbox=False,
-                                shot_duration_s=4.0)
+        f = render_stereo_frame(
+            w, h, (index % 8) * 0.5, seed=self.spec.seed + index // 8, letterbox=False, shot_duration_s=4.0
+        )
         valid = np.isfinite(f.disparity)
         disp, valid = to_unit_disparity(f.disparity, valid)
         return f.left, disp, valid
@@ -494,8 +510,9 @@ class PositionDataset(Dataset):
     """Indexes a map-style dataset by *stream position*: position ``p`` is item
     ``perm(seed, p // n)[p % n]``, augmented with a generator seeded by ``(seed, p)``."""
 
-    def __init__(self, base: Any, augment_config: AugmentConfig, seed: int, shuffle: bool = True,
-                 weighting: bool = False):
+    def __init__(
+        self, base: Any, augment_config: AugmentConfig, seed: int, shuffle: bool = True, weighting: bool = False
+    ):
         self.base = base
         self.weighting = weighting  # add all-ones weights (batches mixed with weighted shard data)
         self.n = len(base)
@@ -510,7 +527,11 @@ class PositionDataset(Dataset):
     def _perm(self, epoch: int) -> np.ndarray:
         perm = self._perms.get(epoch)
         if perm is None:
-            perm = np.arange(self.n) if not self.shuffle else np.random.default_rng([self.seed, epoch, 3]).permutation(self.n)
+            perm = (
+                np.arange(self.n)
+                if not self.shuffle
+                else np.random.default_rng([self.seed, epoch, 3]).permutation(self.n)
+            )
             if len(self._perms) >= 8:
                 self._perms.pop(next(iter(self._perms)))  # the oldest epoch
             self._perms[epoch] = perm
@@ -528,8 +549,9 @@ class GlobalBatchSampler(Sampler[list[int]]):
     """Infinite batches of stream positions; global batch ``k`` is positions
     ``[k*G, (k+1)*G)`` and rank ``r`` takes ``[k*G + r*b, k*G + (r+1)*b)`` (``b = G / world``)."""
 
-    def __init__(self, global_batch: int, rank: int, world_size: int, start_batch: int = 0,
-                 max_batches: int | None = None):
+    def __init__(
+        self, global_batch: int, rank: int, world_size: int, start_batch: int = 0, max_batches: int | None = None
+    ):
         if global_batch % world_size:
             raise ConfigError(f"data.batch_size={global_batch} is not divisible by {world_size} processes")
         self.g, self.b, self.rank = global_batch, global_batch // world_size, rank
@@ -554,9 +576,17 @@ ADAPTERS.register("csv", CsvDataset)
 ADAPTERS.register("synthetic", SyntheticDataset)
 
 
-def build_dataset(spec: DatasetSpec, augment_config: AugmentConfig, seed: int, *, infinite: bool = True,
-                  shuffle: bool = True, uncertainty: UncertaintyUse | None = None,
-                  rank: int | None = None, world_size: int | None = None) -> ShardDataset | PositionDataset:
+def build_dataset(
+    spec: DatasetSpec,
+    augment_config: AugmentConfig,
+    seed: int,
+    *,
+    infinite: bool = True,
+    shuffle: bool = True,
+    uncertainty: UncertaintyUse | None = None,
+    rank: int | None = None,
+    world_size: int | None = None,
+) -> ShardDataset | PositionDataset:
     """The dataset object for one :class:`DatasetSpec` (an unknown kind lists the valid ones).
 
     ``uncertainty``: how shard labels use their stored uncertainty; with weighting on, samples of
@@ -564,9 +594,19 @@ def build_dataset(spec: DatasetSpec, augment_config: AugmentConfig, seed: int, *
     """
     uncertainty = uncertainty or UncertaintyUse()
     if spec.kind == "shards":
-        return ShardDataset(spec.path, spec.split, augment=augment_config, seed=seed, shuffle=shuffle,
-                            shuffle_buffer=spec.shuffle_buffer, infinite=infinite, movie_ids=spec.movie_ids,
-                            uncertainty=uncertainty, rank=rank, world_size=world_size)
+        return ShardDataset(
+            spec.path,
+            spec.split,
+            augment=augment_config,
+            seed=seed,
+            shuffle=shuffle,
+            shuffle_buffer=spec.shuffle_buffer,
+            infinite=infinite,
+            movie_ids=spec.movie_ids,
+            uncertainty=uncertainty,
+            rank=rank,
+            world_size=world_size,
+        )
     if spec.kind not in ADAPTERS:
         raise ConfigError(f"dataset kind {spec.kind!r}: valid kinds: shards, {', '.join(ADAPTERS.names())}")
     return PositionDataset(ADAPTERS[spec.kind](spec), augment_config, seed, shuffle, weighting=uncertainty.weighting)
@@ -584,8 +624,15 @@ class MixedLoader:
     ``start_batch`` continues exactly where the saved one stopped.
     """
 
-    def __init__(self, datasets: list[ShardDataset | PositionDataset], global_batch: int, num_workers: int,
-                 start_batch: int = 0, seed: int = 0, pin_memory: bool = False):
+    def __init__(
+        self,
+        datasets: list[ShardDataset | PositionDataset],
+        global_batch: int,
+        num_workers: int,
+        start_batch: int = 0,
+        seed: int = 0,
+        pin_memory: bool = False,
+    ):
         rank, world = dist_info()
         if global_batch % world:
             raise ConfigError(f"data.batch_size={global_batch} is not divisible by {world} processes")
@@ -594,8 +641,7 @@ class MixedLoader:
         self.batches = int(start_batch)
         self.loaders = []
         for ds in datasets:
-            common = dict(num_workers=num_workers, collate_fn=_collate, pin_memory=pin_memory,
-                          persistent_workers=False)
+            common = dict(num_workers=num_workers, collate_fn=_collate, pin_memory=pin_memory, persistent_workers=False)
             if num_workers > 0:
                 common["prefetch_factor"] = 2
             if isinstance(ds, ShardDataset):
@@ -616,7 +662,9 @@ class MixedLoader:
         parts = [next(it) for it in self._iters]
         self.batches += 1
         batch = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
-        batch["dataset"] = torch.cat([torch.full((len(p["target"]),), i, dtype=torch.long) for i, p in enumerate(parts)])
+        batch["dataset"] = torch.cat(
+            [torch.full((len(p["target"]),), i, dtype=torch.long) for i, p in enumerate(parts)]
+        )
         return batch
 
     def state_dict(self) -> dict[str, int]:
@@ -630,8 +678,17 @@ def validation_samples(spec: DatasetSpec, n: int, size: int, seed: int = 0) -> l
     """Up to ``n`` centre-cropped validation samples of side ``size`` (deterministic)."""
     aug = AugmentConfig(size=size, enabled=False)
     if spec.kind == "shards":
-        ds = ShardDataset(spec.path, spec.split, augment=aug, seed=seed, shuffle=False, infinite=False,
-                          movie_ids=spec.movie_ids, rank=0, world_size=1)
+        ds = ShardDataset(
+            spec.path,
+            spec.split,
+            augment=aug,
+            seed=seed,
+            shuffle=False,
+            infinite=False,
+            movie_ids=spec.movie_ids,
+            rank=0,
+            world_size=1,
+        )
         out = []
         for sample in ds:
             out.append(sample)
@@ -640,4 +697,3 @@ def validation_samples(spec: DatasetSpec, n: int, size: int, seed: int = 0) -> l
         return out
     base = build_dataset(spec, aug, seed, shuffle=False)
     return [base[i] for i in range(min(n, len(base)))]
-

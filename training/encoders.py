@@ -90,8 +90,7 @@ class Encoder(nn.Module):
         if missing:
             raise BadInputError(
                 path,
-                f"not weights for encoder {self.name!r}: {len(missing)} missing keys "
-                f"(first: {missing[0]})",
+                f"not weights for encoder {self.name!r}: {len(missing)} missing keys (first: {missing[0]})",
                 "give a state dict of the same architecture",
             )
         if unexpected:

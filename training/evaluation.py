@@ -104,7 +104,9 @@ def parse_dataset_spec(spec: str) -> tuple[str, str]:
     """``"NAME:PATH"`` -> ``(name, path)``; the name must be a registered benchmark."""
     name, sep, path = spec.partition(":")
     if not sep or not name or not path:
-        raise ConfigError(f"--dataset {spec!r}: expected NAME:PATH, e.g. kitti:/data/kitti (names: {', '.join(PROTOCOLS)})")
+        raise ConfigError(
+            f"--dataset {spec!r}: expected NAME:PATH, e.g. kitti:/data/kitti (names: {', '.join(PROTOCOLS)})"
+        )
     get_protocol(name)  # validates the name
     return name.strip().lower(), path
 
@@ -114,7 +116,9 @@ def score_sample(protocol: Protocol, sample: BenchmarkSample, prediction: np.nda
     if protocol.ground_truth == "ordinal":
         return {"whdr": metrics.whdr(prediction, sample.point_pairs or [])}
     if protocol.ground_truth == "disparity":
-        return metrics.evaluate_disparity(prediction, sample.disparity, _cropped(protocol, sample.valid, sample.disparity.shape))
+        return metrics.evaluate_disparity(
+            prediction, sample.disparity, _cropped(protocol, sample.valid, sample.disparity.shape)
+        )
     depth = np.asarray(sample.depth)
     mask = _cropped(protocol, sample.valid, depth.shape) & np.isfinite(depth) & (depth > 0)
     if protocol.max_gt_depth is not None:
@@ -205,7 +209,9 @@ def evaluate(
             hint = "assign held-out movies to the test split when building the dataset" if name == "movies" else None
             raise BadInputError(path, f"no {proto.title} test images found", hint)
         results[name] = _summarise(proto, str(path), per_image)
-        log.info("%s on %s: %s = %.4g over %d images", default_label, name, proto.metric, results[name].value, len(per_image))
+        log.info(
+            "%s on %s: %s = %.4g over %d images", default_label, name, proto.metric, results[name].value, len(per_image)
+        )
     return EvalReport(label or default_label, ckpt, results, time.perf_counter() - started)
 
 
@@ -325,7 +331,10 @@ class ComparisonTable:
     baseline_row: int | None = None  # index of the baseline's row (0 when there is one)
 
     def _header(self) -> list[str]:
-        titles = [f"{PROTOCOLS[c].title} ({metrics.METRIC_NAMES.get(PROTOCOLS[c].metric, PROTOCOLS[c].metric)})" for c in self.columns]
+        titles = [
+            f"{PROTOCOLS[c].title} ({metrics.METRIC_NAMES.get(PROTOCOLS[c].metric, PROTOCOLS[c].metric)})"
+            for c in self.columns
+        ]
         return ["model"] + titles + (["mean Δ% vs " + self.baseline] if self.improvements else [])
 
     def _cells(self) -> list[list[str]]:
@@ -350,10 +359,15 @@ class ComparisonTable:
         widths = [max(len(str(x)) for x in col) for col in zip(header, *cells)]
 
         def line(row):
-            return "  ".join(str(x).ljust(w) if i == 0 else str(x).rjust(w) for i, (x, w) in enumerate(zip(row, widths)))
+            return "  ".join(
+                str(x).ljust(w) if i == 0 else str(x).rjust(w) for i, (x, w) in enumerate(zip(row, widths))
+            )
 
         lines = [line(header), "  ".join("-" * w for w in widths)] + [line(r) for r in cells]
-        lines.append("All metrics are errors (lower is better)" + ("; Δ% = improvement over the baseline." if self.improvements else "."))
+        lines.append(
+            "All metrics are errors (lower is better)"
+            + ("; Δ% = improvement over the baseline." if self.improvements else ".")
+        )
         return "\n".join(lines)
 
     def to_markdown(self) -> str:
@@ -361,7 +375,10 @@ class ComparisonTable:
         out = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
         out += ["| " + " | ".join(r) + " |" for r in cells]
         out.append("")
-        out.append("All metrics are errors (lower is better)" + ("; in brackets: relative improvement over the baseline." if self.improvements else "."))
+        out.append(
+            "All metrics are errors (lower is better)"
+            + ("; in brackets: relative improvement over the baseline." if self.improvements else ".")
+        )
         return "\n".join(out) + "\n"
 
     def csv_rows(self) -> list[dict[str, object]]:
@@ -397,7 +414,10 @@ def compare(reports: Sequence[EvalReport], baseline: EvalReport | None = None) -
     all_reports = ([baseline] if baseline is not None else []) + [r for r in reports if r is not baseline]
     present = {b for r in all_reports for b in r.results}
     columns = [name for name in PROTOCOLS if name in present]
-    rows = [(label, [r.value(c) for c in columns]) for label, r in zip(unique_labels([r.label for r in all_reports]), all_reports)]
+    rows = [
+        (label, [r.value(c) for c in columns])
+        for label, r in zip(unique_labels([r.label for r in all_reports]), all_reports)
+    ]
     improvements = None
     if baseline is not None:
         improvements = []
@@ -407,8 +427,9 @@ def compare(reports: Sequence[EvalReport], baseline: EvalReport | None = None) -
                 b = baseline.value(c)
                 imp.append(100.0 * (b - v) / b if math.isfinite(b) and math.isfinite(v) and b != 0 else math.nan)
             improvements.append(imp)
-    return ComparisonTable(columns, rows, rows[0][0] if baseline is not None else None, improvements,
-                           0 if baseline is not None else None)
+    return ComparisonTable(
+        columns, rows, rows[0][0] if baseline is not None else None, improvements, 0 if baseline is not None else None
+    )
 
 
 def unique_labels(labels: Sequence[str]) -> list[str]:
@@ -434,7 +455,12 @@ def write_report(
     table = compare(reports, baseline)
     everything = ([baseline] if baseline is not None else []) + [r for r in reports if r is not baseline]
     names = unique_labels([r.label for r in everything])
-    paths = {"table_md": out / "table.md", "table_csv": out / "table.csv", "per_image_csv": out / "per_image.csv", "json": out / "report.json"}
+    paths = {
+        "table_md": out / "table.md",
+        "table_csv": out / "table.csv",
+        "per_image_csv": out / "per_image.csv",
+        "json": out / "report.json",
+    }
     with atomic_open(paths["table_md"], "w", encoding="utf-8") as fh:
         fh.write(table.to_markdown())
     rows = table.csv_rows()
@@ -489,7 +515,12 @@ def _plot_per_image(reports: Sequence[EvalReport], path: Path, names: Sequence[s
                 continue
             vals = np.sort([r.metrics.get(proto.metric, math.nan) for r in res.per_image])
             vals = vals[np.isfinite(vals)]
-            ax.plot(np.linspace(0, 100, len(vals)) if len(vals) > 1 else [50], vals, marker="." if len(vals) < 30 else None, label=label)
+            ax.plot(
+                np.linspace(0, 100, len(vals)) if len(vals) > 1 else [50],
+                vals,
+                marker="." if len(vals) < 30 else None,
+                label=label,
+            )
         ax.set_title(f"{proto.title}: {metrics.METRIC_NAMES.get(proto.metric, proto.metric)}")
         ax.set_xlabel("images, sorted (%)")
         ax.grid(alpha=0.3)

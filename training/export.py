@@ -102,7 +102,10 @@ def export_onnx(
     model = _padded(model.to("cpu").eval()).eval()
     dummy = torch.zeros(1, 3, height, width)
     if dynamic:
-        dynamic_axes = {"image": {0: "batch", 2: "height", 3: "width"}, "disparity": {0: "batch", 1: "height", 2: "width"}}
+        dynamic_axes = {
+            "image": {0: "batch", 2: "height", 3: "width"},
+            "disparity": {0: "batch", 1: "height", 2: "width"},
+        }
     else:
         dynamic_axes = {"image": {0: "batch"}, "disparity": {0: "batch"}}
     path = Path(path)
@@ -156,7 +159,9 @@ def check_onnx_parity(
             ref = model(x).numpy()
         got = session.run(["disparity"], {"image": x.numpy()})[0]
         if got.shape != ref.shape:
-            raise DepthmineError(f"{path}: ONNX output shape {got.shape} differs from PyTorch's {ref.shape} for input {shape}")
+            raise DepthmineError(
+                f"{path}: ONNX output shape {got.shape} differs from PyTorch's {ref.shape} for input {shape}"
+            )
         max_abs = max(max_abs, float(np.max(np.abs(got - ref))))
         max_ref = max(max_ref, float(np.max(np.abs(ref))))
     rel = max_abs / max(max_ref, 1e-12)

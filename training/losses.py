@@ -77,7 +77,9 @@ def _centred_solve(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor)
     return scale, mean_p, mean_t
 
 
-def compute_scale_and_shift(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def compute_scale_and_shift(
+    pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-image least-squares ``(s, t) = argmin sum_valid (s * pred + t - target)^2``.
 
     Solved on per-image centred data (see :func:`_centred_solve`), so float32 keeps its precision
@@ -134,8 +136,9 @@ def _weights(mask: torch.Tensor, weight: torch.Tensor | None, dtype: torch.dtype
     return m if weight is None else m * weight.to(dtype)
 
 
-def ssi_mse_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
-                 weight: torch.Tensor | None = None) -> torch.Tensor:
+def ssi_mse_loss(
+    pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor | None = None
+) -> torch.Tensor:
     """L_ssimse: ``1/(2M) sum (s*pred + t - target)^2`` with least-squares ``(s, t)``.
 
     With per-pixel ``weight`` (w >= 0): ``sum w (s*pred + t - target)^2 / (2 sum w)`` over valid
@@ -146,8 +149,9 @@ def ssi_mse_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
     return _reduce((w * res * res).sum((1, 2)), 2 * w.sum((1, 2)), pred)
 
 
-def ssi_mae_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
-                 weight: torch.Tensor | None = None) -> torch.Tensor:
+def ssi_mae_loss(
+    pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor | None = None
+) -> torch.Tensor:
     """L_ssimae: ``1/(2M) sum |n(pred) - n(target)|`` with the robust normalisation ``n``
     (weighted: ``sum w |...| / (2 sum w)``, the normalisation unweighted)."""
     res = normalize_robust(pred, mask) - normalize_robust(target, mask)
@@ -155,8 +159,9 @@ def ssi_mae_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
     return _reduce((w * res.abs()).sum((1, 2)), 2 * w.sum((1, 2)), pred)
 
 
-def ssi_trim_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, trim: float = 0.2,
-                  weight: torch.Tensor | None = None) -> torch.Tensor:
+def ssi_trim_loss(
+    pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, trim: float = 0.2, weight: torch.Tensor | None = None
+) -> torch.Tensor:
     """L_ssitrim: like L_ssimae but the largest ``trim`` fraction of each image's ``|residual|`` is
     dropped (``floor(trim * M)`` pixels); still divided by ``2M``, as in the paper.
 
@@ -183,8 +188,9 @@ def ssi_trim_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, 
     return _reduce(image_sums, 2 * w.sum(1), pred)
 
 
-def gradient_matching_loss(residual: torch.Tensor, mask: torch.Tensor, scales: int = 4,
-                           weight: torch.Tensor | None = None) -> torch.Tensor:
+def gradient_matching_loss(
+    residual: torch.Tensor, mask: torch.Tensor, scales: int = 4, weight: torch.Tensor | None = None
+) -> torch.Tensor:
     """L_reg: ``sum_k sum(|dR/dx| + |dR/dy|) / M_k`` over ``scales`` levels.
 
     Level ``k`` takes every ``2**k``-th pixel (strided subsampling, as the reference); a difference
@@ -206,7 +212,9 @@ def gradient_matching_loss(residual: torch.Tensor, mask: torch.Tensor, scales: i
     return total
 
 
-def scale_invariant_log_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, lam: float = 0.5) -> torch.Tensor:
+def scale_invariant_log_loss(
+    pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, lam: float = 0.5
+) -> torch.Tensor:
     """Baseline for ablations (Eigen et al.): ``mean(d^2) - lam * mean(d)^2``, ``d = log pred - log target``.
 
     Only pixels with a positive target count; scale invariant but not shift invariant.
@@ -237,8 +245,9 @@ class ScaleAndShiftInvariantLoss(nn.Module):
             raise ConfigError(f"unknown loss kind {kind!r}; valid kinds: {', '.join(LOSS_KINDS)}")
         self.kind, self.alpha, self.scales, self.trim = kind, alpha, scales, trim
 
-    def terms(self, pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
-              weight: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def terms(
+        self, pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
         """``{"data": ..., "reg": ..., "total": ...}`` (reg is 0 when alpha is 0 or for silog).
 
         ``weight``: optional per-pixel weights (``B x H x W``, >= 0) for both terms (see the loss
@@ -269,6 +278,7 @@ class ScaleAndShiftInvariantLoss(nn.Module):
             reg = gradient_matching_loss(residual, mask, self.scales, weight) if self.alpha > 0 else pred.sum() * 0.0
         return {"data": data, "reg": reg, "total": data + self.alpha * reg}
 
-    def forward(self, pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
-                weight: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor | None = None
+    ) -> torch.Tensor:
         return self.terms(pred, target, mask, weight)["total"]

@@ -68,7 +68,9 @@ def min_norm_2(g11: float, g12: float, g22: float) -> tuple[float, float]:
     return c, g22 + c * (g12 - g22)
 
 
-def min_norm_weights(grads: torch.Tensor | Sequence[torch.Tensor], max_iter: int = 250, tol: float = 1e-7) -> torch.Tensor:
+def min_norm_weights(
+    grads: torch.Tensor | Sequence[torch.Tensor], max_iter: int = 250, tol: float = 1e-7
+) -> torch.Tensor:
     """Convex weights ``w`` (``w >= 0``, ``sum w = 1``) minimising ``|sum_i w_i g_i|``.
 
     Args:
@@ -168,8 +170,11 @@ class ParetoMixer(Mixer):
         flat = []
         for loss in losses:
             grads = torch.autograd.grad(loss, shared, retain_graph=True, allow_unused=True)
-            flat.append(torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1).float()
-                                   for g, p in zip(grads, shared)]))
+            flat.append(
+                torch.cat(
+                    [(g if g is not None else torch.zeros_like(p)).reshape(-1).float() for g, p in zip(grads, shared)]
+                )
+            )
         g = torch.stack(flat)
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(g)

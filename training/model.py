@@ -189,7 +189,9 @@ def model_config_from_midas_state_dict(state: dict[str, torch.Tensor]) -> ModelC
         features = int(state["scratch.layer1_rn.weight"].shape[0])
         conv2 = state["pretrained.layer1.4.0.conv2.weight"]
     except KeyError as exc:
-        raise BadInputError(None, f"MiDaS checkpoint lacks key {exc}; only the ResNet-family models are supported") from exc
+        raise BadInputError(
+            None, f"MiDaS checkpoint lacks key {exc}; only the ResNet-family models are supported"
+        ) from exc
     l3_blocks = len({k.split(".")[2] for k in state if k.startswith("pretrained.layer3.")})
     if conv2.shape[1] * 32 == conv2.shape[0]:
         encoder = "resnext101_32x8d"
@@ -210,4 +212,3 @@ def load_midas_state_dict(model: DepthModel, state: dict[str, torch.Tensor], pat
             f"({len(missing)} missing, {len(unexpected)} unexpected keys, e.g. {(missing or unexpected)[0]})",
             "set model.encoder and model.features to the checkpoint's (resnext101_32x8d, 256 for MiDaS v2.1)",
         )
-

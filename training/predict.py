@@ -214,7 +214,9 @@ def write_ply(
         dmax = 1.0
     z = dmax / np.maximum(np.nan_to_num(d), dmax / max_depth_ratio)
     ys, xs = np.mgrid[0:h:stride, 0:w:stride].astype(np.float64)
-    pts = np.empty(z.size, dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1")])
+    pts = np.empty(
+        z.size, dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1")]
+    )
     pts["x"] = ((xs - cx) / fx * z).ravel()
     pts["y"] = ((ys - cy) / fy * z).ravel()
     pts["z"] = z.ravel()

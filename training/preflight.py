@@ -47,12 +47,16 @@ def preflight(config: TrainConfig, world_size: int = 1, *, check_lock: bool = Tr
     if world_size < 1:
         raise ConfigError(f"{world_size} processes: need at least 1")
     if d.batch_size % world_size:
-        raise ConfigError(f"data.batch_size={d.batch_size} is not divisible by {world_size} processes "
-                          f"(every process takes an equal slice of each dataset's global batch)")
+        raise ConfigError(
+            f"data.batch_size={d.batch_size} is not divisible by {world_size} processes "
+            f"(every process takes an equal slice of each dataset's global batch)"
+        )
     if cfg.model.pretrained_path and not Path(cfg.model.pretrained_path).is_file():
         raise BadInputError(cfg.model.pretrained_path, "no such weights file (model.pretrained_path)")
     if cfg.resume and cfg.resume != "auto" and not Path(cfg.resume).is_file():
-        raise BadInputError(cfg.resume, "no such checkpoint to resume from", "pass --resume auto to continue in out_dir")
+        raise BadInputError(
+            cfg.resume, "no such checkpoint to resume from", "pass --resume auto to continue in out_dir"
+        )
     _check_out_dir(cfg.out_dir)
     if check_lock:
         from training.runlock import check_unlocked
@@ -107,7 +111,9 @@ def _open_and_sample(spec, cfg: TrainConfig, world_size: int, validation: bool =
 
     where = "data.val" if validation else f"dataset {spec.name!r}"
     aug = AugmentConfig(size=cfg.data.val_size, enabled=False) if validation else cfg.data.augment
-    use = UncertaintyUse() if validation else UncertaintyUse(cfg.data.max_uncertainty_px, cfg.data.uncertainty_weighting)
+    use = (
+        UncertaintyUse() if validation else UncertaintyUse(cfg.data.max_uncertainty_px, cfg.data.uncertainty_weighting)
+    )
     try:
         ds = build_dataset(spec, aug, cfg.seed, infinite=False, shuffle=False, uncertainty=use, rank=0, world_size=1)
         if isinstance(ds, ShardDataset):
@@ -122,4 +128,6 @@ def _open_and_sample(spec, cfg: TrainConfig, world_size: int, validation: bool =
     except StopIteration:
         raise BadInputError(spec.path, f"{where}: no rows of split {spec.split!r}") from None
     except (OSError, ValueError) as exc:
-        raise BadInputError(spec.path, f"{where}: cannot read the first sample ({exc.__class__.__name__}: {exc})") from exc
+        raise BadInputError(
+            spec.path, f"{where}: cannot read the first sample ({exc.__class__.__name__}: {exc})"
+        ) from exc

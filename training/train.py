@@ -110,20 +110,37 @@ def _setup_distributed(device_pref: str) -> _Dist:
     return _Dist(rank, world, local, device, owns)
 
 
-def param_groups(model: DepthModel, lr_pretrained: float, lr_new: float, encoder_pretrained: bool,
-                 weight_decay: float = 0.0) -> list[dict[str, Any]]:
+def param_groups(
+    model: DepthModel, lr_pretrained: float, lr_new: float, encoder_pretrained: bool, weight_decay: float = 0.0
+) -> list[dict[str, Any]]:
     """Adam groups: the encoder at ``lr_pretrained`` when it was pretrained (else ``lr_new``),
     the decoder at ``lr_new``."""
     enc_lr = lr_pretrained if encoder_pretrained else lr_new
     return [
-        {"params": model.encoder_parameters(), "lr": enc_lr, "base_lr": enc_lr, "name": "encoder", "weight_decay": weight_decay},
-        {"params": model.decoder_parameters(), "lr": lr_new, "base_lr": lr_new, "name": "decoder", "weight_decay": weight_decay},
+        {
+            "params": model.encoder_parameters(),
+            "lr": enc_lr,
+            "base_lr": enc_lr,
+            "name": "encoder",
+            "weight_decay": weight_decay,
+        },
+        {
+            "params": model.decoder_parameters(),
+            "lr": lr_new,
+            "base_lr": lr_new,
+            "name": "decoder",
+            "weight_decay": weight_decay,
+        },
     ]
 
 
 @torch.no_grad()
-def aligned_disparity_error(model: torch.nn.Module, samples: list[dict[str, torch.Tensor]],
-                            device: torch.device | str = "cpu", batch_size: int = 8) -> float:
+def aligned_disparity_error(
+    model: torch.nn.Module,
+    samples: list[dict[str, torch.Tensor]],
+    device: torch.device | str = "cpu",
+    batch_size: int = 8,
+) -> float:
     """RMSE over valid pixels between the least-squares aligned prediction and the target
     (disparity in [0, 1]): the relative-depth validation metric of the paper.
 
@@ -187,8 +204,12 @@ class _Logs:
             with open(path, newline="") as fh:
                 keep = [r for r in csv.DictReader(fh) if int(r["step"]) <= resume_step]
         self.fh = open(path, "w", newline="")
-        self.fields = (["step", "loss", "lr_encoder", "lr_decoder", "samples_per_s"] + [f"loss/{n}" for n in names]
-                       + [f"weight/{n}" for n in names] + ["val_error"])
+        self.fields = (
+            ["step", "loss", "lr_encoder", "lr_decoder", "samples_per_s"]
+            + [f"loss/{n}" for n in names]
+            + [f"weight/{n}" for n in names]
+            + ["val_error"]
+        )
         self.writer = csv.DictWriter(self.fh, fieldnames=self.fields, extrasaction="ignore")
         self.writer.writeheader()
         for r in keep:
@@ -227,12 +248,21 @@ def _test_crash_step() -> int | None:
     return int(value) if value else None
 
 
-def _save(cfg: TrainConfig, model, optimizer, scaler, step: int, loader: MixedLoader, name: str | None,
-          extra: dict[str, Any]) -> Path:
+def _save(
+    cfg: TrainConfig, model, optimizer, scaler, step: int, loader: MixedLoader, name: str | None, extra: dict[str, Any]
+) -> Path:
     ckdir = Path(cfg.out_dir) / "checkpoints"
     path = ckdir / (name or f"step-{step:08d}.pt")
-    save_checkpoint(path, model, optimizer=optimizer, scaler=scaler, step=step, data_state=loader.state_dict(),
-                    train_config=cfg, extra=extra)
+    save_checkpoint(
+        path,
+        model,
+        optimizer=optimizer,
+        scaler=scaler,
+        step=step,
+        data_state=loader.state_dict(),
+        train_config=cfg,
+        extra=extra,
+    )
     with atomic_path(ckdir / "last.pt") as tmp:
         shutil.copyfile(path, tmp)
     if name is None and cfg.keep_checkpoints > 0:
@@ -293,8 +323,9 @@ def _train(cfg: TrainConfig, ctx: _Dist) -> TrainResult:
     model = build_model(cfg.model).to(ctx.device)
     pretrained = bool(cfg.model.pretrained_path)
     o = cfg.optim
-    optimizer = torch.optim.Adam(param_groups(model, o.lr_pretrained, o.lr_new, pretrained, o.weight_decay),
-                                 betas=tuple(o.betas))
+    optimizer = torch.optim.Adam(
+        param_groups(model, o.lr_pretrained, o.lr_new, pretrained, o.weight_decay), betas=tuple(o.betas)
+    )
     amp_dtype = _precision(cfg, ctx.device)
     scaler = torch.amp.GradScaler(ctx.device.type) if amp_dtype == torch.float16 else None
 
@@ -305,8 +336,11 @@ def _train(cfg: TrainConfig, ctx: _Dist) -> TrainResult:
         # on the CPU first: RNG states must stay CPU tensors; load_state_dict moves the rest
         state = load_checkpoint(resume_path, map_location="cpu")
         if state.get("format") == "midas" or "optimizer" not in state:
-            raise BadInputError(resume_path, "not a training checkpoint (no optimizer state)",
-                                "to start from these weights set model.pretrained_path instead")
+            raise BadInputError(
+                resume_path,
+                "not a training checkpoint (no optimizer state)",
+                "to start from these weights set model.pretrained_path instead",
+            )
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         if scaler is not None and "scaler" in state:
@@ -324,17 +358,28 @@ def _train(cfg: TrainConfig, ctx: _Dist) -> TrainResult:
     if ctx.world > 1 and ctx.device.type == "cuda" and cfg.sync_batchnorm:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # swaps modules, keeps the Parameters
     if ctx.world > 1:
-        train_model = DistributedDataParallel(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+        train_model = DistributedDataParallel(
+            model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None
+        )
     if cfg.compile:
         train_model = torch.compile(train_model)
 
     # -- data ----------------------------------------------------------------------------
     use = UncertaintyUse(cfg.data.max_uncertainty_px, cfg.data.uncertainty_weighting)
-    datasets = [build_dataset(spec, cfg.data.augment, cfg.seed + 1009 * i, uncertainty=use)
-                for i, spec in enumerate(cfg.data.datasets)]
-    loader = MixedLoader(datasets, cfg.data.batch_size, cfg.data.num_workers, start_batch=start_batch,
-                         pin_memory=ctx.device.type == "cuda")
-    val = validation_samples(cfg.data.val, cfg.data.val_samples, cfg.data.val_size) if (cfg.data.val and ctx.main) else []
+    datasets = [
+        build_dataset(spec, cfg.data.augment, cfg.seed + 1009 * i, uncertainty=use)
+        for i, spec in enumerate(cfg.data.datasets)
+    ]
+    loader = MixedLoader(
+        datasets,
+        cfg.data.batch_size,
+        cfg.data.num_workers,
+        start_batch=start_batch,
+        pin_memory=ctx.device.type == "cuda",
+    )
+    val = (
+        validation_samples(cfg.data.val, cfg.data.val_samples, cfg.data.val_size) if (cfg.data.val and ctx.main) else []
+    )
 
     loss_fn = ScaleAndShiftInvariantLoss(cfg.loss.kind, cfg.loss.alpha, cfg.loss.scales, cfg.loss.trim)
     mixer = create_mixer(cfg.mixing)
@@ -352,11 +397,17 @@ def _train(cfg: TrainConfig, ctx: _Dist) -> TrainResult:
     bar_visible = not bar.disable
     crash_at = _test_crash_step()
     if ctx.main:
-        log.info("training %s from step %d to %d in %s (%d process(es))", ", ".join(names), step, cfg.max_steps,
-                 out_dir, ctx.world)
+        log.info(
+            "training %s from step %d to %d in %s (%d process(es))",
+            ", ".join(names),
+            step,
+            cfg.max_steps,
+            out_dir,
+            ctx.world,
+        )
     per_rank = loader.per_rank
     n_sets = len(datasets)
-    autocast = (torch.autocast(ctx.device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext())
+    autocast = torch.autocast(ctx.device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
     window: list[float] = []
     # per-dataset losses and mixing weights summed over the logging window (this rank's)
     window_parts = torch.zeros(2 * n_sets, dtype=torch.float64)
@@ -377,7 +428,7 @@ def _train(cfg: TrainConfig, ctx: _Dist) -> TrainResult:
                 pred = train_model(x)
             pred = pred.float()
             tensors = [pred, target, mask] + ([weight] if weight is not None else [])
-            parts = [tuple(t[i * per_rank:(i + 1) * per_rank] for t in tensors) for i in range(n_sets)]
+            parts = [tuple(t[i * per_rank : (i + 1) * per_rank] for t in tensors) for i in range(n_sets)]
             loss, info = mixer.combine(parts, loss_fn, shared)
             optimizer.zero_grad(set_to_none=True)
             if scaler is not None:
@@ -450,9 +501,14 @@ def _train(cfg: TrainConfig, ctx: _Dist) -> TrainResult:
         log.info("validation aligned disparity RMSE after %d steps: %.4f", step, result.val_error)
     final = Path(cfg.out_dir) / "checkpoints" / "final.pt"
     if ctx.main:
-        extra = {"mixing_weights": result.mixing_weights, "val_error": result.val_error,
-                 "val_error_start": result.val_error_start}
-        _save(cfg, model, optimizer, scaler, step, loader, "final.pt", {k: v for k, v in extra.items() if v is not None})
+        extra = {
+            "mixing_weights": result.mixing_weights,
+            "val_error": result.val_error,
+            "val_error_start": result.val_error_start,
+        }
+        _save(
+            cfg, model, optimizer, scaler, step, loader, "final.pt", {k: v for k, v in extra.items() if v is not None}
+        )
     if ctx.world > 1:
         dist.barrier()
     result.checkpoint = str(final)
@@ -509,8 +565,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     die_with_parent()
     args = build_parser().parse_args(argv)
     rank = int(os.environ.get("RANK", "0"))
-    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
-                        format=f"[rank {rank}] %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if rank == 0 else logging.WARNING,
+        format=f"[rank {rank}] %(levelname)s %(name)s: %(message)s",
+    )
     try:
         result = run_training(config_from_args(args), announce=os.environ.get(LAUNCHED_ENV) != "1")
     except DepthmineError as err:

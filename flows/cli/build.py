@@ -27,11 +27,21 @@ def register(subparsers) -> None:
     )
     p.add_argument("--catalog", required=True, metavar="FILE", help="catalog file (.yaml/.yml/.csv)")
     p.add_argument("--out", required=True, metavar="DATASET", help="dataset folder")
-    p.add_argument("--keep-versions", type=int, default=2, metavar="N",
-                   help="dataset versions whose shards stay on disk (default 2); older ones are garbage-collected")
-    p.add_argument("--max-failed-share", type=float, default=0.25, metavar="F",
-                   help="publish nothing when more than this share of the published movies fail (default 0.25); "
-                        "nothing is published either when every movie fails")
+    p.add_argument(
+        "--keep-versions",
+        type=int,
+        default=2,
+        metavar="N",
+        help="dataset versions whose shards stay on disk (default 2); older ones are garbage-collected",
+    )
+    p.add_argument(
+        "--max-failed-share",
+        type=float,
+        default=0.25,
+        metavar="F",
+        help="publish nothing when more than this share of the published movies fail (default 0.25); "
+        "nothing is published either when every movie fails",
+    )
     add_ingest_options(p)
     add_runner_options(p)
     p.set_defaults(func=run)
@@ -41,25 +51,49 @@ def run(args: argparse.Namespace) -> int:
     from flows.build import validate_build
 
     # Mistakes fail here, in the first second, before Prefect starts or any movie is decoded.
-    validate_build(args.catalog, args.out, args.flow, args.ckpt, args.device, args.overrides, args.runner,
-                   args.workers, args.dask_address, args.keep_versions, args.max_failed_share)
+    validate_build(
+        args.catalog,
+        args.out,
+        args.flow,
+        args.ckpt,
+        args.device,
+        args.overrides,
+        args.runner,
+        args.workers,
+        args.dask_address,
+        args.keep_versions,
+        args.max_failed_share,
+    )
     prefect_env_defaults(args.verbose)
     from flows.build import build_dataset
 
     s = build_dataset(
-        catalog=args.catalog, out=args.out, flow=args.flow, ckpt=args.ckpt, device=args.device,
-        overrides=args.overrides, runner=args.runner, workers=args.workers, dask_address=args.dask_address,
-        keep_versions=args.keep_versions, progress=sys.stderr.isatty(), max_failed_share=args.max_failed_share,
+        catalog=args.catalog,
+        out=args.out,
+        flow=args.flow,
+        ckpt=args.ckpt,
+        device=args.device,
+        overrides=args.overrides,
+        runner=args.runner,
+        workers=args.workers,
+        dask_address=args.dask_address,
+        keep_versions=args.keep_versions,
+        progress=sys.stderr.isatty(),
+        max_failed_share=args.max_failed_share,
     )
     print_summary(s, args.out)
     return 1 if s["failed"] else 0
 
 
 def print_summary(s: dict, out: str) -> None:
-    print(f"dataset {os.path.abspath(out)} version {s['version']}: {len(s['movies'])} movies, {s['rows']} frames ({s['seconds']:.1f} s)")
+    print(
+        f"dataset {os.path.abspath(out)} version {s['version']}: {len(s['movies'])} movies, {s['rows']} frames ({s['seconds']:.1f} s)"
+    )
     for m in s["movies"]:
         status = "unchanged" if m["skipped"] else "ingested"
-        print(f"  {m['movie_id']:<24} {m['split']:<5} {status:<9} {m['kept']:>6} kept {sum(m['rejected'].values()):>5} rejected")
+        print(
+            f"  {m['movie_id']:<24} {m['split']:<5} {status:<9} {m['kept']:>6} kept {sum(m['rejected'].values()):>5} rejected"
+        )
     for f in s["failed"]:
         kept = "published version kept" if f.get("kept_previous") else "not published"
         print(f"  {f['movie_id']:<24} SKIPPED (catalog line {f['line']}, {kept}): {f['error']}", file=sys.stderr)

@@ -35,7 +35,9 @@ def register(subparsers) -> None:
     p.add_argument("--out", default="demo_out", metavar="DIR", help="output folder (default demo_out)")
     p.add_argument("--size", default="320x180", metavar="WxH", help="per-eye size of the movies (default 320x180)")
     p.add_argument("--flow", default="dis-medium", metavar="NAME", help="optical-flow backend (default dis-medium)")
-    p.add_argument("--train-steps", type=int, default=60, metavar="N", help="training steps (0 skips training; default 60)")
+    p.add_argument(
+        "--train-steps", type=int, default=60, metavar="N", help="training steps (0 skips training; default 60)"
+    )
     p.set_defaults(func=run)
 
 
@@ -74,8 +76,11 @@ def run_demo(out: Path, size: tuple[int, int], flow: str, train_steps: int) -> i
 
     print("[3/5] verify")
     problems = [p for p in verify(str(dataset)) if p.severity != "warning"]
-    print("      every shard matches its checksum, schema and rows" if not problems
-          else "\n".join(f"      {p}" for p in problems))
+    print(
+        "      every shard matches its checksum, schema and rows"
+        if not problems
+        else "\n".join(f"      {p}" for p in problems)
+    )
 
     print("[4/5] contact sheet")
     report = inspect_dataset(dataset, out=out / "contact_sheet.png", n=12)

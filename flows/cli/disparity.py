@@ -62,8 +62,12 @@ def register(subparsers) -> None:
         metavar="NAME",
         help=f"flow backend (default {DEFAULT_BACKEND}); one of: {', '.join(available_backends())}",
     )
-    p.add_argument("--preset", default="balanced", choices=list(LABEL_PRESETS),
-                   help="labeller operating point (default balanced; see below)")
+    p.add_argument(
+        "--preset",
+        default="balanced",
+        choices=list(LABEL_PRESETS),
+        help="labeller operating point (default balanced; see below)",
+    )
     p.add_argument("--ckpt", metavar="FILE", help="local checkpoint for ptlflow:<model> backends")
     p.add_argument("--device", metavar="DEV", help="torch device for network backends (default: CUDA if present)")
     p.add_argument("--random-weights", action="store_true", help="allow a ptlflow model without weights (testing only)")
@@ -116,17 +120,37 @@ def run(args: argparse.Namespace) -> int:
 
     left, right = read_image(args.left), read_image(args.right)
     if left.shape != right.shape:
-        raise BadInputError(args.right, f"size {right.shape[1]}x{right.shape[0]} differs from the left image's {left.shape[1]}x{left.shape[0]}")
-    data = {**LABEL_PRESETS[args.preset], "flow": args.flow, "ckpt": args.ckpt, "device": args.device,
-            "working_width": args.working_width, "sky": args.sky, "swap_eyes": args.swap_eyes}
+        raise BadInputError(
+            args.right,
+            f"size {right.shape[1]}x{right.shape[0]} differs from the left image's {left.shape[1]}x{left.shape[0]}",
+        )
+    data = {
+        **LABEL_PRESETS[args.preset],
+        "flow": args.flow,
+        "ckpt": args.ckpt,
+        "device": args.device,
+        "working_width": args.working_width,
+        "sky": args.sky,
+        "swap_eyes": args.swap_eyes,
+    }
     data = apply_overrides(data, args.overrides)
     config = config_from_dict(DisparityConfig, data, where="disparity")
     extra = {"allow_random_weights": True} if args.random_weights and config.flow.startswith("ptlflow:") else {}
-    backend = get_backend(config.flow, ckpt=config.ckpt, device=config.device, working_width=config.working_width, **extra)
+    backend = get_backend(
+        config.flow, ckpt=config.ckpt, device=config.device, working_width=config.working_width, **extra
+    )
     result = compute_disparity(left, right, config, backend=backend)
     rig = result.rig
-    rig_json = {} if rig is None else {"offset_px": rig.offset_px, "roll_degrees": rig.roll_degrees,
-                                       "slope_y": rig.slope_y, "support": rig.support}
+    rig_json = (
+        {}
+        if rig is None
+        else {
+            "offset_px": rig.offset_px,
+            "roll_degrees": rig.roll_degrees,
+            "slope_y": rig.slope_y,
+            "support": rig.support,
+        }
+    )
 
     stats = result.stats.to_dict()
     with atomic_path(args.out) as tmp:
@@ -154,18 +178,25 @@ def run(args: argparse.Namespace) -> int:
 
     h, w = result.disparity.shape
     matcher = matcher_from_config(config)
-    print(f"{args.left}: {w}x{h}, preset {args.preset}, flow {config.flow}" + (f" + {matcher.name}" if matcher else "")
-          + (f" at width {config.working_width}" if config.working_width else ""))
+    print(
+        f"{args.left}: {w}x{h}, preset {args.preset}, flow {config.flow}"
+        + (f" + {matcher.name}" if matcher else "")
+        + (f" at width {config.working_width}" if config.working_width else "")
+    )
     for k, v in stats.items():
         print(f"  {k:<24} {v:10.3f}")
     if rig is not None and rig.fitted:
-        print(f"  {'rig (vertical)':<24} offset {rig.offset_px:+.2f} px, roll {rig.roll_degrees:+.3f} deg, "
-              f"{rig.fraction_above(config.vertical_threshold_px):.0%} of the frame beyond {config.vertical_threshold_px:g} px")
+        print(
+            f"  {'rig (vertical)':<24} offset {rig.offset_px:+.2f} px, roll {rig.roll_degrees:+.3f} deg, "
+            f"{rig.fraction_above(config.vertical_threshold_px):.0%} of the frame beyond {config.vertical_threshold_px:g} px"
+        )
     ev = result.swap_evidence
     if np.isfinite(ev):
         from pipeline.swap import frame_verdict
 
-        verdict = {"reversed": "looks reversed: try --swap-eyes", "normal": "looks normal"}.get(frame_verdict(ev), "undecided")
+        verdict = {"reversed": "looks reversed: try --swap-eyes", "normal": "looks normal"}.get(
+            frame_verdict(ev), "undecided"
+        )
         print(f"  {'swapped-eye evidence':<24} {ev:10.3f}  ({verdict}; judge a whole shot with detect_swapped_eyes)")
     if result.rejected_reason:
         print(f"REJECTED: {result.rejected_reason}")

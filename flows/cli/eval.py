@@ -43,14 +43,36 @@ def register(subparsers) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--checkpoint", action="append", default=[], metavar="CKPT", help="checkpoint to evaluate (repeatable)")
-    p.add_argument("--baseline", default=None, metavar="CKPT", help="checkpoint the others are compared with (listed first)")
-    p.add_argument("--dataset", action="append", default=[], metavar="NAME:PATH", required=True, help="benchmark and its local path (repeatable)")
-    p.add_argument("--label", action="append", default=[], metavar="NAME",
-                   help="row name, once per model in table order (the baseline first); default: the run folder "
-                        "and file stem (runs/a/checkpoints/final.pt -> a/final)")
+    p.add_argument(
+        "--checkpoint", action="append", default=[], metavar="CKPT", help="checkpoint to evaluate (repeatable)"
+    )
+    p.add_argument(
+        "--baseline", default=None, metavar="CKPT", help="checkpoint the others are compared with (listed first)"
+    )
+    p.add_argument(
+        "--dataset",
+        action="append",
+        default=[],
+        metavar="NAME:PATH",
+        required=True,
+        help="benchmark and its local path (repeatable)",
+    )
+    p.add_argument(
+        "--label",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="row name, once per model in table order (the baseline first); default: the run folder "
+        "and file stem (runs/a/checkpoints/final.pt -> a/final)",
+    )
     p.add_argument("--out", default=None, metavar="DIR", help="folder for CSV, markdown, JSON and the per-image plot")
-    p.add_argument("--max-images", type=int, default=None, metavar="N", help="score at most N images per benchmark (a quick look, not the protocol)")
+    p.add_argument(
+        "--max-images",
+        type=int,
+        default=None,
+        metavar="N",
+        help="score at most N images per benchmark (a quick look, not the protocol)",
+    )
     p.add_argument("--batch-size", type=int, default=4, help="images of one size per forward pass (default 4)")
     p.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda, cuda:1 ...")
     p.add_argument("--no-plot", action="store_true", help="skip the per-image error plot")
@@ -68,8 +90,11 @@ def run(args: argparse.Namespace) -> int:
     labels = row_labels(checkpoints, args.label)
     reports = []
     for ckpt, label in zip(checkpoints, labels):
-        reports.append(evaluate(ckpt, datasets, device=args.device, max_images=args.max_images, label=label,
-                                batch_size=args.batch_size))
+        reports.append(
+            evaluate(
+                ckpt, datasets, device=args.device, max_images=args.max_images, label=label, batch_size=args.batch_size
+            )
+        )
     baseline = reports[0] if args.baseline else None
     table = compare(reports, baseline)
     print(table.to_text())
@@ -89,13 +114,16 @@ def row_labels(paths: list[str], given: list[str]) -> list[str]:
 
     if given:
         if len(given) != len(paths):
-            raise ConfigError(f"{len(given)} --label for {len(paths)} models: give one per model, "
-                              "in table order (the baseline first)")
+            raise ConfigError(
+                f"{len(given)} --label for {len(paths)} models: give one per model, in table order (the baseline first)"
+            )
         if len(set(given)) != len(given):
             raise ConfigError(f"--label values must differ (got {', '.join(given)})")
         return list(given)
     labels = [run_label(p) for p in paths]
     # colliding names (runs/a/final.pt, runs/b/final.pt) take their folder, then a number
-    labels = [f"{Path(p).parent.name}/{lb}" if labels.count(lb) > 1 and lb == Path(p).stem and Path(p).parent.name else lb
-              for p, lb in zip(paths, labels)]
+    labels = [
+        f"{Path(p).parent.name}/{lb}" if labels.count(lb) > 1 and lb == Path(p).stem and Path(p).parent.name else lb
+        for p, lb in zip(paths, labels)
+    ]
     return unique_labels(labels)

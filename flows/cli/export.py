@@ -20,11 +20,19 @@ def register(subparsers) -> None:
     )
     p.add_argument("--checkpoint", required=True, metavar="CKPT", help="depthmine (or MiDaS v2.1) checkpoint")
     p.add_argument("-o", "--out", required=True, metavar="FILE", help="ONNX file to write (model.onnx)")
-    p.add_argument("--height", type=int, default=384, help="export height (default 384; any size, "
-                   "padded inside the graph to a multiple of 32 and cropped back)")
+    p.add_argument(
+        "--height",
+        type=int,
+        default=384,
+        help="export height (default 384; any size, padded inside the graph to a multiple of 32 and cropped back)",
+    )
     p.add_argument("--width", type=int, default=384, help="export width (default 384)")
-    p.add_argument("--dynamic", action="store_true", help="symbolic batch, height and width (any sizes: "
-                   "the parity check also runs a non-square size that is not a multiple of 32)")
+    p.add_argument(
+        "--dynamic",
+        action="store_true",
+        help="symbolic batch, height and width (any sizes: "
+        "the parity check also runs a non-square size that is not a multiple of 32)",
+    )
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     p.add_argument("--tolerance", type=float, default=1e-3, help="allowed max difference / output range (default 1e-3)")
     p.add_argument("--no-check", action="store_true", help="skip the ONNX Runtime parity check")
@@ -40,7 +48,9 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--height and --width must be at least 32")
     model, cfg = load_model(args.checkpoint, map_location="cpu")
     path = export_onnx(model, args.out, args.height, args.width, dynamic=args.dynamic, opset=args.opset)
-    print(f"wrote {path} (encoder {cfg.encoder}, {'dynamic' if args.dynamic else f'{args.width}x{args.height}'}, opset {args.opset})")
+    print(
+        f"wrote {path} (encoder {cfg.encoder}, {'dynamic' if args.dynamic else f'{args.width}x{args.height}'}, opset {args.opset})"
+    )
     if args.no_check:
         return 0
     shapes = [(2, 3, args.height, args.width)]

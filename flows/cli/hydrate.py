@@ -35,14 +35,30 @@ def register(subparsers) -> None:
         ),
     )
     p.add_argument("release", metavar="RELEASE", help="release folder (from `depthmine release`)")
-    p.add_argument("--movie", type=_pair, action="append", default=[], metavar="ID=PATH",
-                   help="your copy of a released film (repeatable); separate eye files: ID=LEFT,RIGHT")
-    p.add_argument("--catalog", default=None, metavar="FILE",
-                   help="YAML/CSV catalog of copies (movie_id, path, right, layout) instead of --movie")
+    p.add_argument(
+        "--movie",
+        type=_pair,
+        action="append",
+        default=[],
+        metavar="ID=PATH",
+        help="your copy of a released film (repeatable); separate eye files: ID=LEFT,RIGHT",
+    )
+    p.add_argument(
+        "--catalog",
+        default=None,
+        metavar="FILE",
+        help="YAML/CSV catalog of copies (movie_id, path, right, layout) instead of --movie",
+    )
     p.add_argument("--out", required=True, metavar="DATASET", help="dataset folder to write")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="hydration setting, repeatable: max_distance (bits, default 10), window (frames, 2), "
-                        "min_match_fraction (0.8), lock_votes (3), max_offset_s (600)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="hydration setting, repeatable: max_distance (bits, default 10), window (frames, 2), "
+        "min_match_fraction (0.8), lock_votes (3), max_offset_s (600)",
+    )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=run)
 
@@ -56,13 +72,21 @@ def run(args: argparse.Namespace) -> int:
     apply_overrides(config, list(args.overrides))
     from flows.hydrate import hydrate_dataset
 
-    result = hydrate_dataset(release=args.release, out=args.out, movies=dict(args.movie), catalog=args.catalog,
-                             config=config, progress=sys.stderr.isatty())
+    result = hydrate_dataset(
+        release=args.release,
+        out=args.out,
+        movies=dict(args.movie),
+        catalog=args.catalog,
+        config=config,
+        progress=sys.stderr.isatty(),
+    )
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
     for mid, r in result["movies"].items():
-        print(f"{mid}: {r['found']} of {r['released']} frames from {r['copy']} ({r['layout']}, offset {r['offset']:+d} frames)")
+        print(
+            f"{mid}: {r['found']} of {r['released']} frames from {r['copy']} ({r['layout']}, offset {r['offset']:+d} frames)"
+        )
         for m in r["missing"][:20]:
             print(f"  frame {m['frame_index']} not hydrated: {m['reason']}")
         if len(r["missing"]) > 20:

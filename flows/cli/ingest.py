@@ -32,20 +32,45 @@ def prefect_env_defaults(verbose: int = 0) -> None:
 
 def add_runner_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("where the work runs")
-    g.add_argument("--runner", choices=RUNNERS, default="threads",
-                   help="task runner for the per-chunk disparity tasks (default threads)")
-    g.add_argument("--workers", type=int, default=None, metavar="N", help="parallel tasks / local Dask workers (default: one per core)")
-    g.add_argument("--dask-address", default=None, metavar="ADDR",
-                   help="a running Dask scheduler, e.g. tcp://10.0.0.5:8786 (with --runner dask); the dataset must be on storage every worker sees")
+    g.add_argument(
+        "--runner",
+        choices=RUNNERS,
+        default="threads",
+        help="task runner for the per-chunk disparity tasks (default threads)",
+    )
+    g.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="parallel tasks / local Dask workers (default: one per core)",
+    )
+    g.add_argument(
+        "--dask-address",
+        default=None,
+        metavar="ADDR",
+        help="a running Dask scheduler, e.g. tcp://10.0.0.5:8786 (with --runner dask); the dataset must be on storage every worker sees",
+    )
 
 
 def add_ingest_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("labelling")
-    g.add_argument("--flow", default=None, metavar="NAME", help="optical-flow backend (default dis-medium; see `depthmine disparity --help`)")
+    g.add_argument(
+        "--flow",
+        default=None,
+        metavar="NAME",
+        help="optical-flow backend (default dis-medium; see `depthmine disparity --help`)",
+    )
     g.add_argument("--ckpt", default=None, metavar="FILE", help="local weights file for the backend")
     g.add_argument("--device", default=None, help="cpu, cuda or cuda:N for torch backends")
-    g.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="configuration override, repeatable (e.g. --set disparity.lr_threshold_px=1.5 --set chunk_frames=4)")
+    g.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="configuration override, repeatable (e.g. --set disparity.lr_threshold_px=1.5 --set chunk_frames=4)",
+    )
 
 
 def register(subparsers) -> None:
@@ -62,14 +87,22 @@ def register(subparsers) -> None:
     )
     p.add_argument("movie", metavar="MOVIE", help="the movie file (left eye's file for --layout separate)")
     p.add_argument("--out", required=True, metavar="DATASET", help="dataset folder")
-    p.add_argument("--movie-id", default=None, metavar="ID",
-                   help="name in the dataset: letters and digits of any script, . _ + -, at most 100 characters "
-                        "(default: from the file name)")
-    p.add_argument("--replace", action="store_true",
-                   help="replace a movie of this id that was ingested from another file (refused without it)")
+    p.add_argument(
+        "--movie-id",
+        default=None,
+        metavar="ID",
+        help="name in the dataset: letters and digits of any script, . _ + -, at most 100 characters "
+        "(default: from the file name)",
+    )
+    p.add_argument(
+        "--replace",
+        action="store_true",
+        help="replace a movie of this id that was ingested from another file (refused without it)",
+    )
     p.add_argument("--split", choices=SPLITS, default="train", help="split of this movie (default train)")
-    p.add_argument("--layout", default=None, choices=[layout.value for layout in Layout],
-                   help="stereo layout (default: detect)")
+    p.add_argument(
+        "--layout", default=None, choices=[layout.value for layout in Layout], help="stereo layout (default: detect)"
+    )
     p.add_argument("--right", default=None, metavar="FILE", help="right eye's file (layout separate)")
     add_ingest_options(p)
     add_runner_options(p)
@@ -82,30 +115,62 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.ingest import preflight
 
     # Mistakes fail here, in the first second, before Prefect starts or the dataset is touched.
-    preflight(args.movie, args.out, args.movie_id, args.right, args.overrides, flow=args.flow, ckpt=args.ckpt,
-              device=args.device, replace=args.replace)
+    preflight(
+        args.movie,
+        args.out,
+        args.movie_id,
+        args.right,
+        args.overrides,
+        flow=args.flow,
+        ckpt=args.ckpt,
+        device=args.device,
+        replace=args.replace,
+    )
     RunnerSpec(args.runner, args.workers, args.dask_address)
     prefect_env_defaults(args.verbose)
     from flows.ingest import ingest_movie
 
     result = ingest_movie(
-        movie=args.movie, out=args.out, movie_id=args.movie_id, split=args.split, layout=args.layout,
-        right=args.right, flow=args.flow, ckpt=args.ckpt, device=args.device, overrides=args.overrides,
-        runner=args.runner, workers=args.workers, dask_address=args.dask_address,
-        progress=sys.stderr.isatty(), replace=args.replace,
+        movie=args.movie,
+        out=args.out,
+        movie_id=args.movie_id,
+        split=args.split,
+        layout=args.layout,
+        right=args.right,
+        flow=args.flow,
+        ckpt=args.ckpt,
+        device=args.device,
+        overrides=args.overrides,
+        runner=args.runner,
+        workers=args.workers,
+        dask_address=args.dask_address,
+        progress=sys.stderr.isatty(),
+        replace=args.replace,
     )
     if args.json:
         print(json.dumps({k: v for k, v in result.items() if k != "manifest"}, indent=2))
         return 0
     rej = sum(result["rejected"].values())
-    what = "unchanged (already ingested)" if result["skipped"] else f"{result['chunks_resumed']}/{result['chunks']} chunks resumed"
-    print(f"{result['movie_id']} ({result['split']}): {result['kept']} frames kept, {rej} rejected"
-          + (f" {result['rejected']}" if rej else "") + f"; {what}; {result['seconds']:.1f} s")
+    what = (
+        "unchanged (already ingested)"
+        if result["skipped"]
+        else f"{result['chunks_resumed']}/{result['chunks']} chunks resumed"
+    )
+    print(
+        f"{result['movie_id']} ({result['split']}): {result['kept']} frames kept, {rej} rejected"
+        + (f" {result['rejected']}" if rej else "")
+        + f"; {what}; {result['seconds']:.1f} s"
+    )
     swap = result.get("swapped_eyes") or {}
     if swap.get("swapped_shots"):
         corrected = swap.get("corrected_shots") or []
-        print(f"eyes look reversed in shots {swap['swapped_shots']}"
-              + (f"; relabelled with the eyes exchanged: {corrected}" if corrected
-                 else "; rerun with --set swap_eyes=auto (or always) to correct them"))
+        print(
+            f"eyes look reversed in shots {swap['swapped_shots']}"
+            + (
+                f"; relabelled with the eyes exchanged: {corrected}"
+                if corrected
+                else "; rerun with --set swap_eyes=auto (or always) to correct them"
+            )
+        )
     print(f"dataset: {os.path.abspath(args.out)}/manifest.json")
     return 0

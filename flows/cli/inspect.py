@@ -20,7 +20,9 @@ def register(subparsers) -> None:
         ),
     )
     p.add_argument("dataset", metavar="DATASET", help="dataset folder or manifest.json (local path or URI)")
-    p.add_argument("--out", default=None, metavar="PNG", help="contact sheet to write (default: <dataset name>_sheet.png here)")
+    p.add_argument(
+        "--out", default=None, metavar="PNG", help="contact sheet to write (default: <dataset name>_sheet.png here)"
+    )
     p.add_argument("--n", type=int, default=16, help="frames on the sheet (default 16)")
     p.add_argument("--seed", type=int, default=0, help="chooses the frames")
     p.add_argument("--no-sheet", action="store_true", help="print the statistics only")

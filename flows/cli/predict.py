@@ -62,9 +62,13 @@ def run(args: argparse.Namespace) -> int:
         max_frames=args.max_frames,
     )
     outcome = predict_paths(predictor, args.inputs, args.out, config)
-    print(f"wrote {len(outcome.rows)} predictions to {args.out} (index: {args.out}/predictions.csv) on {predictor.device}")
+    print(
+        f"wrote {len(outcome.rows)} predictions to {args.out} (index: {args.out}/predictions.csv) on {predictor.device}"
+    )
     if outcome.failures:
-        print(f"depthmine: error: {len(outcome.failures)} input(s) could not be read and were skipped:", file=sys.stderr)
+        print(
+            f"depthmine: error: {len(outcome.failures)} input(s) could not be read and were skipped:", file=sys.stderr
+        )
         for f in outcome.failures:
             print(f"  {f.input}: {f.problem}", file=sys.stderr)
         return 1

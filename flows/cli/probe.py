@@ -31,8 +31,13 @@ def run(args: argparse.Namespace) -> int:
     src = open_stereo(args.movie, layout=args.layout, right_path=args.right)
     info = src.info
     data = info.as_dict()
-    data.update(layout=src.layout.value, layout_reason=src.layout_reason, eye_size=list(src.eye_size),
-                crop=src.crop.as_dict(), right=str(src.right_path) if src.right_path else None)
+    data.update(
+        layout=src.layout.value,
+        layout_reason=src.layout_reason,
+        eye_size=list(src.eye_size),
+        crop=src.crop.as_dict(),
+        right=str(src.right_path) if src.right_path else None,
+    )
     if args.json:
         print(json.dumps(data, indent=2, default=str))
         return 0
@@ -43,7 +48,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"  {info.fps:g} fps{vfr}, {info.duration_s:.2f} s, {info.frame_count} frames{exact}")
     print(f"  stereo metadata: StereoMode={info.stereo_mode}, stereo3d={info.stereo3d}")
     print(f"  layout: {src.layout.value} ({src.layout_reason})")
-    print(f"  eye: {src.eye_size[0]}x{src.eye_size[1]}, letterbox crop: x={src.crop.x} y={src.crop.y} w={src.crop.w} h={src.crop.h}")
+    print(
+        f"  eye: {src.eye_size[0]}x{src.eye_size[1]}, letterbox crop: x={src.crop.x} y={src.crop.y} w={src.crop.w} h={src.crop.h}"
+    )
     print(f"  chapters: {len(info.chapters)}")
     for ch in info.chapters:
         print(f"    {ch.start_s:9.3f} - {ch.end_s:9.3f}  {ch.title}")

@@ -37,10 +37,19 @@ def register(subparsers) -> None:
     p.add_argument("-o", "--out", required=True, metavar="RELEASE", help="release folder to write (new or empty)")
     p.add_argument("--split", type=_csv, default=None, metavar="SPLIT[,SPLIT]", help="splits to release (default: all)")
     p.add_argument("--movies", type=_csv, default=None, metavar="ID[,ID]", help="movies to release (default: all)")
-    p.add_argument("--title", type=_pair, action="append", default=[], metavar="ID=TITLE",
-                   help="the film's title for the release README (repeatable; default: the movie id)")
-    p.add_argument("--smallest", action="store_true",
-                   help="brotli 11 instead of zstd for the label files: about 15%% smaller, ten times slower to write")
+    p.add_argument(
+        "--title",
+        type=_pair,
+        action="append",
+        default=[],
+        metavar="ID=TITLE",
+        help="the film's title for the release README (repeatable; default: the movie id)",
+    )
+    p.add_argument(
+        "--smallest",
+        action="store_true",
+        help="brotli 11 instead of zstd for the label files: about 15%% smaller, ten times slower to write",
+    )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=run)
 
@@ -51,13 +60,21 @@ def run(args: argparse.Namespace) -> int:
     prefect_env_defaults(args.verbose)
     from flows.release import release_dataset
 
-    result = release_dataset(dataset=args.dataset, out=args.out, splits=args.split, movies=args.movies,
-                             titles=dict(args.title), compression="brotli" if args.smallest else "zstd")
+    result = release_dataset(
+        dataset=args.dataset,
+        out=args.out,
+        splits=args.split,
+        movies=args.movies,
+        titles=dict(args.title),
+        compression="brotli" if args.smallest else "zstd",
+    )
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
     ratio = result["bytes"] / result["dataset_bytes"] if result["dataset_bytes"] else 0.0
-    print(f"released {len(result['movies'])} movie(s), {result['rows']} frames, {result['bytes'] / 1e6:.2f} MB "
-          f"({ratio:.0%} of the dataset), no pictures")
+    print(
+        f"released {len(result['movies'])} movie(s), {result['rows']} frames, {result['bytes'] / 1e6:.2f} MB "
+        f"({ratio:.0%} of the dataset), no pictures"
+    )
     print(f"release: {os.path.abspath(result['release'])}")
     return 0

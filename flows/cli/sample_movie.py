@@ -30,14 +30,18 @@ def register(subparsers) -> None:
         ),
     )
     p.add_argument("out", metavar="OUT", help="movie to write (.mkv); the left eye's file for --layout separate")
-    p.add_argument("--layout", default="sbs-half", choices=[l.value for l in Layout], help="eye packing (default sbs-half)")
+    p.add_argument(
+        "--layout", default="sbs-half", choices=[l.value for l in Layout], help="eye packing (default sbs-half)"
+    )
     p.add_argument("--seconds", type=float, default=10.0, help="duration (default 10)")
     p.add_argument("--size", type=_size, default=(320, 180), metavar="WxH", help="per-eye size (default 320x180)")
     p.add_argument("--fps", type=float, default=24.0, help="frame rate (default 24)")
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same movie)")
     p.add_argument("--chapters", type=int, default=3, help="number of chapters (default 3)")
     p.add_argument("--shots", type=int, default=None, help="number of shots (default: about one per 2 s)")
-    p.add_argument("--vertical-offset", type=float, default=0.0, metavar="PX", help="shift the right eye down by PX pixels")
+    p.add_argument(
+        "--vertical-offset", type=float, default=0.0, metavar="PX", help="shift the right eye down by PX pixels"
+    )
     p.add_argument("--swap-eyes", action="store_true", help="store the right view in the left slot")
     p.add_argument("--no-letterbox", action="store_true", help="no black bars")
     p.add_argument("--no-stereo-metadata", action="store_true", help="omit the MKV StereoMode tag")
@@ -51,13 +55,25 @@ def run(args: argparse.Namespace) -> int:
     if args.seconds <= 0 or args.chapters < 1:
         raise ConfigError("--seconds must be positive and --chapters at least 1")
     movie = make_sample_movie(
-        args.out, layout=args.layout, seconds=args.seconds, size=args.size, fps=args.fps, seed=args.seed,
-        chapters=args.chapters, shots=args.shots, vertical_offset_px=args.vertical_offset,
-        swap_eyes=args.swap_eyes, letterbox=not args.no_letterbox, right_path=args.right,
-        stereo_metadata=not args.no_stereo_metadata, progress=True,
+        args.out,
+        layout=args.layout,
+        seconds=args.seconds,
+        size=args.size,
+        fps=args.fps,
+        seed=args.seed,
+        chapters=args.chapters,
+        shots=args.shots,
+        vertical_offset_px=args.vertical_offset,
+        swap_eyes=args.swap_eyes,
+        letterbox=not args.no_letterbox,
+        right_path=args.right,
+        stereo_metadata=not args.no_stereo_metadata,
+        progress=True,
     )
     print(f"wrote {movie.path}" + (f" and {movie.right_path}" if movie.right_path else ""))
-    print(f"  layout {movie.layout}, eye {movie.eye_size[0]}x{movie.eye_size[1]}, {movie.frame_count} frames at {movie.fps:g} fps")
+    print(
+        f"  layout {movie.layout}, eye {movie.eye_size[0]}x{movie.eye_size[1]}, {movie.frame_count} frames at {movie.fps:g} fps"
+    )
     print(f"  {len(movie.shots)} shots, {len(movie.chapters)} chapters, crop {movie.crop}")
     print(f"  ground truth: {movie.gt_json} + {movie.gt_npz}")
     return 0

@@ -40,6 +40,13 @@ def run(args: argparse.Namespace) -> int:
     params = {"runner": args.runner, "workers": args.workers, "dask_address": args.dask_address}
     if args.flow:
         params["flow"] = args.flow
-    serve_rebuild(args.catalog, args.out, cron=args.cron, interval_s=args.interval, name=args.name,
-                  run_now=args.run_now, parameters={k: v for k, v in params.items() if v is not None})
+    serve_rebuild(
+        args.catalog,
+        args.out,
+        cron=args.cron,
+        interval_s=args.interval,
+        name=args.name,
+        run_now=args.run_now,
+        parameters={k: v for k, v in params.items() if v is not None},
+    )
     return 0

@@ -26,11 +26,15 @@ def register(subparsers) -> None:
     p.add_argument("movie", metavar="MOVIE", help="movie file (the left eye's with --right)")
     p.add_argument("--right", default=None, metavar="FILE", help="the right eye's file (two separate eye files)")
     p.add_argument("--layout", default=None, help="force a layout: sbs-full, sbs-half, tab-full, tab-half")
-    p.add_argument("--detector", default="adaptive", help=f"shot detector: {', '.join(sorted(DETECTORS))} (default adaptive)")
+    p.add_argument(
+        "--detector", default="adaptive", help=f"shot detector: {', '.join(sorted(DETECTORS))} (default adaptive)"
+    )
     p.add_argument("--threshold", type=float, default=None, help="detector threshold (default: the detector's own)")
     p.add_argument("--split", default="train", choices=SPLITS, help="sampling rate: train 4 fps, val/test 1 fps")
     p.add_argument("--json", action="store_true", help="print JSON")
-    p.add_argument("--contact-sheet", default=None, metavar="OUT.png", help="write the first and middle frame of each shot")
+    p.add_argument(
+        "--contact-sheet", default=None, metavar="OUT.png", help="write the first and middle frame of each shot"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -45,8 +49,14 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.shots import build_detector
 
     build_detector(shot_cfg, src.info.fps)  # an unknown name fails before decoding
-    scan = scan_movie(src, shot_cfg, SamplingConfig(), args.split, progress=not (args.no_progress or args.json),
-                      keep_thumbnails=bool(args.contact_sheet)).run()
+    scan = scan_movie(
+        src,
+        shot_cfg,
+        SamplingConfig(),
+        args.split,
+        progress=not (args.no_progress or args.json),
+        keep_thumbnails=bool(args.contact_sheet),
+    ).run()
     if args.contact_sheet:
         write_contact_sheet(scan, args.contact_sheet)
     if args.json:
@@ -59,8 +69,10 @@ def run(args: argparse.Namespace) -> int:
     for shot in scan.shots:
         n = sum(1 for i in range(shot.start_frame, shot.end_frame) if i in samples)
         sampled_per_shot[shot.shot_id] = n
-        print(f"  shot {shot.shot_id:4d}: frames {shot.start_frame:7d} - {shot.end_frame:7d} "
-              f"({shot.frame_count / src.info.fps:6.2f} s), {n} sampled")
+        print(
+            f"  shot {shot.shot_id:4d}: frames {shot.start_frame:7d} - {shot.end_frame:7d} "
+            f"({shot.frame_count / src.info.fps:6.2f} s), {n} sampled"
+        )
     print(f"  {len(scan.shots)} shots, {len(scan.samples)} sampled frames ({args.split})")
     if args.contact_sheet:
         print(f"  contact sheet: {args.contact_sheet}")

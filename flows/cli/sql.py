@@ -18,14 +18,16 @@ def register(subparsers) -> None:
             "(one row per kept frame, every shard column), rejected (dropped frames with their "
             "reason) and movies (id, key, rows, split counts, source). Unlike a glob over "
             "movies/*/*/*.parquet it never counts an older key of a re-ingested movie or an "
-            "interrupted write. Example: depthmine sql dataset/ \"SELECT split, count(*) FROM frames "
-            "GROUP BY ALL\". Needs the duckdb package."
+            'interrupted write. Example: depthmine sql dataset/ "SELECT split, count(*) FROM frames '
+            'GROUP BY ALL". Needs the duckdb package.'
         ),
     )
     p.add_argument("dataset", metavar="DATASET", help="dataset folder or manifest.json (local path or URI)")
     p.add_argument("query", metavar="SQL", help="the query; views: frames, rejected, movies")
     p.add_argument("--csv", action="store_true", help="print CSV instead of an aligned table")
-    p.add_argument("--max-rows", type=int, default=1000, metavar="N", help="rows printed at most (default 1000; 0 = all)")
+    p.add_argument(
+        "--max-rows", type=int, default=1000, metavar="N", help="rows printed at most (default 1000; 0 = all)"
+    )
     p.set_defaults(func=run)
 
 

@@ -62,8 +62,16 @@ def run(args: argparse.Namespace) -> int:
     for notice in checked.notices:
         print(f"depthmine train: note: {notice}", file=sys.stderr)
     if args.nproc > 1:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}",
-               "-m", "training.train", *_forwarded(args)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={args.nproc}",
+            "-m",
+            "training.train",
+            *_forwarded(args),
+        ]
         return run_torchrun(cmd)
     result = run_training(checked.config, announce=False)
     loss = "n/a" if result.final_loss is None else f"{result.final_loss:.4f}"

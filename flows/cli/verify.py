@@ -23,9 +23,15 @@ def register(subparsers) -> None:
         ),
     )
     p.add_argument("dataset", metavar="DATASET", help="dataset folder or manifest.json (local path or URI)")
-    p.add_argument("--quick", action="store_true", help="no SHA-256 of whole files: check each footer's digest and every page against its CRC-32 "
-                        "instead (a flipped bit in any page is still found)")
-    p.add_argument("--sample-rows", type=int, default=2, metavar="N", help="rows decoded per shard (default 2: first and last)")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="no SHA-256 of whole files: check each footer's digest and every page against its CRC-32 "
+        "instead (a flipped bit in any page is still found)",
+    )
+    p.add_argument(
+        "--sample-rows", type=int, default=2, metavar="N", help="rows decoded per shard (default 2: first and last)"
+    )
     p.add_argument("--seed", type=int, default=0, help="chooses the randomly sampled rows")
     p.add_argument("--workers", type=int, default=4, help="files checked in parallel (default 4)")
     p.set_defaults(func=run)

@@ -100,7 +100,9 @@ register_backend("deepflow", DeepFlowBackend)
 register_backend("sgbm", SgbmBackend)
 register_backend(
     "dis-medium+sgbm",
-    lambda working_width=None, **kw: FusedBackend(BACKENDS["dis-medium"](**kw), SgbmBackend(), working_width=working_width),
+    lambda working_width=None, **kw: FusedBackend(
+        BACKENDS["dis-medium"](**kw), SgbmBackend(), working_width=working_width
+    ),
 )
 register_prefix(
     "ptlflow",

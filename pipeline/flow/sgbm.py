@@ -143,7 +143,9 @@ class SgbmBackend(FlowBackend):
             d_left = self._disparity(gl, gr, min_d, num_d)
             # mirrored and swapped, the right view becomes a left view with the same sign of d:
             # right pixel x matches left pixel x + d_right.
-            mirrored = self._disparity(np.ascontiguousarray(gr[:, ::-1]), np.ascontiguousarray(gl[:, ::-1]), min_d, num_d)
+            mirrored = self._disparity(
+                np.ascontiguousarray(gr[:, ::-1]), np.ascontiguousarray(gl[:, ::-1]), min_d, num_d
+            )
             d_right = mirrored[:, ::-1]
             lr = np.zeros(gl.shape + (2,), np.float32)
             rl = np.zeros(gl.shape + (2,), np.float32)

@@ -19,7 +19,15 @@ from pipeline.shards.manifest import DatasetManifest, read_manifest
 from pipeline.shards.reader import list_shards, open_shard, read_sample
 from pipeline.viz import colorize_disparity, grid, hstack_tiles, label_tile, save_png
 
-__all__ = ["DatasetSummary", "summarize", "format_summary", "sample_frames", "contact_sheet", "disparity_histogram", "inspect_dataset"]
+__all__ = [
+    "DatasetSummary",
+    "summarize",
+    "format_summary",
+    "sample_frames",
+    "contact_sheet",
+    "disparity_histogram",
+    "inspect_dataset",
+]
 
 
 @dataclass
@@ -64,9 +72,20 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
 
 def format_summary(s: DatasetSummary) -> str:
     """Plain-text tables: frames per movie and split, rejections by reason (per movie and total)."""
-    splits = sorted({k for v in s.frames.values() for k in v}, key=lambda x: ("train", "val", "test", x).index(x) if x in ("train", "val", "test") else 9)
-    rows = [[mid, *[v.get(sp, 0) for sp in splits], sum(v.values()), sum(s.rejected.get(mid, {}).values())] for mid, v in sorted(s.frames.items())]
-    totals = ["TOTAL", *[sum(v.get(sp, 0) for v in s.frames.values()) for sp in splits], s.total_frames, s.total_rejected]
+    splits = sorted(
+        {k for v in s.frames.values() for k in v},
+        key=lambda x: ("train", "val", "test", x).index(x) if x in ("train", "val", "test") else 9,
+    )
+    rows = [
+        [mid, *[v.get(sp, 0) for sp in splits], sum(v.values()), sum(s.rejected.get(mid, {}).values())]
+        for mid, v in sorted(s.frames.items())
+    ]
+    totals = [
+        "TOTAL",
+        *[sum(v.get(sp, 0) for v in s.frames.values()) for sp in splits],
+        s.total_frames,
+        s.total_rejected,
+    ]
     out = [
         f"dataset version {s.version}: {len(s.frames)} movies, {s.total_frames} frames in {s.shards} shards, "
         f"{s.bytes / 1e6:.1f} MB, {s.total_rejected} frames rejected",
@@ -77,12 +96,24 @@ def format_summary(s: DatasetSummary) -> str:
     reasons = sorted({r for v in s.rejected.values() for r in v})
     if reasons:
         by_reason = {r: sum(v.get(r, 0) for v in s.rejected.values()) for r in reasons}
-        out += ["", "rejections by reason", _table(["reason", "frames", "share"], [
-            [r, c, f"{100.0 * c / max(s.total_rejected, 1):.1f}%"] for r, c in sorted(by_reason.items(), key=lambda kv: -kv[1])
-        ])]
-        out += ["", "rejections per movie", _table(["movie", *reasons], [
-            [mid, *[v.get(r, 0) for r in reasons]] for mid, v in sorted(s.rejected.items())
-        ])]
+        out += [
+            "",
+            "rejections by reason",
+            _table(
+                ["reason", "frames", "share"],
+                [
+                    [r, c, f"{100.0 * c / max(s.total_rejected, 1):.1f}%"]
+                    for r, c in sorted(by_reason.items(), key=lambda kv: -kv[1])
+                ],
+            ),
+        ]
+        out += [
+            "",
+            "rejections per movie",
+            _table(
+                ["movie", *reasons], [[mid, *[v.get(r, 0) for r in reasons]] for mid, v in sorted(s.rejected.items())]
+            ),
+        ]
     return "\n".join(out)
 
 
@@ -120,7 +151,11 @@ def contact_sheet(samples: list[dict[str, Any]], tile_height: int | None = None)
         label = f"{s['movie_id']} s{s['shot_id']} f{s['frame_index']} {s['split']}"
         rows.append(
             hstack_tiles(
-                [label_tile(s["image"], label), colorize_disparity(s["disparity"], s["valid"]), _mask_tile(s["valid"], s.get("sky"))],
+                [
+                    label_tile(s["image"], label),
+                    colorize_disparity(s["disparity"], s["valid"]),
+                    _mask_tile(s["valid"], s.get("sky")),
+                ],
                 height=h,
             )
         )

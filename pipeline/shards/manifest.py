@@ -128,8 +128,7 @@ def check_name(value: str, what: str) -> str:
     """A key must be a plain ASCII folder name (no separators, no leading dot)."""
     if not isinstance(value, str) or not _SAFE_NAME.match(value):
         raise ConfigError(
-            f"{what} {value!r} must be a plain folder name: letters, digits and . _ + - "
-            "(not starting with . _ + -)"
+            f"{what} {value!r} must be a plain folder name: letters, digits and . _ + - (not starting with . _ + -)"
         )
     return value
 
@@ -537,7 +536,8 @@ def _check_writable(path: Path, min_free_bytes: int, hint: str) -> None:
     free = st.f_bavail * st.f_frsize
     if free < min_free_bytes:
         raise BadInputError(
-            path, f"only {free / 2**20:.1f} MiB free on its disk (a run needs at least {min_free_bytes / 2**20:.0f} MiB)",
+            path,
+            f"only {free / 2**20:.1f} MiB free on its disk (a run needs at least {min_free_bytes / 2**20:.0f} MiB)",
             "free space or choose another --out",
         )
 
@@ -620,7 +620,9 @@ def _publish_locked(
         if not (folder / MOVIE_MANIFEST_NAME).exists():
             raise BadInputError(folder, "movie folder is not committed (no movie.json)", "finish() its writer first")
         if m.movie_id in by_id:
-            raise BadInputError(dataset_dir, f"movie {m.movie_id!r} listed twice (keys {by_id[m.movie_id].key}, {m.key})")
+            raise BadInputError(
+                dataset_dir, f"movie {m.movie_id!r} listed twice (keys {by_id[m.movie_id].key}, {m.key})"
+            )
         by_id[m.movie_id] = m
     previous = _read_local_manifest(dataset_dir)
     manifest = DatasetManifest(
@@ -696,5 +698,3 @@ def _version_of(path: Path) -> int:
         return int(path.stem.rsplit("-", 1)[1])
     except (IndexError, ValueError):
         return -1
-
-

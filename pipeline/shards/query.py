@@ -68,17 +68,30 @@ def connect(dataset: str | Path) -> Any:
             "rows": m.rows,
             "rejected_rows": m.rejected_rows,
             "split_counts": json.dumps(m.split_counts),
-            "source": str((m.meta.get("source") or {}).get("path", "")) if isinstance(m.meta.get("source"), dict) else str(m.meta.get("source", "")),
+            "source": str((m.meta.get("source") or {}).get("path", ""))
+            if isinstance(m.meta.get("source"), dict)
+            else str(m.meta.get("source", "")),
             "version": manifest.version,
         }
         for m in manifest.movies.values()
     ]
     import pyarrow as pa
 
-    table = pa.Table.from_pylist(movies, schema=pa.schema([
-        ("movie_id", pa.string()), ("key", pa.string()), ("folder", pa.string()), ("rows", pa.int64()),
-        ("rejected_rows", pa.int64()), ("split_counts", pa.string()), ("source", pa.string()), ("version", pa.int64()),
-    ]))
+    table = pa.Table.from_pylist(
+        movies,
+        schema=pa.schema(
+            [
+                ("movie_id", pa.string()),
+                ("key", pa.string()),
+                ("folder", pa.string()),
+                ("rows", pa.int64()),
+                ("rejected_rows", pa.int64()),
+                ("split_counts", pa.string()),
+                ("source", pa.string()),
+                ("version", pa.int64()),
+            ]
+        ),
+    )
     con.register("_movies", table)
     con.execute("CREATE VIEW movies AS SELECT * FROM _movies")
     return con

@@ -124,13 +124,17 @@ def _check_against_manifest(pf: pq.ParquetFile, info: ShardInfo) -> None:
         except (OSError, ValueError) as exc:
             raise BadInputError(info.path, f"shard footer cannot be read ({exc})", _HINT) from None
         if digest != info.footer_sha256:
-            raise BadInputError(info.path, "shard footer differs from the manifest's (corrupt, truncated or another file)", _HINT)
+            raise BadInputError(
+                info.path, "shard footer differs from the manifest's (corrupt, truncated or another file)", _HINT
+            )
     md = pf.metadata
     if info.rows and md.num_rows != info.rows:
         raise BadInputError(info.path, f"shard has {md.num_rows} rows, the manifest says {info.rows}", _HINT)
     groups = tuple(md.row_group(i).num_rows for i in range(md.num_row_groups))
     if info.row_group_rows and groups != tuple(info.row_group_rows):
-        raise BadInputError(info.path, f"shard has row groups {list(groups)}, the manifest says {list(info.row_group_rows)}", _HINT)
+        raise BadInputError(
+            info.path, f"shard has row groups {list(groups)}, the manifest says {list(info.row_group_rows)}", _HINT
+        )
 
 
 def _read_group(pf: pq.ParquetFile, shard: ShardInfo, index: int, columns: list[str] | None) -> pa.Table:
@@ -156,7 +160,9 @@ def _decoded(table: pa.Table, shard: ShardInfo, index: int, columns, split) -> I
         except StopIteration:
             return
         except (DepthmineError, pa.ArrowException, ValueError, TypeError, IndexError, KeyError, cv2.error) as exc:
-            raise BadInputError(shard.path, f"row group {index} cannot be decoded ({type(exc).__name__}: {exc})", _HINT) from None
+            raise BadInputError(
+                shard.path, f"row group {index} cannot be decoded ({type(exc).__name__}: {exc})", _HINT
+            ) from None
         yield row
 
 
@@ -239,12 +245,16 @@ def _blob(arr: pa.Array, i: int):
     return None if not v.is_valid else v.as_buffer()
 
 
-def decode_rows(table: pa.Table, columns: Sequence[str] | None = None, split: str | None = None) -> list[dict[str, Any]]:
+def decode_rows(
+    table: pa.Table, columns: Sequence[str] | None = None, split: str | None = None
+) -> list[dict[str, Any]]:
     """Decode a table of shard rows into sample dicts (see :func:`iter_samples`)."""
     return list(iter_decoded(table, columns, split))
 
 
-def iter_decoded(table: pa.Table, columns: Sequence[str] | None = None, split: str | None = None) -> Iterator[dict[str, Any]]:
+def iter_decoded(
+    table: pa.Table, columns: Sequence[str] | None = None, split: str | None = None
+) -> Iterator[dict[str, Any]]:
     """Decode rows one at a time, so only one decoded sample is in memory besides the table."""
     names = table.schema.names
     if columns is None:
@@ -361,7 +371,9 @@ def _now(fn, *args, **kwargs) -> Future:
     return fut
 
 
-def read_row_group(shard: str | Path | ShardInfo, index: int, columns: Sequence[str] | None = None) -> list[dict[str, Any]]:
+def read_row_group(
+    shard: str | Path | ShardInfo, index: int, columns: Sequence[str] | None = None
+) -> list[dict[str, Any]]:
     """Decode row group ``index`` of one shard."""
     phys = _check_columns(columns)
     info = shard if isinstance(shard, ShardInfo) else ShardInfo(str(shard), 0)

@@ -142,8 +142,9 @@ def _group_of(groups: list[int], row: int) -> int:
     return len(groups) - 1
 
 
-def _check_decode(pf: pq.ParquetFile, rel: str, groups: list[int], picks: list[int],
-                  tables: dict[int, pa.Table] | None = None) -> list[Problem]:
+def _check_decode(
+    pf: pq.ParquetFile, rel: str, groups: list[int], picks: list[int], tables: dict[int, pa.Table] | None = None
+) -> list[Problem]:
     problems: list[Problem] = []
     starts = [sum(groups[:i]) for i in range(len(groups))]
     for row in picks:
@@ -154,7 +155,9 @@ def _check_decode(pf: pq.ParquetFile, rel: str, groups: list[int], picks: list[i
                 table = pf.read_row_group(g)
             sample = decode_rows(table.slice(row - starts[g], 1))[0]
             h, w = sample["height"], sample["width"]
-            shapes = {k: sample[k].shape[:2] for k in ("image", "disparity", "valid", "sky") if sample.get(k) is not None}
+            shapes = {
+                k: sample[k].shape[:2] for k in ("image", "disparity", "valid", "sky") if sample.get(k) is not None
+            }
             bad = {k: s for k, s in shapes.items() if s != (h, w)}
             if bad:
                 problems.append(Problem(rel, "decode", f"row {row}: sizes {bad} differ from {h}x{w}"))
@@ -245,7 +248,11 @@ def _check_folder(fs, folder: str, rel_folder: str, listed: set[str]) -> list[Pr
         if name.startswith(".") and name.endswith(".tmp"):
             out.append(Problem(f"{rel_folder}/{name}", "stale", "temporary file of an interrupted write", "warning"))
         elif name.endswith(".parquet") and name not in listed:
-            out.append(Problem(f"{rel_folder}/{name}", "unlisted", "Parquet file in a movie folder that the manifest does not list"))
+            out.append(
+                Problem(
+                    f"{rel_folder}/{name}", "unlisted", "Parquet file in a movie folder that the manifest does not list"
+                )
+            )
     return out
 
 
@@ -256,7 +263,9 @@ def _check_unreferenced(fs, root_path: str, referenced: set[str]) -> list[Proble
             rel = f"{MOVIES_DIR}/{movie}/{key}"
             if rel not in referenced and fs.isdir(f"{root_path}/{rel}"):
                 committed = fs.exists(f"{root_path}/{rel}/{MOVIE_MANIFEST_NAME}")
-                what = "an older or unpublished committed movie" if committed else "an interrupted write (no movie.json)"
+                what = (
+                    "an older or unpublished committed movie" if committed else "an interrupted write (no movie.json)"
+                )
                 out.append(Problem(rel, "unreferenced", f"folder not in the current manifest: {what}", "warning"))
     return out
 
@@ -272,7 +281,11 @@ def _check_strays(fs, root_path: str) -> list[Problem]:
         elif fs.isdir(f"{base}/{name}"):
             for inner in _names(fs, f"{base}/{name}"):
                 if inner.endswith(".parquet") and not fs.isdir(f"{base}/{name}/{inner}"):
-                    out.append(Problem(f"{MOVIES_DIR}/{name}/{inner}", "stray", "Parquet file outside any key folder", "warning"))
+                    out.append(
+                        Problem(
+                            f"{MOVIES_DIR}/{name}/{inner}", "stray", "Parquet file outside any key folder", "warning"
+                        )
+                    )
     return out
 
 
@@ -286,7 +299,10 @@ def _check_staging(fs, root_path: str, root: str) -> list[Problem]:
     for movie in _names(fs, work):
         for key in _names(fs, f"{work}/{movie}"):
             running = local and movie_locked(root_path, movie)
-            what = ("staging of an ingest running now" if running else
-                    "staging of an interrupted ingest: re-run it to resume, or the next build's garbage collection removes it")
+            what = (
+                "staging of an ingest running now"
+                if running
+                else "staging of an interrupted ingest: re-run it to resume, or the next build's garbage collection removes it"
+            )
             out.append(Problem(f".work/{movie}/{key}", "staging", what, "warning"))
     return out

@@ -111,13 +111,19 @@ class ShardConfig:
         if not 1 <= int(self.jpeg_quality) <= 101:
             raise ConfigError(f"shards.jpeg_quality {self.jpeg_quality}: expected 1..100 (101 = lossless WebP)")
         if self.jpeg_subsampling not in JPEG_SUBSAMPLING:
-            raise ConfigError(f"shards.jpeg_subsampling {self.jpeg_subsampling!r}: valid values are {sorted(JPEG_SUBSAMPLING)}")
+            raise ConfigError(
+                f"shards.jpeg_subsampling {self.jpeg_subsampling!r}: valid values are {sorted(JPEG_SUBSAMPLING)}"
+            )
         if self.disparity_codec not in DISPARITY_CODECS:
-            raise ConfigError(f"shards.disparity_codec {self.disparity_codec!r}: valid codecs are {list(DISPARITY_CODECS)}")
+            raise ConfigError(
+                f"shards.disparity_codec {self.disparity_codec!r}: valid codecs are {list(DISPARITY_CODECS)}"
+            )
         if self.row_group_rows < 1 or self.target_shard_bytes < 1 or self.max_row_group_bytes < 1:
             raise ConfigError("shards: row_group_rows, target_shard_bytes and max_row_group_bytes must be positive")
         if self.compression not in ("zstd", "snappy", "gzip", "lz4", "brotli", "none"):
-            raise ConfigError(f"shards.compression {self.compression!r}: expected zstd, snappy, gzip, lz4, brotli or none")
+            raise ConfigError(
+                f"shards.compression {self.compression!r}: expected zstd, snappy, gzip, lz4, brotli or none"
+            )
 
 
 def _coerce_record(rec: Any) -> FrameRecord:
@@ -200,11 +206,14 @@ def _is_rejected(rec: Any) -> bool:
 def _parquet_options(schema: pa.Schema, config: ShardConfig) -> dict[str, Any]:
     codec = config.compression
     binary = {f.name for f in schema if pa.types.is_binary(f.type)}
-    extra = {} if config.compression_level is None or codec == "none" else {"compression_level": config.compression_level}
+    extra = (
+        {} if config.compression_level is None or codec == "none" else {"compression_level": config.compression_level}
+    )
     return {
         **extra,
         "compression": {n: ("none" if n in BLOB_COLUMNS else codec) for n in schema.names},
-        "use_dictionary": [n for n in _DICT_COLUMNS if n in schema.names] + (["reason"] if "reason" in schema.names else []),
+        "use_dictionary": [n for n in _DICT_COLUMNS if n in schema.names]
+        + (["reason"] if "reason" in schema.names else []),
         # min/max of encoded blobs is useless and bloats the footer
         "write_statistics": [n for n in schema.names if n not in binary],
         # a CRC-32 per page, checked by every depthmine read (pipeline.shards.reader): a flipped
@@ -456,13 +465,14 @@ class MovieShardWriter:
         self.open()
         self._drain(final=True)
         self._close_shard()
-        rejected = (
-            pa.concat_tables(self._rejected) if self._rejected else REJECTED_SCHEMA.empty_table()
-        )
+        rejected = pa.concat_tables(self._rejected) if self._rejected else REJECTED_SCHEMA.empty_table()
         rpath = self.folder / REJECTED_NAME
         with atomic_path(rpath) as tmp:
             pq.write_table(
-                rejected, tmp, row_group_size=max(1, rejected.num_rows), **_parquet_options(REJECTED_SCHEMA, self.config)
+                rejected,
+                tmp,
+                row_group_size=max(1, rejected.num_rows),
+                **_parquet_options(REJECTED_SCHEMA, self.config),
             )
         reasons: dict[str, int] = {}
         for reason in rejected.column("reason").to_pylist():
@@ -488,7 +498,13 @@ class MovieShardWriter:
         )
         write_json_atomic(self.folder / MOVIE_MANIFEST_NAME, manifest.to_dict())
         self._finished = manifest
-        log.info("committed %s: %d rows in %d shards, %d rejected", self.folder, manifest.rows, len(self._shards), manifest.rejected_rows)
+        log.info(
+            "committed %s: %d rows in %d shards, %d rejected",
+            self.folder,
+            manifest.rows,
+            len(self._shards),
+            manifest.rejected_rows,
+        )
         return manifest
 
     def abort(self) -> None:

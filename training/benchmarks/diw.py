@@ -77,7 +77,9 @@ class DIWLoader(BenchmarkLoader):
             image = read_rgb(img_path)
             h, w = image.shape[:2]
             if size is not None and size != (w, h):
-                raise BadInputError(self.csv_path, f"{img_path.name} is {w}x{h}, the annotation says {size[0]}x{size[1]}")
+                raise BadInputError(
+                    self.csv_path, f"{img_path.name} is {w}x{h}, the annotation says {size[0]}x{size[1]}"
+                )
             ya, xa, yb, xb, _ = pair
             if not (0 <= ya < h and 0 <= yb < h and 0 <= xa < w and 0 <= xb < w):
                 raise BadInputError(self.csv_path, f"{img_path.name}: point pair {pair} outside the {w}x{h} image")

@@ -43,7 +43,9 @@ class ETH3DLoader(BenchmarkLoader):
 
     def __init__(self, path: str | Path):
         super().__init__(path)
-        scenes = [self.path] if (self.path / "images").is_dir() else sorted(p for p in self.path.iterdir() if p.is_dir())
+        scenes = (
+            [self.path] if (self.path / "images").is_dir() else sorted(p for p in self.path.iterdir() if p.is_dir())
+        )
         self.pairs: list[tuple[Path, Path]] = []
         for scene in scenes:
             img_dir = scene / "images" / "dslr_images"
@@ -53,7 +55,9 @@ class ETH3DLoader(BenchmarkLoader):
                 self.pairs.append((img, scene / "ground_truth_depth" / "dslr_images" / img.name))
         if not self.pairs:
             raise BadInputError(
-                self.path, "no ETH3D images found", "expected <scene>/images/dslr_images/* and <scene>/ground_truth_depth/dslr_images/*"
+                self.path,
+                "no ETH3D images found",
+                "expected <scene>/images/dslr_images/* and <scene>/ground_truth_depth/dslr_images/*",
             )
 
     def __len__(self) -> int:

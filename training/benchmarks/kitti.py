@@ -55,7 +55,9 @@ class KITTILoader(BenchmarkLoader):
                     raise BadInputError(img, f"image for {gt.name} is missing")
                 pairs.append((img, gt))
             return pairs
-        raise BadInputError(self.path, "not a KITTI list file or folder", "expected files.txt or image/ + groundtruth_depth/")
+        raise BadInputError(
+            self.path, "not a KITTI list file or folder", "expected files.txt or image/ + groundtruth_depth/"
+        )
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -65,7 +67,9 @@ class KITTILoader(BenchmarkLoader):
             image = read_rgb(img_path)
             depth, valid = read_kitti_depth(depth_path)
             if depth.shape != image.shape[:2]:
-                raise BadInputError(depth_path, f"depth is {depth.shape[::-1]}, image {img_path.name} is {image.shape[1::-1]}")
+                raise BadInputError(
+                    depth_path, f"depth is {depth.shape[::-1]}, image {img_path.name} is {image.shape[1::-1]}"
+                )
             yield BenchmarkSample(img_path.name, image, depth=depth, valid=valid)
 
 

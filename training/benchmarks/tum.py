@@ -42,7 +42,10 @@ def _read_timestamps(path: Path) -> list[tuple[float, str]]:
 def associate(rgb: list[tuple[float, str]], depth: list[tuple[float, str]], max_difference: float = MAX_DIFFERENCE_S):
     """Pairs ``(rgb_file, depth_file)`` matched greedily by closest timestamps, each used once."""
     candidates = sorted(
-        (abs(tr - td), i, j) for i, (tr, _) in enumerate(rgb) for j, (td, _) in enumerate(depth) if abs(tr - td) < max_difference
+        (abs(tr - td), i, j)
+        for i, (tr, _) in enumerate(rgb)
+        for j, (td, _) in enumerate(depth)
+        if abs(tr - td) < max_difference
     )
     used_r, used_d, pairs = set(), set(), []
     for _, i, j in candidates:

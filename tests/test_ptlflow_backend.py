@@ -101,10 +101,10 @@ def test_pairs_of_different_sizes_go_in_separate_passes():
 
 def test_flow_to_disparity_through_compute_disparity():
     # the right view is brighter: forward flow u = +2 px (+ tiny column term) -> disparity -2
+    # (the stand-in network reads brightness as motion, so the tone matching stays off here)
     backend = PtlflowBackend("stand-in", model=KnownFlow(gain=2.0 * 255.0 / 100.0))
-    res = compute_disparity(
-        flat(50), flat(150), DisparityConfig(sky="none", edge_threshold_px=None, matcher=None), backend=backend
-    )
+    config = DisparityConfig(sky="none", edge_threshold_px=None, matcher=None, photometric_tolerance=None)
+    res = compute_disparity(flat(50), flat(150), config, backend=backend)
     expected = -(2.0 + np.arange(70) / 1000.0)
     np.testing.assert_allclose(res.disparity[10], expected, atol=1e-4)
     assert res.valid[:, :60].all(), "forward and backward flows agree within 2 px"

@@ -37,12 +37,13 @@ import prefect
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.artifacts import markdown_table, publish_markdown
+from flows.artifacts import artifact_key, markdown_table, publish_markdown
 from flows.catalog import CatalogEntry, load_catalog
 from flows.ingest import IO_RETRIES, ingest_movie, publish_task, retry_unless_bad_input
 from pipeline.errors import ConfigError, DepthmineError
+from pipeline.shards.manifest import absolute_location
 
-__all__ = ["build_dataset", "validate_build", "NothingPublished", "MAX_FAILED_SHARE"]
+__all__ = ["build_dataset", "validate_build", "summary_artifact_key", "NothingPublished", "MAX_FAILED_SHARE"]
 
 
 class NothingPublished(DepthmineError):
@@ -196,6 +197,7 @@ def build_dataset(
     """
     logger = get_run_logger()
     t0 = time.monotonic()
+    out = absolute_location(out)  # as every worker will read it (#13: relative --out with Dask)
     entries = load_catalog_task(
         catalog, out, flow, ckpt, device, overrides, runner, workers, dask_address, keep_versions, max_failed_share
     )
@@ -264,7 +266,7 @@ def build_dataset(
             "seconds": time.monotonic() - t0,
             "refused": refusal,
         }
-        publish_markdown("build-summary", _summary_markdown(catalog, out, summary), "dataset rebuild summary")
+        publish_markdown(summary_artifact_key(out), _summary_markdown(catalog, out, summary), "dataset rebuild summary")
         raise NothingPublished(f"{out}: nothing published: {refusal}")
     catalog_ids = [e.movie_id for e in entries]
     # Exactly the catalog: its good movies, plus the published version of those that failed now.
@@ -280,7 +282,7 @@ def build_dataset(
         "gc_removed_paths": removed_paths,
         "seconds": time.monotonic() - t0,
     }
-    publish_markdown("build-summary", _summary_markdown(catalog, out, summary), "dataset rebuild summary")
+    publish_markdown(summary_artifact_key(out), _summary_markdown(catalog, out, summary), "dataset rebuild summary")
     if failed:
         logger.warning(
             "published version %d without new labels for %d failed movie(s): %s",
@@ -343,6 +345,20 @@ def _eyes(movie: dict[str, Any]) -> str:
     return f"**{what}**: shots {', '.join(map(str, shots))}" + (" (corrected)" if fixed else "")
 
 
+def summary_artifact_key(out: str) -> str:
+    """The build summary's Prefect artifact key: one per dataset (its folder name and a short hash
+    of its absolute location), so two datasets' rebuilds never overwrite each other's summary."""
+    import hashlib
+
+    location = absolute_location(out)
+    digest = hashlib.sha1(location.encode()).hexdigest()[:8]
+    return artifact_key("build-summary", Path(location.rstrip("/")).name, digest)
+
+
+def _rejected_by_reason(rejected: dict[str, int]) -> str:
+    return ", ".join(f"{reason} {n}" for reason, n in sorted(rejected.items()) if n) or "-"
+
+
 def _summary_markdown(catalog: str, out: str, s: dict[str, Any]) -> str:
     head = f"# Dataset `{out}`: nothing published" if s.get("refused") else f"# Dataset `{out}` version {s['version']}"
     lines = [
@@ -355,7 +371,7 @@ def _summary_markdown(catalog: str, out: str, s: dict[str, Any]) -> str:
         "## Movies",
         "",
         markdown_table(
-            ["movie", "split", "status", "kept", "rejected", "chunks resumed", "eyes", "seconds"],
+            ["movie", "split", "status", "kept", "rejected", "rejected by reason", "chunks resumed", "eyes", "seconds"],
             [
                 [
                     m["movie_id"],
@@ -363,6 +379,7 @@ def _summary_markdown(catalog: str, out: str, s: dict[str, Any]) -> str:
                     "unchanged" if m["skipped"] else "ingested",
                     m["kept"],
                     sum(m["rejected"].values()),
+                    _rejected_by_reason(m["rejected"]),
                     f"{m['chunks_resumed']}/{m['chunks']}",
                     _eyes(m),
                     m["seconds"],

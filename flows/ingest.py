@@ -54,6 +54,7 @@ from pipeline.ingest import (
 )
 from pipeline.layouts import CropBox
 from pipeline.shards.locks import movie_lock
+from pipeline.shards.manifest import absolute_location
 
 __all__ = ["ingest_movie", "IngestResult", "retry_unless_bad_input", "IO_RETRIES"]
 
@@ -223,6 +224,9 @@ def ingest_movie(
     """
     t0 = time.monotonic()
     logger = get_run_logger()
+    # paths as every worker will read them (a relative one would be each worker's own folder)
+    out, movie = absolute_location(out), absolute_location(movie)
+    right = absolute_location(right) if right else right
     # Everything that can be checked is checked before the dataset folder is touched.
     movie_id, config = preflight(
         movie,

@@ -223,14 +223,17 @@ def test_a_bad_movie_is_reported_and_skipped_the_rest_is_published(prefect_harne
 
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
+    from flows.build import summary_artifact_key
+
     async def report():
         async with get_client() as client:
             return await client.read_artifacts(
-                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["build-summary"]))
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[summary_artifact_key(str(out))]))
             )
 
     md = max(asyncio.run(report()), key=lambda a: a.created).data  # this run's: the newest
     assert "Skipped (bad input)" in md and "broken" in md
+    assert "rejected by reason" in md
 
 
 @pytest.mark.logs_errors  # the flow fails on purpose; Prefect logs the failure
@@ -353,3 +356,15 @@ def test_an_empty_catalog_is_refused(tmp_path):
     cat = _write_catalog(tmp_path / "catalog.yaml", [])
     with pytest.raises(ConfigError, match="lists no movies"):
         validate_build(str(cat), str(tmp_path / "ds"))
+
+
+def test_each_dataset_has_its_own_summary_key_and_reasons_are_named(tmp_path, monkeypatch):
+    from flows.build import _rejected_by_reason, summary_artifact_key
+
+    a, b = summary_artifact_key(str(tmp_path / "a" / "ds")), summary_artifact_key(str(tmp_path / "b" / "ds"))
+    assert a != b and a.startswith("build-summary-ds-") and b.startswith("build-summary-ds-")
+    monkeypatch.chdir(tmp_path / "..")
+    assert summary_artifact_key(str(tmp_path / "a" / "ds")) == summary_artifact_key(f"{tmp_path.name}/a/ds")
+    assert _rejected_by_reason({"vertical_disparity": 2, "disparity_range": 1, "left_right_consistency": 0}) == (
+        "disparity_range 1, vertical_disparity 2"
+    )

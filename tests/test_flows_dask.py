@@ -56,3 +56,32 @@ def test_chunk_job_and_frames_pickle(sample_movie):
     back_frames, back_job = pickle.loads(pickle.dumps((chunk.frames, job)))
     assert back_job == job and len(back_frames) == len(chunk.frames) <= 2
     assert (back_frames[0].left == chunk.frames[0].left).all()
+
+
+def test_relative_out_reaches_dask_workers_started_elsewhere(prefect_harness, sample_movie, tmp_path, monkeypatch):
+    """Workers started in another folder (as on other machines) must get absolute paths: with a
+    relative --out they staged chunks under their own folder and the commit never found them."""
+    from distributed import LocalCluster
+
+    from flows.ingest import ingest_movie
+    from pipeline.shards import verify
+
+    movie = sample_movie(layout="sbs-half", seconds=5.0, size=(160, 96), seed=31)
+    (tmp_path / "workers").mkdir()
+    (tmp_path / "host").mkdir()
+    monkeypatch.chdir(tmp_path / "workers")
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        monkeypatch.chdir(tmp_path / "host")
+        result = ingest_movie(
+            movie=str(movie.path),
+            out="dataset",
+            movie_id="rel",
+            split="val",
+            flow="dis-ultrafast",
+            overrides=OVERRIDES,
+            runner="dask",
+            dask_address=cluster.scheduler_address,
+        )
+    assert result["kept"] > 0
+    assert verify(str(tmp_path / "host" / "dataset")) == []
+    assert not (tmp_path / "workers" / "dataset").exists(), "nothing staged in the workers' folder"

@@ -45,6 +45,7 @@ from pipeline.errors import BadInputError, ConfigError
 from pipeline.shards.schema import SCHEMA_VERSION
 
 __all__ = [
+    "absolute_location",
     "MANIFEST_NAME",
     "MOVIE_MANIFEST_NAME",
     "MOVIES_DIR",
@@ -479,6 +480,18 @@ def _read_local_manifest(dataset_dir: Path) -> DatasetManifest | None:
 
 #: Free space a run needs on the dataset's disk before it starts (a frame pair is ~1 MB stored).
 MIN_FREE_BYTES = 64 << 20
+
+
+def absolute_location(location: str | Path) -> str:
+    """A path every worker reads the same way: URLs unchanged, local paths made absolute.
+
+    A relative dataset or movie path means each worker's own working folder: Dask workers on other
+    machines (or started from another folder) would stage chunks where the commit never looks.
+    """
+    text = str(location)
+    if "://" in text:
+        return text
+    return os.path.abspath(os.path.expanduser(text))
 
 
 def check_dataset_writable(dataset_dir: str | Path, min_free_bytes: int = MIN_FREE_BYTES) -> Path:

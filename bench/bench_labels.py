@@ -26,6 +26,7 @@ adds a row for that backend in the default preset (a GPU network through the sam
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -95,8 +96,6 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict] = {}
     scored: dict[str, list] = {}
     for name, cfg in rows.items():
-        import dataclasses
-
         cfg = dataclasses.replace(cfg, sky=args.sky)
         try:
             scored[name] = label_pairs(pairs, cfg)

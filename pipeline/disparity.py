@@ -473,7 +473,8 @@ def disparity_from_flow(
     # The rig: a plane fitted to the vertical flow where the flow is trustworthy (pipeline.rig).
     v_fwd = np.nan_to_num(lr[..., 1], nan=0.0).astype(np.float32)
     v_bwd = np.where(inside, -back[..., 1], v_fwd).astype(np.float32)  # the same motion, seen from the right
-    edge_ok = _span(flow_disparity, config.edge_window) <= (config.edge_threshold_px or np.inf)
+    flow_span = _span(flow_disparity, config.edge_window)
+    edge_ok = flow_span <= (config.edge_threshold_px or np.inf)
     trusted = flow_lr_ok & (np.abs(v_fwd - v_bwd) <= config.lr_threshold_px) & edge_ok & _textured(image, (h, w))
     rig = fit_rig_model(v_fwd, trusted)
     rig_v = rig.field() if rig.fitted else np.zeros((h, w), np.float32)
@@ -514,7 +515,9 @@ def disparity_from_flow(
         disagreement = np.zeros((h, w), np.float32)
         measured = np.zeros((h, w), bool)  # flow alone invents smooth matches on a blank sky
     if config.edge_threshold_px is not None:
-        valid &= _span(disparity, config.edge_window) <= config.edge_threshold_px
+        # with the flow alone the label is the flow's disparity: its span is already known
+        span = flow_span if disparity is flow_disparity else _span(disparity, config.edge_window)
+        valid &= span <= config.edge_threshold_px
     unmatched_dist = cv2.distanceTransform(label_lr_ok.astype(np.uint8), cv2.DIST_L2, 3)
     if config.occlusion_margin_px:
         valid &= unmatched_dist > config.occlusion_margin_px

@@ -67,14 +67,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-from dataclasses import dataclass
-from typing import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Sequence
 
 import cv2
 import numpy as np
 
 from pipeline.errors import ConfigError
-from pipeline.flow import DEFAULT_BACKEND, FlowBackend, FlowPair, flow_to_disparity, get_backend
+from pipeline.flow import DEFAULT_BACKEND, FlowBackend, FlowPair, backend_options, flow_to_disparity, get_backend
 from pipeline.flow.base import to_gray
 from pipeline.layouts import frame_bars
 from pipeline.rig import RigModel, fit_rig_model, rectify_right_view
@@ -145,6 +145,11 @@ class DisparityConfig:
         consensus_threshold_px: the largest disagreement between flow and matcher (see above).
         rectify: resample the right view by the fitted rig model (:mod:`pipeline.rig`) before the
             matcher runs, so a small vertical misalignment does not break its row search.
+        flow_options, matcher_options: the user's options of the flow backend and of the
+            matcher, checked against the backend's options dataclass
+            (:class:`pipeline.flow.opencv.DisOptions`, :class:`pipeline.flow.sgbm.SgbmOptions`,
+            :class:`pipeline.flow.ptlflow_backend.PtlflowOptions`); keys left out keep the named
+            backend's values. ``--set disparity.matcher_options.block_size=7``.
         ckpt: local checkpoint file for network backends (``ptlflow:<model>``).
         device: torch device for network backends (``None``: CUDA when present).
         working_width: compute flow at this width and rescale (``None``: the input width).
@@ -188,6 +193,8 @@ class DisparityConfig:
     consensus: str = "veto"
     consensus_threshold_px: float = 2.0
     rectify: bool = True
+    flow_options: dict[str, Any] = field(default_factory=dict)
+    matcher_options: dict[str, Any] = field(default_factory=dict)
     ckpt: str | None = None
     device: str | None = None
     working_width: int | None = None
@@ -223,6 +230,9 @@ class DisparityConfig:
             raise ConfigError(f"disparity.working_width must be at least 16 pixels, got {self.working_width}")
         if self.edge_window < 3 or self.edge_window % 2 == 0:
             raise ConfigError(f"disparity.edge_window must be an odd number >= 3, got {self.edge_window}")
+        backend_options(self.flow, self.flow_options, "disparity.flow_options")
+        if self.matcher and self.matcher != self.flow:
+            backend_options(self.matcher, self.matcher_options, "disparity.matcher_options")
 
     def min_range_at(self, width: int) -> float:
         """``min_range_px`` scaled to an image ``width`` pixels wide."""
@@ -286,14 +296,20 @@ class DisparityResult:
 
 def backend_from_config(config: DisparityConfig) -> FlowBackend:
     """The flow backend ``config`` names, at its working width."""
-    return get_backend(config.flow, ckpt=config.ckpt, device=config.device, working_width=config.working_width)
+    return get_backend(
+        config.flow,
+        ckpt=config.ckpt,
+        device=config.device,
+        options=config.flow_options,
+        working_width=config.working_width,
+    )
 
 
 def matcher_from_config(config: DisparityConfig) -> FlowBackend | None:
     """The stereo matcher ``config`` names at its working width, or ``None`` (flow alone)."""
     if not config.matcher or config.matcher == config.flow:
         return None
-    return get_backend(config.matcher, working_width=config.working_width)
+    return get_backend(config.matcher, options=config.matcher_options, working_width=config.working_width)
 
 
 #: Named operating points of the labeller (``depthmine disparity --preset``; for ingest the same

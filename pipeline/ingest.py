@@ -438,7 +438,7 @@ def get_cached_backend(config: DisparityConfig) -> Any:
     cache = getattr(_local, "backends", None)
     if cache is None:
         cache = _local.backends = {}
-    key = (config.flow, config.ckpt, config.device, config.working_width)
+    key = (config.flow, config.ckpt, config.device, config.working_width, config_hash(config.flow_options))
     if key not in cache:
         cache[key] = backend_from_config(config)
     return cache[key]

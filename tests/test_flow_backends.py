@@ -167,3 +167,39 @@ def test_tiny_images_do_not_crash(name, shape):
     right = rng.integers(0, 256, shape + (3,), dtype=np.uint8)
     (pair,) = get_backend(name).compute([left], [right])
     assert pair.lr.shape == shape + (2,) and pair.rl.shape == shape + (2,)
+
+
+def test_user_options_reach_the_backend_and_keep_the_named_defaults():
+    from pipeline.disparity import DisparityConfig, backend_from_config, matcher_from_config
+
+    config = DisparityConfig(flow_options={"patch_stride": 2}, matcher_options={"block_size": 7})
+    flow, matcher = backend_from_config(config), matcher_from_config(config)
+    assert (flow.patch_stride, flow.patch_size, flow.finest_scale) == (2, 6, 0)  # dis-medium's others kept
+    assert matcher.block_size == 7 and matcher.uniqueness_ratio == 5
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"flow_options": {"patch_strid": 2}}, "unknown key(s) ['patch_strid']"),
+        ({"flow_options": {"patch_stride": "two"}}, "patch_stride: 'two' does not fit"),
+        ({"matcher_options": {"block_size": 4}}, "block_size must be odd"),
+        ({"flow": "deepflow", "flow_options": {"patch_stride": 2}}, "takes no options"),
+    ],
+)
+def test_bad_user_options_are_a_config_error_naming_the_key(options, message):
+    from pipeline.disparity import DisparityConfig
+
+    with pytest.raises(ConfigError) as err:
+        DisparityConfig(**options)
+    assert message in str(err.value)
+
+
+def test_options_are_settable_from_overrides():
+    from pipeline.ingest import ingest_config
+
+    config = ingest_config(["disparity.matcher_options.block_size=3", "disparity.flow_options.finest_scale=1"])
+    assert config.disparity.matcher_options == {"block_size": 3}
+    assert config.disparity.flow_options == {"finest_scale": 1}
+    with pytest.raises(ConfigError, match="disparity.matcher_options"):
+        ingest_config(["disparity.matcher_options.blocksize=3"])

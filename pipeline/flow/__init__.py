@@ -17,8 +17,9 @@ inside DIS flow, see :mod:`pipeline.flow.fusion`) and ``ptlflow:<model>`` (any p
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
+from pipeline.config import config_from_dict
 from pipeline.errors import ConfigError
 from pipeline.flow.base import FlowBackend, FlowPair, disparity_to_flow, flow_to_disparity, resize_flow
 from pipeline.flow.fusion import FusedBackend
@@ -40,6 +41,7 @@ __all__ = [
     "register_backend",
     "register_prefix",
     "DEFAULT_BACKEND",
+    "backend_options",
 ]
 
 DEFAULT_BACKEND = "dis-medium"
@@ -63,19 +65,55 @@ def available_backends() -> list[str]:
     return BACKENDS.names()
 
 
-def get_backend(name: str, ckpt: str | Path | None = None, device: str | None = None, **kw: Any) -> FlowBackend:
+def backend_options(name: str, options: Mapping[str, Any] | None, where: str = "flow options") -> dict[str, Any]:
+    """``options`` checked against backend ``name``'s options dataclass, as keyword arguments.
+
+    Only the keys given are returned (the named backend keeps its own values for the others).
+    An unknown key, a wrong type or a bad value is a :class:`ConfigError` naming ``where`` and
+    listing the valid keys; a backend with no options dataclass takes none.
+    """
+    if not options:
+        return {}
+    if not isinstance(options, Mapping):
+        raise ConfigError(f"{where}: expected a mapping of option: value, got {options!r}")
+    cls = _backend_class(name)
+    if cls is None or cls.options_type is None:
+        raise ConfigError(f"{where}: flow backend {name!r} takes no options (got {sorted(options)})")
+    typed = config_from_dict(cls.options_type, dict(options), f"{where} ({name})")
+    return {k: getattr(typed, k) for k in options}
+
+
+def _backend_class(name: str) -> type[FlowBackend] | None:
+    """The class backend ``name`` builds (constructors are cheap: nothing loads until used)."""
+    if BACKENDS.is_family(name):
+        return PtlflowBackend if name.startswith("ptlflow:") else None
+    factory = BACKENDS[name]
+    if isinstance(factory, type):
+        return factory
+    return type(factory())
+
+
+def get_backend(
+    name: str,
+    ckpt: str | Path | None = None,
+    device: str | None = None,
+    options: Mapping[str, Any] | None = None,
+    **kw: Any,
+) -> FlowBackend:
     """Build a backend by name. Cheap: engines and networks are built on first use.
 
     Args:
         name: a name from :func:`available_backends`, e.g. ``dis-medium`` or ``ptlflow:raft``.
         ckpt: local checkpoint file (ptlflow backends only).
         device: torch device for network backends (``None`` picks CUDA when present).
-        **kw: backend options, e.g. ``working_width=940``.
+        options: the user's options for this backend (:func:`backend_options` checks them).
+        **kw: backend arguments from code, e.g. ``working_width=940``.
 
     Raises:
         ConfigError: unknown name (the message lists the valid ones), or a checkpoint given to
             a backend that takes none, or a network that needs a checkpoint and got none.
     """
+    kw.update(backend_options(name, options))
     if BACKENDS.is_family(name):
         return BACKENDS.create(name, ckpt=ckpt, device=device, **kw)
     if name in BACKENDS and ckpt is not None:

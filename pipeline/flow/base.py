@@ -103,6 +103,9 @@ class FlowBackend:
     """
 
     name: str = "base"
+    #: the dataclass of the options a user may set (``disparity.flow_options`` /
+    #: ``matcher_options``); ``None``: the backend takes none beyond ``working_width``.
+    options_type: type | None = None
 
     def __init__(self, working_width: int | None = None):
         if working_width is not None and working_width < 16:

@@ -13,6 +13,7 @@ OpenCV's preset unchanged, for previews.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import cv2
@@ -21,7 +22,7 @@ import numpy as np
 from pipeline.errors import ConfigError
 from pipeline.flow.base import FlowBackend, FlowPair, to_gray
 
-__all__ = ["DisBackend", "DeepFlowBackend"]
+__all__ = ["DisBackend", "DisOptions", "DeepFlowBackend"]
 
 _MIN_SIDE = 32  # smaller images are padded for DIS
 
@@ -30,6 +31,30 @@ _PRESETS = {
     "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
     "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM,
 }
+
+
+@dataclass
+class DisOptions:
+    """What a user may tune of a ``dis-*`` backend (``--set disparity.flow_options.patch_stride=2``).
+
+    ``None`` keeps the named backend's value (``dis-medium``: finest scale 0, 6 px patches every
+    3 px); see :class:`DisBackend` for each one's meaning.
+    """
+
+    finest_scale: int | None = None
+    patch_size: int | None = None
+    patch_stride: int | None = None
+    variational_iterations: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("finest_scale", "variational_iterations"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ConfigError(f"DIS option {name} must be >= 0, got {value}")
+        if self.patch_size is not None and self.patch_size < 2:
+            raise ConfigError(f"DIS option patch_size must be >= 2, got {self.patch_size}")
+        if self.patch_stride is not None and not 1 <= self.patch_stride <= (self.patch_size or self.patch_stride):
+            raise ConfigError(f"DIS option patch_stride must be between 1 and the patch size, got {self.patch_stride}")
 
 
 class DisBackend(FlowBackend):
@@ -47,6 +72,7 @@ class DisBackend(FlowBackend):
     """
 
     name = "dis"
+    options_type = DisOptions
 
     def __init__(
         self,
@@ -60,6 +86,7 @@ class DisBackend(FlowBackend):
         super().__init__(working_width)
         if preset not in _PRESETS:
             raise ConfigError(f"unknown DIS preset {preset!r}; valid: {sorted(_PRESETS)}")
+        DisOptions(finest_scale, patch_size, patch_stride, variational_iterations)  # the same checks
         self.preset = preset
         self.finest_scale = finest_scale
         self.patch_size = patch_size

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -24,7 +25,7 @@ import numpy as np
 from pipeline.errors import BadInputError, ConfigError
 from pipeline.flow.base import FlowBackend, FlowPair
 
-__all__ = ["PtlflowBackend", "pad_to_multiple", "images_to_batch"]
+__all__ = ["PtlflowBackend", "PtlflowOptions", "pad_to_multiple", "images_to_batch"]
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,22 @@ def images_to_batch(lefts: Sequence[np.ndarray], rights: Sequence[np.ndarray]) -
     return torch.stack(fwd + bwd)
 
 
+@dataclass
+class PtlflowOptions:
+    """What a user may tune of a ``ptlflow:<model>`` backend (``--set disparity.flow_options.batch_size=16``).
+
+    ``batch_size``: pairs per forward pass (both directions of each go in one batch); ``amp``:
+    half-precision autocast on CUDA.
+    """
+
+    batch_size: int = 8
+    amp: bool = True
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ConfigError(f"ptlflow option batch_size must be >= 1, got {self.batch_size}")
+
+
 class PtlflowBackend(FlowBackend):
     """A ptlflow model, built lazily in each process that uses it.
 
@@ -82,6 +99,8 @@ class PtlflowBackend(FlowBackend):
             pass a stand-in here); skips building and loading.
         working_width: see :class:`FlowBackend`.
     """
+
+    options_type = PtlflowOptions
 
     def __init__(
         self,

@@ -20,6 +20,7 @@ unmatched come back as NaN flow and fail that check.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Sequence
 
 import cv2
@@ -28,9 +29,38 @@ import numpy as np
 from pipeline.errors import ConfigError
 from pipeline.flow.base import FlowBackend, FlowPair, to_gray
 
-__all__ = ["SgbmBackend"]
+__all__ = ["SgbmBackend", "SgbmOptions"]
 
 _COARSE_MIN_WIDTH = 96  # the coarse pass is skipped for images narrower than 4x this
+
+
+@dataclass
+class SgbmOptions:
+    """What a user may tune of the ``sgbm`` matcher (``--set disparity.matcher_options.block_size=7``).
+
+    The defaults are the measured ones of the consensus labeller; see :class:`SgbmBackend` for
+    each one's meaning.
+    """
+
+    max_disparity_fraction: float = 0.25
+    auto_range: bool = True
+    range_margin_fraction: float = 0.15
+    block_size: int = 5
+    uniqueness_ratio: int = 5
+    speckle_window: int = 100
+    speckle_range: int = 2
+
+    def __post_init__(self) -> None:
+        if not 0 < self.max_disparity_fraction <= 0.5:
+            raise ConfigError(f"max_disparity_fraction must be in (0, 0.5], got {self.max_disparity_fraction}")
+        if self.block_size < 1 or self.block_size % 2 == 0:
+            raise ConfigError(f"block_size must be odd and positive, got {self.block_size}")
+        if self.range_margin_fraction < 0:
+            raise ConfigError(f"range_margin_fraction must be >= 0, got {self.range_margin_fraction}")
+        if not 0 <= self.uniqueness_ratio <= 100:
+            raise ConfigError(f"uniqueness_ratio must be in [0, 100], got {self.uniqueness_ratio}")
+        if self.speckle_window < 0 or self.speckle_range < 0:
+            raise ConfigError("speckle_window and speckle_range must be >= 0")
 
 
 class SgbmBackend(FlowBackend):
@@ -49,6 +79,7 @@ class SgbmBackend(FlowBackend):
     """
 
     name = "sgbm"
+    options_type = SgbmOptions
 
     def __init__(
         self,
@@ -62,10 +93,15 @@ class SgbmBackend(FlowBackend):
         working_width: int | None = None,
     ):
         super().__init__(working_width)
-        if not 0 < max_disparity_fraction <= 0.5:
-            raise ConfigError(f"max_disparity_fraction must be in (0, 0.5], got {max_disparity_fraction}")
-        if block_size < 1 or block_size % 2 == 0:
-            raise ConfigError(f"block_size must be odd and positive, got {block_size}")
+        SgbmOptions(  # the same checks as a user's options
+            max_disparity_fraction,
+            auto_range,
+            range_margin_fraction,
+            block_size,
+            uniqueness_ratio,
+            speckle_window,
+            speckle_range,
+        )
         self.max_disparity_fraction = max_disparity_fraction
         self.auto_range = auto_range
         self.range_margin_fraction = range_margin_fraction

@@ -183,7 +183,8 @@ def test_dataset_without_test_split_is_a_clear_error(tiny_dataset, tiny_checkpoi
 
 def test_cli_eval_bad_dataset_name_exits_2(tiny_checkpoints, capsys):
     rc = main(["eval", "--checkpoint", str(tiny_checkpoints[0]), "--dataset", "kitty:/x"])
-    assert rc == 2 and "valid names" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert rc == 2 and "unknown benchmark 'kitty'; valid: diw, eth3d, kitti" in err
 
 
 def test_rows_are_named_after_runs_and_never_share_a_name(tiny_dataset, tiny_checkpoints, tmp_path, capsys):

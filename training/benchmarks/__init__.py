@@ -1,14 +1,16 @@
 """Zero-shot benchmarks: the protocol of each (metric, cap, input size) and a loader per format.
 
 ``open_benchmark("kitti", "/data/kitti")`` returns a loader that yields
-:class:`BenchmarkSample` objects; ``get_protocol("kitti")`` says how to score them. Both registries
-are keyed by the same names (``diw``, ``eth3d``, ``sintel``, ``kitti``, ``nyu``, ``tum``,
+:class:`BenchmarkSample` objects; ``get_protocol("kitti")`` says how to score them: each loader
+class carries its protocol (``PROTOCOL``), so there is one registry, :data:`LOADERS`, keyed by the
+names (``diw``, ``eth3d``, ``sintel``, ``kitti``, ``nyu``, ``tum``,
 ``movies``); an unknown name lists the valid ones. Each format's expected folder layout is
 documented in its module (``training/benchmarks/<name>.py``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from pipeline.registry import Registry
@@ -18,7 +20,7 @@ from training.benchmarks.eth3d import ETH3DLoader
 from training.benchmarks.kitti import KITTILoader
 from training.benchmarks.movies import MoviesLoader
 from training.benchmarks.nyu import NYULoader
-from training.benchmarks.protocols import PROTOCOLS, Protocol, get_protocol, inference_size
+from training.benchmarks.protocols import Protocol, inference_size
 from training.benchmarks.sintel import SintelLoader
 from training.benchmarks.tum import TUMLoader
 
@@ -36,11 +38,21 @@ __all__ = [
     "read_png_uint16",
 ]
 
-#: loader class per benchmark name, case-insensitive (:class:`pipeline.registry.Registry`; same names as PROTOCOLS)
+#: loader class per benchmark name, case-insensitive (:class:`pipeline.registry.Registry`), in
+#: the paper's column order, then the project's own movie test split
 LOADERS: Registry[BenchmarkLoader] = Registry("benchmark", case_sensitive=False)
 for _cls in (DIWLoader, ETH3DLoader, SintelLoader, KITTILoader, NYULoader, TUMLoader, MoviesLoader):
     LOADERS.register(_cls.NAME, _cls)
 del _cls
+
+#: the protocol of every registered benchmark, by name (read from the loaders; a view, not a registry)
+PROTOCOLS: dict[str, Protocol] = {name: LOADERS[name].PROTOCOL for name in LOADERS}
+
+
+def get_protocol(name: str, **overrides) -> Protocol:
+    """The protocol of benchmark ``name`` (case-insensitive), optionally with fields replaced."""
+    proto = get_loader(name).PROTOCOL
+    return dataclasses.replace(proto, **overrides) if overrides else proto
 
 
 def get_loader(name: str) -> type[BenchmarkLoader]:

@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from pipeline.errors import BadInputError
+from training.benchmarks.protocols import Protocol
 
 __all__ = ["BenchmarkSample", "BenchmarkLoader", "read_rgb", "read_png_uint16", "require_path"]
 
@@ -45,12 +46,19 @@ class BenchmarkSample:
 class BenchmarkLoader:
     """Base class: one benchmark format read from a local path.
 
-    Subclasses set ``NAME`` (the registry key, equal to the protocol name) and implement
+    Subclasses set ``PROTOCOL`` (how the benchmark is scored; its name is the registry key,
+    ``NAME``) and implement
     :meth:`__iter__` (and ``__len__`` when the count is known up front). The constructor must
     raise :class:`~pipeline.errors.BadInputError` naming the file when the layout is wrong.
     """
 
+    PROTOCOL: ClassVar[Protocol]
     NAME: ClassVar[str] = ""
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        if "PROTOCOL" in cls.__dict__:
+            cls.NAME = cls.PROTOCOL.name
 
     def __init__(self, path: str | Path):
         self.path = require_path(path, f"{self.NAME} benchmark")

@@ -18,6 +18,7 @@ from typing import Iterator
 
 from pipeline.errors import BadInputError
 from training.benchmarks.base import BenchmarkLoader, BenchmarkSample, read_rgb
+from training.benchmarks.protocols import Protocol
 
 __all__ = ["DIWLoader", "parse_diw_csv"]
 
@@ -54,7 +55,7 @@ def _resolve(csv_path: Path, name: str) -> Path:
 
 
 class DIWLoader(BenchmarkLoader):
-    NAME = "diw"
+    PROTOCOL = Protocol("diw", "DIW", "whdr", ground_truth="ordinal")
 
     def __init__(self, path: str | Path):
         super().__init__(path)

@@ -19,6 +19,7 @@ import numpy as np
 
 from pipeline.errors import BadInputError
 from training.benchmarks.base import BenchmarkLoader, BenchmarkSample, read_rgb
+from training.benchmarks.protocols import Protocol
 
 __all__ = ["ETH3DLoader", "read_eth3d_depth"]
 
@@ -39,7 +40,7 @@ def read_eth3d_depth(path: str | Path, height: int, width: int) -> tuple[np.ndar
 
 
 class ETH3DLoader(BenchmarkLoader):
-    NAME = "eth3d"
+    PROTOCOL = Protocol("eth3d", "ETH3D", "abs_rel", depth_cap=72.0, max_gt_depth=72.0)
 
     def __init__(self, path: str | Path):
         super().__init__(path)

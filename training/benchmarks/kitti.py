@@ -22,6 +22,7 @@ import numpy as np
 
 from pipeline.errors import BadInputError
 from training.benchmarks.base import BenchmarkLoader, BenchmarkSample, read_png_uint16, read_rgb
+from training.benchmarks.protocols import Protocol
 
 __all__ = ["KITTILoader", "read_kitti_depth"]
 
@@ -33,7 +34,7 @@ def read_kitti_depth(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 class KITTILoader(BenchmarkLoader):
-    NAME = "kitti"
+    PROTOCOL = Protocol("kitti", "KITTI", "delta_1.25", depth_cap=80.0, max_gt_depth=80.0, size_rule="shorter")
 
     def __init__(self, path: str | Path):
         super().__init__(path)

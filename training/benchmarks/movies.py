@@ -13,6 +13,7 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 
 from training.benchmarks.base import BenchmarkLoader, BenchmarkSample
+from training.benchmarks.protocols import Protocol
 
 __all__ = ["MoviesLoader"]
 
@@ -26,7 +27,7 @@ def _get(sample: Any, key: str, default: Any = None) -> Any:
 
 
 class MoviesLoader(BenchmarkLoader):
-    NAME = "movies"
+    PROTOCOL = Protocol("movies", "Movies", "rmse_unit_disparity", ground_truth="disparity")
 
     def __init__(self, path: str | Path, split: str = "test"):
         # fsspec URIs (s3://...) do not exist locally: only check plain paths

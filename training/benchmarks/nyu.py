@@ -22,6 +22,7 @@ import numpy as np
 
 from pipeline.errors import BadInputError
 from training.benchmarks.base import BenchmarkLoader, BenchmarkSample
+from training.benchmarks.protocols import Protocol
 
 __all__ = ["NYULoader", "read_split_indices"]
 
@@ -53,7 +54,7 @@ def read_split_indices(path: str | Path) -> list[int]:
 class NYULoader(BenchmarkLoader):
     """NYUv2 labelled test images with their (filled-in) depth in metres."""
 
-    NAME = "nyu"
+    PROTOCOL = Protocol("nyu", "NYU", "delta_1.25", depth_cap=10.0, max_gt_depth=10.0)
 
     def __init__(self, path: str | Path, split_file: str | Path | None = None):
         super().__init__(path)

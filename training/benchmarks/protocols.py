@@ -5,18 +5,17 @@ least squares in disparity space, converted to depth and capped (ETH3D 72 m, Sin
 80 m, NYU 10 m, TUM 10 m); the network sees the image with its longer side at 384 px and the
 shorter side a multiple of 32 (KITTI: the *shorter* side at 384, its images are very wide), and the
 prediction is resized back to the ground truth's resolution. Each is a frozen dataclass, so a user
-can derive a variant with :func:`dataclasses.replace` instead of editing constants.
+can derive a variant with :func:`dataclasses.replace` instead of editing constants. Each
+benchmark's protocol lives on its loader (``KITTILoader.PROTOCOL``); :data:`training.benchmarks.PROTOCOLS`
+gathers them.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
-from pipeline.errors import ConfigError
-
-__all__ = ["Protocol", "PROTOCOLS", "get_protocol", "inference_size"]
+__all__ = ["Protocol", "inference_size"]
 
 
 def inference_size(
@@ -77,27 +76,3 @@ class Protocol:
     def input_size(self, height: int, width: int) -> tuple[int, int]:
         """The network input ``(h, w)`` for a ``height x width`` image under this protocol."""
         return inference_size(height, width, self.side, self.multiple, self.size_rule)
-
-
-#: the zero-shot benchmarks in the paper's column order, then the project's own movie test split
-PROTOCOLS: dict[str, Protocol] = {
-    p.name: p
-    for p in (
-        Protocol("diw", "DIW", "whdr", ground_truth="ordinal"),
-        Protocol("eth3d", "ETH3D", "abs_rel", depth_cap=72.0, max_gt_depth=72.0),
-        Protocol("sintel", "Sintel", "abs_rel", depth_cap=72.0, max_gt_depth=72.0),
-        Protocol("kitti", "KITTI", "delta_1.25", depth_cap=80.0, max_gt_depth=80.0, size_rule="shorter"),
-        Protocol("nyu", "NYU", "delta_1.25", depth_cap=10.0, max_gt_depth=10.0),
-        Protocol("tum", "TUM", "delta_1.25", depth_cap=10.0, max_gt_depth=10.0),
-        Protocol("movies", "Movies", "rmse_unit_disparity", ground_truth="disparity"),
-    )
-}
-
-
-def get_protocol(name: str, **overrides) -> Protocol:
-    """The protocol registered as ``name`` (case-insensitive), optionally with fields replaced."""
-    key = name.strip().lower()
-    if key not in PROTOCOLS:
-        raise ConfigError(f"unknown benchmark {name!r}; valid names: {', '.join(PROTOCOLS)}")
-    proto = PROTOCOLS[key]
-    return dataclasses.replace(proto, **overrides) if overrides else proto

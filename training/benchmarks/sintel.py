@@ -18,6 +18,7 @@ import numpy as np
 
 from pipeline.errors import BadInputError
 from training.benchmarks.base import BenchmarkLoader, BenchmarkSample, read_rgb
+from training.benchmarks.protocols import Protocol
 
 __all__ = ["SintelLoader", "read_dpt", "write_dpt", "DPT_TAG"]
 
@@ -54,7 +55,7 @@ def write_dpt(path: str | Path, depth: np.ndarray) -> Path:
 
 
 class SintelLoader(BenchmarkLoader):
-    NAME = "sintel"
+    PROTOCOL = Protocol("sintel", "Sintel", "abs_rel", depth_cap=72.0, max_gt_depth=72.0)
 
     def __init__(self, path: str | Path, pass_name: str | None = None):
         super().__init__(path)

@@ -18,6 +18,7 @@ import numpy as np
 
 from pipeline.errors import BadInputError
 from training.benchmarks.base import BenchmarkLoader, BenchmarkSample, read_png_uint16, read_rgb
+from training.benchmarks.protocols import Protocol
 
 __all__ = ["TUMLoader", "associate", "DEPTH_FACTOR"]
 
@@ -58,7 +59,7 @@ def associate(rgb: list[tuple[float, str]], depth: list[tuple[float, str]], max_
 
 
 class TUMLoader(BenchmarkLoader):
-    NAME = "tum"
+    PROTOCOL = Protocol("tum", "TUM", "delta_1.25", depth_cap=10.0, max_gt_depth=10.0)
 
     def __init__(self, path: str | Path):
         super().__init__(path)

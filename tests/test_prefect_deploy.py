@@ -125,3 +125,14 @@ def test_prefect_deploy_all_from_a_checkout_then_a_worker_runs_it(prefect_server
     assert set(read_manifest(checkout / "dataset").movies) == {"pooled"}
     assert not (worker_dir / "dataset").exists()
     assert os.listdir(worker_dir) == []
+
+    # The README's activation commands: the schedule's ID from `schedule ls`, then `schedule resume`.
+    deployment, _ = _read(prefect_server.api_url, DEPLOYMENT)  # each deploy registers the schedule anew
+    (schedule,) = deployment.schedules
+    assert schedule.active is False
+    listed = _prefect(["deployment", "schedule", "ls", DEPLOYMENT], env, checkout).stdout
+    assert str(schedule.id) in listed, listed
+    _prefect(["deployment", "schedule", "resume", DEPLOYMENT, str(schedule.id)], env, checkout)
+    deployment, _ = _read(prefect_server.api_url, DEPLOYMENT)
+    assert deployment.schedules[0].active is True
+    _prefect(["deployment", "schedule", "pause", DEPLOYMENT, str(schedule.id)], env, checkout)

@@ -139,3 +139,7 @@ def test_dry_run_prints_what_would_be_served(catalog, tmp_path):
     for item in ("flow=ptlflow:raft", f"ckpt={ckpt.resolve()}", "device=cuda", "keep_versions=3", "runner=threads"):
         assert item in out, f"{item} missing from the plan:\n{out}"
     assert "--set     chunk_frames=4" in out
+    import torch
+
+    if not torch.cuda.is_available():  # this machine: the log says the GPU is missing, and nothing else fails
+        assert "torch sees no CUDA device" in proc.stderr

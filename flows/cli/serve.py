@@ -96,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
     if args.cron is not None:
         _check_cron(args.cron)
     print_plan(plan)
+    _warn_without_gpu(plan["parameters"])
     if args.dry_run:
         return 0
     prefect_env_defaults(args.verbose)
@@ -126,3 +127,26 @@ def _check_cron(expr: str) -> None:
         raise ConfigError(
             f'--cron: {expr!r} is not a cron expression (e.g. "0 3 * * *": every night at 03:00)'
         ) from None
+
+
+def _warn_without_gpu(params: dict) -> None:
+    """Say so at start when the runs would label on a CUDA device this machine does not show.
+
+    ``serve`` runs the rebuilds in this process, so the device must be here (a container started
+    without the NVIDIA runtime, a wrong ``NVIDIA_VISIBLE_DEVICES``); with ``--runner dask`` the
+    labelling runs on the Dask workers, whose devices this process cannot see, so nothing is said.
+    A warning, not an error: the machine may gain its device before the first scheduled run.
+    """
+    import sys
+
+    device = str(params.get("device") or "")
+    if not device.startswith("cuda") or params.get("runner") == "dask":
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        print(
+            f"depthmine: warning: --device {device}, but torch sees no CUDA device here "
+            "(driver, NVIDIA container runtime, NVIDIA_VISIBLE_DEVICES?); the scheduled rebuilds would fail",
+            file=sys.stderr,
+        )

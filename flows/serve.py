@@ -4,8 +4,9 @@
 (start one with ``prefect server start``) and then runs its scheduled flow runs until stopped.
 The deployment has a concurrency limit of one with the ``CANCEL_NEW`` strategy, so two rebuilds
 never overlap: a run that comes due while the previous rebuild is still going is cancelled (the
-next one picks up everything anyway). ``prefect.yaml`` declares the same deployment for
-``prefect deploy`` with a work pool instead.
+next one picks up everything anyway). ``prefect.yaml`` declares the same rebuild for
+``prefect deploy`` with a work pool instead, under another name (``nightly-rebuild-pool``), so the
+two never replace each other.
 """
 
 from __future__ import annotations

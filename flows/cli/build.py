@@ -8,7 +8,7 @@ import sys
 
 from flows.cli.ingest import add_ingest_options, add_runner_options, prefect_env_defaults
 
-__all__ = ["register"]
+__all__ = ["register", "add_rebuild_options", "rebuild_parameters", "validate_rebuild"]
 
 
 def register(subparsers) -> None:
@@ -27,6 +27,16 @@ def register(subparsers) -> None:
     )
     p.add_argument("--catalog", required=True, metavar="FILE", help="catalog file (.yaml/.yml/.csv)")
     p.add_argument("--out", required=True, metavar="DATASET", help="dataset folder")
+    add_rebuild_options(p)
+    p.set_defaults(func=run)
+
+
+def add_rebuild_options(p: argparse.ArgumentParser) -> None:
+    """The options of a rebuild besides --catalog and --out, defined once for ``build`` and ``serve``.
+
+    ``serve`` schedules exactly the rebuild ``build`` runs, so both take the same options from here
+    (and :func:`rebuild_parameters` maps them onto ``build_dataset``'s parameters in one place).
+    """
     p.add_argument(
         "--keep-versions",
         type=int,
@@ -44,43 +54,58 @@ def register(subparsers) -> None:
     )
     add_ingest_options(p)
     add_runner_options(p)
-    p.set_defaults(func=run)
+
+
+def rebuild_parameters(args: argparse.Namespace) -> dict:
+    """``build_dataset``'s parameters from the options of :func:`add_rebuild_options` (plus catalog, out)."""
+    return {
+        "catalog": args.catalog,
+        "out": args.out,
+        "flow": args.flow,
+        "ckpt": args.ckpt,
+        "device": args.device,
+        "overrides": list(args.overrides),
+        "runner": args.runner,
+        "workers": args.workers,
+        "dask_address": args.dask_address,
+        "keep_versions": args.keep_versions,
+        "max_failed_share": args.max_failed_share,
+    }
+
+
+def validate_rebuild(params: dict) -> None:
+    """Every check of a rebuild before Prefect starts: :func:`flows.build.validate_build`, the flow name, --ckpt.
+
+    The flow backend's name and checkpoint file are checked here too, so a typo in ``--flow`` or a
+    missing ``--ckpt`` fails in the first second rather than once per movie (or, for ``serve``, at
+    03:00 every night).
+
+    Raises:
+        ConfigError, BadInputError: one line naming the problem.
+    """
+    from pathlib import Path
+
+    from flows.build import validate_build
+    from pipeline.errors import BadInputError
+    from pipeline.flow import BACKENDS
+
+    validate_build(**params)
+    flow = params.get("flow")
+    if flow and flow not in BACKENDS and not BACKENDS.is_family(flow):
+        raise BACKENDS.unknown(flow)
+    ckpt = params.get("ckpt")
+    if ckpt and not Path(ckpt).is_file():
+        raise BadInputError(ckpt, "checkpoint file not found", "--ckpt")
 
 
 def run(args: argparse.Namespace) -> int:
-    from flows.build import validate_build
-
+    params = rebuild_parameters(args)
     # Mistakes fail here, in the first second, before Prefect starts or any movie is decoded.
-    validate_build(
-        args.catalog,
-        args.out,
-        args.flow,
-        args.ckpt,
-        args.device,
-        args.overrides,
-        args.runner,
-        args.workers,
-        args.dask_address,
-        args.keep_versions,
-        args.max_failed_share,
-    )
+    validate_rebuild(params)
     prefect_env_defaults(args.verbose)
     from flows.build import build_dataset
 
-    s = build_dataset(
-        catalog=args.catalog,
-        out=args.out,
-        flow=args.flow,
-        ckpt=args.ckpt,
-        device=args.device,
-        overrides=args.overrides,
-        runner=args.runner,
-        workers=args.workers,
-        dask_address=args.dask_address,
-        keep_versions=args.keep_versions,
-        progress=sys.stderr.isatty(),
-        max_failed_share=args.max_failed_share,
-    )
+    s = build_dataset(**params, progress=sys.stderr.isatty())
     print_summary(s, args.out)
     return 1 if s["failed"] else 0
 

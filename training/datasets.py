@@ -594,13 +594,34 @@ def build_dataset(
     uncertainty: UncertaintyUse | None = None,
     rank: int | None = None,
     world_size: int | None = None,
+    clip_frames: int = 1,
+    clip_max_rejected: int | None = None,
 ) -> ShardDataset | PositionDataset:
     """The dataset object for one :class:`DatasetSpec` (an unknown kind lists the valid ones).
 
     ``uncertainty``: how shard labels use their stored uncertainty; with weighting on, samples of
-    the other kinds carry all-ones weights.
+    the other kinds carry all-ones weights. ``clip_frames > 1``: a shard dataset of clips
+    (:class:`training.clips.ClipDataset`).
     """
     uncertainty = uncertainty or UncertaintyUse()
+    if spec.kind == "shards" and clip_frames > 1:
+        from training.clips import ClipDataset
+
+        return ClipDataset(
+            spec.path,
+            spec.split,
+            clip_frames=clip_frames,
+            max_rejected=clip_max_rejected,
+            augment=augment_config,
+            seed=seed,
+            shuffle=shuffle,
+            shuffle_buffer=spec.shuffle_buffer,
+            infinite=infinite,
+            movie_ids=spec.movie_ids,
+            uncertainty=uncertainty,
+            rank=rank,
+            world_size=world_size,
+        )
     if spec.kind == "shards":
         return ShardDataset(
             spec.path,

@@ -43,6 +43,8 @@ __all__ = [
     "ClipLoss",
     "temporal_consistency",
     "align_to_previous",
+    "temporal_align_sequence",
+    "clip_summary",
 ]
 
 TEMPORAL_KINDS = ("tgm", "warp", "both")
@@ -253,4 +255,29 @@ def clip_summary(per_clip: list[dict[str, float]]) -> dict[str, Any]:
     out: dict[str, Any] = {"clips": len(per_clip), "pixels": n}
     for k in ("temporal_error", "flicker", "flicker_gt"):
         out[k] = sum(c[k] * c["pixels"] for c in per_clip if c["pixels"]) / n if n else float("nan")
+    return out
+
+
+def temporal_align_sequence(
+    images: list[np.ndarray], preds: list[np.ndarray], flow: str = "dis-medium"
+) -> list[np.ndarray]:
+    """A per-frame model's predictions of consecutive frames, each aligned to its aligned predecessor
+    (:func:`align_to_previous`) along the flow between the frames (the registry's backend ``flow``,
+    at the prediction's size, with its forward-backward mask). The first frame is kept as it is.
+    What ``depthmine predict --temporal`` does to a video.
+    """
+    import cv2
+
+    from pipeline.flow import get_backend
+    from pipeline.temporal import temporal_flows
+
+    if len(preds) < 2:
+        return [np.asarray(p, np.float32) for p in preds]
+    h, w = np.shape(preds[0])[:2]
+    frames = [im if im.shape[:2] == (h, w) else cv2.resize(im, (w, h), interpolation=cv2.INTER_AREA) for im in images]
+    flows = temporal_flows(frames, get_backend(flow))
+    out = [np.asarray(preds[0], np.float32)]
+    for k in range(1, len(preds)):
+        f, fv = flows[k - 1]
+        out.append(align_to_previous(preds[k], out[-1], f, fv)[0])
     return out

@@ -325,8 +325,10 @@ def _clip_boundary(table: pa.Table, start: int, cut: int, n: int, final: bool) -
     shards: back to the start of the clip that ``cut`` falls in, or, when that clip started the
     group, forward to its end. None: the clip's end has not arrived yet (wait for more rows).
     Frames mode: ``cut`` unchanged."""
-    if "clip_pos" not in table.column_names or cut >= n:
+    if "clip_pos" not in table.column_names:
         return cut
+    if cut >= n:  # whether the next rows continue this clip is known only once they arrive
+        return cut if final else None
     pos = table.column("clip_pos")
     if int(pos[cut].as_py()) == 0:
         return cut

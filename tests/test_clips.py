@@ -329,3 +329,57 @@ def test_stored_temporal_flow_matches_the_true_motion(sample_movie, tmp_path):
                 assert np.median(err) < 0.5 and (err < 1.0).mean() > 0.9, f"frame {clip['frame_index'][t]}"
                 pairs += 1
     assert pairs >= 6
+
+
+# ---- trainer and evaluation on clips ------------------------------------------------------------
+
+
+def _split_dataset(path, split):
+    config = ShardConfig(target_shard_bytes=8 * 1024, row_group_rows=4)
+    for m in range(2):
+        with MovieShardWriter(path, f"movie-{m}", f"k{m}", config, {}) as w:
+            for rec in _clip_records(f"movie-{m}", 3, 4, split=split, rejected={(0, 1)}):
+                w.write(rec)
+    publish(path)
+    return path
+
+
+def test_trainer_runs_on_clips_with_the_temporal_loss(tmp_path):
+    from training.config import demo_train_config
+    from training.train import run_training
+
+    ds = _split_dataset(tmp_path / "ds", "train")
+    cfg = demo_train_config(str(ds), str(tmp_path / "run"), max_steps=2, val_split=None)
+    cfg.data.clip_frames, cfg.data.batch_size, cfg.data.augment.size = 4, 2, 32
+    cfg.loss.temporal, cfg.tensorboard, cfg.progress, cfg.log_every = "both", False, False, 1
+    result = run_training(cfg.validate())
+    assert result.steps == 2 and all(np.isfinite(result.losses))
+
+
+def test_clips_training_config_errors_before_any_work():
+    from training.config import DatasetSpec, TrainConfig
+
+    cfg = TrainConfig()
+    cfg.data.clip_frames = 4
+    cfg.data.datasets = [DatasetSpec(name="s", kind="synthetic")]
+    with pytest.raises(ConfigError, match="not clips: s"):
+        cfg.validate()
+    cfg.data.datasets = [DatasetSpec(name="m", kind="shards", path="x")]
+    cfg.loss.temporal = "optical"
+    with pytest.raises(ConfigError, match="loss.temporal"):
+        cfg.validate()
+
+
+def test_eval_reports_the_temporal_error_beside_the_movies_metric(tmp_path):
+    from training.evaluation import evaluate
+    from training.model import ModelConfig, build_model
+
+    ds = _split_dataset(tmp_path / "ds", "test")
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(encoder="tiny", features=16))
+    report = evaluate(model, {"movies": str(ds)}, device="cpu", progress=False)
+    assert set(report.results) == {"movies", "movies_temporal"}
+    temporal = report.results["movies_temporal"]
+    assert temporal.n_images == 6 and np.isfinite(temporal.value) and temporal.value > 0
+    # the rejected clip frames (one per clip 0) are no test images of the per-frame metric
+    assert report.results["movies"].n_images + report.results["movies"].n_skipped == 22

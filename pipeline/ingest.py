@@ -544,7 +544,8 @@ def label_chunk(frames: Sequence[Any], chunk: tuple[int, int], job: ChunkJob) ->
         )
     if kept:
         write_chunk(work.chunk_path(name), kept, cfg.shards)
-        _save_preview(work.preview_path(name), next((k for k in kept if k["valid"].any()), kept[0]))
+        preview = next((k for k in kept if not k.get("clip_reason")), kept[0])  # clips: a labelled frame
+        _save_preview(work.preview_path(name), preview)
     summary = ChunkSummary(
         name=name,
         shot_id=shot_id,

@@ -383,3 +383,30 @@ def test_eval_reports_the_temporal_error_beside_the_movies_metric(tmp_path):
     assert temporal.n_images == 6 and np.isfinite(temporal.value) and temporal.value > 0
     # the rejected clip frames (one per clip 0) are no test images of the per-frame metric
     assert report.results["movies"].n_images + report.results["movies"].n_skipped == 22
+
+
+def test_rejected_clip_frames_stay_in_their_clip_without_a_label(sample_movie, tmp_path):
+    """Through label_chunk: a rig 3 px out of vertical alignment fails every frame's check; in clips
+    mode each frame is still a row of its clip, with its picture, its reason and an empty label."""
+    from pipeline.ingest import ChunkJob, WorkDir, ingest_config, label_chunk
+    from pipeline.shards import read_chunk
+    from pipeline.shards.reader import decode_rows
+
+    movie = sample_movie(layout="sbs-full", seconds=2.0, shots=[48], chapters=1, vertical_offset_px=3.0)
+    cfg = ingest_config(
+        ["sampling.mode=clips", "sampling.clip_frames=4", "sampling.drop_first_chapters=0"]
+        + ["sampling.drop_last_chapters=0"]
+    )
+    src = open_stereo(movie.path)
+    chunk = next(iter_chunks(scan_movie(src, cfg.shots, cfg.sampling, "val"), 4))
+    work = WorkDir(tmp_path / "work")
+    job = ChunkJob(str(work.root), "m", "val", cfg, src.crop, *src.eye_size, {})
+    summary = label_chunk(chunk.frames, (chunk.shot_id, chunk.part), job)
+    assert summary.kept == 0 and summary.rejected == {"vertical_disparity": 4}
+    rows = decode_rows(read_chunk(work.chunk_path(summary.name)))
+    assert [(r["clip_id"], r["clip_pos"], r["clip_reason"]) for r in rows] == [
+        (0, p, "vertical_disparity") for p in range(4)
+    ]
+    assert all(r["image"].shape == (136, 320, 3) and not r["valid"].any() for r in rows)
+    assert all(np.isnan(r["disparity"]).all() and r["uncertainty"] is None for r in rows)
+    assert len(work.rejected(summary.name)) == 4  # and listed as rejected, as in frames mode

@@ -124,6 +124,9 @@ class IngestConfig:
             :meth:`SwapReport.shots_to_correct` names with the eyes exchanged before the commit.
         swap_min_confidence: the confidence a reversed-eyes decision needs for ``"auto"`` to act
             on it (:class:`pipeline.disparity.SwapDecision`; a shot of one frame reaches 1/3).
+        store_temporal_flow: clips mode only (``sampling.mode=clips``): also store the optical
+            flow from each clip frame's left view to the next one's, with its forward-backward
+            consistency mask (:mod:`pipeline.temporal`), at the stored size. Off by default.
         shots, sampling, disparity, shards: the components' own configurations.
     """
 
@@ -131,6 +134,7 @@ class IngestConfig:
     store_width: int | None = 940
     swap_eyes: str = "never"
     swap_min_confidence: float = 0.5
+    store_temporal_flow: bool = False
     shots: ShotConfig = field(default_factory=ShotConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     disparity: DisparityConfig = field(default_factory=DisparityConfig)
@@ -143,6 +147,8 @@ class IngestConfig:
             raise ConfigError(f"store_width must be >= 2 or null (full resolution), got {self.store_width}")
         if self.swap_eyes not in SWAP_MODES:
             raise ConfigError(f"swap_eyes must be one of {', '.join(SWAP_MODES)}, got {self.swap_eyes!r}")
+        if self.store_temporal_flow and self.sampling.mode != "clips":
+            raise ConfigError("store_temporal_flow needs clips: set sampling.mode=clips as well")
 
     def disparity_for(self, swap: bool = False) -> DisparityConfig:
         """The disparity configuration for labelling.
@@ -219,6 +225,12 @@ def ingest_key(fingerprint: str, config: IngestConfig, extra: dict[str, Any] | N
     """
     cfg = config_to_dict(config)
     cfg["disparity"].pop("device", None)
+    if cfg["sampling"].get("mode") == "frames":
+        # frames mode keeps the keys it had before clips existed: datasets built then stay current
+        for name in ("mode", "clip_frames", "clip_stride"):
+            cfg["sampling"].pop(name, None)
+    if not cfg.get("store_temporal_flow"):
+        cfg.pop("store_temporal_flow", None)
     return config_hash({"source": fingerprint, "config": cfg, "extra": extra or {}})
 
 
@@ -375,12 +387,15 @@ class ChunkPlan:
 def iter_chunks(frames: Iterable[Any], chunk_frames: int) -> Iterator[Chunk]:
     """Group sampled frames (in decode order) into per-shot chunks of at most ``chunk_frames``.
 
-    Deterministic: the same frames give the same chunks, which is what makes resume exact.
+    Deterministic: the same frames give the same chunks, which is what makes resume exact. In clips
+    mode a chunk holds whole clips (it is cut only where a clip starts), so the temporal flow
+    between a clip's frames is computed in one task.
     """
     current: Chunk | None = None
     for fr in frames:
         sid = int(fr.shot_id)
-        if current is not None and (current.shot_id != sid or len(current.frames) >= chunk_frames):
+        clip_start = getattr(fr, "clip_pos", None) in (None, 0)
+        if current is not None and (current.shot_id != sid or (len(current.frames) >= chunk_frames and clip_start)):
             yield current
             part = current.part + 1 if current.shot_id == sid else 0
             current = Chunk(sid, part, [])
@@ -466,6 +481,9 @@ def label_chunk(frames: Sequence[Any], chunk: tuple[int, int], job: ChunkJob) ->
     results = compute_disparity_batch(pairs, dcfg, backend)
     kept: list[dict[str, Any]] = []
     rejected: list[dict[str, Any]] = []
+    clips = cfg.sampling.mode == "clips"
+    flows = _clip_flows(frames, dcfg, cfg, backend) if clips and cfg.store_temporal_flow else {}
+    n_kept = 0
     for fr, res in zip(frames, results):
         stats = res.stats.to_dict() if hasattr(res.stats, "to_dict") else dict(res.stats)
         base = {
@@ -477,7 +495,8 @@ def label_chunk(frames: Sequence[Any], chunk: tuple[int, int], job: ChunkJob) ->
         }
         if res.rejected_reason:
             rejected.append({**base, "reason": str(res.rejected_reason), "stats": _jsonable(stats)})
-            continue
+            if not clips:
+                continue
         image = fr.right if dcfg.swap_eyes else fr.left  # the view the label belongs to
         h0, w0 = res.disparity.shape
         sw, sh = store_size(w0, h0, cfg.store_width)
@@ -485,6 +504,25 @@ def label_chunk(frames: Sequence[Any], chunk: tuple[int, int], job: ChunkJob) ->
             image = cv2.resize(image, (sw, sh), interpolation=cv2.INTER_AREA)
             res = resize_result(res, sw, sh, dcfg.range_percentiles)
             stats = res.stats.to_dict()
+        extra: dict[str, Any] = {}
+        if clips:
+            flow, flow_valid = flows.get(int(fr.frame_index), (None, None))
+            extra = {
+                "clip_id": int(fr.clip_id),
+                "clip_pos": int(fr.clip_pos),
+                "clip_reason": str(res.rejected_reason or ""),
+                "temporal_flow": flow,
+                "temporal_flow_valid": flow_valid,
+            }
+            if res.rejected_reason:  # the frame stays in its clip, without a label
+                empty = np.zeros((sh, sw), bool)
+                res = dataclasses.replace(
+                    res, disparity=np.full((sh, sw), np.nan, np.float32), valid=empty, sky=empty, uncertainty=None
+                )
+            else:
+                n_kept += 1
+        else:
+            n_kept += 1
         kept.append(
             {
                 **base,
@@ -501,16 +539,18 @@ def label_chunk(frames: Sequence[Any], chunk: tuple[int, int], job: ChunkJob) ->
                 "source_height": job.source_height,
                 "stats": stats,
                 "provenance": job.provenance,
+                **extra,
             }
         )
     if kept:
         write_chunk(work.chunk_path(name), kept, cfg.shards)
-        _save_preview(work.preview_path(name), kept[0])
+        preview = next((k for k in kept if not k.get("clip_reason")), kept[0])  # clips: a labelled frame
+        _save_preview(work.preview_path(name), preview)
     summary = ChunkSummary(
         name=name,
         shot_id=shot_id,
         part=part,
-        kept=len(kept),
+        kept=n_kept,
         rejected=dict(Counter(r["reason"] for r in rejected)),
         first_frame=int(frames[0].frame_index),
         last_frame=int(frames[-1].frame_index),
@@ -521,6 +561,30 @@ def label_chunk(frames: Sequence[Any], chunk: tuple[int, int], job: ChunkJob) ->
     # The marker goes last: a chunk is done only once its rows are safely on disk.
     write_json_atomic(work.marker_path(name), {"summary": summary.to_dict(), "rejected": rejected})
     return summary
+
+
+def _clip_flows(frames: Sequence[Any], dcfg: DisparityConfig, cfg: IngestConfig, backend: Any) -> dict[int, tuple]:
+    """``frame_index -> (flow to the clip's next frame, consistent mask)`` at the stored size, for
+    every clip frame of the chunk but each clip's last (a chunk holds whole clips)."""
+    import cv2
+
+    from pipeline.temporal import temporal_flows
+
+    by_clip: dict[int, list[Any]] = {}
+    for fr in frames:
+        by_clip.setdefault(int(fr.clip_id), []).append(fr)
+    out: dict[int, tuple] = {}
+    for members in by_clip.values():
+        members.sort(key=lambda f: int(f.clip_pos))
+        lefts = []
+        for fr in members:
+            image = fr.right if dcfg.swap_eyes else fr.left
+            h0, w0 = image.shape[:2]
+            sw, sh = store_size(w0, h0, cfg.store_width)
+            lefts.append(cv2.resize(image, (sw, sh), interpolation=cv2.INTER_AREA) if (sw, sh) != (w0, h0) else image)
+        for fr, (flow, valid) in zip(members, temporal_flows(lefts, backend)):
+            out[int(fr.frame_index)] = (flow, valid)
+    return out
 
 
 def _jsonable(stats: dict[str, Any]) -> dict[str, Any]:

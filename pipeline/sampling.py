@@ -19,6 +19,22 @@ The rules (MiDaS, section 1; every number is a :class:`SamplingConfig` field):
    ``eval_fps`` for ``val``/``test``. At 24 fps: train keeps offsets 0, 6, 12, 18 (4 per window,
    4 fps), val/test keeps offset 0 (1 per window, 1 fps).
 
+**Clips mode** (``mode: clips``, for video depth models that train on consecutive frames): rule 4
+changes; rules 1-3 stay.
+
+4c. **Clips.** A clip is ``clip_frames`` frames ``clip_stride`` apart, spanning
+   ``span = (clip_frames - 1) * clip_stride + 1`` frames. Inside each window, clips may start at
+   the offsets ``j`` with ``j % max(step, span) == 0`` (``step`` of rule 4: the split's rate still
+   decides how often a clip starts; a clip never starts inside the previous one), taken in order,
+   a start being skipped while it lies inside the previous accepted clip (so no frame is in two
+   clips). A clip is kept only when all its frames lie in its shot (a clip never crosses a cut)
+   and in the range rule 1 keeps; a clip may run past its window's end. At 24 fps with the
+   defaults (8 frames, stride 1): train clips start at offsets 0, 8, 16 of each window (24
+   frames per window), val/test at offset 0 (8 frames per window).
+
+:func:`sample_clips` gives the clips (lists of frame indices) in order; in clips mode
+:func:`sample_frames` is their concatenation. Clip ids are positions in that list.
+
 :func:`sample_frames` applies them to a list of shots; the one-pass reader
 (:mod:`pipeline.video`) uses the same per-frame helpers while streaming, and checks that the frames
 it yielded equal :func:`sample_frames` of the shots it found.
@@ -29,7 +45,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 from pipeline.errors import ConfigError
 
@@ -41,11 +57,18 @@ __all__ = [
     "in_window",
     "min_clip_frames",
     "frame_step",
+    "SAMPLING_MODES",
+    "clip_span",
+    "clip_offsets",
+    "sample_clips",
 ]
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
+
+#: values of :attr:`SamplingConfig.mode`
+SAMPLING_MODES = ("frames", "clips")
 
 
 @dataclasses.dataclass
@@ -61,6 +84,13 @@ class SamplingConfig:
         window_every_seconds: distance between window starts.
         train_fps: rate inside the windows for training movies.
         eval_fps: rate inside the windows for validation and test movies.
+        mode: ``frames`` (default: single frames at the rates above, the paper's set) or ``clips``
+            (runs of consecutive frames for temporally consistent video depth: rule 4c in this
+            module's docstring). In clips mode every frame of a clip is labelled; a frame the
+            per-frame checks reject stays in its clip as a row without a label (its reason in
+            ``clip_reason``), so a trainer gets whole clips and chooses what to do with such frames.
+        clip_frames: frames per clip (clips mode; >= 2).
+        clip_stride: distance in frames between consecutive frames of a clip (1: truly consecutive).
     """
 
     drop_first_chapters: int = 1
@@ -71,8 +101,17 @@ class SamplingConfig:
     window_every_seconds: float = 4.0
     train_fps: float = 4.0
     eval_fps: float = 1.0
+    mode: str = "frames"
+    clip_frames: int = 8
+    clip_stride: int = 1
 
     def __post_init__(self) -> None:
+        if self.mode not in SAMPLING_MODES:
+            raise ConfigError(f"sampling.mode {self.mode!r}: valid modes are {', '.join(SAMPLING_MODES)}")
+        if int(self.clip_frames) < 2 or int(self.clip_stride) < 1:
+            raise ConfigError(
+                f"sampling: clip_frames must be >= 2 and clip_stride >= 1 (got {self.clip_frames}, {self.clip_stride})"
+            )
         if self.drop_first_chapters < 0 or self.drop_last_chapters < 0:
             raise ConfigError("sampling: drop_first_chapters and drop_last_chapters must be >= 0")
         if self.head_frames < 0 or self.window_frames < 0:
@@ -148,6 +187,78 @@ def in_window(offset: int, fps: float, step: int, config: SamplingConfig) -> boo
     return j < config.window_frames and j % step == 0
 
 
+def clip_span(config: SamplingConfig) -> int:
+    """Frames a clip spans, first to last inclusive: ``(clip_frames - 1) * clip_stride + 1``."""
+    return (int(config.clip_frames) - 1) * int(config.clip_stride) + 1
+
+
+def clip_offsets(fps: float, split: str, config: SamplingConfig, limit: int | None = None) -> Iterator[int]:
+    """Rule 4c: the start offsets (from a shot's first frame) of its clips, increasing.
+
+    The same for every shot (it depends on the frame rate, split and numbers only), so a streaming
+    reader can follow it without knowing where the shot ends. ``limit``: stop before offsets at or
+    beyond it (None: as long as windows keep coming; ends when later windows are empty).
+    """
+    step = frame_step(fps, split, config)
+    span = clip_span(config)
+    gap = max(step, span)
+    every = config.window_every_seconds * fps
+    next_free = 0
+    k = 0
+    while True:
+        start, length = (0, config.head_frames) if k == 0 else (round(k * every), config.window_frames)
+        if k > 0 and length <= 0:
+            return
+        if limit is not None and start >= limit:
+            return
+        for j in range(0, length, gap):
+            offset = start + j
+            if limit is not None and offset >= limit:
+                return
+            if offset >= next_free:
+                yield offset
+                next_free = offset + span
+        k += 1
+
+
+def sample_clips(
+    shots: Iterable,
+    fps: float,
+    split: str,
+    chapters: Sequence = (),
+    config: SamplingConfig | None = None,
+    frame_count: int | None = None,
+) -> list[list[int]]:
+    """Clips mode: the clips of a movie's shots, in order, each a list of frame indices.
+
+    Arguments as :func:`sample_frames`. A clip lies inside one shot (never across a cut) and
+    inside the range rule 1 keeps; its frames are ``clip_stride`` apart.
+    """
+    config = config or SamplingConfig()
+    spans = _spans(shots)
+    if frame_count is None:
+        frame_count = spans[-1][1] if spans else 0
+    first, last = kept_frame_range(frame_count, fps, chapters, config)
+    frame_step(fps, split, config)  # validates the split
+    shortest = min_clip_frames(fps, config)
+    span = clip_span(config)
+    out: list[list[int]] = []
+    for start, end in spans:
+        if end - start < shortest:
+            continue
+        for offset in clip_offsets(fps, split, config, limit=end - start):
+            a = start + offset
+            if a + span > end:
+                break
+            if a >= first and a + span <= last:
+                out.append(list(range(a, a + span, int(config.clip_stride))))
+    return out
+
+
+def _spans(shots: Iterable) -> list[tuple[int, int]]:
+    return [(s.start_frame, s.end_frame) if hasattr(s, "start_frame") else (int(s[0]), int(s[1])) for s in shots]
+
+
 def sample_frames(
     shots: Iterable,
     fps: float,
@@ -167,10 +278,12 @@ def sample_frames(
         frame_count: frames in the movie (defaults to the end of the last shot).
 
     Returns:
-        Sorted frame indices.
+        Sorted frame indices (in clips mode, the frames of :func:`sample_clips`).
     """
     config = config or SamplingConfig()
-    spans = [(s.start_frame, s.end_frame) if hasattr(s, "start_frame") else (int(s[0]), int(s[1])) for s in shots]
+    if config.mode == "clips":
+        return [i for clip in sample_clips(shots, fps, split, chapters, config, frame_count) for i in clip]
+    spans = _spans(shots)
     if frame_count is None:
         frame_count = spans[-1][1] if spans else 0
     first, last = kept_frame_range(frame_count, fps, chapters, config)

@@ -62,6 +62,7 @@ __all__ = [
     "make_sample_movie",
     "load_ground_truth",
     "render_movie_frame",
+    "movie_frame_motion",
     "ground_truth_paths",
     "ffmpeg_exe",
     "STEREO_MODE_TAGS",
@@ -469,6 +470,55 @@ def render_movie_frame(movie: SampleMovie | GroundTruth | dict | str | Path, fra
         swap_eyes=bool(meta["swap_eyes"]),
         dark=shot_i in set(meta.get("dark_shots", [])),
     )
+
+
+def movie_frame_motion(movie: SampleMovie | GroundTruth | dict | str | Path, frame_index: int) -> np.ndarray:
+    """The true motion of the *true* left view from frame ``frame_index`` to the next one.
+
+    Every layer slides horizontally at its own speed (the camera pan with parallax, plus objects'
+    own motion), so a pixel the layer covers moves by ``-speed / fps`` px in x and 0 in y. Returns
+    HxWx2 float32 in full per-eye pixels, NaN in the bars; the frame and the next must share a shot
+    (a cut has no motion). Tests compare the stored temporal flow with it.
+    """
+    if isinstance(movie, SampleMovie):
+        meta = json.loads(movie.gt_json.read_text())
+    elif isinstance(movie, GroundTruth):
+        meta = movie.meta
+    elif isinstance(movie, dict):
+        meta = movie
+    else:
+        meta = json.loads(ground_truth_paths(movie)[0].read_text())
+    fps = float(meta["fps"])
+    for shot_i, (s0, s1) in enumerate(meta["shots"]):  # noqa: B007
+        if s0 <= frame_index < s1:
+            break
+    else:
+        raise IndexError(f"frame {frame_index} is outside the movie ({meta['frame_count']} frames)")
+    if frame_index + 1 >= s1:
+        raise ValueError(f"frame {frame_index} is the last of its shot: no motion to the next frame")
+    width, height = int(meta["eye_width"]), int(meta["eye_height"])
+    crop = letterbox_crop(width, height, bool(meta.get("letterbox", True)))
+    W, H = crop.w, crop.h
+    t = (frame_index - s0) / fps
+    scene = _scene(
+        width, H, int(meta["seed"]), shot_i, float(max((s1 - s0) / fps, t)), shot_i in set(meta.get("dark_shots", []))
+    )
+    xs = np.arange(W, dtype=np.float32)[None, :]
+    rows = np.broadcast_to(np.arange(H, dtype=np.float32)[:, None], (H, W)).astype(np.float32)
+    flow = np.zeros((H, W, 2), np.float32)
+    for layer in scene.layers:
+        map_x = np.broadcast_to(xs + scene.margin + layer.speed * t, (H, W)).astype(np.float32)
+        if layer.is_sky:
+            cover = np.ones((H, W), bool)
+        else:
+            a8 = cv2.remap(layer.mask, map_x, rows, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+            cover = a8 > 127
+        flow[cover, 0] = -layer.speed / fps
+    out = np.full((height, width, 2), np.nan, np.float32)
+    out[crop.y : crop.y + H, crop.x : crop.x + W] = flow
+    if bool(meta["swap_eyes"]):
+        raise ValueError("motion of a movie with swapped eyes: the left slot holds the right view")
+    return out
 
 
 def _shot_lengths(total: int, n: int, fps: float, rng: np.random.Generator) -> list[int]:

@@ -44,7 +44,17 @@ from pipeline.layouts import (
     split_frame,
 )
 from pipeline.probe import MovieInfo, open_container, probe
-from pipeline.sampling import SamplingConfig, frame_step, in_window, kept_frame_range, min_clip_frames, sample_frames
+from pipeline.sampling import (
+    SamplingConfig,
+    clip_offsets,
+    clip_span,
+    frame_step,
+    in_window,
+    kept_frame_range,
+    min_clip_frames,
+    sample_clips,
+    sample_frames,
+)
 from pipeline.shots import Shot, ShotConfig, build_detector
 
 __all__ = ["frame_to_rgb", "SampledFrame", "StereoSource", "MovieScan", "open_stereo", "scan_movie"]
@@ -63,6 +73,9 @@ class SampledFrame:
         pts_seconds: presentation time in seconds.
         shot_id: index of its shot in ``scan.shots``.
         left, right: ``HxWx3 uint8`` RGB eyes at full per-eye resolution, letterbox cropped.
+        clip_id, clip_pos: in clips mode (``SamplingConfig.mode``), the frame's clip (0-based in
+            the movie, the order of :func:`pipeline.sampling.sample_clips`) and its position in
+            it; None in frames mode.
     """
 
     frame_index: int
@@ -70,6 +83,8 @@ class SampledFrame:
     shot_id: int
     left: np.ndarray
     right: np.ndarray
+    clip_id: int | None = None
+    clip_pos: int | None = None
 
 
 @dataclasses.dataclass
@@ -508,6 +523,7 @@ class MovieScan:
         self.keep_thumbnails = keep_thumbnails
         self.shots: list[Shot] = []
         self.samples: list[int] = []
+        self.clips: list[list[int]] = []  # clips mode: each clip's frame indices, in order
         self.frame_count: int | None = None
         self.thumbnails: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self.done = False
@@ -533,6 +549,7 @@ class MovieScan:
             "split": self.split,
             "shots": [s.as_dict() for s in self.shots],
             "samples": list(self.samples),
+            **({"clips": [list(c) for c in self.clips]} if self.sampling.mode == "clips" else {}),
         }
 
     def __iter__(self) -> Iterator[SampledFrame]:
@@ -557,11 +574,48 @@ class MovieScan:
         pending: list[_Raw] = []
         mids: list[tuple[int, np.ndarray]] = []
         mid_stride = [1]
+        # clips mode (rule 4c): the current clip's frames wait until its last frame is final
+        # without a cut before it, then wait with the shot's other clips until the shot is known
+        # to be long enough; a clip that meets a cut or the movie's end is dropped
+        clips_mode = self.sampling.mode == "clips"
+        span, stride = clip_span(self.sampling), int(self.sampling.clip_stride)
+        clip = {"offsets": None, "next": None, "frames": [], "broken": False}
+        pending_clips: list[list[_Raw]] = []
 
-        def emit(raw: _Raw) -> SampledFrame:
+        def start_clips() -> None:
+            clip["offsets"] = clip_offsets(fps, self.split, self.sampling)
+            clip["next"] = next(clip["offsets"], None)
+            clip["frames"], clip["broken"] = [], False
+
+        def emit(raw: _Raw, clip_id: int | None = None, clip_pos: int | None = None) -> SampledFrame:
             left, right = src.eyes(raw)
             self.samples.append(raw.index)
-            return SampledFrame(raw.index, raw.pts, state["shot_id"], left, right)
+            return SampledFrame(raw.index, raw.pts, state["shot_id"], left, right, clip_id, clip_pos)
+
+        def emit_clip(frames: list[_Raw]) -> Iterator[SampledFrame]:
+            clip_id = len(self.clips)
+            self.clips.append([r.index for r in frames])
+            for pos, r in enumerate(frames):
+                yield emit(r, clip_id, pos)
+
+        def clip_step(raw: _Raw, offset: int) -> Iterator[SampledFrame]:
+            """Rule 4c for one final frame of the current shot."""
+            a = clip["next"]
+            if a is None or offset < a:
+                return
+            if (offset - a) % stride == 0:
+                clip["frames"].append(raw)
+                clip["broken"] |= not (first_kept <= raw.index < last_kept)
+            if offset == a + span - 1:
+                frames, broken = clip["frames"], clip["broken"]
+                clip["frames"], clip["broken"] = [], False
+                clip["next"] = next(clip["offsets"], None)
+                if broken:
+                    return
+                if state["confirmed"]:
+                    yield from emit_clip(frames)
+                else:
+                    pending_clips.append(frames)
 
         def close_shot(end: int) -> None:
             shot = Shot(state["shot_id"], state["start"], end)
@@ -573,6 +627,9 @@ class MovieScan:
             mids.clear()
             mid_stride[0] = 1
             pending.clear()  # a shot shorter than min_clip: its candidates are dropped
+            pending_clips.clear()
+            if clips_mode:
+                start_clips()  # an unfinished clip of the closed shot is dropped: clips never cross cuts
 
         def finalize(raw: _Raw) -> Iterator[SampledFrame]:
             i = raw.index
@@ -586,6 +643,14 @@ class MovieScan:
                 if len(mids) > 32:
                     del mids[1::2]
                     mid_stride[0] *= 2
+            if clips_mode:
+                if not state["confirmed"] and offset + 1 >= shortest:
+                    state["confirmed"] = True
+                    for frames in pending_clips:
+                        yield from emit_clip(frames)
+                    pending_clips.clear()
+                yield from clip_step(raw, offset)
+                return
             candidate = first_kept <= i < last_kept and in_window(offset, fps, step, self.sampling)
             if not state["confirmed"] and offset + 1 >= shortest:
                 state["confirmed"] = True
@@ -610,6 +675,8 @@ class MovieScan:
                 else:
                     cuts.add(c)
 
+        if clips_mode:
+            start_clips()
         bar = None
         if self.progress:
             from tqdm import tqdm
@@ -647,6 +714,14 @@ class MovieScan:
             raise RuntimeError(
                 f"one-pass sampling diverged from sample_frames ({len(self.samples)} vs {len(rule)} frames)"
             )
+        if clips_mode:
+            rule_clips = sample_clips(
+                self.shots, fps, self.split, src.info.chapters, self.sampling, frame_count=frame_count
+            )
+            if rule_clips != self.clips:
+                raise RuntimeError(
+                    f"one-pass clips diverged from sample_clips ({len(self.clips)} vs {len(rule_clips)})"
+                )
         self.done = True
         log.info(
             "%s: %d frames, %d shots, %d samples (%s)",

@@ -48,7 +48,16 @@ def test_input_size_rule(name, size, expected):
 
 def test_caps_and_metrics_match_the_paper():
     caps = {n: p.depth_cap for n, p in PROTOCOLS.items()}
-    assert caps == {"diw": None, "eth3d": 72.0, "sintel": 72.0, "kitti": 80.0, "nyu": 10.0, "tum": 10.0, "movies": None}
+    assert caps == {
+        "diw": None,
+        "eth3d": 72.0,
+        "sintel": 72.0,
+        "kitti": 80.0,
+        "nyu": 10.0,
+        "tum": 10.0,
+        "movies": None,
+        "movies_temporal": None,
+    }
     assert [PROTOCOLS[n].metric for n in ("diw", "eth3d", "kitti")] == ["whdr", "abs_rel", "delta_1.25"]
     assert set(LOADERS) == set(PROTOCOLS)
 

@@ -104,6 +104,14 @@ class DataConfig:
             its sum of weights instead of its pixel count (see :mod:`training.losses`). Samples
             of other datasets, and rows without uncertainty, weigh 1. 0 (default): off.
             Validation is always unweighted.
+        clip_frames: 1 (default) trains on single frames; T > 1 feeds clips of T consecutive
+            frames from clips-mode shard datasets (``sampling.mode=clips`` at ingest;
+            :class:`training.clips.ClipDataset`): every frame gets the per-frame loss and the
+            clip the temporal term of ``loss.temporal``. Every training dataset must then be a
+            ``shards`` dataset ingested in clips mode; ``batch_size`` counts clips.
+        clip_max_rejected: clips mode: skip clips with more frames that the per-frame checks
+            rejected (stored without a label) than this; None (default) keeps every clip, the
+            unlabelled frames only losing their loss terms.
     """
 
     datasets: list[DatasetSpec] = field(default_factory=lambda: [DatasetSpec()])
@@ -115,16 +123,28 @@ class DataConfig:
     val_size: int = 384
     max_uncertainty_px: float | None = None
     uncertainty_weighting: float = 0.0
+    clip_frames: int = 1
+    clip_max_rejected: int | None = None
 
 
 @dataclass
 class LossConfig:
-    """``kind``: trim | mae | mse | silog; ``alpha``: gradient-matching weight; ``scales``: K."""
+    """``kind``: trim | mae | mse | silog; ``alpha``: gradient-matching weight; ``scales``: K.
+
+    Clips (``data.clip_frames > 1``; docs/METHOD.md §5): ``temporal`` is the temporal term,
+    ``tgm`` (temporal gradient matching, no flow needed), ``warp`` (along the stored temporal
+    flow) or ``both``; ``temporal_weight`` its weight beside the per-frame loss (0: off);
+    ``temporal_threshold`` the ground-truth change (on the clip's [0, 1] scale) above which ``tgm``
+    leaves a pixel out.
+    """
 
     kind: str = "trim"
     alpha: float = 0.5
     scales: int = 4
     trim: float = 0.2
+    temporal: str = "tgm"
+    temporal_weight: float = 1.0
+    temporal_threshold: float = 0.05
 
 
 @dataclass
@@ -250,6 +270,23 @@ class TrainConfig:
             raise ConfigError(
                 "data.uncertainty_weighting needs a loss.kind that takes weights (trim, mae, mse), not silog"
             )
+        if d.clip_frames < 1:
+            raise ConfigError(f"data.clip_frames={d.clip_frames}: must be >= 1 (1: single frames)")
+        if d.clip_frames > 1:
+            from training.temporal import TEMPORAL_KINDS
+
+            others = [s.name for s in d.datasets if s.kind != "shards"]
+            if others:
+                raise ConfigError(
+                    f"data.clip_frames={d.clip_frames} trains on clips of shard datasets; "
+                    f"not clips: {', '.join(others)}"
+                )
+            if self.loss.temporal not in TEMPORAL_KINDS:
+                raise ConfigError(f"loss.temporal={self.loss.temporal!r}: valid: {', '.join(TEMPORAL_KINDS)}")
+            if self.loss.temporal_weight < 0 or not self.loss.temporal_threshold > 0:
+                raise ConfigError("loss: temporal_weight must be >= 0 and temporal_threshold > 0")
+        if d.clip_max_rejected is not None and d.clip_max_rejected < 0:
+            raise ConfigError(f"data.clip_max_rejected={d.clip_max_rejected}: must be >= 0 (or null)")
         if not 0 <= self.loss.trim < 1 or self.loss.alpha < 0 or self.loss.scales < 1:
             raise ConfigError("loss: trim must be in [0, 1), alpha >= 0, scales >= 1")
         if self.mixing.strategy not in MIXERS:
@@ -319,6 +356,12 @@ def recipe_hash(cfg: TrainConfig) -> str:
     data = config_to_dict(cfg)
     for name in RUN_SETTINGS:
         data.pop(name, None)
+    if data["data"].get("clip_frames") == 1:
+        # single-frame recipes hash as they did before clips existed (resumes stay quiet)
+        for name in ("clip_frames", "clip_max_rejected"):
+            data["data"].pop(name, None)
+        for name in ("temporal", "temporal_weight", "temporal_threshold"):
+            data["loss"].pop(name, None)
     return config_hash(data)
 
 

@@ -296,13 +296,10 @@ class ShardDataset(IterableDataset):
 
     # -- streaming -----------------------------------------------------------------------
     def _stream_epoch(self, epoch: int, global_worker: int, n_global: int) -> Iterator[dict[str, Any]]:
-        from pipeline.shards import iter_samples
-
         rng = np.random.default_rng([self.seed, epoch, global_worker, 1])
         buffer: list[dict[str, Any]] = []
-        columns = SHARD_COLUMNS + (("uncertainty",) if self.uncertainty.needed else ())
         for shard in self.worker_shards(epoch, global_worker, n_global):
-            for sample in iter_samples(shard, columns=columns, split=self.split):
+            for sample in self._items(shard):
                 if not self.shuffle:
                     yield sample
                     continue
@@ -314,6 +311,18 @@ class ShardDataset(IterableDataset):
                 yield out
         for j in rng.permutation(len(buffer)) if buffer else []:
             yield buffer[j]
+
+    def _finish(self, sample: dict[str, Any], rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        """One streamed item to a training sample (the clip dataset overrides it)."""
+        valid, weight = self.uncertainty.apply(sample["valid"], sample.get("uncertainty"))
+        return _finish_sample(sample["image"], sample["disparity"], valid, rng, self.augment, weight)
+
+    def _items(self, shard: Any) -> Iterator[dict[str, Any]]:
+        """The items of one shard in stored order: rows here, clips in the clip dataset."""
+        from pipeline.shards import iter_samples
+
+        columns = SHARD_COLUMNS + (("uncertainty",) if self.uncertainty.needed else ())
+        return iter_samples(shard, columns=columns, split=self.split)
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         global_worker, n_global, role = self._worker_layout()
@@ -339,8 +348,7 @@ class ShardDataset(IterableDataset):
                 if i < skip:
                     continue
                 rng = np.random.default_rng([self.seed, epoch, global_worker, i, 2])
-                valid, weight = self.uncertainty.apply(sample["valid"], sample.get("uncertainty"))
-                yield _finish_sample(sample["image"], sample["disparity"], valid, rng, self.augment, weight)
+                yield self._finish(sample, rng)
             skip = 0
             if not self.infinite:
                 return
@@ -586,13 +594,34 @@ def build_dataset(
     uncertainty: UncertaintyUse | None = None,
     rank: int | None = None,
     world_size: int | None = None,
+    clip_frames: int = 1,
+    clip_max_rejected: int | None = None,
 ) -> ShardDataset | PositionDataset:
     """The dataset object for one :class:`DatasetSpec` (an unknown kind lists the valid ones).
 
     ``uncertainty``: how shard labels use their stored uncertainty; with weighting on, samples of
-    the other kinds carry all-ones weights.
+    the other kinds carry all-ones weights. ``clip_frames > 1``: a shard dataset of clips
+    (:class:`training.clips.ClipDataset`).
     """
     uncertainty = uncertainty or UncertaintyUse()
+    if spec.kind == "shards" and clip_frames > 1:
+        from training.clips import ClipDataset
+
+        return ClipDataset(
+            spec.path,
+            spec.split,
+            clip_frames=clip_frames,
+            max_rejected=clip_max_rejected,
+            augment=augment_config,
+            seed=seed,
+            shuffle=shuffle,
+            shuffle_buffer=spec.shuffle_buffer,
+            infinite=infinite,
+            movie_ids=spec.movie_ids,
+            uncertainty=uncertainty,
+            rank=rank,
+            world_size=world_size,
+        )
     if spec.kind == "shards":
         return ShardDataset(
             spec.path,

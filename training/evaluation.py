@@ -165,6 +165,7 @@ def evaluate(
     label: str | None = None,
     batch_size: int = 4,
     progress: bool = True,
+    temporal_align: bool = False,
 ) -> EvalReport:
     """Evaluate one model zero-shot on several benchmarks.
 
@@ -177,6 +178,12 @@ def evaluate(
         label: the row name in tables (default: :func:`run_label` of the checkpoint).
         batch_size: consecutive images of one size (and ground-truth size) share a forward pass.
         progress: show a progress bar per benchmark.
+        temporal_align: clips benchmarks: align each frame's prediction to its predecessor's
+            along the flow first (what ``depthmine predict --temporal`` does; the flow is computed
+            from the frames, as predict does).
+
+    A ``movies`` dataset ingested in clips mode is also scored as ``movies_temporal`` (the
+    temporal error of its test clips, docs/METHOD.md §5), beside the per-frame metric.
     """
     from tqdm import tqdm
 
@@ -184,8 +191,13 @@ def evaluate(
     pairs = _dataset_pairs(datasets)
     started = time.perf_counter()
     results: dict[str, BenchmarkResult] = {}
+    pairs = _with_temporal(pairs)
     for name, path in pairs:
         proto = get_protocol(name)
+        if proto.clips:
+            results[name] = _evaluate_clips(predictor, proto, path, max_images, progress, temporal_align)
+            log.info("%s on %s: %s = %.4g", default_label, name, proto.metric, results[name].value)
+            continue
         loader = open_benchmark(name, path)
         try:
             total = len(loader)
@@ -213,6 +225,51 @@ def evaluate(
             "%s on %s: %s = %.4g over %d images", default_label, name, proto.metric, results[name].value, len(per_image)
         )
     return EvalReport(label or default_label, ckpt, results, time.perf_counter() - started)
+
+
+def _with_temporal(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """``movies`` pairs of clips-mode datasets gain a ``movies_temporal`` pair right after them."""
+    from training.benchmarks.movies import MoviesTemporalLoader
+
+    out: list[tuple[str, str]] = []
+    named = {n for n, _ in pairs}
+    for name, path in pairs:
+        out.append((name, path))
+        if name == "movies" and "movies_temporal" not in named:
+            try:
+                if MoviesTemporalLoader(path).has_clips():
+                    out.append(("movies_temporal", path))
+            except BadInputError:
+                pass  # the per-frame pass reports what is wrong with the dataset
+    return out
+
+
+def _evaluate_clips(
+    predictor: DepthPredictor, proto: Protocol, path: str, max_clips: int | None, progress: bool, align: bool
+) -> BenchmarkResult:
+    """The temporal error of every test clip (one :class:`ImageResult` per clip)."""
+    from tqdm import tqdm
+
+    from training.benchmarks.movies import MoviesTemporalLoader
+    from training.temporal import temporal_align_sequence, temporal_consistency
+
+    per_clip: list[ImageResult] = []
+    clips = iter(MoviesTemporalLoader(path))
+    if max_clips is not None:
+        clips = itertools.islice(clips, max_clips)
+    for clip in tqdm(clips, desc=f"eval {proto.name}", unit="clip", disable=not progress, leave=False):
+        images = list(clip["image"])
+        h, w = images[0].shape[:2]
+        preds = predictor.predict_batch(images, input_size=proto.input_size(h, w), output_size=(h, w))
+        if align:
+            preds = np.stack(temporal_align_sequence(images, list(preds)))
+        scores = temporal_consistency(
+            preds, clip["disparity"], clip["valid"], clip.get("temporal_flow"), clip.get("temporal_flow_valid")
+        )
+        per_clip.append(ImageResult(f"{clip['movie_id']}/clip{clip['clip_id']:05d}", scores))
+    if not per_clip:
+        raise BadInputError(path, "no test clips found", "ingest held-out movies as test with sampling.mode=clips")
+    return _summarise(proto, str(path), per_clip)
 
 
 def _same_size_groups(samples: Iterable[BenchmarkSample], batch_size: int) -> Iterator[list[BenchmarkSample]]:
@@ -399,7 +456,7 @@ def _fmt(column: str, v: float) -> str:
     if not math.isfinite(v):
         return "-"
     metric = PROTOCOLS[column].metric
-    if metric == "rmse_unit_disparity":
+    if metric in ("rmse_unit_disparity", "temporal_error"):
         return f"{v:.4f}"
     return f"{v:.3f}" if metric == "abs_rel" else f"{v:.2f}"
 

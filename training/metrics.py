@@ -46,6 +46,7 @@ METRIC_NAMES: Mapping[str, str] = {
     "rmse_disparity": "disparity RMSE",
     "rmse_unit_disparity": "aligned disparity RMSE, [0, 1] scale",
     "ordinal_error": "ordinal error %",
+    "temporal_error": "temporal error, [0, 1] scale",
 }
 
 # A least-squares system is treated as singular when the prediction's variance over the mask is

@@ -22,7 +22,7 @@ import csv
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -248,6 +248,11 @@ class PredictConfig:
         preview: write ``<name>.preview.png``.
         every: for videos, predict every n-th decoded frame.
         max_frames: for videos, stop after this many predicted frames (``None``: all).
+        temporal: for videos, align each frame's prediction (least-squares scale and shift) to
+            its predecessor's along the optical flow between the frames (``temporal_flow``
+            backend, forward-backward consistent pixels only), so a per-frame model's output stops
+            flickering (:func:`training.temporal.align_to_previous`; docs/METHOD.md §5).
+        temporal_flow: the flow backend for ``temporal`` (a :mod:`pipeline.flow` name).
     """
 
     batch_size: int = 8
@@ -257,6 +262,8 @@ class PredictConfig:
     preview: bool = True
     every: int = 1
     max_frames: int | None = None
+    temporal: bool = False
+    temporal_flow: str = "dis-medium"
 
 
 @dataclass
@@ -429,10 +436,14 @@ def predict_paths(
         writer.writeheader()
         fh.flush()
 
+        previous: dict[str, Any] = {}  # --temporal: the last video frame (source, image, aligned disparity)
+
         def flush() -> None:
             if not pending:
                 return
             disparities = predictor.predict_batch([it.image for it in pending])
+            if config.temporal:
+                disparities = _align_video_frames(pending, list(disparities), previous, config.temporal_flow)
             for it, disp in zip(pending, disparities):
                 row = _write_outputs(out, it, disp, config)
                 writer.writerow(row)
@@ -453,6 +464,25 @@ def predict_paths(
         flush()
     bar.close()
     return outcome
+
+
+def _align_video_frames(items: list[_Item], preds: list[np.ndarray], previous: dict[str, Any], flow: str):
+    """``--temporal``: each video frame's prediction aligned to the previous frame's (same video),
+    across batches (``previous`` carries the last frame over)."""
+    from pipeline.flow import get_backend
+    from pipeline.temporal import temporal_flows
+    from training.temporal import align_to_previous
+
+    backend = previous.setdefault("backend", get_backend(flow))
+    out = []
+    for it, pred in zip(items, preds):
+        last = previous.get("frame")
+        if it.frame_index is not None and last is not None and last[0] == it.source and last[1].shape == it.image.shape:
+            ((f, fv),) = temporal_flows([last[1], it.image], backend)
+            pred = align_to_previous(pred, last[2], f, fv)[0]
+        previous["frame"] = (it.source, it.image, pred) if it.frame_index is not None else None
+        out.append(pred)
+    return out
 
 
 def _write_outputs(out: Path, item: _Item, disparity: np.ndarray, config: PredictConfig) -> dict[str, object]:

@@ -115,7 +115,12 @@ def _open_and_sample(spec, cfg: TrainConfig, world_size: int, validation: bool =
         UncertaintyUse() if validation else UncertaintyUse(cfg.data.max_uncertainty_px, cfg.data.uncertainty_weighting)
     )
     try:
-        ds = build_dataset(spec, aug, cfg.seed, infinite=False, shuffle=False, uncertainty=use, rank=0, world_size=1)
+        clips = (
+            {} if validation else {"clip_frames": cfg.data.clip_frames, "clip_max_rejected": cfg.data.clip_max_rejected}
+        )
+        ds = build_dataset(
+            spec, aug, cfg.seed, infinite=False, shuffle=False, uncertainty=use, rank=0, world_size=1, **clips
+        )
         if isinstance(ds, ShardDataset):
             next(iter(ds))
             return len(ds.shards)

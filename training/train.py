@@ -366,8 +366,16 @@ def _train(cfg: TrainConfig, ctx: _Dist) -> TrainResult:
 
     # -- data ----------------------------------------------------------------------------
     use = UncertaintyUse(cfg.data.max_uncertainty_px, cfg.data.uncertainty_weighting)
+    clip_frames = cfg.data.clip_frames
     datasets = [
-        build_dataset(spec, cfg.data.augment, cfg.seed + 1009 * i, uncertainty=use)
+        build_dataset(
+            spec,
+            cfg.data.augment,
+            cfg.seed + 1009 * i,
+            uncertainty=use,
+            clip_frames=clip_frames,
+            clip_max_rejected=cfg.data.clip_max_rejected,
+        )
         for i, spec in enumerate(cfg.data.datasets)
     ]
     loader = MixedLoader(
@@ -382,6 +390,12 @@ def _train(cfg: TrainConfig, ctx: _Dist) -> TrainResult:
     )
 
     loss_fn = ScaleAndShiftInvariantLoss(cfg.loss.kind, cfg.loss.alpha, cfg.loss.scales, cfg.loss.trim)
+    if clip_frames > 1:  # clips: the per-frame loss on every frame plus the temporal term
+        from training.temporal import ClipLoss
+
+        loss_fn = ClipLoss(
+            loss_fn, clip_frames, cfg.loss.temporal_weight, cfg.loss.temporal, cfg.loss.temporal_threshold
+        )
     mixer = create_mixer(cfg.mixing)
     shared = model.encoder_parameters()
     names = [spec.name for spec in cfg.data.datasets]
@@ -405,7 +419,7 @@ def _train(cfg: TrainConfig, ctx: _Dist) -> TrainResult:
             out_dir,
             ctx.world,
         )
-    per_rank = loader.per_rank
+    per_rank = loader.per_rank * clip_frames  # frames per dataset in this rank's batch (clips flattened)
     n_sets = len(datasets)
     autocast = torch.autocast(ctx.device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
     window: list[float] = []
@@ -417,6 +431,8 @@ def _train(cfg: TrainConfig, ctx: _Dist) -> TrainResult:
     try:
         while step < cfg.max_steps:
             batch = next(loader)
+            if clip_frames > 1:  # (B, T, ...) clips -> (B*T, ...) frames, clip by clip
+                batch = {k: (v.flatten(0, 1) if k != "dataset" else v) for k, v in batch.items()}
             x = batch_to_input(batch["image"].to(ctx.device, non_blocking=True))
             target = batch["target"].to(ctx.device, non_blocking=True)
             mask = batch["mask"].to(ctx.device, non_blocking=True)
@@ -427,7 +443,10 @@ def _train(cfg: TrainConfig, ctx: _Dist) -> TrainResult:
             with autocast:
                 pred = train_model(x)
             pred = pred.float()
-            tensors = [pred, target, mask] + ([weight] if weight is not None else [])
+            tensors = [pred, target, mask]
+            if clip_frames > 1:
+                tensors += [batch["flow"].to(ctx.device), batch["flow_valid"].to(ctx.device)]
+            tensors += [weight] if weight is not None else []
             parts = [tuple(t[i * per_rank : (i + 1) * per_rank] for t in tensors) for i in range(n_sets)]
             loss, info = mixer.combine(parts, loss_fn, shared)
             optimizer.zero_grad(set_to_none=True)

@@ -28,6 +28,7 @@ __all__ = [
     "resize_for_inference",
     "inference_size",
     "prepare_input",
+    "crop_params",
     "augment",
     "batch_to_input",
 ]
@@ -95,6 +96,23 @@ def prepare_input(image_rgb_uint8: np.ndarray, longer_side: int = 384, multiple:
     return normalize(to_tensor(resize_for_inference(image_rgb_uint8, longer_side, multiple))).unsqueeze(0)
 
 
+def crop_params(h: int, w: int, rng: np.random.Generator, config: AugmentConfig) -> tuple[int, int, int, bool]:
+    """The square crop ``(side, y0, x0, flip)`` :func:`augment` draws from ``rng`` for an HxW image
+    (a generator seeded alike gives the same crop: every frame of a clip is cropped alike)."""
+    side_max = min(h, w)
+    if config.enabled:
+        side = int(round(side_max * rng.uniform(config.min_crop_scale, 1.0)))
+        side = max(1, min(side, side_max))
+        y0 = int(rng.integers(0, h - side + 1))
+        x0 = int(rng.integers(0, w - side + 1))
+        flip = bool(rng.random() < config.flip_prob)
+    else:
+        side = side_max
+        y0, x0 = (h - side) // 2, (w - side) // 2
+        flip = False
+    return side, y0, x0, flip
+
+
 def augment(
     image: np.ndarray,
     disparity: np.ndarray,
@@ -110,17 +128,7 @@ def augment(
     the disparity (nearest neighbour), as a fourth element.
     """
     h, w = disparity.shape
-    side_max = min(h, w)
-    if config.enabled:
-        side = int(round(side_max * rng.uniform(config.min_crop_scale, 1.0)))
-        side = max(1, min(side, side_max))
-        y0 = int(rng.integers(0, h - side + 1))
-        x0 = int(rng.integers(0, w - side + 1))
-        flip = rng.random() < config.flip_prob
-    else:
-        side = side_max
-        y0, x0 = (h - side) // 2, (w - side) // 2
-        flip = False
+    side, y0, x0, flip = crop_params(h, w, rng, config)
     img = image[y0 : y0 + side, x0 : x0 + side]
     disp = disparity[y0 : y0 + side, x0 : x0 + side]
     msk = valid[y0 : y0 + side, x0 : x0 + side]

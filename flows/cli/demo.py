@@ -38,16 +38,35 @@ def register(subparsers) -> None:
     p.add_argument(
         "--train-steps", type=int, default=60, metavar="N", help="training steps (0 skips training; default 60)"
     )
+    p.add_argument(
+        "--clips",
+        action="store_true",
+        help=(
+            "sequence mode: ingest clips of consecutive frames with their temporal flow "
+            f"({' '.join(CLIP_OVERRIDES)}), train on clips of {CLIP_TRAIN_FRAMES} frames with the temporal "
+            "loss, and add the temporal error of the test clips to the evaluation (output in DIR, "
+            "default demo_out_clips)"
+        ),
+    )
     p.set_defaults(func=run)
+
+
+#: the ingest settings of ``depthmine demo --clips`` (the same as ``--set`` on ingest/build)
+CLIP_OVERRIDES = ("sampling.mode=clips", "sampling.clip_frames=8", "store_temporal_flow=true")
+#: frames per training clip in the demo (each stored clip of 8 gives two)
+CLIP_TRAIN_FRAMES = 4
 
 
 def run(args: argparse.Namespace) -> int:
     prefect_env_defaults(args.verbose)
     w, h = (int(v) for v in args.size.lower().split("x"))
-    return run_demo(Path(args.out), (w, h), args.flow, args.train_steps)
+    out = Path(args.out)
+    if args.clips and args.out == "demo_out":
+        out = Path("demo_out_clips")
+    return run_demo(out, (w, h), args.flow, args.train_steps, clips=args.clips)
 
 
-def run_demo(out: Path, size: tuple[int, int], flow: str, train_steps: int) -> int:
+def run_demo(out: Path, size: tuple[int, int], flow: str, train_steps: int, clips: bool = False) -> int:
     import yaml
 
     from flows.build import build_dataset
@@ -70,8 +89,15 @@ def run_demo(out: Path, size: tuple[int, int], flow: str, train_steps: int) -> i
     catalog = out / "catalog.yaml"
     catalog.write_text(yaml.safe_dump({"movies": entries}, sort_keys=False))
 
-    print(f"[2/5] build_dataset flow (labels: {flow} flow + SGBM consensus) -> {dataset}")
-    summary = build_dataset(catalog=str(catalog), out=str(dataset), flow=flow, progress=os.isatty(2))
+    mode = f"; clips: {' '.join(CLIP_OVERRIDES)}" if clips else ""
+    print(f"[2/5] build_dataset flow (labels: {flow} flow + SGBM consensus{mode}) -> {dataset}")
+    summary = build_dataset(
+        catalog=str(catalog),
+        out=str(dataset),
+        flow=flow,
+        progress=os.isatty(2),
+        overrides=list(CLIP_OVERRIDES) if clips else None,
+    )
     print_summary(summary, str(dataset))
 
     print("[3/5] verify")
@@ -90,7 +116,7 @@ def run_demo(out: Path, size: tuple[int, int], flow: str, train_steps: int) -> i
     if train_steps > 0:
         print(f"[5/5] train a tiny model for {train_steps} steps on the train movie, evaluate on the test movie")
         try:
-            ckpt = _train_and_evaluate(out, dataset, train_steps)
+            ckpt = _train_and_evaluate(out, dataset, train_steps, clips)
         except DepthmineError as err:  # the demo still shows the data part
             print(f"      training skipped: {err}")
     print(f"\ndone in {time.monotonic() - t0:.0f} s")
@@ -104,7 +130,7 @@ def run_demo(out: Path, size: tuple[int, int], flow: str, train_steps: int) -> i
     return 1 if problems or summary["failed"] else 0
 
 
-def _train_and_evaluate(out: Path, dataset: Path, steps: int) -> str:
+def _train_and_evaluate(out: Path, dataset: Path, steps: int, clips: bool = False) -> str:
     from flows.train import train_model
     from training.config import resolve_config_path
 
@@ -119,17 +145,19 @@ def _train_and_evaluate(out: Path, dataset: Path, steps: int) -> str:
         "data.datasets=[{name: movies, kind: shards, path: '%s', split: train, shuffle_buffer: 16}]" % dataset,
         "data.val={name: movies-val, kind: shards, path: '%s', split: val}" % dataset,
     ]
+    if clips:  # clips of consecutive frames, the per-frame loss plus temporal gradient matching
+        overrides += [f"data.clip_frames={CLIP_TRAIN_FRAMES}", "data.batch_size=2", "loss.temporal=tgm"]
     result = train_model(config=config, overrides=overrides)
     loss = result.get("final_loss")
     loss_text = f"{loss:.4f}" if loss is not None else "n/a"
     print(f"      {result['steps']} steps, final loss {loss_text}; checkpoint {result['checkpoint']}")
     if result.get("val_error") is not None:
         print(f"      validation aligned disparity RMSE {result['val_error_start']:.4f} -> {result['val_error']:.4f}")
-    _evaluate_against_untrained(out, dataset, result["checkpoint"])
+    _evaluate_against_untrained(out, dataset, result["checkpoint"], clips)
     return result["checkpoint"]
 
 
-def _evaluate_against_untrained(out: Path, dataset: Path, checkpoint: str) -> None:
+def _evaluate_against_untrained(out: Path, dataset: Path, checkpoint: str, clips: bool = False) -> None:
     """Zero-shot table on the held-out test movie: the trained model against its untrained init."""
     import torch
 
@@ -154,3 +182,12 @@ def _evaluate_against_untrained(out: Path, dataset: Path, checkpoint: str) -> No
     for line in compare([trained], baseline=baseline).to_text().splitlines():
         print(f"      {line}")
     print(f"      report: {files['table_md']}")
+    if clips:
+        aligned = evaluate(
+            checkpoint, {"movies_temporal": str(dataset)}, device="cpu", progress=False, temporal_align=True
+        )
+        before = trained.value("movies_temporal")
+        print(
+            f"      temporal error of the test clips: {before:.4f}; each frame aligned to its predecessor "
+            f"(depthmine predict --temporal): {aligned.value('movies_temporal'):.4f}"
+        )

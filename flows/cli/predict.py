@@ -35,6 +35,17 @@ def register(subparsers) -> None:
     p.add_argument("--every", type=int, default=1, metavar="N", help="videos: predict every N-th frame")
     p.add_argument("--max-frames", type=int, default=None, metavar="N", help="videos: stop after N predicted frames")
     p.add_argument("--no-preview", action="store_true", help="skip the coloured previews")
+    p.add_argument(
+        "--temporal",
+        action="store_true",
+        help=(
+            "videos: align each frame's prediction (scale and shift) to the previous frame's along the optical "
+            "flow between them, so a per-frame model's output stops flickering"
+        ),
+    )
+    p.add_argument(
+        "--temporal-flow", default="dis-medium", metavar="NAME", help="flow backend for --temporal (default dis-medium)"
+    )
     g = p.add_argument_group("point cloud")
     g.add_argument("--ply", action="store_true", help="also write a PLY point cloud per image/frame")
     g.add_argument("--fx", type=float, default=None, help="focal length in pixels (default: image width)")
@@ -51,6 +62,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1 or args.every < 1 or args.ply_stride < 1 or args.side < 32:
         raise ConfigError("--batch-size, --every and --ply-stride must be at least 1, --side at least 32")
+    if args.temporal:
+        from pipeline.flow import get_backend
+
+        get_backend(args.temporal_flow)  # an unknown backend is a one-line error before any work
     predictor = DepthPredictor.from_checkpoint(args.checkpoint, args.device, side=args.side)
     config = PredictConfig(
         batch_size=args.batch_size,
@@ -60,6 +75,8 @@ def run(args: argparse.Namespace) -> int:
         preview=not args.no_preview,
         every=args.every,
         max_frames=args.max_frames,
+        temporal=args.temporal,
+        temporal_flow=args.temporal_flow,
     )
     outcome = predict_paths(predictor, args.inputs, args.out, config)
     print(

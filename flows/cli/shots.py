@@ -31,6 +31,13 @@ def register(subparsers) -> None:
     )
     p.add_argument("--threshold", type=float, default=None, help="detector threshold (default: the detector's own)")
     p.add_argument("--split", default="train", choices=SPLITS, help="sampling rate: train 4 fps, val/test 1 fps")
+    p.add_argument(
+        "--clips",
+        type=int,
+        default=None,
+        metavar="T",
+        help="sequence mode: sample clips of T consecutive frames (sampling.mode=clips); the JSON lists them as clips",
+    )
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument(
         "--contact-sheet", default=None, metavar="OUT.png", help="write the first and middle frame of each shot"
@@ -52,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     scan = scan_movie(
         src,
         shot_cfg,
-        SamplingConfig(),
+        SamplingConfig(mode="clips", clip_frames=args.clips) if args.clips else SamplingConfig(),
         args.split,
         progress=not (args.no_progress or args.json),
         keep_thumbnails=bool(args.contact_sheet),
@@ -73,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
             f"  shot {shot.shot_id:4d}: frames {shot.start_frame:7d} - {shot.end_frame:7d} "
             f"({shot.frame_count / src.info.fps:6.2f} s), {n} sampled"
         )
-    print(f"  {len(scan.shots)} shots, {len(scan.samples)} sampled frames ({args.split})")
+    clips = f" in {len(scan.clips)} clips of {args.clips}" if args.clips else ""
+    print(f"  {len(scan.shots)} shots, {len(scan.samples)} sampled frames{clips} ({args.split})")
     if args.contact_sheet:
         print(f"  contact sheet: {args.contact_sheet}")
     return 0

@@ -15,6 +15,7 @@ Typical use::
         ...
 """
 
+from pipeline.shards.clips import count_clips, iter_clips
 from pipeline.shards.codec import (
     DISPARITY_STEP_PX,
     decode_disparity,
@@ -98,6 +99,8 @@ __all__ = [
     "list_shards",
     "open_shard",
     "iter_samples",
+    "iter_clips",
+    "count_clips",
     "read_row_group",
     "read_sample",
     "decode_rows",

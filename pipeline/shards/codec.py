@@ -38,6 +38,8 @@ __all__ = [
     "split_bytes",
     "join_bytes",
     "UNCERTAINTY_STEP_PX",
+    "encode_flow",
+    "decode_flow",
 ]
 
 DISPARITY_STEP_PX = 1.0 / 32.0
@@ -263,3 +265,36 @@ def unpack_mask(data: bytes | memoryview | np.ndarray, height: int, width: int) 
     if bits.size != n:
         raise ValueError(f"mask has {bits.size} bits, expected {height}x{width}")
     return bits.reshape(int(height), int(width)).view(bool)
+
+
+def encode_flow(flow: np.ndarray) -> tuple[bytes, float, float, float, float]:
+    """A HxWx2 flow field (px) as the x then the y component, each :func:`encode_disparity` ``u16d``.
+
+    Returns ``(bytes, offset_x, offset_y, scale_x, scale_y)``; the same 1/64 px bound as
+    disparity, non-finite values kept as NaN. Each half is ``2 * H * W`` bytes.
+    """
+    f = np.asarray(flow, np.float32)
+    if f.ndim != 3 or f.shape[2] != 2:
+        raise ValueError(f"flow must be HxWx2, got shape {f.shape}")
+    bx, ox, sx = encode_disparity(f[..., 0], "u16d")
+    by, oy, sy = encode_disparity(f[..., 1], "u16d")
+    return bx + by, ox, oy, sx, sy
+
+
+def decode_flow(
+    data: bytes | memoryview | np.ndarray,
+    offset_x: float,
+    offset_y: float,
+    scale_x: float,
+    scale_y: float,
+    height: int,
+    width: int,
+) -> np.ndarray:
+    """Inverse of :func:`encode_flow`: HxWx2 float32 px (NaN where not finite)."""
+    raw = np.frombuffer(data, np.uint8)
+    n = 2 * int(height) * int(width)
+    if raw.size != 2 * n:
+        raise ValueError(f"flow has {raw.size} bytes, expected 2 x 2 x {height} x {width}")
+    fx = decode_disparity(raw[:n], offset_x, scale_x, "u16d", height, width)
+    fy = decode_disparity(raw[n:], offset_y, scale_y, "u16d", height, width)
+    return np.stack([fx, fy], axis=-1)

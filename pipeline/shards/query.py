@@ -56,7 +56,8 @@ def connect(dataset: str | Path) -> Any:
     con = duckdb.connect()
     for name, files, schema in (("frames", frames, FRAME_SCHEMA), ("rejected", rejected, REJECTED_SCHEMA)):
         if files:
-            con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet({_literal(files)})")
+            # by name: a dataset may hold clips-mode movies (extra clip columns, NULL for the others)
+            con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet({_literal(files)}, union_by_name = true)")
         else:  # an empty dataset: the same columns, no rows
             con.register(f"_{name}_empty", schema.empty_table())
             con.execute(f"CREATE VIEW {name} AS SELECT * FROM _{name}_empty")

@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.errors import BadInputError, DepthmineError
-from pipeline.shards.codec import decode_disparity, decode_image, decode_uncertainty, unpack_mask
+from pipeline.shards.codec import decode_disparity, decode_flow, decode_image, decode_uncertainty, unpack_mask
 from pipeline.shards.manifest import DatasetManifest, footer_digest, manifest_location, read_manifest
 from pipeline.shards.schema import ARRAY_COLUMNS, ID_COLUMNS, physical_columns
 
@@ -36,7 +36,16 @@ __all__ = [
     "iter_decoded",
 ]
 
-_INTERNAL = {"image_codec", "disparity_codec", "disparity_scale", "disparity_offset"}
+_INTERNAL = {
+    "image_codec",
+    "disparity_codec",
+    "disparity_scale",
+    "disparity_offset",
+    "temporal_flow_offset_x",
+    "temporal_flow_offset_y",
+    "temporal_flow_scale_x",
+    "temporal_flow_scale_y",
+}
 
 
 @dataclass(frozen=True)
@@ -140,6 +149,9 @@ def _check_against_manifest(pf: pq.ParquetFile, info: ShardInfo) -> None:
 def _read_group(pf: pq.ParquetFile, shard: ShardInfo, index: int, columns: list[str] | None) -> pa.Table:
     """One row group, its pages checked; a failure is an error naming the shard, and so is a row
     of another movie (a shard of one movie copied over another's)."""
+    if columns is not None:  # clip columns asked of a frames-mode shard: rows give None for them
+        present = set(pf.schema_arrow.names)
+        columns = [c for c in columns if c in present]
     try:
         table = pf.read_row_group(index, columns=columns)
     except (pa.ArrowException, OSError, ValueError) as exc:
@@ -288,6 +300,26 @@ def iter_decoded(
             elif c == "uncertainty":
                 buf = _blob(arrays[c], i)
                 row[c] = None if buf is None else decode_uncertainty(buf, h, w)
+            elif c not in arrays:
+                row[c] = None  # a clip column of a frames-mode row
+            elif c == "temporal_flow":
+                buf = _blob(arrays[c], i)
+                row[c] = (
+                    None
+                    if buf is None
+                    else decode_flow(
+                        buf,
+                        scalars["temporal_flow_offset_x"][i],
+                        scalars["temporal_flow_offset_y"][i],
+                        scalars["temporal_flow_scale_x"][i],
+                        scalars["temporal_flow_scale_y"][i],
+                        h,
+                        w,
+                    )
+                )
+            elif c == "temporal_flow_valid":
+                buf = _blob(arrays[c], i)
+                row[c] = None if buf is None else unpack_mask(buf, h, w)
             else:
                 row[c] = scalars[c][i]
         yield row

@@ -64,6 +64,11 @@ class FrameRecord:
     in pixels of ``image``); ``valid`` and ``sky`` HxW bool; ``uncertainty`` HxW float32 or None;
     ``right_image`` like ``image`` or None. The crop box is in source pixels of one full-resolution
     eye of size ``source_width`` x ``source_height``; ``image`` may be resized from the crop.
+
+    Clips mode: ``clip_id`` / ``clip_pos`` place the frame in its clip (None in frames mode: the
+    row then has the plain frame schema); ``clip_reason`` is the rejection reason of a clip frame
+    kept without a label (``""`` when labelled); ``temporal_flow`` (HxWx2 float32, px) and
+    ``temporal_flow_valid`` (HxW bool) the flow to the clip's next frame, or None.
     """
 
     movie_id: str
@@ -85,9 +90,20 @@ class FrameRecord:
     provenance: dict[str, str] = field(default_factory=dict)
     uncertainty: np.ndarray | None = None
     right_image: np.ndarray | None = None
+    clip_id: int | None = None
+    clip_pos: int | None = None
+    clip_reason: str = ""
+    temporal_flow: np.ndarray | None = None
+    temporal_flow_valid: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         _check_splits(self.split)
+        if (self.clip_id is None) != (self.clip_pos is None):
+            raise ValueError(f"frame {self.movie_id}/{self.frame_index}: clip_id and clip_pos go together")
+        if self.clip_id is None and (self.clip_reason or self.temporal_flow is not None):
+            raise ValueError(f"frame {self.movie_id}/{self.frame_index}: clip columns without a clip_id")
+        if self.temporal_flow is not None and np.shape(self.temporal_flow) != (*np.shape(self.image)[:2], 2):
+            raise ValueError(f"frame {self.movie_id}/{self.frame_index}: temporal_flow is not HxWx2 like the image")
         self.stats = stats_dict(self.stats)
         self.provenance = provenance_dict(self.provenance)
         h, w = np.shape(self.image)[:2]

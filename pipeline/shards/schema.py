@@ -23,6 +23,10 @@ __all__ = [
     "CROP_COLUMNS",
     "ID_COLUMNS",
     "FRAME_SCHEMA",
+    "CLIP_COLUMNS",
+    "TEMPORAL_FLOW_COLUMNS",
+    "CLIP_FRAME_SCHEMA",
+    "frame_schema_for",
     "REJECTED_SCHEMA",
     "BLOB_COLUMNS",
     "ARRAY_COLUMNS",
@@ -103,6 +107,24 @@ COLUMN_DOCS: dict[str, str] = {
     "source_fingerprint": "fingerprint of the source movie file",
     "project_version": "depthmine version that wrote the row",
     "reason": "why the frame was rejected",
+    "clip_id": "clips mode: the frame's clip, 0-based within the movie (sampling rule 4c)",
+    "clip_pos": "clips mode: the frame's position in its clip, 0-based",
+    "clip_reason": (
+        "clips mode: empty for a labelled frame; else why the per-frame checks rejected it. Such a row "
+        "keeps its image (and its place in the clip) with an empty label: disparity all non-finite, "
+        "valid and sky all false, no uncertainty"
+    ),
+    "temporal_flow": (
+        "optical flow from this frame's left view to the next frame of its clip, in pixels of the stored "
+        "image (x then y), each component as 16-bit codes like disparity (u16d planes: height*width*2 "
+        "bytes for x, then as many for y; value = offset + scale * code, 65535 = not finite); null on a "
+        "clip's last frame or when not stored (ingest store_temporal_flow)"
+    ),
+    "temporal_flow_offset_x": "px of code 0 of the flow's x component",
+    "temporal_flow_offset_y": "px of code 0 of the flow's y component",
+    "temporal_flow_scale_x": "px per code of the flow's x component (1/32 unless its range exceeds 2047.9 px)",
+    "temporal_flow_scale_y": "px per code of the flow's y component",
+    "temporal_flow_valid": "forward-backward consistent pixels of temporal_flow, bit-packed like valid; null with it",
 }
 
 _FRAME_FIELDS: list[tuple[str, pa.DataType, bool]] = [
@@ -155,7 +177,29 @@ def _schema(fields: list[tuple[str, pa.DataType, bool]], kind: str) -> pa.Schema
     )
 
 
+#: clips mode (sampling.mode=clips) adds these columns to the frame schema
+CLIP_COLUMNS: tuple[str, ...] = ("clip_id", "clip_pos", "clip_reason")
+TEMPORAL_FLOW_COLUMNS: tuple[str, ...] = (
+    "temporal_flow",
+    "temporal_flow_offset_x",
+    "temporal_flow_offset_y",
+    "temporal_flow_scale_x",
+    "temporal_flow_scale_y",
+    "temporal_flow_valid",
+)
+_CLIP_FIELDS: list[tuple[str, pa.DataType, bool]] = [
+    ("clip_id", pa.int32(), False),
+    ("clip_pos", pa.int32(), False),
+    ("clip_reason", pa.string(), False),
+    ("temporal_flow", pa.binary(), True),
+    *[(name, pa.float64(), True) for name in TEMPORAL_FLOW_COLUMNS[1:5]],
+    ("temporal_flow_valid", pa.binary(), True),
+]
+
 FRAME_SCHEMA: pa.Schema = _schema(_FRAME_FIELDS, "frames")
+#: the frame schema of a clips-mode dataset: the frame columns, then the clip columns (the same
+#: version: a frames-mode reader that selects its columns reads it unchanged)
+CLIP_FRAME_SCHEMA: pa.Schema = _schema(_FRAME_FIELDS + _CLIP_FIELDS, "frames")
 REJECTED_SCHEMA: pa.Schema = _schema(_REJECTED_FIELDS, "rejected")
 
 # Already-compressed blobs: Parquet compression would only cost CPU on every read.
@@ -169,20 +213,31 @@ ARRAY_COLUMNS: dict[str, tuple[str, ...]] = {
     "valid": ("valid", "width", "height"),
     "uncertainty": ("uncertainty", "width", "height"),
     "sky": ("sky", "width", "height"),
+    "temporal_flow": (*TEMPORAL_FLOW_COLUMNS[:5], "width", "height"),
+    "temporal_flow_valid": ("temporal_flow_valid", "width", "height"),
 }
 
-_INTERNAL = ("image_codec", "disparity_codec", "disparity_scale", "disparity_offset")
+
+def frame_schema_for(schema: pa.Schema) -> pa.Schema:
+    """The frame schema a file or table follows: :data:`CLIP_FRAME_SCHEMA` when it has clip columns."""
+    return CLIP_FRAME_SCHEMA if schema.get_field_index("clip_id") >= 0 else FRAME_SCHEMA
+
+
+_INTERNAL = ("image_codec", "disparity_codec", "disparity_scale", "disparity_offset", *TEMPORAL_FLOW_COLUMNS[1:5])
 
 
 def physical_columns(columns: list[str] | tuple[str, ...] | None) -> list[str]:
     """Physical Parquet columns to read for the requested logical columns (ids always included).
 
+    Clip columns may be asked for on any dataset: a reader reads those a file has (see
+    :func:`frame_schema_for`) and frames-mode rows give None for them.
+
     Raises:
         ValueError: an unknown column name (the message lists the valid ones).
     """
     if columns is None:
-        return list(FRAME_SCHEMA.names)
-    valid = set(FRAME_SCHEMA.names) - set(_INTERNAL)
+        return list(CLIP_FRAME_SCHEMA.names)
+    valid = set(CLIP_FRAME_SCHEMA.names) - set(_INTERNAL)
     unknown = [c for c in columns if c not in valid]
     if unknown:
         raise ValueError(f"unknown shard column(s) {unknown}; valid columns: {sorted(valid)}")
@@ -190,11 +245,17 @@ def physical_columns(columns: list[str] | tuple[str, ...] | None) -> list[str]:
     for c in columns:
         wanted.extend(ARRAY_COLUMNS.get(c, (c,)))
     seen: set[str] = set()
-    return [c for c in FRAME_SCHEMA.names if c in wanted and not (c in seen or seen.add(c))]
+    return [c for c in CLIP_FRAME_SCHEMA.names if c in wanted and not (c in seen or seen.add(c))]
 
 
 def check_schema(schema: pa.Schema, expected: pa.Schema = FRAME_SCHEMA) -> list[str]:
-    """Differences between a file's schema and the expected one (empty list: it matches)."""
+    """Differences between a file's schema and the expected one (empty list: it matches).
+
+    A file with clip columns is checked against :data:`CLIP_FRAME_SCHEMA` when the frame schema is
+    expected (clips-mode datasets).
+    """
+    if expected is FRAME_SCHEMA:
+        expected = frame_schema_for(schema)
     problems: list[str] = []
     meta = schema.metadata or {}
     version = meta.get(b"depthmine.schema_version")

@@ -35,6 +35,7 @@ from pipeline.shards.codec import (
     IMAGE_CODECS,
     JPEG_SUBSAMPLING,
     encode_disparity,
+    encode_flow,
     encode_image,
     encode_uncertainty,
     pack_mask,
@@ -51,10 +52,12 @@ from pipeline.shards.manifest import (
 from pipeline.shards.records import FrameRecord, RejectedRecord
 from pipeline.shards.schema import (
     BLOB_COLUMNS,
+    CLIP_FRAME_SCHEMA,
     FRAME_SCHEMA,
     PROVENANCE_COLUMNS,
     REJECTED_SCHEMA,
     check_schema,
+    frame_schema_for,
 )
 
 __all__ = [
@@ -135,11 +138,18 @@ def _coerce_record(rec: Any) -> FrameRecord:
 
 
 def encode_records(records: Iterable[FrameRecord | Mapping[str, Any]], config: ShardConfig | None = None) -> pa.Table:
-    """Encode frame records into a table with :data:`FRAME_SCHEMA` (pure; safe in worker processes)."""
+    """Encode frame records into a table with :data:`FRAME_SCHEMA` (pure; safe in worker processes).
+
+    Records of clips (``clip_id`` set) give a :data:`CLIP_FRAME_SCHEMA` table; one table never mixes both.
+    """
     config = config or ShardConfig()
-    cols: dict[str, list[Any]] = {name: [] for name in FRAME_SCHEMA.names}
-    for raw in records:
-        r = _coerce_record(raw)
+    recs = [_coerce_record(raw) for raw in records]
+    clips = bool(recs) and recs[0].clip_id is not None
+    if any((r.clip_id is not None) != clips for r in recs):
+        raise ValueError("records of clips and of single frames cannot share a table")
+    schema = CLIP_FRAME_SCHEMA if clips else FRAME_SCHEMA
+    cols: dict[str, list[Any]] = {name: [] for name in schema.names}
+    for r in recs:
         disp, offset, scale = encode_disparity(r.disparity, config.disparity_codec)
         row: dict[str, Any] = {
             "movie_id": str(r.movie_id),
@@ -167,9 +177,32 @@ def encode_records(records: Iterable[FrameRecord | Mapping[str, Any]], config: S
             **r.stats,
             **r.provenance,
         }
+        if clips:
+            row.update(_clip_values(r))
         for k, v in row.items():
             cols[k].append(v)
-    return pa.Table.from_pydict(cols, schema=FRAME_SCHEMA)
+    return pa.Table.from_pydict(cols, schema=schema)
+
+
+def _clip_values(r: FrameRecord) -> dict[str, Any]:
+    """The clip columns of one record (the temporal flow encoded like disparity)."""
+    flow: tuple[Any, ...] = (None,) * 5
+    if r.temporal_flow is not None:
+        flow = encode_flow(r.temporal_flow)
+    valid = r.temporal_flow_valid
+    if r.temporal_flow is not None and valid is None:
+        valid = np.isfinite(np.asarray(r.temporal_flow)).all(axis=-1)
+    return {
+        "clip_id": int(r.clip_id),
+        "clip_pos": int(r.clip_pos),
+        "clip_reason": str(r.clip_reason or ""),
+        "temporal_flow": flow[0],
+        "temporal_flow_offset_x": flow[1],
+        "temporal_flow_offset_y": flow[2],
+        "temporal_flow_scale_x": flow[3],
+        "temporal_flow_scale_y": flow[4],
+        "temporal_flow_valid": None if r.temporal_flow is None else pack_mask(valid),
+    }
 
 
 def _coerce_rejected(rec: Any) -> RejectedRecord:
@@ -253,7 +286,7 @@ def write_chunk(
             table = encode_rejected(items)
         else:
             table = encode_records(items, config)
-    schema = REJECTED_SCHEMA if _kind(table) == "rejected" else FRAME_SCHEMA
+    schema = REJECTED_SCHEMA if _kind(table) == "rejected" else frame_schema_for(table.schema)
     table = _conform(table, schema, str(path))
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp, row_group_size=max(1, table.num_rows), **_parquet_options(schema, config))
@@ -272,7 +305,7 @@ def read_chunk(path: str | Path) -> pa.Table:
         raise BadInputError(path, "staged chunk is missing") from exc
     except (pa.ArrowInvalid, OSError) as exc:
         raise BadInputError(path, f"staged chunk is not readable Parquet ({exc})", "delete it to recompute") from exc
-    schema = REJECTED_SCHEMA if _kind(table) == "rejected" else FRAME_SCHEMA
+    schema = REJECTED_SCHEMA if _kind(table) == "rejected" else frame_schema_for(table.schema)
     return _conform(table, schema, str(path))
 
 
@@ -285,6 +318,31 @@ def _row_bytes(table: pa.Table) -> np.ndarray:
             lengths = pc.binary_length(table.column(f.name)).to_numpy(zero_copy_only=False)
             total += np.nan_to_num(lengths.astype(np.float64), nan=0.0).astype(np.int64)
     return total + 256  # ids, floats, strings: roughly
+
+
+def _clip_boundary(table: pa.Table, start: int, cut: int, n: int, final: bool) -> int | None:
+    """Move a row-group cut to a clip boundary (clips mode), so a clip never spans row groups or
+    shards: back to the start of the clip that ``cut`` falls in, or, when that clip started the
+    group, forward to its end. None: the clip's end has not arrived yet (wait for more rows).
+    Frames mode: ``cut`` unchanged."""
+    if "clip_pos" not in table.column_names:
+        return cut
+    if cut >= n:  # whether the next rows continue this clip is known only once they arrive
+        return cut if final else None
+    pos = table.column("clip_pos")
+    if int(pos[cut].as_py()) == 0:
+        return cut
+    back = cut
+    while back > start and int(pos[back].as_py()) != 0:
+        back -= 1
+    if back > start:
+        return back
+    forward = cut
+    while forward < n and int(pos[forward].as_py()) != 0:
+        forward += 1
+    if forward == n and not final:
+        return None
+    return forward
 
 
 class MovieShardWriter:
@@ -333,6 +391,7 @@ class MovieShardWriter:
         self._shard_splits: dict[str, int] = {}
         self._opened = False
         self._finished: MovieManifest | None = None
+        self._schema: pa.Schema | None = None  # FRAME_SCHEMA or CLIP_FRAME_SCHEMA, from the first rows
 
     # -- lifecycle -------------------------------------------------------------------------
     def open(self) -> MovieShardWriter:
@@ -372,7 +431,12 @@ class MovieShardWriter:
         if _kind(table) == "rejected":
             self._rejected.append(_conform(table, REJECTED_SCHEMA, f"{self.folder} (rejected rows)"))
             return
-        table = _conform(table, FRAME_SCHEMA, str(self.folder))
+        schema = frame_schema_for(table.schema)
+        if self._schema is None:
+            self._schema = schema
+        elif schema is not self._schema:
+            raise ValueError(f"{self.folder}: rows of clips and of single frames cannot share a movie")
+        table = _conform(table, schema, str(self.folder))
         if table.num_rows == 0:
             return
         other = pc.unique(table.column("movie_id")).to_pylist()
@@ -410,6 +474,9 @@ class MovieShardWriter:
                 if not final:
                     break
                 cut = n
+            cut = _clip_boundary(pending, start, cut, n, final)
+            if cut is None:
+                break
             self._write_row_group(pending.slice(start, cut - start))
             start = cut
         rest = pending.slice(start)
@@ -420,7 +487,8 @@ class MovieShardWriter:
         if self._pw is None:
             name = f"part-{len(self._shards):05d}.parquet"
             self._tmp = self.folder / f".{name}.tmp"
-            self._pw = pq.ParquetWriter(self._tmp, FRAME_SCHEMA, **_parquet_options(FRAME_SCHEMA, self.config))
+            schema = self._schema or FRAME_SCHEMA
+            self._pw = pq.ParquetWriter(self._tmp, schema, **_parquet_options(schema, self.config))
             self._shard_rows, self._shard_bytes, self._shard_splits = [], 0, {}
         self._pw.write_table(table, row_group_size=table.num_rows)
         self._shard_rows.append(table.num_rows)

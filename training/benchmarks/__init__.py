@@ -4,7 +4,7 @@
 :class:`BenchmarkSample` objects; ``get_protocol("kitti")`` says how to score them: each loader
 class carries its protocol (``PROTOCOL``), so there is one registry, :data:`LOADERS`, keyed by the
 names (``diw``, ``eth3d``, ``sintel``, ``kitti``, ``nyu``, ``tum``,
-``movies``); an unknown name lists the valid ones. Each format's expected folder layout is
+``movies``, ``movies_temporal``); an unknown name lists the valid ones. Each format's expected folder layout is
 documented in its module (``training/benchmarks/<name>.py``).
 """
 
@@ -18,7 +18,7 @@ from training.benchmarks.base import BenchmarkLoader, BenchmarkSample, read_png_
 from training.benchmarks.diw import DIWLoader
 from training.benchmarks.eth3d import ETH3DLoader
 from training.benchmarks.kitti import KITTILoader
-from training.benchmarks.movies import MoviesLoader
+from training.benchmarks.movies import MoviesLoader, MoviesTemporalLoader
 from training.benchmarks.nyu import NYULoader
 from training.benchmarks.protocols import Protocol, inference_size
 from training.benchmarks.sintel import SintelLoader
@@ -41,7 +41,16 @@ __all__ = [
 #: loader class per benchmark name, case-insensitive (:class:`pipeline.registry.Registry`), in
 #: the paper's column order, then the project's own movie test split
 LOADERS: Registry[BenchmarkLoader] = Registry("benchmark", case_sensitive=False)
-for _cls in (DIWLoader, ETH3DLoader, SintelLoader, KITTILoader, NYULoader, TUMLoader, MoviesLoader):
+for _cls in (
+    DIWLoader,
+    ETH3DLoader,
+    SintelLoader,
+    KITTILoader,
+    NYULoader,
+    TUMLoader,
+    MoviesLoader,
+    MoviesTemporalLoader,
+):
     LOADERS.register(_cls.NAME, _cls)
 del _cls
 

@@ -15,7 +15,7 @@ import numpy as np
 from training.benchmarks.base import BenchmarkLoader, BenchmarkSample
 from training.benchmarks.protocols import Protocol
 
-__all__ = ["MoviesLoader"]
+__all__ = ["MoviesLoader", "MoviesTemporalLoader"]
 
 COLUMNS = ["image", "disparity", "valid", "movie_id", "frame_index"]
 
@@ -40,7 +40,9 @@ class MoviesLoader(BenchmarkLoader):
     def __iter__(self) -> Iterator[BenchmarkSample]:
         from pipeline.shards import iter_samples
 
-        for n, s in enumerate(iter_samples(self.path, split=self.split, columns=COLUMNS)):
+        for n, s in enumerate(iter_samples(self.path, split=self.split, columns=[*COLUMNS, "clip_reason"])):
+            if _get(s, "clip_reason"):
+                continue  # a clips-mode frame stored without a label
             movie = _get(s, "movie_id", "movie")
             frame = _get(s, "frame_index", n)
             valid = _get(s, "valid")
@@ -50,3 +52,24 @@ class MoviesLoader(BenchmarkLoader):
                 disparity=np.asarray(_get(s, "disparity"), np.float32),
                 valid=None if valid is None else np.asarray(valid, bool),
             )
+
+
+class MoviesTemporalLoader(MoviesLoader):
+    """The test split of a clips-mode dataset, clip by clip (:func:`pipeline.shards.iter_clips`):
+    yields the stacked clip dicts (images, disparity, valid, temporal flow and its mask), which
+    :func:`training.evaluation.evaluate` scores with the temporal error."""
+
+    PROTOCOL = Protocol("movies_temporal", "Movies (temporal)", "temporal_error", ground_truth="disparity", clips=True)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:  # type: ignore[override]
+        from pipeline.shards import iter_clips
+
+        yield from iter_clips(self.path, None, split=self.split, columns=("image", "disparity", "valid"))
+
+    def has_clips(self) -> bool:
+        """Whether the dataset's test split was ingested in clips mode."""
+        from pipeline.shards import list_shards
+        from pipeline.shards.clips import is_clip_dataset
+
+        shards = list_shards(self.path, split=self.split)
+        return bool(shards) and is_clip_dataset(shards[0])

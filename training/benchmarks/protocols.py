@@ -56,6 +56,8 @@ class Protocol:
         multiple: the other side is rounded to a multiple of this.
         ground_truth: ``depth`` (metres or up to scale), ``disparity`` (up to scale and shift), or
             ``ordinal`` (point pairs).
+        clips: scored on clips of consecutive frames (``movies_temporal``: the temporal error of
+            :func:`training.temporal.temporal_consistency`), not frame by frame.
         crop: ``(top, bottom, left, right)`` of the scored region in ground-truth pixels (rows
             ``top:bottom``, columns ``left:right``), or ``None`` to score every valid pixel. The
             paper states none; a common choice for NYU is the Eigen crop ``(45, 471, 41, 601)``:
@@ -72,6 +74,7 @@ class Protocol:
     multiple: int = 32
     ground_truth: Literal["depth", "disparity", "ordinal"] = "depth"
     crop: tuple[int, int, int, int] | None = None
+    clips: bool = False
 
     def input_size(self, height: int, width: int) -> tuple[int, int]:
         """The network input ``(h, w)`` for a ``height x width`` image under this protocol."""

@@ -673,7 +673,7 @@ def commit_movie(
     shards = []
     for name, (target, entry, state) in placement.items():
         if state == "staged":
-            os.replace(work.chunk_path(name), target)
+            _place(work.chunk_path(name), target)
         shards.append(entry)
     _fsync_folder(folder)
     rejected = [rec for name in sorted(chunk_names) for rec in work.rejected(name)]
@@ -724,6 +724,11 @@ def missing_chunks(
     """Kept chunks whose rows are neither staged nor already renamed into the shard folder."""
     placement = shard_placement(dataset, movie_id, key, work, chunk_names)
     return [name for name, (_, _, state) in placement.items() if state == "missing"]
+
+
+def _place(staged: Path, shard: Path) -> None:
+    """Move a staged chunk to its shard name: a rename (one filesystem), atomic, never a copy."""
+    os.replace(staged, shard)
 
 
 def _fsync_folder(folder: Path) -> None:

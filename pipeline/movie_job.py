@@ -160,7 +160,8 @@ class MovieResult:
     manifest: dict[str, Any] = field(default_factory=dict)
     started: float = 0.0  # wall-clock start and end (time.time()) on the machine that ran it
     finished: float = 0.0
-    host: str = ""  # that machine's name
+    host: str = ""  # that machine's name and the process that ran the job
+    pid: int = 0
     threads: int = 0  # labelling threads it used
 
     def to_dict(self) -> dict[str, Any]:
@@ -263,7 +264,7 @@ def run_movie_job(
         if job.refuse_replace:
             check_replace(job.out, job.movie_id, probe.fingerprint, job.movie, False)
         result = _run_locked(job, probe, key, t0, on_progress, on_report, logger)
-    result.started, result.finished, result.host = started, time.time(), os.uname().nodename
+    result.started, result.finished, result.host, result.pid = started, time.time(), os.uname().nodename, os.getpid()
     return result.to_dict()
 
 

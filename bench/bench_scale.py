@@ -110,14 +110,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=8.0, help="length of each sample movie (default 8)")
     parser.add_argument("--flow", default="dis-fast", help="flow backend (default dis-fast)")
     args = parser.parse_args(argv)
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    from prefect.testing.utilities import prefect_test_harness
-
-    from pipeline.synthetic import make_sample_movie
-
     w, h = (int(v) for v in args.size.split("x"))
-    with tempfile.TemporaryDirectory() as tmp, prefect_test_harness():
+    with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
+        # a Prefect API of its own (as the CLI starts one), in a scratch home; slow machines get time
+        os.environ.setdefault("PREFECT_HOME", str(tmp / "prefect"))
+        os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+        os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+        from flows.runners import start_temporary_server
+        from pipeline.synthetic import make_sample_movie
+
+        start_temporary_server()
         movies = [
             make_sample_movie(tmp / f"m{i}.mkv", layout="sbs-half", seconds=args.seconds, size=(w, h), seed=60 + i)
             for i in range(args.movies)

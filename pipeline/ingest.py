@@ -115,8 +115,10 @@ class IngestConfig:
     to float rounding).
 
     Attributes:
-        chunk_frames: frames per staged chunk (and per task): the unit of resume and of parallel
-            work; bounds memory (a 1880x800 frame pair is ~9 MB).
+        chunk_frames: frames per staged chunk: the unit of resume and of parallel labelling
+            (one chunk per thread); bounds memory (a 1880x800 frame pair is ~9 MB, two chunks per
+            thread are in flight); and the rows of one shard, since the commit renames each
+            staged chunk into the movie's folder as a shard.
         store_width: the stored image width (the paper stores 940x400 of the 1880x800 crop).
             Disparity is computed at the disparity configuration's resolution (the full crop by
             default, or ``disparity.working_width``) and the label is then downscaled with

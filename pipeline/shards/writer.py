@@ -81,7 +81,9 @@ class ShardConfig:
 
     Attributes:
         target_shard_bytes: a shard is closed once its file reaches this size (after a row group). Large shards
-            keep file counts low on object storage; 256 MB streams well.
+            keep file counts low on object storage; 256 MB streams well. Applies to
+            :class:`MovieShardWriter` (hydrate, synthetic datasets); an ingest's shards are its
+            staged chunks, renamed (``chunk_frames`` rows each, row groups cut as below).
         row_group_rows: rows per row group, the unit of random access (tens of rows).
         max_row_group_bytes: a row group is also cut at this size, so random access stays cheap
             even for huge frames.

@@ -166,3 +166,17 @@ def test_a_commit_interrupted_between_renames_resumes_to_the_same_dataset(
     assert verify(str(tmp_path / "crashed")) == []
     assert _shards(tmp_path / "crashed") == _shards(tmp_path / "clean")
     assert len(_shards(tmp_path / "clean")["renamed"]) >= 2
+
+
+def test_movies_in_flight_follow_the_scheduler_not_the_flow_host():
+    """A remote cluster's task slots are its workers' threads, asked of its scheduler."""
+    from distributed import LocalCluster
+
+    from flows.build import runner_slots
+    from flows.runners import RunnerSpec, default_workers, make_task_runner
+
+    threads = default_workers() + 1  # more than the flow host would guess from its own cores
+    with LocalCluster(n_workers=1, threads_per_worker=threads, processes=False, dashboard_address=None) as cluster:
+        spec = RunnerSpec("dask", dask_address=cluster.scheduler_address)
+        with make_task_runner(spec) as runner:
+            assert runner_slots(runner, spec) == threads != spec.n_workers

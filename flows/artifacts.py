@@ -74,17 +74,18 @@ def publish_markdown(key: str, markdown: str, description: str | None = None) ->
 class ProgressArtifact:
     """A Prefect progress artifact updated at most every ``min_interval_s`` (API calls are not free).
 
-    Outside a flow run it does nothing, so library-style callers can use it unconditionally.
+    Outside a flow or task run it does nothing, so library-style callers can use it
+    unconditionally. Inside a task running on a Dask or process worker it reports from there.
     """
 
     def __init__(self, key: str, description: str | None = None, min_interval_s: float = 2.0):
-        from prefect.context import FlowRunContext
+        from prefect.context import FlowRunContext, TaskRunContext
 
         self._id: UUID | None = None
         self._last = 0.0
         self._min = min_interval_s
         self._shown = -1.0
-        if FlowRunContext.get() is not None:
+        if FlowRunContext.get() is not None or TaskRunContext.get() is not None:
             from prefect.artifacts import create_progress_artifact
 
             self._id = create_progress_artifact(0.0, key=artifact_key(key), description=description)

@@ -4,8 +4,10 @@ Table of contents::
 
     load_catalog_task    read and validate the catalog and every setting, including each entry's
                          overrides: a mistake fails the whole run at once, before any work
-    ingest_movie         per movie, as a subflow: new or changed movies are ingested, unchanged
-                         ones (same fingerprint and configuration key) are only looked up
+    movie tasks          one task per movie (pipeline.movie_job.run_movie_job) on the task runner,
+                         as many at once as it has slots (a Dask cluster's threads): new or
+                         changed movies are ingested on the worker, unchanged ones (same
+                         fingerprint and configuration key) are only looked up
     publish_task         one new dataset version listing exactly the catalog's movies: removed
                          movies drop out, the previous version stays readable until then
     garbage collection   folders no longer referenced by the last ``keep_versions`` versions
@@ -28,6 +30,7 @@ collection of versions older than ``keep_versions``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import shutil
 import time
 from pathlib import Path
@@ -39,7 +42,8 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.artifacts import artifact_key, markdown_table, publish_markdown
 from flows.catalog import CatalogEntry, load_catalog
-from flows.ingest import IO_RETRIES, ingest_movie, publish_task, retry_unless_bad_input
+from flows.ingest import IO_RETRIES, publish_task, retry_unless_bad_input
+from flows.runners import RunnerSpec, default_workers, open_task_runner
 from pipeline.errors import ConfigError, DepthmineError
 from pipeline.shards.manifest import absolute_location
 
@@ -181,7 +185,10 @@ def build_dataset(
         out: the dataset folder.
         flow, ckpt, device, overrides: ingest settings for every movie; a catalog entry's own
             ``overrides`` apply after these. Checked for every entry before any work.
-        runner, workers, dask_address: where each movie's chunk tasks run (:mod:`flows.runners`).
+        runner, workers, dask_address: where the movies' tasks run (:mod:`flows.runners`): one task
+            per movie, as many at once as the runner has slots (``workers``, or a Dask
+            scheduler's threads over all its workers); each labels its chunks on its machine's
+            cores.
         keep_versions: dataset versions whose movie folders are kept on disk (>= 1).
         progress: terminal progress bars (the CLI sets it in a terminal).
         max_failed_share: publish nothing when more than this share of the currently published
@@ -203,49 +210,33 @@ def build_dataset(
     )
     logger.info("catalog %s: %d movies", catalog, len(entries))
     previous = _current_ids(out)
+    ingested = _ingest_movies(
+        entries, out, flow, ckpt, device, overrides, RunnerSpec(runner, workers, dask_address), progress
+    )
     rows: list[dict[str, Any]] = []
     failed: list[dict[str, Any]] = []
     manifests = []
-    for entry in entries:
-        state = ingest_movie.with_options(flow_run_name=f"ingest-{entry.movie_id}")(
-            movie=entry.path,
-            out=out,
-            movie_id=entry.movie_id,
-            split=entry.split,
-            layout=entry.layout,
-            right=entry.right,
-            flow=flow,
-            ckpt=ckpt,
-            device=device,
-            overrides=list(overrides or ()) + list(entry.overrides),
-            runner=runner,
-            workers=workers,
-            dask_address=dask_address,
-            publish=False,
-            progress=progress,
-            return_state=True,
-        )
-        try:
-            result = state.result()
-        except DepthmineError as err:
+    for entry, outcome in zip(entries, ingested):
+        if isinstance(outcome, DepthmineError):
             kept = entry.movie_id in previous
             logger.warning(
                 "%s (catalog line %d) failed%s: %s",
                 entry.movie_id,
                 entry.line,
                 "; its published version is kept" if kept else "",
-                err,
+                outcome,
             )
             failed.append(
                 {
                     "movie_id": entry.movie_id,
                     "path": entry.path,
                     "line": entry.line,
-                    "error": str(err),
+                    "error": str(outcome),
                     "kept_previous": kept,
                 }
             )
             continue
+        result = outcome
         rows.append(result)
         if result.get("swapped_eyes", {}).get("swapped_shots") and not result["swapped_eyes"].get("corrected_shots"):
             logger.warning(
@@ -293,6 +284,102 @@ def build_dataset(
     else:
         logger.info("published version %d: %d movies, %d rows", manifest.version, len(rows), manifest.rows)
     return summary
+
+
+def _ingest_movies(
+    entries: list[CatalogEntry],
+    out: str,
+    flow: str | None,
+    ckpt: str | None,
+    device: str | None,
+    overrides: list[str] | None,
+    spec: RunnerSpec,
+    progress: bool,
+) -> list[dict[str, Any] | DepthmineError]:
+    """Every catalog movie as one task on the task runner, as many at once as it has slots.
+
+    The task's parameters are a :class:`~pipeline.movie_job.MovieJob` (paths, configuration, a few
+    kB); each worker decodes, labels and commits its movie itself. A movie's bad input (its
+    preflight here, or its task) is its outcome, a :class:`DepthmineError`; any other error fails
+    the run once the movies in flight are done.
+
+    Returns:
+        Per entry, in catalog order: the movie's result row or its error.
+    """
+    from prefect.futures import as_completed
+
+    from flows.ingest import movie_task_for
+    from pipeline.ingest import preflight
+    from pipeline.movie_job import MovieJob
+
+    logger = get_run_logger()
+    outcomes: list[dict[str, Any] | DepthmineError | None] = [None] * len(entries)
+    jobs: list[tuple[int, MovieJob]] = []
+    for i, entry in enumerate(entries):
+        movie, right = absolute_location(entry.path), absolute_location(entry.right) if entry.right else None
+        try:
+            movie_id, config = preflight(
+                movie,
+                out,
+                entry.movie_id,
+                right,
+                list(overrides or ()) + list(entry.overrides),
+                flow=flow,
+                ckpt=ckpt,
+                device=device,
+            )
+        except DepthmineError as err:
+            outcomes[i] = err
+            continue
+        jobs.append(
+            (
+                i,
+                MovieJob(
+                    movie=movie,
+                    out=out,
+                    movie_id=movie_id,
+                    config=config,
+                    split=entry.split,
+                    layout=entry.layout,
+                    right=right,
+                ),
+            )
+        )
+    with open_task_runner(spec) as runner:
+        slots = runner_slots(runner, spec)
+        # on this machine (threads, processes, a LocalCluster) the cores are shared by the movies
+        # in flight; a remote worker shares its own cores among its task slots
+        threads = None if spec.dask_address else max(1, default_workers() // min(slots, max(1, len(jobs))))
+        logger.info("%d movie(s), up to %d at once on the %s runner", len(jobs), slots, spec.kind)
+        pending: dict[Any, int] = {}
+
+        def collect(fut: Any) -> None:
+            i = pending.pop(fut)
+            try:
+                outcomes[i] = fut.result()
+            except DepthmineError as err:
+                outcomes[i] = err
+
+        for n, (i, job) in enumerate(jobs):
+            job = dataclasses.replace(job, threads=threads)
+            fut = runner.submit(
+                movie_task_for(job), parameters={"job": job, "progress": progress, "bar_position": n % slots}
+            )
+            pending[fut] = i
+            while len(pending) >= slots:
+                collect(next(as_completed(list(pending))))
+        while pending:
+            collect(next(as_completed(list(pending))))
+    return outcomes  # type: ignore[return-value]
+
+
+def runner_slots(runner: Any, spec: RunnerSpec) -> int:
+    """Tasks the runner runs at once: a Dask cluster's threads over all its workers (asked of
+    its scheduler, so a cluster elsewhere counts its own workers), else ``workers``."""
+    if spec.kind == "dask":
+        nthreads = runner.client.nthreads()
+        return max(1, sum(int(n) for n in nthreads.values()))
+    return spec.n_workers
 
 
 def _refusal(entries: list[CatalogEntry], failed: list[dict[str, Any]], previous: set[str], max_share: float) -> str:

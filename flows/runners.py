@@ -2,18 +2,20 @@
 
 The flows take the runner as plain parameters (``runner="threads"|"processes"|"dask"``,
 ``workers``, ``dask_address``) so that deployments and the CLI can pass them as JSON, and
-open the runner themselves for the heavy per-chunk tasks with :func:`open_task_runner`.
+open the runner themselves for the per-movie tasks with :func:`open_task_runner`: one task per movie
+(:mod:`pipeline.movie_job`), which decodes and labels its movie where it runs.
 
 * ``threads`` (default): :class:`prefect.task_runners.ThreadPoolTaskRunner`. OpenCV's optical
   flow and PyTorch release the GIL, so threads scale on one machine without pickling frames.
-* ``processes``: :class:`prefect.task_runners.ProcessPoolTaskRunner` (Prefect >= 3.4); frames and
-  configs are pickled to worker processes. Use it when a backend holds the GIL.
+* ``processes``: :class:`prefect.task_runners.ProcessPoolTaskRunner` (Prefect >= 3.4); each movie's
+  job (paths and configuration) is pickled to a worker process. Use it when a backend holds the GIL.
 * ``dask``: :class:`prefect_dask.DaskTaskRunner`. With ``dask_address`` (``tcp://host:8786``)
   it connects to a running scheduler whose workers may sit on other machines; the dataset
   folder must then be on storage every worker sees at the same path (NFS, a shared volume).
   Without an address it starts a ``LocalCluster`` of ``workers`` processes.
 
-Everything a task receives must pickle: numpy arrays, dataclass configs and strings do; the
+Everything a task receives must pickle: a movie task receives a :class:`pipeline.movie_job.MovieJob`
+(paths, dataclass configs, strings); frames never leave the worker that decodes them, and the
 disparity backend is built inside each worker from its name (see :mod:`pipeline.ingest`).
 """
 
@@ -60,7 +62,7 @@ class RunnerSpec:
 
     @property
     def n_workers(self) -> int:
-        """How many tasks can run at once (for bounding the frames held in memory)."""
+        """How many tasks run at once on a local runner (threads, processes, a ``LocalCluster``)."""
         return int(self.workers or default_workers())
 
 

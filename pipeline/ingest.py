@@ -13,9 +13,13 @@ work folder, ``DATASET/.work/<movie_id>/<key>/``::
 ``key`` is :func:`ingest_key` of the movie's :func:`source_fingerprint` and the resolved
 :class:`IngestConfig`, so a changed movie or configuration never reuses stale chunks, and a
 re-run after a crash skips every chunk whose ``.json`` exists. Once all chunks are done,
-:func:`commit_movie` copies them in chunk order (shot, part: deterministic whatever the order
-they finished in) into the immutable per-movie shard folder with
-:class:`pipeline.shards.MovieShardWriter`, and the work folder is removed.
+:func:`commit_movie` renames the staged chunk files, in chunk order (shot, part: deterministic
+whatever the order they finished in), into the immutable per-movie shard folder as its shards
+(``part-00000.parquet``, ...; staging and shards share the dataset's filesystem, so each is a
+rename, never a copy), writes ``rejected.parquet`` and then ``movie.json``, the commit marker; the
+work folder is then removed. Each staged chunk is already a finished shard: its row groups are cut
+by :class:`~pipeline.shards.ShardConfig` and its marker records the shard's manifest entry (size,
+SHA-256, footer digest), so a shard holds at most ``chunk_frames`` rows.
 
 Rows are stored at :attr:`IngestConfig.store_width` (940 by default, the paper's half of the
 1880x800 crop): labels are computed at the disparity configuration's resolution and downscaled
@@ -60,7 +64,8 @@ from pipeline.disparity import (
 from pipeline.errors import BadInputError, ConfigError
 from pipeline.layouts import CropBox
 from pipeline.sampling import SamplingConfig
-from pipeline.shards import MovieShardWriter, ShardConfig, read_chunk, write_chunk
+from pipeline.shards import ShardConfig, write_chunk
+from pipeline.shards.writer import describe_shard
 from pipeline.shots import ShotConfig
 from pipeline.swap import SWAP_MODES, SwapReport, merge_relabelled, swap_report  # noqa: F401  (public here too)
 
@@ -86,6 +91,8 @@ __all__ = [
     "iter_chunks",
     "label_chunk",
     "commit_movie",
+    "missing_chunks",
+    "shard_placement",
     "get_cached_backend",
     "find_committed",
     "publish_with",
@@ -108,8 +115,10 @@ class IngestConfig:
     to float rounding).
 
     Attributes:
-        chunk_frames: frames per staged chunk (and per task): the unit of resume and of parallel
-            work; bounds memory (a 1880x800 frame pair is ~9 MB).
+        chunk_frames: frames per staged chunk: the unit of resume and of parallel labelling
+            (one chunk per thread); bounds memory (a 1880x800 frame pair is ~9 MB, two chunks per
+            thread are in flight); and the rows of one shard, since the commit renames each
+            staged chunk into the movie's folder as a shard.
         store_width: the stored image width (the paper stores 940x400 of the 1880x800 crop).
             Disparity is computed at the disparity configuration's resolution (the full crop by
             default, or ``disparity.working_width``) and the label is then downscaled with
@@ -542,8 +551,10 @@ def label_chunk(frames: Sequence[Any], chunk: tuple[int, int], job: ChunkJob) ->
                 **extra,
             }
         )
+    shard = None
     if kept:
         write_chunk(work.chunk_path(name), kept, cfg.shards)
+        shard = describe_shard(work.chunk_path(name), work.chunk_path(name).name, job.movie_id).to_dict()
         preview = next((k for k in kept if not k.get("clip_reason")), kept[0])  # clips: a labelled frame
         _save_preview(work.preview_path(name), preview)
     summary = ChunkSummary(
@@ -559,7 +570,7 @@ def label_chunk(frames: Sequence[Any], chunk: tuple[int, int], job: ChunkJob) ->
         swapped=bool(dcfg.swap_eyes),
     )
     # The marker goes last: a chunk is done only once its rows are safely on disk.
-    write_json_atomic(work.marker_path(name), {"summary": summary.to_dict(), "rejected": rejected})
+    write_json_atomic(work.marker_path(name), {"summary": summary.to_dict(), "rejected": rejected, "shard": shard})
     return summary
 
 
@@ -648,6 +659,18 @@ class WorkDir:
     def rejected(self, name: str) -> list[dict[str, Any]]:
         return json.loads(self.marker_path(name).read_text())["rejected"]
 
+    def shard_entry(self, name: str) -> dict[str, Any] | None:
+        """The staged chunk's shard entry as its marker recorded it (None: no kept frame, or a
+        marker written before markers recorded it)."""
+        return json.loads(self.marker_path(name).read_text()).get("shard")
+
+    def forget(self, names: Iterable[str]) -> None:
+        """Drop chunks' markers (and files) so they are labelled again: their rows were lost."""
+        for name in names:
+            for path in (self.marker_path(name), self.chunk_path(name), self.preview_path(name)):
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+
     def write_plan(self, plan: ChunkPlan) -> None:
         write_json_atomic(self.plan_path, plan.to_dict())
 
@@ -677,18 +700,111 @@ def commit_movie(
     config: IngestConfig,
     movie_meta: dict[str, Any],
 ) -> Any:
-    """Write the movie's immutable shard folder from its staged chunks, in chunk order.
+    """Commit the movie's immutable shard folder: its staged chunks renamed in, in chunk order.
+
+    Each chunk with kept frames becomes one shard (``part-00000.parquet`` in chunk order), moved
+    by a rename: the staging folder and the shard folder are on the dataset's filesystem, so no
+    byte is written twice. Then ``rejected.parquet`` (every chunk's rejected frames, in chunk
+    order) and ``movie.json`` last, the commit marker. A crash between the renames is resumed by
+    the next run: a chunk no longer staged is found at its shard name (checked against the entry
+    its marker recorded), and strays of earlier writes are removed before the marker.
 
     Returns:
         The :class:`pipeline.shards.MovieManifest` of the committed movie.
+
+    Raises:
+        DepthmineError: the folder is already committed, or a kept chunk is neither staged nor in
+            place (:func:`missing_chunks` finds those first, so the ingest relabels them).
     """
-    writer = MovieShardWriter(dataset, movie_id, key, config.shards, movie_meta)
+    from pipeline.errors import DepthmineError
+    from pipeline.shards import REJECTED_SCHEMA
+    from pipeline.shards.manifest import MOVIE_MANIFEST_NAME, ShardEntry, movie_folder
+    from pipeline.shards.writer import encode_rejected, write_movie_commit
+
+    folder = movie_folder(dataset, movie_id, key)
+    if (folder / MOVIE_MANIFEST_NAME).exists():
+        raise DepthmineError(f"{folder}: already committed (movie.json exists); reuse it or remove the folder")
+    placement = shard_placement(dataset, movie_id, key, work, chunk_names)
+    missing = [name for name, (_, _, state) in placement.items() if state == "missing"]
+    if missing:
+        raise DepthmineError(
+            f"{work.root}: staged chunk(s) {', '.join(missing)} are missing; run the ingest again to relabel them"
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+    targets = {target.name for target, _, _ in placement.values()}
+    for leftover in list(folder.glob("*.parquet")) + list(folder.glob(".*.tmp")):
+        if leftover.name not in targets:  # an interrupted write of another kind: never listed
+            log.info("removing %s left by an interrupted write", leftover)
+            leftover.unlink()
+    shards = []
+    for name, (target, entry, state) in placement.items():
+        if state == "staged":
+            _place(work.chunk_path(name), target)
+        shards.append(entry)
+    _fsync_folder(folder)
+    rejected = [rec for name in sorted(chunk_names) for rec in work.rejected(name)]
+    table = encode_rejected(rejected) if rejected else REJECTED_SCHEMA.empty_table()
+    shards = [ShardEntry.from_dict({**e.to_dict(), "movie_id": movie_id}) for e in shards]
+    return write_movie_commit(folder, movie_id, key, shards, table, config.shards, movie_meta)
+
+
+def shard_placement(
+    dataset: str | os.PathLike, movie_id: str, key: str, work: WorkDir, chunk_names: Sequence[str]
+) -> dict[str, tuple[Path, Any, str]]:
+    """Where each kept chunk of the commit is: ``{name: (shard path, ShardEntry, state)}``.
+
+    ``state`` is ``staged`` (still in the work folder), ``placed`` (renamed by an interrupted
+    commit: the file at its shard name matches the marker's entry) or ``missing`` (lost, e.g. an
+    unlocked uncommitted folder removed by garbage collection). Chunks without kept frames have no
+    shard and are not listed. The shard names follow chunk order, so every run maps alike.
+    """
+    from pipeline.shards.manifest import ShardEntry, footer_sha256, movie_folder
+    from pipeline.shards.writer import describe_shard
+
+    folder = movie_folder(dataset, movie_id, key)
+    out: dict[str, tuple[Path, Any, str]] = {}
     for name in sorted(chunk_names):
-        if work.chunk_path(name).exists():
-            writer.write_table(read_chunk(work.chunk_path(name)))
-        for rec in work.rejected(name):
-            writer.reject(rec)
-    return writer.finish()
+        if not work.summary(name).kept:
+            continue
+        target = folder / f"part-{len(out):05d}.parquet"
+        recorded = work.shard_entry(name)
+        staged = work.chunk_path(name)
+        if staged.exists():
+            entry = ShardEntry.from_dict(recorded) if recorded else describe_shard(staged, target.name, movie_id)
+            out[name] = (target, dataclasses.replace(entry, path=target.name), "staged")
+        elif (
+            recorded
+            and target.exists()
+            and target.stat().st_size == recorded["bytes"]
+            and footer_sha256(target) == recorded["footer_sha256"]
+        ):
+            out[name] = (target, dataclasses.replace(ShardEntry.from_dict(recorded), path=target.name), "placed")
+        else:
+            out[name] = (target, None, "missing")
+    return out
+
+
+def missing_chunks(
+    dataset: str | os.PathLike, movie_id: str, key: str, work: WorkDir, chunk_names: Sequence[str]
+) -> list[str]:
+    """Kept chunks whose rows are neither staged nor already renamed into the shard folder."""
+    placement = shard_placement(dataset, movie_id, key, work, chunk_names)
+    return [name for name, (_, _, state) in placement.items() if state == "missing"]
+
+
+def _place(staged: Path, shard: Path) -> None:
+    """Move a staged chunk to its shard name: a rename (one filesystem), atomic, never a copy."""
+    os.replace(staged, shard)
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make the renames into ``folder`` durable before the commit marker is written."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def project_version() -> str:

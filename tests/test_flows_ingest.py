@@ -155,7 +155,7 @@ def test_bad_input_fails_fast_without_retries(prefect_harness, tmp_path):
     assert state.is_failed()
     with pytest.raises(BadInputError, match="not_a_movie.mkv"):
         state.result()
-    runs = _task_runs(state.state_details.flow_run_id, "probe-movie")
+    runs = _task_runs(state.state_details.flow_run_id, "movie-")  # the movie's task probes it on its worker
     assert len(runs) == 1 and runs[0].run_count == 1, "bad input must not be retried"
     assert not (tmp_path / "ds" / "manifest.json").exists()
 
@@ -247,7 +247,7 @@ def test_build_summary_shows_reversed_eyes():
 
 @pytest.mark.logs_errors  # the flow fails on purpose; Prefect logs the failure
 def test_auto_correction_resumes_after_a_crash_before_the_commit(prefect_harness, sample_movie, tmp_path, monkeypatch):
-    import flows.ingest as flow_module
+    import pipeline.movie_job as job_module
     from flows.ingest import ingest_movie
     from pipeline.shards import iter_samples
 
@@ -255,18 +255,18 @@ def test_auto_correction_resumes_after_a_crash_before_the_commit(prefect_harness
     args = dict(
         movie=str(movie.path), movie_id="rev", flow="dis-ultrafast", overrides=FAST + ["swap_eyes=auto"], workers=1
     )
-    real_commit = flow_module.commit_movie
+    real_commit = job_module.commit_movie
 
-    def crash(*a, **kw):  # a user-error type: the commit task fails at once, without retries
+    def crash(*a, **kw):  # a user-error type: the movie's task fails at once, without retries
         raise BadInputError("commit", "simulated crash before the commit")
 
-    monkeypatch.setattr(flow_module, "commit_movie", crash)
+    monkeypatch.setattr(job_module, "commit_movie", crash)
     state = ingest_movie(out=str(tmp_path / "crashed"), return_state=True, **args)
     assert state.is_failed()
     staged = {p.name for p in (tmp_path / "crashed" / ".work" / "rev").glob("*/s*-p*.json")}
     assert any(n.endswith("x.json") for n in staged) and any(not n.endswith("x.json") for n in staged)
 
-    monkeypatch.setattr(flow_module, "commit_movie", real_commit)
+    monkeypatch.setattr(job_module, "commit_movie", real_commit)
     resumed = ingest_movie(out=str(tmp_path / "crashed"), **args)
     clean = ingest_movie(out=str(tmp_path / "clean"), **args)
     assert resumed["chunks_resumed"] == resumed["chunks"] == clean["chunks"] and clean["chunks_resumed"] == 0

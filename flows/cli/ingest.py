@@ -36,14 +36,14 @@ def add_runner_options(p: argparse.ArgumentParser) -> None:
         "--runner",
         choices=RUNNERS,
         default="threads",
-        help="task runner for the per-chunk disparity tasks (default threads)",
+        help="task runner for the movies' tasks, one per movie that decodes and labels it where it runs (default threads)",
     )
     g.add_argument(
         "--workers",
         type=int,
         default=None,
         metavar="N",
-        help="parallel tasks / local Dask workers (default: one per core)",
+        help="ingest: labelling threads; build: movies at once (threads, processes, local Dask workers; default: one per core)",
     )
     g.add_argument(
         "--dask-address",

@@ -68,6 +68,8 @@ __all__ = [
     "read_chunk",
     "MovieShardWriter",
     "REJECTED_NAME",
+    "describe_shard",
+    "write_movie_commit",
 ]
 
 log = logging.getLogger(__name__)
@@ -82,7 +84,9 @@ class ShardConfig:
 
     Attributes:
         target_shard_bytes: a shard is closed once its file reaches this size (after a row group). Large shards
-            keep file counts low on object storage; 256 MB streams well.
+            keep file counts low on object storage; 256 MB streams well. Applies to
+            :class:`MovieShardWriter` (hydrate, synthetic datasets); an ingest's shards are its
+            staged chunks, renamed (``chunk_frames`` rows each, row groups cut as below).
         row_group_rows: rows per row group, the unit of random access (tens of rows).
         max_row_group_bytes: a row group is also cut at this size, so random access stays cheap
             even for huge frames.
@@ -289,8 +293,55 @@ def write_chunk(
     schema = REJECTED_SCHEMA if _kind(table) == "rejected" else frame_schema_for(table.schema)
     table = _conform(table, schema, str(path))
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, row_group_size=max(1, table.num_rows), **_parquet_options(schema, config))
+        if schema is REJECTED_SCHEMA or table.num_rows == 0:
+            pq.write_table(table, tmp, row_group_size=max(1, table.num_rows), **_parquet_options(schema, config))
+        else:
+            # row groups cut as MovieShardWriter cuts them: a staged chunk is renamed into the
+            # movie's folder as one of its shards at the commit (pipeline.ingest.commit_movie)
+            with pq.ParquetWriter(tmp, schema, **_parquet_options(schema, config)) as pw:
+                start = 0
+                for rows in _row_group_sizes(table, config):
+                    pw.write_table(table.slice(start, rows), row_group_size=rows)
+                    start += rows
     return Path(path)
+
+
+def _row_group_sizes(table: pa.Table, config: ShardConfig) -> list[int]:
+    """Rows per row group: ``row_group_rows``, or fewer where ``max_row_group_bytes`` is reached;
+    in clips mode moved to a clip boundary as :class:`MovieShardWriter` moves it."""
+    sizes = np.cumsum(_row_bytes(table))
+    out: list[int] = []
+    start, n = 0, table.num_rows
+    while start < n:
+        base = sizes[start - 1] if start else 0
+        over = np.nonzero(sizes[start:] - base >= config.max_row_group_bytes)[0]
+        cut = min(start + config.row_group_rows, n)
+        if over.size:
+            cut = min(cut, start + int(over[0]) + 1)
+        cut = _clip_boundary(table, start, cut, n, final=True)  # clips mode: whole clips per group
+        out.append(cut - start)
+        start = cut
+    return out
+
+
+def describe_shard(path: str | Path, name: str, movie_id: str) -> ShardEntry:
+    """The manifest entry of a finished frame file (a staged chunk about to become a shard)."""
+    path = Path(path)
+    pf = pq.ParquetFile(path)
+    md = pf.metadata
+    splits: dict[str, int] = {}
+    for split in pf.read(columns=["split"]).column("split").to_pylist():
+        splits[split] = splits.get(split, 0) + 1
+    return ShardEntry(
+        path=name,
+        rows=md.num_rows,
+        bytes=path.stat().st_size,
+        sha256=sha256_file(path),
+        split_counts=dict(sorted(splits.items())),
+        row_group_rows=[md.row_group(i).num_rows for i in range(md.num_row_groups)],
+        movie_id=movie_id,
+        footer_sha256=footer_sha256(path),
+    )
 
 
 def read_chunk(path: str | Path) -> pa.Table:
@@ -534,46 +585,10 @@ class MovieShardWriter:
         self._drain(final=True)
         self._close_shard()
         rejected = pa.concat_tables(self._rejected) if self._rejected else REJECTED_SCHEMA.empty_table()
-        rpath = self.folder / REJECTED_NAME
-        with atomic_path(rpath) as tmp:
-            pq.write_table(
-                rejected,
-                tmp,
-                row_group_size=max(1, rejected.num_rows),
-                **_parquet_options(REJECTED_SCHEMA, self.config),
-            )
-        reasons: dict[str, int] = {}
-        for reason in rejected.column("reason").to_pylist():
-            reasons[reason] = reasons.get(reason, 0) + 1
-        manifest = MovieManifest(
-            movie_id=self.movie_id,
-            key=self.key,
-            shards=self._shards,
-            rejected=ShardEntry(
-                path=REJECTED_NAME,
-                rows=rejected.num_rows,
-                bytes=rpath.stat().st_size,
-                sha256=sha256_file(rpath),
-                split_counts={},
-                row_group_rows=[],
-                movie_id=self.movie_id,
-                footer_sha256=footer_sha256(rpath),
-            ),
-            rejected_reasons=dict(sorted(reasons.items())),
-            meta=config_to_dict(self.movie_meta),
-            shard_config=dataclasses.asdict(self.config) | {"project_version": __version__},
-            created=utc_now(),
+        self._finished = write_movie_commit(
+            self.folder, self.movie_id, self.key, self._shards, rejected, self.config, self.movie_meta
         )
-        write_json_atomic(self.folder / MOVIE_MANIFEST_NAME, manifest.to_dict())
-        self._finished = manifest
-        log.info(
-            "committed %s: %d rows in %d shards, %d rejected",
-            self.folder,
-            manifest.rows,
-            len(self._shards),
-            manifest.rejected_rows,
-        )
-        return manifest
+        return self._finished
 
     def abort(self) -> None:
         """Drop everything this writer wrote (the folder is left uncommitted and empty of shards)."""
@@ -589,3 +604,56 @@ class MovieShardWriter:
         self._tmp = None
         self._shards = []
         self._pending, self._pending_rows, self._rejected = [], 0, []
+
+
+def write_movie_commit(
+    folder: str | Path,
+    movie_id: str,
+    key: str,
+    shards: list[ShardEntry],
+    rejected: pa.Table,
+    config: ShardConfig,
+    movie_meta: dict[str, Any],
+) -> MovieManifest:
+    """Commit a movie folder whose shards are in place: ``rejected.parquet``, then ``movie.json`` last.
+
+    ``movie.json`` (written by an atomic rename) is the commit marker: until it exists readers never
+    list the folder, so a crash anywhere before it leaves an uncommitted folder, never a half movie.
+    """
+    folder = Path(folder)
+    rejected = _conform(rejected, REJECTED_SCHEMA, f"{folder} (rejected rows)")
+    rpath = folder / REJECTED_NAME
+    with atomic_path(rpath) as tmp:
+        pq.write_table(
+            rejected,
+            tmp,
+            row_group_size=max(1, rejected.num_rows),
+            **_parquet_options(REJECTED_SCHEMA, config),
+        )
+    reasons: dict[str, int] = {}
+    for reason in rejected.column("reason").to_pylist():
+        reasons[reason] = reasons.get(reason, 0) + 1
+    manifest = MovieManifest(
+        movie_id=movie_id,
+        key=key,
+        shards=list(shards),
+        rejected=ShardEntry(
+            path=REJECTED_NAME,
+            rows=rejected.num_rows,
+            bytes=rpath.stat().st_size,
+            sha256=sha256_file(rpath),
+            split_counts={},
+            row_group_rows=[],
+            movie_id=movie_id,
+            footer_sha256=footer_sha256(rpath),
+        ),
+        rejected_reasons=dict(sorted(reasons.items())),
+        meta=config_to_dict(movie_meta),
+        shard_config=dataclasses.asdict(config) | {"project_version": __version__},
+        created=utc_now(),
+    )
+    write_json_atomic(folder / MOVIE_MANIFEST_NAME, manifest.to_dict())
+    log.info(
+        "committed %s: %d rows in %d shards, %d rejected", folder, manifest.rows, len(shards), manifest.rejected_rows
+    )
+    return manifest

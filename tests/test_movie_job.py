@@ -1,0 +1,36 @@
+"""The movie job's small parts, without decoding: what crosses the network, threads, tags."""
+
+from __future__ import annotations
+
+import pickle
+
+from pipeline.ingest import ingest_config
+from pipeline.movie_job import MovieJob, labelling_threads, uses_gpu
+
+
+def _job(**kw) -> MovieJob:
+    return MovieJob(movie="/data/movies/a.mkv", out="/data/ds", movie_id="a", config=ingest_config(**kw))
+
+
+def test_a_movie_job_pickles_to_a_few_kilobytes():
+    job = _job()
+    data = pickle.dumps(job)
+    assert pickle.loads(data) == job
+    assert len(data) < 8_000, f"{len(data)} bytes: only paths and the configuration may travel"
+
+
+def test_labelling_threads_share_the_cores_and_gpu_jobs_take_one():
+    import os
+
+    assert labelling_threads(MovieJob(**{**_job().__dict__, "threads": 3})) == 3
+    assert labelling_threads(_job()) == max(1, len(os.sched_getaffinity(0)))  # not in a Dask worker: every core
+    gpu = MovieJob(**{**_job(device="cuda").__dict__, "threads": 8})
+    assert uses_gpu(gpu.config) and labelling_threads(gpu) == 1  # one chunk at a time: a batch on the device
+
+
+def test_movie_tasks_are_tagged_decode_and_gpu_for_cuda():
+    from flows.ingest import movie_tags
+
+    assert movie_tags(ingest_config()) == ["decode"]
+    assert movie_tags(ingest_config(device="cuda")) == ["decode", "gpu"]
+    assert movie_tags(ingest_config(flow="ptlflow:raft")) == ["decode", "gpu"]  # no device: may use one

@@ -66,7 +66,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import threading
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -92,6 +91,7 @@ __all__ = [
     "UNCERTAINTY_MAX_PX",
     "compute_disparity",
     "compute_disparity_batch",
+    "Labeller",
     "disparity_from_flow",
     "left_right_check",
     "detect_swapped_eyes",
@@ -689,24 +689,6 @@ def resize_result(
     )
 
 
-_SKY_CACHE = threading.local()
-
-
-def _resolve_sky(config: DisparityConfig, sky_masker: object | None) -> object | None:
-    """The given masker, or the one ``config.sky`` names (one per thread: networks are not
-    thread-safe, and a model file should be read once, not per batch)."""
-    if sky_masker is not None:
-        return sky_masker
-    from pipeline.sky import get_sky_masker
-
-    cache = getattr(_SKY_CACHE, "maskers", None)
-    if cache is None:
-        cache = _SKY_CACHE.maskers = {}
-    if config.sky not in cache:
-        cache[config.sky] = get_sky_masker(config.sky)
-    return cache[config.sky]
-
-
 def tone_difference(left: np.ndarray, right: np.ndarray) -> float:
     """How far ``right``'s tones are from ``left``'s, in grey levels (worst channel).
 
@@ -747,6 +729,61 @@ def swap_pairs(pairs: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[tuple[np.
     return [(r, l) for l, r in pairs]
 
 
+class Labeller:
+    """Labels stereo pairs with one :class:`DisparityConfig`; owns the engines that takes.
+
+    It holds the flow backend, the stereo matcher and the sky masker the configuration names, built
+    once, so a caller that labels many batches (an ingest worker, the label benchmark) loads a network
+    or a sky model once instead of per batch. The engines are not thread-safe (OpenCV engines, torch
+    modules): hold one labeller per thread; there is no cache behind it.
+
+    Args:
+        config: the disparity settings (default: :class:`DisparityConfig`).
+        backend: a flow backend to use instead of the one ``config.flow`` names (it keeps its own
+            working width).
+        matcher: a stereo matcher instead of the one ``config.matcher`` names (if any).
+        sky_masker: a sky masker instead of the one ``config.sky`` names.
+    """
+
+    def __init__(
+        self,
+        config: DisparityConfig | None = None,
+        *,
+        backend: FlowBackend | None = None,
+        matcher: FlowBackend | None = None,
+        sky_masker: object | None = None,
+    ):
+        from pipeline.sky import get_sky_masker
+
+        self.config = config or DisparityConfig()
+        self.backend = backend or backend_from_config(self.config)
+        self.matcher = matcher or matcher_from_config(self.config)
+        self.sky_masker = sky_masker if sky_masker is not None else get_sky_masker(self.config.sky)
+
+    def label(self, lefts: Sequence[np.ndarray], rights: Sequence[np.ndarray]) -> list[DisparityResult]:
+        """Labels for the pairs ``(lefts[i], rights[i])`` (RGB uint8; sizes may differ between
+        pairs); one flow call for the whole batch."""
+        if len(lefts) != len(rights):
+            raise ValueError(f"{len(lefts)} left views for {len(rights)} right views")
+        return self.label_pairs(list(zip(lefts, rights)))
+
+    def label_pairs(self, pairs: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[DisparityResult]:
+        """Labels for a batch of ``(left, right)`` pairs; see :meth:`label`."""
+        if not pairs:
+            return []
+        config = self.config
+        if config.swap_eyes:
+            pairs = swap_pairs(pairs)
+        matched = _balanced_tones(pairs, config.photometric_tolerance)
+        flows = self.backend.compute([p[0] for p in matched], [p[1] for p in matched])
+        return [
+            disparity_from_flow(
+                f, config, image=p[0], sky_masker=self.sky_masker, right_image=m[1], matcher=self.matcher
+            )
+            for f, p, m in zip(flows, pairs, matched)
+        ]
+
+
 def compute_disparity_batch(
     pairs: Sequence[tuple[np.ndarray, np.ndarray]],
     config: DisparityConfig,
@@ -755,6 +792,9 @@ def compute_disparity_batch(
     matcher: FlowBackend | None = None,
 ) -> list[DisparityResult]:
     """Labels for a batch of (left, right) RGB uint8 pairs; one flow call for the whole batch.
+
+    A one-off :class:`Labeller`: callers that label many batches should hold one (per thread) instead,
+    so the engines they do not pass are built once.
 
     Args:
         pairs: (left, right) images; sizes may differ between pairs.
@@ -766,17 +806,7 @@ def compute_disparity_batch(
     """
     if not pairs:
         return []
-    if config.swap_eyes:
-        pairs = swap_pairs(pairs)
-    backend = backend or backend_from_config(config)
-    matcher = matcher or matcher_from_config(config)
-    masker = _resolve_sky(config, sky_masker)
-    matched = _balanced_tones(pairs, config.photometric_tolerance)
-    flows = backend.compute([p[0] for p in matched], [p[1] for p in matched])
-    return [
-        disparity_from_flow(f, config, image=p[0], sky_masker=masker, right_image=m[1], matcher=matcher)
-        for f, p, m in zip(flows, pairs, matched)
-    ]
+    return Labeller(config, backend=backend, matcher=matcher, sky_masker=sky_masker).label_pairs(pairs)
 
 
 def compute_disparity(

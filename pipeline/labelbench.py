@@ -247,16 +247,15 @@ def label_pairs(
     The time covers everything the labeller does for the pair: flow both ways, the matcher, checks
     and sky. Engines are built (and warmed on the first pair) before any pair is timed.
     """
-    from pipeline.disparity import backend_from_config, compute_disparity_batch, matcher_from_config
+    from pipeline.disparity import Labeller
 
-    backend = backend or backend_from_config(config)
-    matcher = matcher_from_config(config)
+    labeller = Labeller(config, backend=backend, sky_masker=sky_masker)
     out = []
     if pairs:  # warm-up: lazy engines, thread pools
-        compute_disparity_batch([(pairs[0].left, pairs[0].right)], config, backend, sky_masker, matcher)
+        labeller.label([pairs[0].left], [pairs[0].right])
     for pair in pairs:
         t0, c0 = time.perf_counter(), time.process_time()
-        result = compute_disparity_batch([(pair.left, pair.right)], config, backend, sky_masker, matcher)[0]
+        result = labeller.label([pair.left], [pair.right])[0]
         seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
         score = score_label(pair.name, result, pair.disparity, seconds, pair.megapixels)
         score.cpu_seconds = cpu

@@ -55,6 +55,7 @@ from pipeline.layouts import CropBox, Layout
 __all__ = [
     "StereoFrameTruth",
     "SampleMovie",
+    "SampleMovieSpec",
     "GroundTruth",
     "render_stereo_frame",
     "letterbox_crop",
@@ -638,93 +639,196 @@ class _Encoder:
             self._atomic.__exit__(RuntimeError, RuntimeError("aborted"), None)
 
 
-def make_sample_movie(
-    out_path: str | Path,
-    layout: str | Layout = "sbs-half",
-    seconds: float = 10.0,
-    size: tuple[int, int] = (320, 180),
-    fps: float = 24.0,
-    seed: int = 0,
-    chapters: int = 3,
-    shots: int | Sequence[int] | None = None,
-    vertical_offset_px: float = 0.0,
-    swap_eyes: bool = False,
-    letterbox: bool = True,
-    right_path: str | Path | None = None,
-    stereo_metadata: bool = True,
-    dark_shots: Sequence[int] = (),
-    crf: int = 18,
-    preset: str = "veryfast",
-    progress: bool = False,
-) -> SampleMovie:
-    """Render, encode and document a synthetic 3D movie.
+@dataclasses.dataclass(frozen=True)
+class SampleMovieSpec:
+    """What a sample movie looks like: everything :func:`make_sample_movie` renders from.
 
-    Args:
-        out_path: the ``.mkv`` to write (the left eye's file for ``separate``).
+    Attributes:
         layout: one of :class:`pipeline.layouts.Layout`'s values.
         seconds: duration.
         size: ``(width, height)`` of one full-resolution eye; both even (even halves for half layouts).
         fps: frame rate.
-        seed: makes the movie; the same arguments give the same frames and truth.
+        seed: makes the movie; the same spec gives the same frames and truth.
         chapters: number of chapters (each starts on a cut).
         shots: number of shots, or the frame count of each shot; default ``max(chapters + 2, seconds / 2)``.
         vertical_offset_px: shift of the right eye (down, in pixels).
         swap_eyes: store the right view in the left slot.
         letterbox: black bars at the top and bottom of each eye.
-        right_path: the right eye's file for ``separate`` (default ``<stem>-right.mkv``).
         stereo_metadata: write the MKV StereoMode tag (off: layout must be detected from content).
         dark_shots: indices of shots rendered as night scenes.
         crf, preset: x264 quality and speed.
+    """
+
+    layout: str | Layout = "sbs-half"
+    seconds: float = 10.0
+    size: tuple[int, int] = (320, 180)
+    fps: float = 24.0
+    seed: int = 0
+    chapters: int = 3
+    shots: int | Sequence[int] | None = None
+    vertical_offset_px: float = 0.0
+    swap_eyes: bool = False
+    letterbox: bool = True
+    stereo_metadata: bool = True
+    dark_shots: Sequence[int] = ()
+    crf: int = 18
+    preset: str = "veryfast"
+
+    def checked_layout(self) -> Layout:
+        """The layout, with the eye size it needs checked.
+
+        Raises:
+            ConfigError: an unknown layout, or an eye size the layout cannot pack.
+        """
+        try:
+            layout = Layout(self.layout)
+        except ValueError:
+            raise ConfigError(f"unknown layout {self.layout!r}; valid: {', '.join(l.value for l in Layout)}") from None
+        w, h = int(self.size[0]), int(self.size[1])
+        need_w = 4 if layout is Layout.SBS_HALF else 2
+        need_h = 4 if layout is Layout.TAB_HALF else 2
+        if w % need_w or h % need_h or w < 32 or h < 32:
+            raise ConfigError(
+                f"eye size {w}x{h} must be at least 32x32 with width a multiple of {need_w} and height of {need_h}"
+            )
+        return layout
+
+    def shot_bounds(self) -> list[tuple[int, int]]:
+        """``[start_frame, end_frame)`` of every shot (drawn from ``seed`` unless ``shots`` lists lengths).
+
+        Raises:
+            ConfigError: no frames, or shot lengths that do not cover the movie.
+        """
+        total = int(round(self.seconds * self.fps))
+        if total < 1:
+            raise ConfigError(f"seconds={self.seconds} gives no frames at {self.fps} fps")
+        rng = np.random.default_rng([int(self.seed), 7])
+        shots = self.shots
+        if shots is None or isinstance(shots, int):
+            n = shots if isinstance(shots, int) else max(self.chapters + 2, int(round(self.seconds / 2.0)))
+            lengths = _shot_lengths(total, n, self.fps, rng)
+        else:
+            lengths = [int(s) for s in shots]
+            if sum(lengths) != total or min(lengths) < 1:
+                raise ConfigError(f"shot lengths {lengths} must be positive and sum to {total} frames")
+        bounds, start = [], 0
+        for n_frames in lengths:
+            bounds.append((start, start + n_frames))
+            start += n_frames
+        return bounds
+
+
+def make_sample_movie(
+    out_path: str | Path,
+    spec: SampleMovieSpec | None = None,
+    *,
+    right_path: str | Path | None = None,
+    progress: bool = False,
+    **options: object,
+) -> SampleMovie:
+    """Render, encode and document a synthetic 3D movie.
+
+    Args:
+        out_path: the ``.mkv`` to write (the left eye's file for ``separate``).
+        spec: what the movie looks like (default :class:`SampleMovieSpec`).
+        right_path: the right eye's file for ``separate`` (default ``<stem>-right.mkv``).
         progress: show a progress bar.
+        options: :class:`SampleMovieSpec` fields set on ``spec`` (``make_sample_movie(path,
+            layout="tab-half", seconds=2)``).
 
     Returns:
         :class:`SampleMovie`, with the sidecar written next to the movie.
     """
-    try:
-        layout = Layout(layout)
-    except ValueError:
-        raise ConfigError(f"unknown layout {layout!r}; valid: {', '.join(l.value for l in Layout)}") from None
-    w, h = int(size[0]), int(size[1])
-    need_w = 4 if layout is Layout.SBS_HALF else 2
-    need_h = 4 if layout is Layout.TAB_HALF else 2
-    if w % need_w or h % need_h or w < 32 or h < 32:
-        raise ConfigError(
-            f"eye size {w}x{h} must be at least 32x32 with width a multiple of {need_w} and height of {need_h}"
-        )
+    spec = dataclasses.replace(spec or SampleMovieSpec(), **options)
+    layout = spec.checked_layout()
+    w, h = int(spec.size[0]), int(spec.size[1])
     out_path = Path(out_path)
-    total = int(round(seconds * fps))
-    if total < 1:
-        raise ConfigError(f"seconds={seconds} gives no frames at {fps} fps")
-    rng = np.random.default_rng([int(seed), 7])
-    if shots is None or isinstance(shots, int):
-        n = shots if isinstance(shots, int) else max(chapters + 2, int(round(seconds / 2.0)))
-        lengths = _shot_lengths(total, n, fps, rng)
-    else:
-        lengths = [int(s) for s in shots]
-        if sum(lengths) != total or min(lengths) < 1:
-            raise ConfigError(f"shot lengths {lengths} must be positive and sum to {total} frames")
-    bounds, start = [], 0
-    for n_frames in lengths:
-        bounds.append((start, start + n_frames))
-        start += n_frames
-    chapter_list = _chapters_for(bounds, chapters, fps)
-    crop = letterbox_crop(w, h, letterbox)
-    stereo_mode = STEREO_MODE_TAGS[layout.value] if stereo_metadata else None
-
+    bounds = spec.shot_bounds()
+    chapter_list = _chapters_for(bounds, spec.chapters, spec.fps)
+    stereo_mode = STEREO_MODE_TAGS[layout.value] if spec.stereo_metadata else None
     if layout is Layout.SEPARATE:
         right_path = Path(right_path) if right_path else out_path.with_name(out_path.stem + "-right.mkv")
-        frame_size = (w, h)
     else:
         right_path = None
-        probe = pack_eyes(np.zeros((h, w, 3), np.uint8), np.zeros((h, w, 3), np.uint8), layout)
-        frame_size = (probe.shape[1], probe.shape[0])
 
     meta_file = out_path.with_name(f".{out_path.name}.ffmetadata")
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    meta_file.write_text(_ffmetadata(chapter_list, f"depthmine sample movie (seed {seed})"))
-    encoders = [_Encoder(out_path, frame_size, fps, meta_file, stereo_mode, crf, preset)]
+    meta_file.write_text(_ffmetadata(chapter_list, f"depthmine sample movie (seed {spec.seed})"))
+    try:
+        disparity, sky = _encode_movie(spec, layout, bounds, out_path, right_path, meta_file, stereo_mode, progress)
+    finally:
+        meta_file.unlink(missing_ok=True)
+
+    crop = letterbox_crop(w, h, spec.letterbox)
+    gt_json, gt_npz = ground_truth_paths(out_path)
+    with atomic_path(gt_npz) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, disparity=disparity, sky=sky)
+    finite = disparity[np.isfinite(disparity)]
+    meta = {
+        "version": GT_VERSION,
+        "layout": layout.value,
+        "eye_width": w,
+        "eye_height": h,
+        "fps": spec.fps,
+        "frame_count": len(disparity),
+        "seed": int(spec.seed),
+        "shots": [list(b) for b in bounds],
+        "chapters": [{"start_s": a, "end_s": b, "title": t} for a, b, t in chapter_list],
+        "crop": crop.as_dict(),
+        "vertical_offset_px": float(spec.vertical_offset_px),
+        "swap_eyes": bool(spec.swap_eyes),
+        "stereo_mode": stereo_mode,
+        "files": {"video": out_path.name, "right": right_path.name if right_path else None},
+        "disparity_range_px": [float(finite.min()), float(finite.max())] if finite.size else None,
+        "letterbox": bool(spec.letterbox),
+        "dark_shots": sorted(int(d) for d in spec.dark_shots),
+        "disparity_convention": "left view; left x matches right x - d; larger is nearer; NaN in letterbox bars",
+    }
+    write_json_atomic(gt_json, meta)
+    log.info("wrote %s (%s, %d frames, %d shots)", out_path, layout.value, len(disparity), len(bounds))
+    return SampleMovie(
+        path=out_path,
+        right_path=right_path,
+        gt_json=gt_json,
+        gt_npz=gt_npz,
+        layout=layout.value,
+        eye_size=(w, h),
+        fps=spec.fps,
+        frame_count=len(disparity),
+        shots=bounds,
+        chapters=chapter_list,
+        crop=crop,
+        swap_eyes=bool(spec.swap_eyes),
+        vertical_offset_px=float(spec.vertical_offset_px),
+    )
+
+
+def _encode_movie(
+    spec: SampleMovieSpec,
+    layout: Layout,
+    bounds: list[tuple[int, int]],
+    out_path: Path,
+    right_path: Path | None,
+    meta_file: Path,
+    stereo_mode: str | None,
+    progress: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Render every frame, pack and encode it; returns the truth (disparity, sky) of every frame.
+
+    The encoders finish their files only when every frame was written (a failure leaves no movie).
+    """
+    w, h = int(spec.size[0]), int(spec.size[1])
+    fps = spec.fps
+    total = bounds[-1][1]
     if right_path is not None:
-        encoders.append(_Encoder(right_path, frame_size, fps, meta_file, None, crf, preset))
+        frame_size = (w, h)
+    else:
+        probe = pack_eyes(np.zeros((h, w, 3), np.uint8), np.zeros((h, w, 3), np.uint8), layout)
+        frame_size = (probe.shape[1], probe.shape[0])
+    encoders = [_Encoder(out_path, frame_size, fps, meta_file, stereo_mode, spec.crf, spec.preset)]
+    if right_path is not None:
+        encoders.append(_Encoder(right_path, frame_size, fps, meta_file, None, spec.crf, spec.preset))
     disparity = np.empty((total, h, w), np.float16)
     sky = np.empty((total, h, w), bool)
     ok = False
@@ -743,13 +847,13 @@ def make_sample_movie(
                 w,
                 h,
                 (i - s0) / fps,
-                seed,
+                spec.seed,
                 shot=shot_i,
                 shot_duration_s=(s1 - s0) / fps,
-                letterbox=letterbox,
-                vertical_offset_px=vertical_offset_px,
-                swap_eyes=swap_eyes,
-                dark=shot_i in dark_shots,
+                letterbox=spec.letterbox,
+                vertical_offset_px=spec.vertical_offset_px,
+                swap_eyes=spec.swap_eyes,
+                dark=shot_i in spec.dark_shots,
             )
             disparity[i] = truth.disparity
             sky[i] = truth.sky
@@ -763,47 +867,4 @@ def make_sample_movie(
     finally:
         for enc in encoders:
             enc.close(ok)
-        meta_file.unlink(missing_ok=True)
-
-    gt_json, gt_npz = ground_truth_paths(out_path)
-    with atomic_path(gt_npz) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez_compressed(fh, disparity=disparity, sky=sky)
-    finite = disparity[np.isfinite(disparity)]
-    meta = {
-        "version": GT_VERSION,
-        "layout": layout.value,
-        "eye_width": w,
-        "eye_height": h,
-        "fps": fps,
-        "frame_count": total,
-        "seed": int(seed),
-        "shots": [list(b) for b in bounds],
-        "chapters": [{"start_s": a, "end_s": b, "title": t} for a, b, t in chapter_list],
-        "crop": crop.as_dict(),
-        "vertical_offset_px": float(vertical_offset_px),
-        "swap_eyes": bool(swap_eyes),
-        "stereo_mode": stereo_mode,
-        "files": {"video": out_path.name, "right": right_path.name if right_path else None},
-        "disparity_range_px": [float(finite.min()), float(finite.max())] if finite.size else None,
-        "letterbox": bool(letterbox),
-        "dark_shots": sorted(int(d) for d in dark_shots),
-        "disparity_convention": "left view; left x matches right x - d; larger is nearer; NaN in letterbox bars",
-    }
-    write_json_atomic(gt_json, meta)
-    log.info("wrote %s (%s, %d frames, %d shots)", out_path, layout.value, total, len(bounds))
-    return SampleMovie(
-        path=out_path,
-        right_path=right_path,
-        gt_json=gt_json,
-        gt_npz=gt_npz,
-        layout=layout.value,
-        eye_size=(w, h),
-        fps=fps,
-        frame_count=total,
-        shots=bounds,
-        chapters=chapter_list,
-        crop=crop,
-        swap_eyes=bool(swap_eyes),
-        vertical_offset_px=float(vertical_offset_px),
-    )
+    return disparity, sky

@@ -560,123 +560,9 @@ class MovieScan:
 
     def _scan(self) -> Iterator[SampledFrame]:
         src = self.source
-        fps = src.info.fps
-        detector = build_detector(self.shot_config, fps)
-        latency = detector.latency
-        first_kept, last_kept = kept_frame_range(None, fps, src.info.chapters, self.sampling)
-        step = frame_step(fps, self.split, self.sampling)
-        shortest = min_clip_frames(fps, self.sampling)
-        thumb_w = int(self.shot_config.thumb_width)
-
+        one_pass = _ScanPass(self)
+        latency = one_pass.detector.latency
         ring: collections.deque[_Raw] = collections.deque()
-        cuts: set[int] = set()
-        state = {"start": 0, "confirmed": False, "shot_id": 0, "finalized": -1}
-        pending: list[_Raw] = []
-        mids: list[tuple[int, np.ndarray]] = []
-        mid_stride = [1]
-        # clips mode (rule 4c): the current clip's frames wait until its last frame is final
-        # without a cut before it, then wait with the shot's other clips until the shot is known
-        # to be long enough; a clip that meets a cut or the movie's end is dropped
-        clips_mode = self.sampling.mode == "clips"
-        span, stride = clip_span(self.sampling), int(self.sampling.clip_stride)
-        clip = {"offsets": None, "next": None, "frames": [], "broken": False}
-        pending_clips: list[list[_Raw]] = []
-
-        def start_clips() -> None:
-            clip["offsets"] = clip_offsets(fps, self.split, self.sampling)
-            clip["next"] = next(clip["offsets"], None)
-            clip["frames"], clip["broken"] = [], False
-
-        def emit(raw: _Raw, clip_id: int | None = None, clip_pos: int | None = None) -> SampledFrame:
-            left, right = src.eyes(raw)
-            self.samples.append(raw.index)
-            return SampledFrame(raw.index, raw.pts, state["shot_id"], left, right, clip_id, clip_pos)
-
-        def emit_clip(frames: list[_Raw]) -> Iterator[SampledFrame]:
-            clip_id = len(self.clips)
-            self.clips.append([r.index for r in frames])
-            for pos, r in enumerate(frames):
-                yield emit(r, clip_id, pos)
-
-        def clip_step(raw: _Raw, offset: int) -> Iterator[SampledFrame]:
-            """Rule 4c for one final frame of the current shot."""
-            a = clip["next"]
-            if a is None or offset < a:
-                return
-            if (offset - a) % stride == 0:
-                clip["frames"].append(raw)
-                clip["broken"] |= not (first_kept <= raw.index < last_kept)
-            if offset == a + span - 1:
-                frames, broken = clip["frames"], clip["broken"]
-                clip["frames"], clip["broken"] = [], False
-                clip["next"] = next(clip["offsets"], None)
-                if broken:
-                    return
-                if state["confirmed"]:
-                    yield from emit_clip(frames)
-                else:
-                    pending_clips.append(frames)
-
-        def close_shot(end: int) -> None:
-            shot = Shot(state["shot_id"], state["start"], end)
-            self.shots.append(shot)
-            if self.keep_thumbnails and mids:
-                middle = shot.start_frame + shot.frame_count // 2
-                best = min(mids, key=lambda m: abs(m[0] - middle))[1]
-                self.thumbnails[shot.shot_id] = (mids[0][1][..., ::-1].copy(), best[..., ::-1].copy())
-            mids.clear()
-            mid_stride[0] = 1
-            pending.clear()  # a shot shorter than min_clip: its candidates are dropped
-            pending_clips.clear()
-            if clips_mode:
-                start_clips()  # an unfinished clip of the closed shot is dropped: clips never cross cuts
-
-        def finalize(raw: _Raw) -> Iterator[SampledFrame]:
-            i = raw.index
-            if i in cuts:
-                close_shot(i)
-                state.update(start=i, confirmed=False, shot_id=state["shot_id"] + 1)
-            state["finalized"] = i
-            offset = i - state["start"]
-            if self.keep_thumbnails and raw.thumb is not None and offset % mid_stride[0] == 0:
-                mids.append((i, raw.thumb))
-                if len(mids) > 32:
-                    del mids[1::2]
-                    mid_stride[0] *= 2
-            if clips_mode:
-                if not state["confirmed"] and offset + 1 >= shortest:
-                    state["confirmed"] = True
-                    for frames in pending_clips:
-                        yield from emit_clip(frames)
-                    pending_clips.clear()
-                yield from clip_step(raw, offset)
-                return
-            candidate = first_kept <= i < last_kept and in_window(offset, fps, step, self.sampling)
-            if not state["confirmed"] and offset + 1 >= shortest:
-                state["confirmed"] = True
-                for p in pending:
-                    yield emit(p)
-                pending.clear()
-            if candidate:
-                if state["confirmed"]:
-                    yield emit(raw)
-                else:
-                    pending.append(raw)
-
-        def add_cuts(found: list[int]) -> None:
-            for c in found:
-                if c <= state["finalized"]:
-                    log.warning(
-                        "%s: detector reported cut %d after frame %d was final; ignored",
-                        src.path,
-                        c,
-                        state["finalized"],
-                    )
-                else:
-                    cuts.add(c)
-
-        if clips_mode:
-            start_clips()
         bar = None
         if self.progress:
             from tqdm import tqdm
@@ -684,24 +570,30 @@ class MovieScan:
             bar = tqdm(total=src.info.frame_count or None, desc=f"scanning {src.path.name}", unit="frame")
         last_index = -1
         try:
-            for raw in src.iter_raw(thumb_width=thumb_w):
+            for raw in src.iter_raw(thumb_width=int(self.shot_config.thumb_width)):
                 last_index = raw.index
-                add_cuts(detector.push(raw.index, raw.thumb))
+                one_pass.add_cuts(one_pass.detector.push(raw.index, raw.thumb))
                 ring.append(raw)
                 while ring and ring[0].index <= raw.index - latency:
-                    yield from finalize(ring.popleft())
+                    yield from one_pass.finalize(ring.popleft())
                 if bar is not None:
                     bar.update(1)
-            add_cuts(detector.finish())
+            one_pass.add_cuts(one_pass.detector.finish())
             while ring:
-                yield from finalize(ring.popleft())
+                yield from one_pass.finalize(ring.popleft())
         finally:
             if bar is not None:
                 bar.close()
         frame_count = last_index + 1
         if frame_count == 0:
             raise BadInputError(src.path, "no video frame could be decoded", "the file may be truncated or corrupt")
-        close_shot(frame_count)
+        one_pass.close_shot(frame_count)
+        self._finish(frame_count)
+
+    def _finish(self, frame_count: int) -> None:
+        """Record the decoded frame count and check what was yielded against the pure sampling rules."""
+        src = self.source
+        fps = src.info.fps
         self.frame_count = frame_count
         expected = src.info.frame_count
         if expected and abs(expected - frame_count) > max(2, 0.02 * expected):
@@ -714,7 +606,7 @@ class MovieScan:
             raise RuntimeError(
                 f"one-pass sampling diverged from sample_frames ({len(self.samples)} vs {len(rule)} frames)"
             )
-        if clips_mode:
+        if self.sampling.mode == "clips":
             rule_clips = sample_clips(
                 self.shots, fps, self.split, src.info.chapters, self.sampling, frame_count=frame_count
             )
@@ -731,6 +623,153 @@ class MovieScan:
             len(self.samples),
             self.split,
         )
+
+
+@dataclasses.dataclass
+class _ShotState:
+    """Where one decode pass stands in the current shot."""
+
+    shot_id: int = 0
+    start: int = 0
+    #: the shot is known to be at least the shortest kept clip: its samples go out as they become final
+    confirmed: bool = False
+    #: candidate frames (frames mode) or whole clips (clips mode) waiting for the shot to be confirmed;
+    #: a shot that ends shorter drops them
+    pending: list[_Raw] = dataclasses.field(default_factory=list)
+    pending_clips: list[list[_Raw]] = dataclasses.field(default_factory=list)
+    #: thumbnails for the contact sheet, thinned by doubling ``mid_stride`` to stay at most 32
+    mids: list[tuple[int, np.ndarray]] = dataclasses.field(default_factory=list)
+    mid_stride: int = 1
+
+
+@dataclasses.dataclass
+class _ClipState:
+    """The clip being collected (clips mode): its frames wait until its last frame is final without a cut."""
+
+    offsets: Iterator[int] | None = None  # the shot's remaining clip start offsets (rule 4c)
+    next: int | None = None  # the current clip's start offset in the shot, None: no more clips
+    frames: list[_Raw] = dataclasses.field(default_factory=list)
+    broken: bool = False  # a frame outside the kept range (chapters dropped): the clip is dropped
+
+
+class _ScanPass:
+    """The state of one :class:`MovieScan` decode pass and the sampling rules it applies frame by frame.
+
+    Frames reach :meth:`finalize` in order once the shot detector can no longer report a cut at or
+    before them (its latency); a cut closes the shot (:meth:`close_shot`). Results go to the scan's
+    ``shots``, ``samples``, ``clips`` and ``thumbnails``.
+    """
+
+    def __init__(self, scan: MovieScan):
+        src = scan.source
+        fps = src.info.fps
+        self.scan = scan
+        self.src = src
+        self.fps = fps
+        self.detector = build_detector(scan.shot_config, fps)
+        self.first_kept, self.last_kept = kept_frame_range(None, fps, src.info.chapters, scan.sampling)
+        self.step = frame_step(fps, scan.split, scan.sampling)
+        self.shortest = min_clip_frames(fps, scan.sampling)
+        self.clips_mode = scan.sampling.mode == "clips"
+        self.span, self.stride = clip_span(scan.sampling), int(scan.sampling.clip_stride)
+        self.cuts: set[int] = set()
+        self.finalized = -1  # the last final frame: a cut reported at or before it comes too late
+        self.shot = _ShotState()
+        self.clip = _ClipState()
+        if self.clips_mode:
+            self.start_clips()
+
+    # -- shots -----------------------------------------------------------------------------
+    def add_cuts(self, found: list[int]) -> None:
+        for c in found:
+            if c <= self.finalized:
+                log.warning(
+                    "%s: detector reported cut %d after frame %d was final; ignored", self.src.path, c, self.finalized
+                )
+            else:
+                self.cuts.add(c)
+
+    def close_shot(self, end: int) -> None:
+        """The current shot ends before frame ``end``; the next one starts there."""
+        st, scan = self.shot, self.scan
+        shot = Shot(st.shot_id, st.start, end)
+        scan.shots.append(shot)
+        if scan.keep_thumbnails and st.mids:
+            middle = shot.start_frame + shot.frame_count // 2
+            best = min(st.mids, key=lambda m: abs(m[0] - middle))[1]
+            scan.thumbnails[shot.shot_id] = (st.mids[0][1][..., ::-1].copy(), best[..., ::-1].copy())
+        # a shot shorter than min_clip drops its pending candidates with its state
+        self.shot = _ShotState(shot_id=st.shot_id + 1, start=end)
+        if self.clips_mode:
+            self.start_clips()  # an unfinished clip of the closed shot is dropped: clips never cross cuts
+
+    def finalize(self, raw: _Raw) -> Iterator[SampledFrame]:
+        """One final frame: cut, thumbnail, then the sampling rule of the mode."""
+        i = raw.index
+        if i in self.cuts:
+            self.close_shot(i)
+        self.finalized = i
+        st = self.shot
+        offset = i - st.start
+        if self.scan.keep_thumbnails and raw.thumb is not None and offset % st.mid_stride == 0:
+            st.mids.append((i, raw.thumb))
+            if len(st.mids) > 32:
+                del st.mids[1::2]
+                st.mid_stride *= 2
+        confirms = not st.confirmed and offset + 1 >= self.shortest
+        if confirms:
+            st.confirmed = True
+        if self.clips_mode:
+            if confirms:
+                for frames in st.pending_clips:
+                    yield from self.emit_clip(frames)
+                st.pending_clips.clear()
+            yield from self.clip_step(raw, offset)
+            return
+        if confirms:
+            for p in st.pending:
+                yield self.emit(p)
+            st.pending.clear()
+        if self.first_kept <= i < self.last_kept and in_window(offset, self.fps, self.step, self.scan.sampling):
+            if st.confirmed:
+                yield self.emit(raw)
+            else:
+                st.pending.append(raw)
+
+    # -- samples -----------------------------------------------------------------------------
+    def emit(self, raw: _Raw, clip_id: int | None = None, clip_pos: int | None = None) -> SampledFrame:
+        left, right = self.src.eyes(raw)
+        self.scan.samples.append(raw.index)
+        return SampledFrame(raw.index, raw.pts, self.shot.shot_id, left, right, clip_id, clip_pos)
+
+    def emit_clip(self, frames: list[_Raw]) -> Iterator[SampledFrame]:
+        clip_id = len(self.scan.clips)
+        self.scan.clips.append([r.index for r in frames])
+        for pos, r in enumerate(frames):
+            yield self.emit(r, clip_id, pos)
+
+    def start_clips(self) -> None:
+        offsets = clip_offsets(self.fps, self.scan.split, self.scan.sampling)
+        self.clip = _ClipState(offsets=offsets, next=next(offsets, None))
+
+    def clip_step(self, raw: _Raw, offset: int) -> Iterator[SampledFrame]:
+        """Rule 4c for one final frame of the current shot."""
+        clip = self.clip
+        a = clip.next
+        if a is None or offset < a:
+            return
+        if (offset - a) % self.stride == 0:
+            clip.frames.append(raw)
+            clip.broken |= not (self.first_kept <= raw.index < self.last_kept)
+        if offset == a + self.span - 1:
+            frames, broken = clip.frames, clip.broken
+            self.clip = _ClipState(offsets=clip.offsets, next=next(clip.offsets, None))
+            if broken:
+                return
+            if self.shot.confirmed:
+                yield from self.emit_clip(frames)
+            else:
+                self.shot.pending_clips.append(frames)
 
 
 def scan_movie(

@@ -248,6 +248,37 @@ def test_validation_samples_are_centre_crops(shards_ds):
     assert [_key(s) for s in a] == [_key(s) for s in validation_samples(spec, 5, 32)]
 
 
+# ---- the one registry of dataset kinds -----------------------------------------------------
+
+
+def test_every_kind_opens_through_the_registry(shards_ds):
+    from training.clips import ClipDataset
+    from training.datasets import DATASET_KINDS, build_dataset
+
+    shards = build_dataset(DatasetSpec(kind="shards", path=str(shards_ds)), CENTRE, 0)
+    synthetic = build_dataset(DatasetSpec(kind="synthetic", size=3, image_size=(48, 32)), CENTRE, 0)
+    assert type(shards) is ShardDataset and not isinstance(shards, ClipDataset)
+    assert isinstance(synthetic, PositionDataset) and isinstance(synthetic.base, SyntheticDataset)
+    assert {k: DATASET_KINDS[k].adapter for k in ("folder", "csv")} == {"folder": FolderDataset, "csv": CsvDataset}
+    with pytest.raises(ConfigError, match="unknown dataset kind 'shard'; valid: csv, folder, shards, synthetic"):
+        build_dataset(DatasetSpec(kind="shard", path=str(shards_ds)), CENTRE, 0)
+
+
+def test_configuration_asks_the_registry_for_kinds_and_their_checks():
+    import training.config as config
+    from training.config import DataConfig, TrainConfig
+
+    assert not hasattr(config, "DATASET_KINDS")  # one list of kinds: the registry's
+    with pytest.raises(ConfigError, match=r"kind 'hdf5' is not one of csv, folder, shards, synthetic"):
+        TrainConfig(data=DataConfig(datasets=[DatasetSpec(kind="hdf5", path="x")])).validate()
+    with pytest.raises(ConfigError, match="target 'depht'"):
+        TrainConfig(data=DataConfig(datasets=[DatasetSpec(kind="csv", path="x", target="depht")])).validate()
+    with pytest.raises(ConfigError, match="synthetic size"):
+        TrainConfig(data=DataConfig(datasets=[DatasetSpec(kind="synthetic", size=0)])).validate()
+    with pytest.raises(ConfigError, match="not clips: s"):
+        TrainConfig(data=DataConfig(datasets=[DatasetSpec(name="s", kind="synthetic")], clip_frames=2)).validate()
+
+
 # ---- the shards' per-pixel uncertainty ----------------------------------------------------
 
 

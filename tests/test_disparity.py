@@ -28,6 +28,7 @@ from pipeline.disparity import (
     compute_disparity_batch,
     decide_swapped_eyes,
     detect_swapped_eyes,
+    preset_config,
     resize_result,
 )
 from pipeline.errors import ConfigError
@@ -175,6 +176,38 @@ def test_batch_matches_single_and_keeps_order():
     single = compute_disparity(b.left, b.right, cfg, backend=backend)
     np.testing.assert_allclose(results[2].disparity, single.disparity, atol=1e-5)
     assert results[1].stats.disparity_p95 == pytest.approx(results[0].stats.disparity_p95 / 2, abs=1.0)
+
+
+def test_labeller_labels_batches_like_compute_disparity_batch():
+    a, b = frame(0), frame(2, t=2.0)
+    from pipeline.disparity import Labeller
+
+    labeller = Labeller(DisparityConfig())
+    first = labeller.label([a.left, b.left], [a.right, b.right])
+    again = labeller.label([b.left], [b.right])  # the same engines, a second batch
+    reference = compute_disparity_batch([(a.left, a.right), (b.left, b.right)], DisparityConfig())
+    for got, want in zip(first, reference):
+        np.testing.assert_array_equal(got.disparity, want.disparity)
+        np.testing.assert_array_equal(got.sky, want.sky)
+    np.testing.assert_array_equal(again[0].disparity, reference[1].disparity)
+    with pytest.raises(ValueError, match="2 left views for 1 right views"):
+        labeller.label([a.left, b.left], [a.right])
+
+
+def test_labeller_owns_its_engines_and_the_module_caches_nothing():
+    import threading
+
+    import pipeline.disparity as disparity
+    from pipeline.disparity import Labeller
+    from pipeline.sky import HeuristicSkyMasker, NoSkyMasker
+
+    assert not [name for name, value in vars(disparity).items() if isinstance(value, threading.local)]
+    one, two = Labeller(DisparityConfig()), Labeller(DisparityConfig())
+    assert isinstance(one.sky_masker, HeuristicSkyMasker) and one.sky_masker is not two.sky_masker
+    assert one.backend is not two.backend and one.matcher is not None
+    own = NoSkyMasker()
+    assert Labeller(DisparityConfig(), sky_masker=own).sky_masker is own
+    assert Labeller(preset_config("flow-only")).matcher is None
 
 
 def test_working_width_returns_disparity_in_input_pixels(labelled):

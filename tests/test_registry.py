@@ -40,11 +40,10 @@ def test_every_plug_in_point_is_a_registry_and_keeps_its_public_names():
     from pipeline.flow import BACKENDS, available_backends, get_backend
     from pipeline.sky import MASKERS, available_sky_maskers, get_sky_masker
     from training.benchmarks import LOADERS, PROTOCOLS, get_loader
-    from training.config import DATASET_KINDS
-    from training.datasets import ADAPTERS
+    from training.datasets import DATASET_KINDS, DatasetKind
     from training.encoders import ENCODERS, available_encoders, create_encoder
 
-    for registry in (BACKENDS, MASKERS, LOADERS, ADAPTERS, ENCODERS):
+    for registry in (BACKENDS, MASKERS, LOADERS, DATASET_KINDS, ENCODERS):
         assert isinstance(registry, Registry)
     assert available_backends() == BACKENDS.names() and "ptlflow:<model>" in available_backends()
     assert type(get_backend("sgbm")).__name__ == "SgbmBackend"
@@ -53,7 +52,9 @@ def test_every_plug_in_point_is_a_registry_and_keeps_its_public_names():
     assert available_encoders() == ENCODERS.names() and "timm:<model name>" in ENCODERS.names()
     assert create_encoder("tiny").channels
     assert set(LOADERS) == set(PROTOCOLS) and get_loader(" KITTI ").NAME == "kitti"
-    assert set(DATASET_KINDS) == {"shards", *ADAPTERS}
+    assert set(DATASET_KINDS) == {"shards", "folder", "csv", "synthetic"}
+    assert all(isinstance(DATASET_KINDS.create(kind), DatasetKind) for kind in DATASET_KINDS)
+    assert [kind for kind in DATASET_KINDS if DATASET_KINDS.create(kind).clips] == ["shards"]
     with pytest.raises(ConfigError, match="valid: .*dis-medium"):
         get_backend("dis-mediun")
 

@@ -94,6 +94,22 @@ def test_sample_movie_is_deterministic(tmp_path):
     assert np.array_equal(ta.disparity, tb.disparity, equal_nan=True) and ta.shots == tb.shots
 
 
+def test_sample_movie_spec_and_keywords_make_the_same_movie(tmp_path):
+    from pipeline.synthetic import SampleMovieSpec
+
+    spec = SampleMovieSpec(seconds=1.0, size=(64, 36), chapters=1, seed=3, dark_shots=(1,))
+    a = make_sample_movie(tmp_path / "a.mkv", spec)
+    b = make_sample_movie(tmp_path / "b.mkv", seconds=1.0, size=(64, 36), chapters=1, seed=3, dark_shots=(1,))
+    c = make_sample_movie(tmp_path / "c.mkv", spec, seed=4)  # keywords override the spec's fields
+    ta, tb, tc = (load_ground_truth(m.path) for m in (a, b, c))
+    assert np.array_equal(ta.disparity, tb.disparity, equal_nan=True) and ta.shots == tb.shots == spec.shot_bounds()
+    meta_a, meta_b = (json.loads(m.gt_json.read_text()) for m in (a, b))
+    assert {**meta_a, "files": None} == {**meta_b, "files": None} and meta_a["dark_shots"] == [1]
+    assert not np.array_equal(ta.disparity, tc.disparity, equal_nan=True)
+    with pytest.raises(TypeError, match="frames_per_second"):
+        make_sample_movie(tmp_path / "d.mkv", frames_per_second=24)
+
+
 @pytest.mark.parametrize("size", [(33, 36), (64, 35), (16, 16)], ids=["odd-width", "odd-height", "too-small"])
 def test_bad_sizes_are_config_errors(tmp_path, size):
     with pytest.raises(ConfigError, match="eye size"):

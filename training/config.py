@@ -34,7 +34,6 @@ __all__ = [
     "demo_train_config",
 ]
 
-DATASET_KINDS = ("shards", "folder", "csv", "synthetic")
 VALIDITY_RULES = ("positive", "finite", "nonzero")
 TARGET_KINDS = ("depth", "depth_up_to_scale", "inverse_depth", "disparity", "disparity_up_to_scale_shift")
 
@@ -235,19 +234,7 @@ class TrainConfig:
             *([("data.val", d.val)] if d.val else []),
         ]:
             label = f"{where} ({spec.name!r})"
-            if spec.kind not in DATASET_KINDS:
-                raise ConfigError(f"{label}: kind {spec.kind!r} is not one of {', '.join(DATASET_KINDS)}")
-            if spec.kind in ("folder", "csv"):
-                if spec.target not in TARGET_KINDS:
-                    raise ConfigError(f"{label}: target {spec.target!r} is not one of {', '.join(TARGET_KINDS)}")
-                if spec.validity not in VALIDITY_RULES:
-                    raise ConfigError(f"{label}: validity {spec.validity!r} is not one of {', '.join(VALIDITY_RULES)}")
-                if not spec.target_scale > 0:
-                    raise ConfigError(f"{label}: target_scale must be > 0 (got {spec.target_scale})")
-            if spec.kind != "synthetic" and not spec.path:
-                raise ConfigError(f"{label}: path is empty")
-            if spec.kind == "synthetic" and (spec.size < 1 or min(spec.image_size) < 8):
-                raise ConfigError(f"{label}: synthetic size must be >= 1 and image_size at least 8x8")
+            dataset_kind(spec.kind, label).check(spec, label)
             if spec.shuffle_buffer < 1:
                 raise ConfigError(f"{label}: shuffle_buffer must be >= 1")
         if d.batch_size < 1:
@@ -275,7 +262,7 @@ class TrainConfig:
         if d.clip_frames > 1:
             from training.temporal import TEMPORAL_KINDS
 
-            others = [s.name for s in d.datasets if s.kind != "shards"]
+            others = [s.name for s in d.datasets if not dataset_kind(s.kind, "").clips]
             if others:
                 raise ConfigError(
                     f"data.clip_frames={d.clip_frames} trains on clips of shard datasets; "
@@ -306,6 +293,20 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return config_to_dict(self)
+
+
+def dataset_kind(kind: str, label: str):
+    """The :class:`training.datasets.DatasetKind` called ``kind``, from the one registry of kinds
+    (:data:`training.datasets.DATASET_KINDS`; imported on use: the datasets module imports this one).
+
+    Raises:
+        ConfigError: an unknown kind, naming ``label`` and the valid kinds.
+    """
+    from training.datasets import DATASET_KINDS
+
+    if kind not in DATASET_KINDS:
+        raise ConfigError(f"{label}: kind {kind!r} is not one of {', '.join(DATASET_KINDS.names())}")
+    return DATASET_KINDS.create(kind)
 
 
 def train_config_from_dict(data: dict[str, Any], where: str = "config") -> TrainConfig:

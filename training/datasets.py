@@ -44,7 +44,10 @@ __all__ = [
     "PositionDataset",
     "GlobalBatchSampler",
     "MixedLoader",
-    "ADAPTERS",
+    "DATASET_KINDS",
+    "DatasetKind",
+    "OpenOptions",
+    "dataset_kind",
     "build_dataset",
     "dist_info",
     "validation_samples",
@@ -577,11 +580,175 @@ class GlobalBatchSampler(Sampler[list[int]]):
         return (self.max_batches if self.max_batches is not None else 2**31) - self.start
 
 
-#: the dataset kinds other than ``shards`` (:class:`pipeline.registry.Registry`): ``kind -> adapter(spec)``
-ADAPTERS: Registry = Registry("dataset kind")
-ADAPTERS.register("folder", FolderDataset)
-ADAPTERS.register("csv", CsvDataset)
-ADAPTERS.register("synthetic", SyntheticDataset)
+# ---------------------------------------------------------------------------------------------
+# dataset kinds: one registry, one base class
+
+
+@dataclass(frozen=True)
+class OpenOptions:
+    """How the trainer opens every dataset of a run (the same for all kinds; a kind uses what it needs).
+
+    ``uncertainty``: how shard labels use their stored uncertainty; with weighting on, samples of the
+    other kinds carry all-ones weights. ``clip_frames > 1``: clips instead of frames (kinds with
+    :attr:`DatasetKind.clips`).
+    """
+
+    augment: AugmentConfig
+    seed: int
+    infinite: bool = True
+    shuffle: bool = True
+    uncertainty: UncertaintyUse = UncertaintyUse()
+    rank: int | None = None
+    world_size: int | None = None
+    clip_frames: int = 1
+    clip_max_rejected: int | None = None
+
+
+class DatasetKind:
+    """One kind of training dataset (``DatasetSpec.kind``): how a spec of that kind is checked and opened.
+
+    A new kind is one subclass registered in :data:`DATASET_KINDS`; the configuration's validation,
+    :func:`build_dataset` and :func:`validation_samples` ask the registry, so there is no other list of
+    kinds to keep in step.
+
+    Attributes:
+        clips: the kind can feed clips (``data.clip_frames > 1``).
+        needs_path: ``DatasetSpec.path`` must be set.
+    """
+
+    clips: bool = False
+    needs_path: bool = True
+
+    def check(self, spec: DatasetSpec, label: str) -> None:
+        """Check the spec's values for this kind without touching files (:meth:`TrainConfig.validate`).
+
+        Raises:
+            ConfigError: naming ``label`` and the value.
+        """
+        if self.needs_path and not spec.path:
+            raise ConfigError(f"{label}: path is empty")
+
+    def open(self, spec: DatasetSpec, options: OpenOptions) -> Dataset:
+        """The dataset object the trainer reads (a streaming :class:`ShardDataset` or a
+        :class:`PositionDataset` read through :class:`GlobalBatchSampler`)."""
+        raise NotImplementedError
+
+    def first_samples(self, spec: DatasetSpec, n: int, options: OpenOptions) -> list[dict[str, torch.Tensor]]:
+        """Up to ``n`` samples in order (validation); map-style datasets by position."""
+        ds = self.open(spec, options)
+        return [ds[i] for i in range(min(n, len(ds)))]
+
+
+#: every dataset kind by name (:class:`pipeline.registry.Registry`): ``DATASET_KINDS.create(kind)`` is
+#: its :class:`DatasetKind`; an unknown kind lists the valid ones.
+DATASET_KINDS: Registry = Registry("dataset kind")
+
+
+@DATASET_KINDS.register("shards")
+class ShardsKind(DatasetKind):
+    """A depthmine dataset (folder, ``manifest.json`` or URI): :class:`ShardDataset`, or with
+    ``clip_frames > 1`` :class:`training.clips.ClipDataset`."""
+
+    clips = True
+
+    def _streaming(self, spec: DatasetSpec, o: OpenOptions) -> dict[str, Any]:
+        return dict(
+            augment=o.augment,
+            seed=o.seed,
+            shuffle=o.shuffle,
+            shuffle_buffer=spec.shuffle_buffer,
+            infinite=o.infinite,
+            movie_ids=spec.movie_ids,
+            uncertainty=o.uncertainty,
+            rank=o.rank,
+            world_size=o.world_size,
+        )
+
+    def open(self, spec: DatasetSpec, options: OpenOptions) -> ShardDataset:
+        if options.clip_frames > 1:
+            from training.clips import ClipDataset
+
+            return ClipDataset(
+                spec.path,
+                spec.split,
+                clip_frames=options.clip_frames,
+                max_rejected=options.clip_max_rejected,
+                **self._streaming(spec, options),
+            )
+        return ShardDataset(spec.path, spec.split, **self._streaming(spec, options))
+
+    def first_samples(self, spec: DatasetSpec, n: int, options: OpenOptions) -> list[dict[str, torch.Tensor]]:
+        out: list[dict[str, torch.Tensor]] = []
+        for sample in self.open(spec, options):
+            out.append(sample)
+            if len(out) >= n:
+                break
+        return out
+
+
+class _MapKind(DatasetKind):
+    """A map-style adapter (``adapter(spec)`` with ``len`` and ``load(i)``), read by stream position."""
+
+    adapter: Any = None
+
+    def open(self, spec: DatasetSpec, options: OpenOptions) -> PositionDataset:
+        return PositionDataset(
+            type(self).adapter(spec),
+            options.augment,
+            options.seed,
+            options.shuffle,
+            weighting=options.uncertainty.weighting,
+        )
+
+
+class _PairKind(_MapKind):
+    """Folder and CSV adapters: a declared target kind, a validity rule and a scale."""
+
+    def check(self, spec: DatasetSpec, label: str) -> None:
+        from training.config import TARGET_KINDS, VALIDITY_RULES
+
+        if spec.target not in TARGET_KINDS:
+            raise ConfigError(f"{label}: target {spec.target!r} is not one of {', '.join(TARGET_KINDS)}")
+        if spec.validity not in VALIDITY_RULES:
+            raise ConfigError(f"{label}: validity {spec.validity!r} is not one of {', '.join(VALIDITY_RULES)}")
+        if not spec.target_scale > 0:
+            raise ConfigError(f"{label}: target_scale must be > 0 (got {spec.target_scale})")
+        super().check(spec, label)
+
+
+@DATASET_KINDS.register("folder")
+class FolderKind(_PairKind):
+    """:class:`FolderDataset`."""
+
+    adapter = FolderDataset
+
+
+@DATASET_KINDS.register("csv")
+class CsvKind(_PairKind):
+    """:class:`CsvDataset`."""
+
+    adapter = CsvDataset
+
+
+@DATASET_KINDS.register("synthetic")
+class SyntheticKind(_MapKind):
+    """:class:`SyntheticDataset` (no files)."""
+
+    adapter = SyntheticDataset
+    needs_path = False
+
+    def check(self, spec: DatasetSpec, label: str) -> None:
+        if spec.size < 1 or min(spec.image_size) < 8:
+            raise ConfigError(f"{label}: synthetic size must be >= 1 and image_size at least 8x8")
+
+
+def dataset_kind(kind: str) -> DatasetKind:
+    """The :class:`DatasetKind` called ``kind``.
+
+    Raises:
+        ConfigError: an unknown kind (the message lists :data:`DATASET_KINDS`).
+    """
+    return DATASET_KINDS.create(kind)
 
 
 def build_dataset(
@@ -597,48 +764,20 @@ def build_dataset(
     clip_frames: int = 1,
     clip_max_rejected: int | None = None,
 ) -> ShardDataset | PositionDataset:
-    """The dataset object for one :class:`DatasetSpec` (an unknown kind lists the valid ones).
-
-    ``uncertainty``: how shard labels use their stored uncertainty; with weighting on, samples of
-    the other kinds carry all-ones weights. ``clip_frames > 1``: a shard dataset of clips
-    (:class:`training.clips.ClipDataset`).
-    """
-    uncertainty = uncertainty or UncertaintyUse()
-    if spec.kind == "shards" and clip_frames > 1:
-        from training.clips import ClipDataset
-
-        return ClipDataset(
-            spec.path,
-            spec.split,
-            clip_frames=clip_frames,
-            max_rejected=clip_max_rejected,
-            augment=augment_config,
-            seed=seed,
-            shuffle=shuffle,
-            shuffle_buffer=spec.shuffle_buffer,
-            infinite=infinite,
-            movie_ids=spec.movie_ids,
-            uncertainty=uncertainty,
-            rank=rank,
-            world_size=world_size,
-        )
-    if spec.kind == "shards":
-        return ShardDataset(
-            spec.path,
-            spec.split,
-            augment=augment_config,
-            seed=seed,
-            shuffle=shuffle,
-            shuffle_buffer=spec.shuffle_buffer,
-            infinite=infinite,
-            movie_ids=spec.movie_ids,
-            uncertainty=uncertainty,
-            rank=rank,
-            world_size=world_size,
-        )
-    if spec.kind not in ADAPTERS:
-        raise ConfigError(f"dataset kind {spec.kind!r}: valid kinds: shards, {', '.join(ADAPTERS.names())}")
-    return PositionDataset(ADAPTERS[spec.kind](spec), augment_config, seed, shuffle, weighting=uncertainty.weighting)
+    """The dataset object for one :class:`DatasetSpec`, opened by its kind (:data:`DATASET_KINDS`;
+    an unknown kind lists the valid ones). Arguments as :class:`OpenOptions`."""
+    options = OpenOptions(
+        augment_config,
+        seed,
+        infinite=infinite,
+        shuffle=shuffle,
+        uncertainty=uncertainty or UncertaintyUse(),
+        rank=rank,
+        world_size=world_size,
+        clip_frames=clip_frames,
+        clip_max_rejected=clip_max_rejected,
+    )
+    return dataset_kind(spec.kind).open(spec, options)
 
 
 def _collate(samples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -704,25 +843,8 @@ class MixedLoader:
 
 
 def validation_samples(spec: DatasetSpec, n: int, size: int, seed: int = 0) -> list[dict[str, torch.Tensor]]:
-    """Up to ``n`` centre-cropped validation samples of side ``size`` (deterministic)."""
-    aug = AugmentConfig(size=size, enabled=False)
-    if spec.kind == "shards":
-        ds = ShardDataset(
-            spec.path,
-            spec.split,
-            augment=aug,
-            seed=seed,
-            shuffle=False,
-            infinite=False,
-            movie_ids=spec.movie_ids,
-            rank=0,
-            world_size=1,
-        )
-        out = []
-        for sample in ds:
-            out.append(sample)
-            if len(out) >= n:
-                break
-        return out
-    base = build_dataset(spec, aug, seed, shuffle=False)
-    return [base[i] for i in range(min(n, len(base)))]
+    """Up to ``n`` centre-cropped validation samples of side ``size`` (deterministic, in stored order)."""
+    options = OpenOptions(
+        AugmentConfig(size=size, enabled=False), seed, infinite=False, shuffle=False, rank=0, world_size=1
+    )
+    return dataset_kind(spec.kind).first_samples(spec, n, options)

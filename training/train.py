@@ -312,27 +312,53 @@ def run_training(config: TrainConfig, *, announce: bool = True) -> TrainResult:
 
 
 def _train(cfg: TrainConfig, ctx: _Dist) -> TrainResult:
-    out_dir = Path(cfg.out_dir)
-    torch.manual_seed(cfg.seed)
-    if ctx.main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        with atomic_open(out_dir / "config.yaml", "w", encoding="utf-8") as fh:
-            yaml.safe_dump(config_to_dict(cfg), fh, sort_keys=False)
+    return _Trainer(cfg, ctx).run()
 
-    # -- model and optimizer -------------------------------------------------------------
-    model = build_model(cfg.model).to(ctx.device)
-    pretrained = bool(cfg.model.pretrained_path)
-    o = cfg.optim
-    optimizer = torch.optim.Adam(
-        param_groups(model, o.lr_pretrained, o.lr_new, pretrained, o.weight_decay), betas=tuple(o.betas)
-    )
-    amp_dtype = _precision(cfg, ctx.device)
-    scaler = torch.amp.GradScaler(ctx.device.type) if amp_dtype == torch.float16 else None
 
-    # -- resume --------------------------------------------------------------------------
-    step = start_batch = 0
-    resume_path = _resolve_resume(cfg)
-    if resume_path is not None:
+class _Trainer:
+    """One training run in this process; the constructor sets it up, :meth:`run` trains.
+
+    Set-up, in this order (the order fixes the random streams a resumed run replays): the run folder
+    and ``config.yaml``, the model (seeded), Adam with two learning-rate groups and the grad scaler,
+    the resume from a checkpoint, the wrappers (SyncBatchNorm, DDP, compile), the data, the loss and
+    the mixer. Then :meth:`run`: :meth:`train_step` per step, the logging window, the checkpoints,
+    and :meth:`finish` (final validation and ``final.pt``).
+    """
+
+    def __init__(self, cfg: TrainConfig, ctx: _Dist):
+        self.cfg, self.ctx = cfg, ctx
+        self.out_dir = Path(cfg.out_dir)
+        torch.manual_seed(cfg.seed)
+        if ctx.main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            with atomic_open(self.out_dir / "config.yaml", "w", encoding="utf-8") as fh:
+                yaml.safe_dump(config_to_dict(cfg), fh, sort_keys=False)
+        self._build_model()
+        self.step, start_batch = self._resume()
+        self._wrap_model()
+        self._build_data(start_batch)
+        self.loss_fn = _loss_function(cfg)
+        self.mixer = create_mixer(cfg.mixing)
+        self.shared = self.model.encoder_parameters()
+        self.names = [spec.name for spec in cfg.data.datasets]
+
+    # -- set-up --------------------------------------------------------------------------
+    def _build_model(self) -> None:
+        cfg, o = self.cfg, self.cfg.optim
+        self.model = build_model(cfg.model).to(self.ctx.device)
+        pretrained = bool(cfg.model.pretrained_path)
+        self.optimizer = torch.optim.Adam(
+            param_groups(self.model, o.lr_pretrained, o.lr_new, pretrained, o.weight_decay), betas=tuple(o.betas)
+        )
+        self.amp_dtype = _precision(cfg, self.ctx.device)
+        self.scaler = torch.amp.GradScaler(self.ctx.device.type) if self.amp_dtype == torch.float16 else None
+
+    def _resume(self) -> tuple[int, int]:
+        """``(step, loader batches handed out)`` of the checkpoint resumed from; ``(0, 0)`` for a new run."""
+        cfg = self.cfg
+        resume_path = _resolve_resume(cfg)
+        if resume_path is None:
+            return 0, 0
         # on the CPU first: RNG states must stay CPU tensors; load_state_dict moves the rest
         state = load_checkpoint(resume_path, map_location="cpu")
         if state.get("format") == "midas" or "optimizer" not in state:
@@ -341,10 +367,10 @@ def _train(cfg: TrainConfig, ctx: _Dist) -> TrainResult:
                 "not a training checkpoint (no optimizer state)",
                 "to start from these weights set model.pretrained_path instead",
             )
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if scaler is not None and "scaler" in state:
-            scaler.load_state_dict(state["scaler"])
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scaler is not None and "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
         step = int(state["step"])
         if "rng" in state:
             restore_rng_state(state["rng"])
@@ -353,185 +379,231 @@ def _train(cfg: TrainConfig, ctx: _Dist) -> TrainResult:
         if state.get("config_hash") and state["config_hash"] != recipe_hash(cfg):
             log.warning("resuming from %s written with a different configuration", resume_path)
         log.info("resumed from %s at step %d", resume_path, step)
+        return step, start_batch
 
-    train_model: torch.nn.Module = model
-    if ctx.world > 1 and ctx.device.type == "cuda" and cfg.sync_batchnorm:
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # swaps modules, keeps the Parameters
-    if ctx.world > 1:
-        train_model = DistributedDataParallel(
-            model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None
+    def _wrap_model(self) -> None:
+        """``train_model``: the model as the steps call it (DDP, compiled); ``model`` stays the plain one."""
+        cfg, ctx = self.cfg, self.ctx
+        self.train_model: torch.nn.Module = self.model
+        if ctx.world > 1 and ctx.device.type == "cuda" and cfg.sync_batchnorm:
+            # swaps modules, keeps the Parameters
+            self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        if ctx.world > 1:
+            self.train_model = DistributedDataParallel(
+                self.model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None
+            )
+        if cfg.compile:
+            self.train_model = torch.compile(self.train_model)
+
+    def _build_data(self, start_batch: int) -> None:
+        cfg, ctx, d = self.cfg, self.ctx, self.cfg.data
+        use = UncertaintyUse(d.max_uncertainty_px, d.uncertainty_weighting)
+        self.clip_frames = d.clip_frames
+        self.datasets = [
+            build_dataset(
+                spec,
+                d.augment,
+                cfg.seed + 1009 * i,
+                uncertainty=use,
+                clip_frames=d.clip_frames,
+                clip_max_rejected=d.clip_max_rejected,
+            )
+            for i, spec in enumerate(d.datasets)
+        ]
+        self.loader = MixedLoader(
+            self.datasets, d.batch_size, d.num_workers, start_batch=start_batch, pin_memory=ctx.device.type == "cuda"
         )
-    if cfg.compile:
-        train_model = torch.compile(train_model)
+        self.val = validation_samples(d.val, d.val_samples, d.val_size) if (d.val and ctx.main) else []
+        # frames per dataset in this rank's batch (clips flattened)
+        self.per_rank = self.loader.per_rank * self.clip_frames
 
-    # -- data ----------------------------------------------------------------------------
-    use = UncertaintyUse(cfg.data.max_uncertainty_px, cfg.data.uncertainty_weighting)
-    clip_frames = cfg.data.clip_frames
-    datasets = [
-        build_dataset(
-            spec,
-            cfg.data.augment,
-            cfg.seed + 1009 * i,
-            uncertainty=use,
-            clip_frames=clip_frames,
-            clip_max_rejected=cfg.data.clip_max_rejected,
+    # -- the loop ------------------------------------------------------------------------
+    def run(self) -> TrainResult:
+        cfg, ctx = self.cfg, self.ctx
+        logs = _Logs(self.out_dir, ctx.main, cfg.tensorboard, self.step, self.names)
+        result = TrainResult(
+            out_dir=str(self.out_dir), checkpoint="", steps=self.step, config_hash=recipe_hash(cfg), datasets=self.names
         )
-        for i, spec in enumerate(cfg.data.datasets)
-    ]
-    loader = MixedLoader(
-        datasets,
-        cfg.data.batch_size,
-        cfg.data.num_workers,
-        start_batch=start_batch,
-        pin_memory=ctx.device.type == "cuda",
-    )
-    val = (
-        validation_samples(cfg.data.val, cfg.data.val_samples, cfg.data.val_size) if (cfg.data.val and ctx.main) else []
-    )
+        if self.val:
+            result.val_error_start = aligned_disparity_error(self.model, self.val, ctx.device)
+            log.info("validation aligned disparity RMSE before training: %.4f", result.val_error_start)
 
-    loss_fn = ScaleAndShiftInvariantLoss(cfg.loss.kind, cfg.loss.alpha, cfg.loss.scales, cfg.loss.trim)
-    if clip_frames > 1:  # clips: the per-frame loss on every frame plus the temporal term
-        from training.temporal import ClipLoss
+        from tqdm.auto import tqdm
 
-        loss_fn = ClipLoss(
-            loss_fn, clip_frames, cfg.loss.temporal_weight, cfg.loss.temporal, cfg.loss.temporal_threshold
+        bar = tqdm(
+            total=cfg.max_steps, initial=self.step, disable=not (ctx.main and cfg.progress), desc="train", unit="step"
         )
-    mixer = create_mixer(cfg.mixing)
-    shared = model.encoder_parameters()
-    names = [spec.name for spec in cfg.data.datasets]
-    logs = _Logs(out_dir, ctx.main, cfg.tensorboard, step, names)
-    result = TrainResult(out_dir=str(out_dir), checkpoint="", steps=step, config_hash=recipe_hash(cfg), datasets=names)
-    if val:
-        result.val_error_start = aligned_disparity_error(model, val, ctx.device)
-        log.info("validation aligned disparity RMSE before training: %.4f", result.val_error_start)
+        quiet_logs = cfg.progress and not bar.disable  # the bar shows the loss
+        crash_at = _test_crash_step()
+        if ctx.main:
+            log.info(
+                "training %s from step %d to %d in %s (%d process(es))",
+                ", ".join(self.names),
+                self.step,
+                cfg.max_steps,
+                self.out_dir,
+                ctx.world,
+            )
+        window = _LogWindow(len(self.datasets))
+        last_info: dict[str, Any] = {}
+        self.train_model.train()
+        try:
+            while self.step < cfg.max_steps:
+                loss_value, info = self.train_step(next(self.loader))
+                result.losses.append(loss_value)
+                window.add(loss_value, info, self.per_rank * len(self.datasets) * ctx.world)
+                last_info = info
+                bar.update(1)
+                if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
+                    row = self._log_row(window)
+                    result.final_loss = row["loss"]
+                    if ctx.main and not quiet_logs:
+                        log.info("step %d/%d loss %.4f", self.step, cfg.max_steps, row["loss"])
+                    bar.set_postfix(loss=f"{row['loss']:.4f}")
+                    if cfg.val_every and self.step % cfg.val_every == 0 and self.val:
+                        row["val_error"] = aligned_disparity_error(self.model, self.val, ctx.device)
+                    logs.write(row)
+                if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and self.step < cfg.max_steps:
+                    self._checkpoint(None, {"mixing_weights": info["weights"]})
+                    if crash_at == self.step:
+                        os.kill(os.getpid(), signal.SIGKILL)  # testing: a real crash, no cleanup
+        finally:
+            bar.close()
+            self.loader.close()
+            logs.close()
+        result.mixing_weights = list(last_info.get("weights", []))
+        return self.finish(result)
 
-    from tqdm.auto import tqdm
+    def train_step(self, batch: dict[str, torch.Tensor]) -> tuple[float, dict[str, Any]]:
+        """One optimisation step on one mixed batch: ``(global-batch loss, the mixer's info)``.
 
-    bar = tqdm(total=cfg.max_steps, initial=step, disable=not (ctx.main and cfg.progress), desc="train", unit="step")
-    bar_visible = not bar.disable
-    crash_at = _test_crash_step()
-    if ctx.main:
-        log.info(
-            "training %s from step %d to %d in %s (%d process(es))",
-            ", ".join(names),
-            step,
-            cfg.max_steps,
-            out_dir,
-            ctx.world,
+        Raises:
+            DepthmineError: the loss is not finite.
+        """
+        ctx, o = self.ctx, self.cfg.optim
+        if self.clip_frames > 1:  # (B, T, ...) clips -> (B*T, ...) frames, clip by clip
+            batch = {k: (v.flatten(0, 1) if k != "dataset" else v) for k, v in batch.items()}
+        x = batch_to_input(batch["image"].to(ctx.device, non_blocking=True))
+        target = batch["target"].to(ctx.device, non_blocking=True)
+        mask = batch["mask"].to(ctx.device, non_blocking=True)
+        weight = batch["weight"].to(ctx.device, non_blocking=True) if "weight" in batch else None
+        if o.warmup_steps > 0:
+            for g in self.optimizer.param_groups:
+                g["lr"] = g["base_lr"] * min(1.0, (self.step + 1) / o.warmup_steps)
+        autocast = (
+            torch.autocast(ctx.device.type, dtype=self.amp_dtype) if self.amp_dtype is not None else nullcontext()
         )
-    per_rank = loader.per_rank * clip_frames  # frames per dataset in this rank's batch (clips flattened)
-    n_sets = len(datasets)
-    autocast = torch.autocast(ctx.device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
-    window: list[float] = []
-    # per-dataset losses and mixing weights summed over the logging window (this rank's)
-    window_parts = torch.zeros(2 * n_sets, dtype=torch.float64)
-    t_last, samples_since = time.perf_counter(), 0
-    last_info: dict[str, Any] = {}
-    train_model.train()
-    try:
-        while step < cfg.max_steps:
-            batch = next(loader)
-            if clip_frames > 1:  # (B, T, ...) clips -> (B*T, ...) frames, clip by clip
-                batch = {k: (v.flatten(0, 1) if k != "dataset" else v) for k, v in batch.items()}
-            x = batch_to_input(batch["image"].to(ctx.device, non_blocking=True))
-            target = batch["target"].to(ctx.device, non_blocking=True)
-            mask = batch["mask"].to(ctx.device, non_blocking=True)
-            weight = batch["weight"].to(ctx.device, non_blocking=True) if "weight" in batch else None
-            if o.warmup_steps > 0:
-                for g in optimizer.param_groups:
-                    g["lr"] = g["base_lr"] * min(1.0, (step + 1) / o.warmup_steps)
-            with autocast:
-                pred = train_model(x)
-            pred = pred.float()
-            tensors = [pred, target, mask]
-            if clip_frames > 1:
-                tensors += [batch["flow"].to(ctx.device), batch["flow_valid"].to(ctx.device)]
-            tensors += [weight] if weight is not None else []
-            parts = [tuple(t[i * per_rank : (i + 1) * per_rank] for t in tensors) for i in range(n_sets)]
-            loss, info = mixer.combine(parts, loss_fn, shared)
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.unscale_(optimizer)
-            else:
-                loss.backward()
-            if o.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip)
-            if scaler is not None:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-            step += 1
-            loss_value = loss.detach()
-            if ctx.world > 1:
-                dist.all_reduce(loss_value)
-                loss_value = loss_value / ctx.world
-            lv = float(loss_value)
-            if not torch.isfinite(loss_value):
-                raise DepthmineError(f"loss became {lv} at step {step}; lower optim.lr_new or check the data")
-            result.losses.append(lv)
-            window.append(lv)
-            window_parts += torch.tensor([*info["losses"], *info["weights"]], dtype=torch.float64)
-            samples_since += per_rank * n_sets * ctx.world
-            last_info = info
-            bar.update(1)
-            if step % cfg.log_every == 0 or step == cfg.max_steps:
-                now = time.perf_counter()
-                parts_mean = window_parts / len(window)
-                if ctx.world > 1:  # every rank logs at the same steps: average over the processes
-                    reduced = parts_mean.to(ctx.device)
-                    dist.all_reduce(reduced)
-                    parts_mean = reduced.cpu() / ctx.world
-                row = {
-                    "step": step,
-                    "loss": sum(window) / len(window),
-                    "lr_encoder": optimizer.param_groups[0]["lr"],
-                    "lr_decoder": optimizer.param_groups[1]["lr"],
-                    "samples_per_s": samples_since / max(now - t_last, 1e-9),
-                }
-                for i, name in enumerate(names):
-                    row[f"loss/{name}"] = float(parts_mean[i])
-                    row[f"weight/{name}"] = float(parts_mean[n_sets + i])
-                result.final_loss = row["loss"]
-                window, t_last, samples_since = [], now, 0
-                window_parts.zero_()
-                if ctx.main and not (cfg.progress and bar_visible):
-                    log.info("step %d/%d loss %.4f", step, cfg.max_steps, row["loss"])
-                bar.set_postfix(loss=f"{row['loss']:.4f}")
-                if cfg.val_every and step % cfg.val_every == 0 and val:
-                    row["val_error"] = aligned_disparity_error(model, val, ctx.device)
-                logs.write(row)
-            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.max_steps:
-                if ctx.main:
-                    path = _save(cfg, model, optimizer, scaler, step, loader, None, {"mixing_weights": info["weights"]})
-                    log.info("saved checkpoint %s", path)
-                if crash_at == step:
-                    os.kill(os.getpid(), signal.SIGKILL)  # testing: a real crash, no cleanup
-    finally:
-        bar.close()
-        loader.close()
-        logs.close()
+        with autocast:
+            pred = self.train_model(x)
+        pred = pred.float()
+        tensors = [pred, target, mask]
+        if self.clip_frames > 1:
+            tensors += [batch["flow"].to(ctx.device), batch["flow_valid"].to(ctx.device)]
+        tensors += [weight] if weight is not None else []
+        n = self.per_rank
+        parts = [tuple(t[i * n : (i + 1) * n] for t in tensors) for i in range(len(self.datasets))]
+        loss, info = self.mixer.combine(parts, self.loss_fn, self.shared)
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)
+        else:
+            loss.backward()
+        if o.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), o.grad_clip)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.step += 1
+        loss_value = loss.detach()
+        if ctx.world > 1:
+            dist.all_reduce(loss_value)
+            loss_value = loss_value / ctx.world
+        lv = float(loss_value)
+        if not torch.isfinite(loss_value):
+            raise DepthmineError(f"loss became {lv} at step {self.step}; lower optim.lr_new or check the data")
+        return lv, info
 
-    result.steps = step
-    result.mixing_weights = list(last_info.get("weights", []))
-    if val:
-        result.val_error = aligned_disparity_error(model, val, ctx.device)
-        log.info("validation aligned disparity RMSE after %d steps: %.4f", step, result.val_error)
-    final = Path(cfg.out_dir) / "checkpoints" / "final.pt"
-    if ctx.main:
+    # -- logs and checkpoints ------------------------------------------------------------
+    def _log_row(self, window: _LogWindow) -> dict[str, Any]:
+        """The CSV row of the logging window that ends now (per-dataset parts averaged over ranks); resets it."""
+        ctx = self.ctx
+        now = time.perf_counter()
+        parts_mean = window.parts / len(window.losses)
+        if ctx.world > 1:  # every rank logs at the same steps: average over the processes
+            reduced = parts_mean.to(ctx.device)
+            dist.all_reduce(reduced)
+            parts_mean = reduced.cpu() / ctx.world
+        row = {
+            "step": self.step,
+            "loss": sum(window.losses) / len(window.losses),
+            "lr_encoder": self.optimizer.param_groups[0]["lr"],
+            "lr_decoder": self.optimizer.param_groups[1]["lr"],
+            "samples_per_s": window.samples / max(now - window.started, 1e-9),
+        }
+        n_sets = len(self.names)
+        for i, name in enumerate(self.names):
+            row[f"loss/{name}"] = float(parts_mean[i])
+            row[f"weight/{name}"] = float(parts_mean[n_sets + i])
+        window.reset(now)
+        return row
+
+    def _checkpoint(self, name: str | None, extra: dict[str, Any]) -> None:
+        if self.ctx.main:
+            path = _save(self.cfg, self.model, self.optimizer, self.scaler, self.step, self.loader, name, extra)
+            if name is None:
+                log.info("saved checkpoint %s", path)
+
+    def finish(self, result: TrainResult) -> TrainResult:
+        """After the last step: the final validation and ``final.pt`` (rank 0), then a barrier."""
+        ctx = self.ctx
+        result.steps = self.step
+        if self.val:
+            result.val_error = aligned_disparity_error(self.model, self.val, ctx.device)
+            log.info("validation aligned disparity RMSE after %d steps: %.4f", self.step, result.val_error)
         extra = {
             "mixing_weights": result.mixing_weights,
             "val_error": result.val_error,
             "val_error_start": result.val_error_start,
         }
-        _save(
-            cfg, model, optimizer, scaler, step, loader, "final.pt", {k: v for k, v in extra.items() if v is not None}
+        self._checkpoint("final.pt", {k: v for k, v in extra.items() if v is not None})
+        if ctx.world > 1:
+            dist.barrier()
+        result.checkpoint = str(Path(self.cfg.out_dir) / "checkpoints" / "final.pt")
+        return result
+
+
+class _LogWindow:
+    """What one rank saw since the last log row: losses, per-dataset losses and weights, samples."""
+
+    def __init__(self, n_sets: int):
+        self.parts = torch.zeros(2 * n_sets, dtype=torch.float64)  # per-dataset losses, then weights (sums)
+        self.reset(time.perf_counter())
+
+    def add(self, loss: float, info: dict[str, Any], samples: int) -> None:
+        self.losses.append(loss)
+        self.parts += torch.tensor([*info["losses"], *info["weights"]], dtype=torch.float64)
+        self.samples += samples
+
+    def reset(self, now: float) -> None:
+        self.losses: list[float] = []
+        self.parts.zero_()
+        self.samples = 0
+        self.started = now
+
+
+def _loss_function(cfg: TrainConfig):
+    """The per-frame loss, wrapped in a :class:`training.temporal.ClipLoss` when training on clips."""
+    loss_fn = ScaleAndShiftInvariantLoss(cfg.loss.kind, cfg.loss.alpha, cfg.loss.scales, cfg.loss.trim)
+    if cfg.data.clip_frames > 1:  # clips: the per-frame loss on every frame plus the temporal term
+        from training.temporal import ClipLoss
+
+        loss_fn = ClipLoss(
+            loss_fn, cfg.data.clip_frames, cfg.loss.temporal_weight, cfg.loss.temporal, cfg.loss.temporal_threshold
         )
-    if ctx.world > 1:
-        dist.barrier()
-    result.checkpoint = str(final)
-    return result
+    return loss_fn
 
 
 def build_parser() -> argparse.ArgumentParser:

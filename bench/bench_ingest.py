@@ -41,18 +41,17 @@ def disparity_seconds(movie: Path, config) -> tuple[float, int]:
     """Single-threaded labelling time of the sampled frames (decoded beforehand, not timed)."""
     import cv2
 
-    from pipeline.disparity import compute_disparity_batch
-    from pipeline.ingest import get_cached_backend
+    from pipeline.disparity import Labeller
     from pipeline.video import open_stereo, scan_movie
 
     frames = list(scan_movie(open_stereo(movie), config.shots, config.sampling, "train"))
     cv2.setNumThreads(1)
-    backend = get_cached_backend(config.disparity)
-    compute_disparity_batch([(frames[0].left, frames[0].right)], config.disparity, backend)  # warm-up
+    labeller = Labeller(config.disparity)
+    labeller.label_pairs([(frames[0].left, frames[0].right)])  # warm-up
     t0 = time.perf_counter()
     for i in range(0, len(frames), config.chunk_frames):
         chunk = frames[i : i + config.chunk_frames]
-        compute_disparity_batch([(f.left, f.right) for f in chunk], config.disparity, backend)
+        labeller.label_pairs([(f.left, f.right) for f in chunk])
     seconds = time.perf_counter() - t0
     cv2.setNumThreads(-1)
     return seconds, len(frames)

@@ -55,12 +55,7 @@ import numpy as np
 import pipeline
 from pipeline.atomic import write_json_atomic
 from pipeline.config import apply_overrides, config_from_dict, config_hash, config_to_dict, merge_dicts
-from pipeline.disparity import (
-    DisparityConfig,
-    backend_from_config,
-    compute_disparity_batch,
-    resize_result,
-)
+from pipeline.disparity import DisparityConfig, Labeller, resize_result
 from pipeline.errors import BadInputError, ConfigError
 from pipeline.layouts import CropBox
 from pipeline.sampling import SamplingConfig
@@ -93,7 +88,7 @@ __all__ = [
     "commit_movie",
     "missing_chunks",
     "shard_placement",
-    "get_cached_backend",
+    "LabellerPool",
     "find_committed",
     "publish_with",
     "project_version",
@@ -451,27 +446,41 @@ class ChunkSummary:
         return dataclasses.asdict(self)
 
 
-_local = threading.local()
+class LabellerPool:
+    """The labellers of one movie job's threads, owned by the job (no module cache).
 
-
-def get_cached_backend(config: DisparityConfig) -> Any:
-    """One flow backend per configuration and per worker thread.
-
-    Networks load once per worker, and OpenCV engines (not thread-safe) are never shared.
+    A chunk borrows a :class:`pipeline.disparity.Labeller` for its disparity configuration and
+    gives it back, so a pool of N threads builds at most N per configuration (networks load once
+    per thread, OpenCV engines are never shared between threads) and they go when the job ends.
     """
-    cache = getattr(_local, "backends", None)
-    if cache is None:
-        cache = _local.backends = {}
-    key = (config.flow, config.ckpt, config.device, config.working_width, config_hash(config.flow_options))
-    if key not in cache:
-        cache[key] = backend_from_config(config)
-    return cache[key]
+
+    def __init__(self) -> None:
+        self._free: dict[str, list[Labeller]] = {}
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def borrow(self, config: DisparityConfig) -> Iterator[Labeller]:
+        key = config_hash(config)
+        with self._lock:
+            free = self._free.setdefault(key, [])
+            labeller = free.pop() if free else None
+        if labeller is None:
+            labeller = Labeller(config)
+        try:
+            yield labeller
+        finally:
+            with self._lock:
+                self._free[key].append(labeller)
 
 
-def label_chunk(frames: Sequence[Any], chunk: tuple[int, int], job: ChunkJob) -> ChunkSummary:
+def label_chunk(
+    frames: Sequence[Any], chunk: tuple[int, int], job: ChunkJob, labellers: LabellerPool | None = None
+) -> ChunkSummary:
     """Compute disparity for one chunk's frames and stage the result in the work folder.
 
     Idempotent: if the chunk is already done its summary is read back and nothing is computed.
+    ``labellers``: the movie job's pool (one labeller per thread, engines built once); without it
+    the chunk builds its own.
     """
     t0 = time.perf_counter()
     shot_id, part = chunk
@@ -485,13 +494,12 @@ def label_chunk(frames: Sequence[Any], chunk: tuple[int, int], job: ChunkJob) ->
     if job.cv_threads is not None:
         cv2.setNumThreads(job.cv_threads)
     dcfg = cfg.disparity_for(job.swap)
-    backend = get_cached_backend(dcfg)
-    pairs = [(f.left, f.right) for f in frames]
-    results = compute_disparity_batch(pairs, dcfg, backend)
+    clips = cfg.sampling.mode == "clips"
+    with (labellers or LabellerPool()).borrow(dcfg) as labeller:
+        results = labeller.label_pairs([(f.left, f.right) for f in frames])
+        flows = _clip_flows(frames, dcfg, cfg, labeller.backend) if clips and cfg.store_temporal_flow else {}
     kept: list[dict[str, Any]] = []
     rejected: list[dict[str, Any]] = []
-    clips = cfg.sampling.mode == "clips"
-    flows = _clip_flows(frames, dcfg, cfg, backend) if clips and cfg.store_temporal_flow else {}
     n_kept = 0
     for fr, res in zip(frames, results):
         stats = res.stats.to_dict() if hasattr(res.stats, "to_dict") else dict(res.stats)

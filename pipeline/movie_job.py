@@ -33,6 +33,7 @@ from pipeline.ingest import (
     ChunkPlan,
     ChunkSummary,
     IngestConfig,
+    LabellerPool,
     WorkDir,
     check_movie_readable,
     check_replace,
@@ -377,6 +378,7 @@ class _Labeller:
         self.job, self.probe, self.work, self.chunk_job = job, probe, work, chunk_job
         self.threads, self.on_progress, self.logger = threads, on_progress, logger
         self.frames_done = 0
+        self.labellers = LabellerPool()  # one labeller per thread and configuration, for both passes
 
     def label_movie(self) -> tuple[list[ChunkSummary], ChunkPlan, Any]:
         """Every chunk labelled (or resumed), the reversed-eyes decision, and with
@@ -452,7 +454,8 @@ class _Labeller:
                 if name in done:
                     summaries[name] = work.summary(name)
                     continue
-                pending[pool.submit(label_chunk, chunk.frames, (chunk.shot_id, chunk.part), chunk_job)] = name
+                fut = pool.submit(label_chunk, chunk.frames, (chunk.shot_id, chunk.part), chunk_job, self.labellers)
+                pending[fut] = name
                 while len(pending) >= 2 * self.threads:
                     _finish_some(pending, finish)
             while pending:

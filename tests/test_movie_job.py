@@ -34,3 +34,24 @@ def test_movie_tasks_are_tagged_decode_and_gpu_for_cuda():
     assert movie_tags(ingest_config()) == ["decode"]
     assert movie_tags(ingest_config(device="cuda")) == ["decode", "gpu"]
     assert movie_tags(ingest_config(flow="ptlflow:raft")) == ["decode", "gpu"]  # no device: may use one
+
+
+def test_the_job_s_labellers_are_one_per_thread_and_configuration():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pipeline.disparity import DisparityConfig
+    from pipeline.ingest import LabellerPool
+
+    pool = LabellerPool()
+    normal, swapped = DisparityConfig(flow="dis-ultrafast", matcher=None), DisparityConfig(swap_eyes=True)
+
+    def borrow(config):
+        with pool.borrow(config) as labeller:
+            assert labeller.config == config
+            return id(labeller)
+
+    with ThreadPoolExecutor(2) as threads:
+        seen = set(threads.map(borrow, [normal] * 20))
+    assert 1 <= len(seen) <= 2  # never more labellers than threads
+    assert borrow(swapped) not in seen  # another configuration gets its own engines
+    assert borrow(normal) in seen  # and the first ones are reused, not rebuilt

@@ -40,6 +40,7 @@ from prefect.cache_policies import NO_CACHE
 from flows.artifacts import artifact_key, markdown_table, publish_markdown
 from flows.catalog import CatalogEntry, load_catalog
 from flows.ingest import IO_RETRIES, ingest_movie, publish_task, retry_unless_bad_input
+from pipeline.changes import RebuildCheck
 from pipeline.errors import ConfigError, DepthmineError
 from pipeline.shards.manifest import absolute_location
 
@@ -206,7 +207,18 @@ def build_dataset(
     rows: list[dict[str, Any]] = []
     failed: list[dict[str, Any]] = []
     manifests = []
+    # --- change detection (pipeline/changes.py): unchanged movies keep their published entry
+    changes = RebuildCheck(out, flow=flow, ckpt=ckpt, device=device, overrides=list(overrides or ()))
     for entry in entries:
+        t_entry = time.monotonic()
+        kept_ref = changes.unchanged(
+            entry.movie_id, entry.path, entry.split, entry.layout, entry.right, list(entry.overrides)
+        )
+        if kept_ref is not None:
+            rows.append(changes.result(kept_ref, time.monotonic() - t_entry))
+            manifests.append(kept_ref)
+            continue
+        # --- end of change detection
         state = ingest_movie.with_options(flow_run_name=f"ingest-{entry.movie_id}")(
             movie=entry.path,
             out=out,
@@ -269,6 +281,8 @@ def build_dataset(
         publish_markdown(summary_artifact_key(out), _summary_markdown(catalog, out, summary), "dataset rebuild summary")
         raise NothingPublished(f"{out}: nothing published: {refusal}")
     catalog_ids = [e.movie_id for e in entries]
+    if not changes.publishes(manifests, catalog_ids):  # nothing changed: no new version
+        return _unchanged_summary(catalog, out, changes, rows, failed, t0)
     # Exactly the catalog: its good movies, plus the published version of those that failed now.
     manifest = publish_task(out, manifests, only=catalog_ids)
     removed_ids = sorted(previous - set(catalog_ids))
@@ -292,6 +306,24 @@ def build_dataset(
         )
     else:
         logger.info("published version %d: %d movies, %d rows", manifest.version, len(rows), manifest.rows)
+    return summary
+
+
+def _unchanged_summary(catalog: str, out: str, changes: Any, rows: list, failed: list, t0: float) -> dict[str, Any]:
+    """A rebuild that would publish the current version again publishes nothing (no new version)."""
+    current = changes.current
+    summary = {
+        "version": current.version,
+        "rows": current.rows,
+        "movies": rows,
+        "failed": failed,
+        "removed": [],
+        "gc_removed_paths": 0,
+        "seconds": time.monotonic() - t0,
+        "unchanged": True,
+    }
+    publish_markdown(summary_artifact_key(out), _summary_markdown(catalog, out, summary), "dataset rebuild summary")
+    get_run_logger().info("unchanged: version %d stays current; nothing published", current.version)
     return summary
 
 
@@ -361,6 +393,8 @@ def _rejected_by_reason(rejected: dict[str, int]) -> str:
 
 def _summary_markdown(catalog: str, out: str, s: dict[str, Any]) -> str:
     head = f"# Dataset `{out}`: nothing published" if s.get("refused") else f"# Dataset `{out}` version {s['version']}"
+    if s.get("unchanged"):
+        head += " (unchanged: nothing published)"
     lines = [
         head,
         "",

@@ -30,6 +30,7 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.artifacts import ProgressArtifact, markdown_table, png_data_uri, publish_markdown
 from flows.runners import RunnerSpec, open_task_runner
+from pipeline.changes import recorded_source, settings_hash
 from pipeline.errors import BadInputError, DepthmineError
 from pipeline.ingest import (
     ChunkJob,
@@ -336,7 +337,13 @@ def _ingest_locked(
         )
 
     meta = {
-        "source": {"path": probe.path, "right": probe.right, "fingerprint": probe.fingerprint},
+        "source": {
+            "path": probe.path,
+            "right": probe.right,
+            "fingerprint": probe.fingerprint,
+            **recorded_source(probe.path, probe.right, probe.fingerprint),  # stat, content: pipeline/changes.py
+        },
+        "settings": settings_hash(config, layout, split),
         "layout": probe.layout,
         "layout_reason": probe.layout_reason,
         "crop": probe.crop.as_dict(),

@@ -4,10 +4,14 @@ Table of contents::
 
     load_catalog_task    read and validate the catalog and every setting, including each entry's
                          overrides: a mistake fails the whole run at once, before any work
-    ingest_movie         per movie, as a subflow: new or changed movies are ingested, unchanged
-                         ones (same fingerprint and configuration key) are only looked up
+    RebuildCheck         per movie (pipeline/changes.py): same settings and file stat as published
+                         (or, after a touch, the same content) -> kept as published, nothing opened
+    ingest_movie         per other movie, as a subflow: new or changed movies are ingested, those
+                         committed under the same key already are only looked up
     publish_task         one new dataset version listing exactly the catalog's movies: removed
-                         movies drop out, the previous version stays readable until then
+                         movies drop out, the previous version stays readable until then; when
+                         it would list the same movies under the same keys, nothing is published
+                         (the summary says "unchanged")
     garbage collection   folders no longer referenced by the last ``keep_versions`` versions
     summary artifact     per movie: status, split, frames kept/rejected, time
 

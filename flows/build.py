@@ -286,7 +286,8 @@ def build_dataset(
         raise NothingPublished(f"{out}: nothing published: {refusal}")
     catalog_ids = [e.movie_id for e in entries]
     if not changes.publishes(manifests, catalog_ids):  # nothing changed: no new version
-        return _unchanged_summary(catalog, out, changes, rows, failed, t0)
+        gc = collect_garbage_task(out, keep_versions, catalog_ids, {r["movie_id"]: r["key"] for r in rows})
+        return _unchanged_summary(catalog, out, changes, rows, failed, gc, t0)
     # Exactly the catalog: its good movies, plus the published version of those that failed now.
     manifest = publish_task(out, manifests, only=catalog_ids)
     removed_ids = sorted(previous - set(catalog_ids))
@@ -313,8 +314,11 @@ def build_dataset(
     return summary
 
 
-def _unchanged_summary(catalog: str, out: str, changes: Any, rows: list, failed: list, t0: float) -> dict[str, Any]:
-    """A rebuild that would publish the current version again publishes nothing (no new version)."""
+def _unchanged_summary(
+    catalog: str, out: str, changes: Any, rows: list, failed: list, gc_removed: int, t0: float
+) -> dict[str, Any]:
+    """A rebuild that would publish the current version again publishes nothing (no new version);
+    garbage collection still runs (staging a failed run left behind)."""
     current = changes.current
     summary = {
         "version": current.version,
@@ -322,7 +326,7 @@ def _unchanged_summary(catalog: str, out: str, changes: Any, rows: list, failed:
         "movies": rows,
         "failed": failed,
         "removed": [],
-        "gc_removed_paths": 0,
+        "gc_removed_paths": gc_removed,
         "seconds": time.monotonic() - t0,
         "unchanged": True,
     }

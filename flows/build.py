@@ -4,12 +4,16 @@ Table of contents::
 
     load_catalog_task    read and validate the catalog and every setting, including each entry's
                          overrides: a mistake fails the whole run at once, before any work
-    movie tasks          one task per movie (pipeline.movie_job.run_movie_job) on the task runner,
-                         as many at once as it has slots (a Dask cluster's threads): new or
-                         changed movies are ingested on the worker, unchanged ones (same
-                         fingerprint and configuration key) are only looked up
+    RebuildCheck         per movie (pipeline/changes.py): same settings and file stat as published
+                         (or, after a touch, the same content) -> kept as published, nothing opened
+    movie tasks          one task per other movie (pipeline.movie_job.run_movie_job) on the task
+                         runner, as many at once as it has slots (a Dask cluster's threads): new
+                         or changed movies are ingested on the worker, those committed under the
+                         same key already are only looked up
     publish_task         one new dataset version listing exactly the catalog's movies: removed
-                         movies drop out, the previous version stays readable until then
+                         movies drop out, the previous version stays readable until then; when
+                         it would list the same movies under the same keys, nothing is published
+                         (the summary says "unchanged")
     garbage collection   folders no longer referenced by the last ``keep_versions`` versions
     summary artifact     per movie: status, split, frames kept/rejected, time
 
@@ -44,6 +48,7 @@ from flows.artifacts import artifact_key, markdown_table, publish_markdown
 from flows.catalog import CatalogEntry, load_catalog
 from flows.ingest import IO_RETRIES, publish_task, retry_unless_bad_input
 from flows.runners import RunnerSpec, default_workers, open_task_runner
+from pipeline.changes import RebuildCheck
 from pipeline.errors import ConfigError, DepthmineError
 from pipeline.shards.manifest import absolute_location
 
@@ -210,13 +215,37 @@ def build_dataset(
     )
     logger.info("catalog %s: %d movies", catalog, len(entries))
     previous = _current_ids(out)
+    # change detection (pipeline/changes.py): unchanged movies keep their published entry, unopened
+    changes = RebuildCheck(out, flow=flow, ckpt=ckpt, device=device, overrides=list(overrides or ()))
+    outcomes: dict[int, Any] = {}
+    for i, entry in enumerate(entries):
+        t_entry = time.monotonic()
+        kept_ref = changes.unchanged(
+            entry.movie_id, entry.path, entry.split, entry.layout, entry.right, list(entry.overrides)
+        )
+        if kept_ref is not None:
+            outcomes[i] = (changes.result(kept_ref, time.monotonic() - t_entry), kept_ref)
+    todo = [i for i in range(len(entries)) if i not in outcomes]
     ingested = _ingest_movies(
-        entries, out, flow, ckpt, device, overrides, RunnerSpec(runner, workers, dask_address), progress
+        [entries[i] for i in todo],
+        out,
+        flow,
+        ckpt,
+        device,
+        overrides,
+        RunnerSpec(runner, workers, dask_address),
+        progress,
     )
+    outcomes.update(zip(todo, ingested))
     rows: list[dict[str, Any]] = []
     failed: list[dict[str, Any]] = []
     manifests = []
-    for entry, outcome in zip(entries, ingested):
+    for i, entry in enumerate(entries):
+        outcome = outcomes[i]
+        if isinstance(outcome, tuple):  # unchanged: its published entry as it is
+            rows.append(outcome[0])
+            manifests.append(outcome[1])
+            continue
         if isinstance(outcome, DepthmineError):
             kept = entry.movie_id in previous
             logger.warning(
@@ -260,6 +289,9 @@ def build_dataset(
         publish_markdown(summary_artifact_key(out), _summary_markdown(catalog, out, summary), "dataset rebuild summary")
         raise NothingPublished(f"{out}: nothing published: {refusal}")
     catalog_ids = [e.movie_id for e in entries]
+    if not changes.publishes(manifests, catalog_ids):  # nothing changed: no new version
+        gc = collect_garbage_task(out, keep_versions, catalog_ids, {r["movie_id"]: r["key"] for r in rows})
+        return _unchanged_summary(catalog, out, changes, rows, failed, gc, t0)
     # Exactly the catalog: its good movies, plus the published version of those that failed now.
     manifest = publish_task(out, manifests, only=catalog_ids)
     removed_ids = sorted(previous - set(catalog_ids))
@@ -382,6 +414,27 @@ def runner_slots(runner: Any, spec: RunnerSpec) -> int:
     return spec.n_workers
 
 
+def _unchanged_summary(
+    catalog: str, out: str, changes: Any, rows: list, failed: list, gc_removed: int, t0: float
+) -> dict[str, Any]:
+    """A rebuild that would publish the current version again publishes nothing (no new version);
+    garbage collection still runs (staging a failed run left behind)."""
+    current = changes.current
+    summary = {
+        "version": current.version,
+        "rows": current.rows,
+        "movies": rows,
+        "failed": failed,
+        "removed": [],
+        "gc_removed_paths": gc_removed,
+        "seconds": time.monotonic() - t0,
+        "unchanged": True,
+    }
+    publish_markdown(summary_artifact_key(out), _summary_markdown(catalog, out, summary), "dataset rebuild summary")
+    get_run_logger().info("unchanged: version %d stays current; nothing published", current.version)
+    return summary
+
+
 def _refusal(entries: list[CatalogEntry], failed: list[dict[str, Any]], previous: set[str], max_share: float) -> str:
     """Why this rebuild must not publish ("" when it may).
 
@@ -448,6 +501,8 @@ def _rejected_by_reason(rejected: dict[str, int]) -> str:
 
 def _summary_markdown(catalog: str, out: str, s: dict[str, Any]) -> str:
     head = f"# Dataset `{out}`: nothing published" if s.get("refused") else f"# Dataset `{out}` version {s['version']}"
+    if s.get("unchanged"):
+        head += " (unchanged: nothing published)"
     lines = [
         head,
         "",

@@ -50,10 +50,10 @@ def atomic_open(path: str | Path, mode: str = "w", **kwargs: Any) -> Iterator[IO
             yield fh
 
 
-def write_json_atomic(path: str | Path, data: Any) -> Path:
-    """Write JSON (sorted keys, indented) atomically."""
+def write_json_atomic(path: str | Path, data: Any, indent: int | None = 2) -> Path:
+    """Write JSON (sorted keys, indented unless ``indent`` is None) atomically."""
     with atomic_open(path, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=2, sort_keys=True)
+        json.dump(data, fh, indent=indent, sort_keys=True, separators=None if indent else (",", ":"))
         fh.write("\n")
     return Path(path)
 

@@ -821,12 +821,11 @@ def project_version() -> str:
 
 def find_committed(dataset: str | os.PathLike, movie_id: str, key: str) -> Any:
     """The committed :class:`~pipeline.shards.MovieManifest` of ``movie_id`` under ``key``, or None."""
-    from pipeline.shards import committed_movies
+    from pipeline.shards.manifest import load_movie_manifest, movie_folder
 
-    for m in committed_movies(dataset).get(movie_id, []):
-        if m.key == key:
-            return m
-    return None
+    # only this folder's movie.json: listing every committed movie would read the whole dataset
+    m = load_movie_manifest(movie_folder(dataset, movie_id, key))
+    return m if m is not None and m.movie_id == movie_id and m.key == key else None
 
 
 def publish_with(

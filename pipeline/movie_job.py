@@ -27,6 +27,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from pipeline.changes import recorded_source, settings_hash
 from pipeline.errors import BadInputError, DepthmineError
 from pipeline.ingest import (
     ChunkJob,
@@ -324,7 +325,13 @@ def _run_locked(job, probe, key, t0, on_progress, on_report, logger) -> MovieRes
             "is it a stereo movie in this layout? check --layout, or look at a frame with `depthmine disparity`",
         )
     meta = {
-        "source": {"path": probe.path, "right": probe.right, "fingerprint": probe.fingerprint},
+        "source": {
+            "path": probe.path,
+            "right": probe.right,
+            "fingerprint": probe.fingerprint,
+            **recorded_source(probe.path, probe.right, probe.fingerprint),  # stat, content: pipeline/changes.py
+        },
+        "settings": settings_hash(job.config, job.layout, job.split),  # what a rebuild compares
         "layout": probe.layout,
         "layout_reason": probe.layout_reason,
         "crop": probe.crop.as_dict(),

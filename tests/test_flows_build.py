@@ -196,6 +196,70 @@ def test_build_ingests_only_changes_drops_removed_and_keeps_old_version_readable
     assert not stale.exists() and not (out / ".work" / "alpha").exists()
 
 
+@pytest.mark.slow
+def test_noop_rebuild_publishes_nothing_a_touch_relabels_nothing_a_change_relabels(prefect_harness, movies, tmp_path):
+    """#13 item 4: change detection by stat first, content fingerprint only when the stat moved."""
+    import json
+    import os
+    import shutil
+
+    from pipeline.changes import STAT_DIR
+    from pipeline.shards import read_manifest
+
+    films = tmp_path / "films"
+    films.mkdir()
+    alpha, beta = films / "alpha.mkv", films / "beta.mkv"
+    shutil.copy2(movies["alpha"].path, alpha)
+    shutil.copy2(movies["beta"].path, beta)
+    out = tmp_path / "dataset"
+    cat = _write_catalog(
+        tmp_path / "catalog.yaml",
+        [{"path": str(alpha), "movie_id": "alpha"}, {"path": str(beta), "movie_id": "beta", "split": "val"}],
+    )
+    assert _build(cat, out)["version"] == 1
+    v1 = read_manifest(out)
+    assert v1.refs["alpha"].source["stat"]["movie"] == [alpha.stat().st_size, alpha.stat().st_mtime_ns]
+    files = sorted(p for p in out.rglob("*") if p.is_file() and ".stat" not in p.parts)
+
+    # nothing changed: no version, the summary says so, no file of the dataset written
+    again = _build(cat, out)
+    assert again["unchanged"] and again["version"] == 1
+    assert all(m["skipped"] for m in again["movies"]) and read_manifest(out).version == 1
+    assert sorted(p for p in out.rglob("*") if p.is_file() and ".stat" not in p.parts) == files
+
+    # same size and mtime, other bytes: the stat decides, the file is not read (a fingerprint or a
+    # probe would see the change, as the old rebuild did)
+    st = alpha.stat()
+    data = bytearray(alpha.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    alpha.write_bytes(bytes(data))
+    os.utime(alpha, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert _build(cat, out)["unchanged"] and read_manifest(out).version == 1
+    alpha.write_bytes(Path(movies["alpha"].path).read_bytes())  # put the bytes back
+
+    # touched (or copied with the same bytes): the content fingerprint is the same, no relabel, the
+    # new stat is recorded for the next rebuild
+    os.utime(alpha, ns=(st.st_atime_ns + 10**9, st.st_mtime_ns + 10**9))
+    touched = _build(cat, out)
+    assert touched["unchanged"] and {m["movie_id"]: m["skipped"] for m in touched["movies"]} == {
+        "alpha": True,
+        "beta": True,
+    }
+    assert json.loads((out / STAT_DIR / "alpha.json").read_text())["stat"]["movie"][1] == alpha.stat().st_mtime_ns
+
+    # a changed file is relabelled and published; beta stays as it was
+    shutil.copyfile(movies["gamma"].path, alpha)
+    changed = _build(cat, out)
+    assert {m["movie_id"]: m["skipped"] for m in changed["movies"]} == {"alpha": False, "beta": True}
+    assert changed["version"] == 2 and not changed.get("unchanged")
+    v2 = read_manifest(out)
+    assert v2.refs["alpha"].key != v1.refs["alpha"].key and v2.refs["beta"] == v1.refs["beta"]
+
+    # a catalog change (beta's split) publishes too
+    _write_catalog(cat, [{"path": str(alpha), "movie_id": "alpha"}, {"path": str(beta), "movie_id": "beta"}])
+    assert _build(cat, out)["version"] == 3 and read_manifest(out).refs["beta"].split == "train"
+
+
 @pytest.mark.logs_errors  # the flow fails on purpose; Prefect logs the failure
 @pytest.mark.slow
 def test_a_bad_movie_is_reported_and_skipped_the_rest_is_published(prefect_harness, movies, tmp_path):
@@ -333,12 +397,13 @@ def test_config_mistakes_and_failing_runs_publish_and_delete_nothing(prefect_har
     err = capsys.readouterr().err
     assert "nothing published" in err and "beta" in err and "--max-failed-share" in err
     assert read_manifest(out).version == 1 and _parquets(out) == shards
-    # allowed by a larger share: published, and beta keeps its published version (never removed by a failure)
+    # allowed by a larger share: beta keeps its published version (never removed by a failure); alpha
+    # and gamma are unchanged, so the version to publish is the current one: nothing is published
     assert main(_cli_build(cat, out, "--max-failed-share", "0.5", "--keep-versions", "1")) == 1
     cap = capsys.readouterr()
-    assert "published version kept" in cap.err
+    assert "published version kept" in cap.err and "version 1 unchanged (nothing published)" in cap.out
     v2 = read_manifest(out)
-    assert v2.version == 2 and set(v2.movies) == {"alpha", "beta", "gamma"}
+    assert v2.version == 1 and set(v2.movies) == {"alpha", "beta", "gamma"}
     assert v2.movies["beta"].key == v1.movies["beta"].key and _parquets(out) == shards
 
     # every movie unreachable: nothing published, nothing deleted
@@ -346,7 +411,7 @@ def test_config_mistakes_and_failing_runs_publish_and_delete_nothing(prefect_har
         paths[name].rename(tmp_path / f"away-{name}.mkv")
     assert main(_cli_build(cat, out, "--keep-versions", "1")) == 1
     assert "all 3 movie(s) failed" in capsys.readouterr().err
-    assert read_manifest(out).version == 2 and _parquets(out) == shards
+    assert read_manifest(out).version == 1 and _parquets(out) == shards
     assert [p for p in verify(str(out)) if p.severity == "error"] == []
 
 

@@ -50,8 +50,13 @@ def test_the_readme_recipe_reads_the_manifest_file_list(reingested, monkeypatch)
     con = duckdb.connect()
     # the README's recipe, with its folder name
     con.execute(
-        f"SET VARIABLE shards = (SELECT list('{name}/' || s.path) FROM "
-        f"(SELECT unnest(shards) AS s FROM read_json('{name}/manifest.json')))"
+        f"SET VARIABLE movies = (SELECT list('{name}/' || m.path) FROM "
+        f"(SELECT unnest(movies) AS m FROM read_json('{name}/manifest.json')))"
+    )
+    con.execute(
+        "SET VARIABLE shards = (SELECT list(parse_dirpath(filename) || '/' || s.path) FROM "
+        "(SELECT filename, unnest(shards) AS s FROM read_json(getvariable('movies'), filename = true, "
+        "union_by_name = true)))"
     )
     assert con.execute("SELECT count(*) FROM read_parquet(getvariable('shards'))").fetchone()[0] == 13
 

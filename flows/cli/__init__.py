@@ -35,6 +35,7 @@ COMMANDS: tuple[str, ...] = (
     "build",
     "serve",
     "verify",
+    "migrate",
     "inspect",
     "sql",
     "release",

@@ -111,8 +111,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def print_summary(s: dict, out: str) -> None:
+    state = " unchanged (nothing published)" if s.get("unchanged") else ""
     print(
-        f"dataset {os.path.abspath(out)} version {s['version']}: {len(s['movies'])} movies, {s['rows']} frames ({s['seconds']:.1f} s)"
+        f"dataset {os.path.abspath(out)} version {s['version']}{state}: {len(s['movies'])} movies, {s['rows']} frames ({s['seconds']:.1f} s)"
     )
     for m in s["movies"]:
         status = "unchanged" if m["skipped"] else "ingested"

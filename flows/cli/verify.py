@@ -54,8 +54,8 @@ def run(args: argparse.Namespace) -> int:
     errors = [p for p in problems if p.severity == "error"]
     for p in problems:
         print(p, file=sys.stderr if p.severity == "error" else sys.stdout)
-    shards = sum(len(m.shards) for m in manifest.movies.values())
-    nbytes = sum(m.bytes for m in manifest.movies.values())
+    shards = sum(r.shards for r in manifest.refs.values())  # the index's totals: no movie.json read again
+    nbytes = manifest.bytes
     splits = ", ".join(f"{k} {v}" for k, v in manifest.split_counts.items())
     what = f"dataset version {manifest.version}: {len(manifest.movies)} movies, {shards} shards, {manifest.rows} frames ({splits}), {nbytes / 1e6:.1f} MB"
     if errors:

@@ -51,14 +51,14 @@ class DatasetSummary:
 
 
 def summarize(dataset: str | Path | DatasetManifest) -> DatasetSummary:
-    """Counts of a published dataset, from its manifest alone."""
+    """Counts of a published dataset, from its index alone (no movie's ``movie.json`` is read)."""
     m = dataset if isinstance(dataset, DatasetManifest) else read_manifest(dataset)
     return DatasetSummary(
         version=m.version,
-        frames={mid: dict(mm.split_counts) for mid, mm in m.movies.items()},
-        rejected={mid: dict(mm.rejected_reasons) for mid, mm in m.movies.items()},
-        shards=sum(len(mm.shards) for mm in m.movies.values()),
-        bytes=sum(mm.bytes for mm in m.movies.values()),
+        frames={mid: dict(r.split_counts) for mid, r in m.refs.items()},
+        rejected={mid: dict(r.rejected_reasons) for mid, r in m.refs.items()},
+        shards=sum(r.shards for r in m.refs.values()),
+        bytes=sum(r.bytes for r in m.refs.values()),
         meta=dict(m.meta),
     )
 

@@ -1,14 +1,22 @@
 """Dataset layout, per-movie manifests, the dataset manifest, publishing and garbage collection.
 
-Layout::
+Layout (a two-level index, ``format`` 2)::
 
     DATASET/
-      manifest.json                     current version; replaced atomically and last
+      manifest.json                     current version: one small entry per movie; replaced atomically and last
       versions/manifest-000003.json     every published version (the last few are kept)
       movies/<movie_id>/<key>/          immutable once movie.json exists
         part-00000.parquet ...          frame rows, size-bounded shards
         rejected.parquet                rejected frames with their reason
-        movie.json                      the movie's manifest, written last = its commit marker
+        movie.json                      the movie's manifest (its shards), written last = its commit marker
+
+``manifest.json`` lists each movie by the path and SHA-256 of its ``movie.json`` plus small totals
+(:class:`MovieRef`: rows, bytes, split, key, source fingerprint and file stat); the shard lists live in
+the movies' own ``movie.json``, read (and checked against the checksum) only when a reader asks for a
+movie (:class:`MovieIndex`). A publish therefore writes one small file (and its copy in
+``versions/``) whatever the dataset's size: a movie's ``movie.json`` was written by its commit.
+Datasets written before (``format`` 1: every shard of every movie inline in ``manifest.json``) are
+read as they are; :func:`migrate` rewrites one as two-level.
 
 ``key`` is :func:`pipeline.ingest.ingest_key` of the source fingerprint and the ingest configuration, so a changed
 movie or configuration writes a new folder while the previous dataset version stays readable. A
@@ -53,6 +61,10 @@ __all__ = [
     "ShardEntry",
     "MovieManifest",
     "DatasetManifest",
+    "MovieRef",
+    "MovieIndex",
+    "FORMAT",
+    "migrate",
     "movie_folder",
     "check_movie_id",
     "movie_id_from_name",
@@ -79,6 +91,8 @@ MOVIE_MANIFEST_NAME = "movie.json"
 MOVIES_DIR = "movies"
 VERSIONS_DIR = "versions"
 LOCK_NAME = ".publish.lock"
+#: The dataset manifest's layout: 1 = every shard inline (before the two-level index), 2 = a movie index.
+FORMAT = 2
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
 
@@ -325,18 +339,221 @@ def _sum_counts(counts) -> dict[str, int]:
 
 
 @dataclass
+class MovieRef:
+    """One movie as the dataset manifest lists it: where its ``movie.json`` is, its checksum, totals.
+
+    Small on purpose (a few hundred bytes whatever the movie's length): ``manifest.json`` holds one
+    per movie and is rewritten at every publish, while the shard lists stay in the movies' own
+    ``movie.json``. ``path`` is relative to the dataset; ``sha256`` is of the ``movie.json`` bytes
+    ("" when unknown: a single-level dataset's movie, whose shards are inline). ``source`` keeps the
+    source file's fingerprint and, when the ingest recorded them, its ``stat`` (size and mtime_ns of
+    the movie and right-eye files), ``content`` fingerprint and the ``settings`` hash, so a rebuild
+    can tell an unchanged movie from this entry alone (:mod:`pipeline.changes`).
+    """
+
+    movie_id: str
+    key: str
+    path: str
+    sha256: str
+    rows: int = 0
+    bytes: int = 0
+    shards: int = 0
+    split: str = ""
+    split_counts: dict[str, int] = field(default_factory=dict)
+    rejected_rows: int = 0
+    rejected_reasons: dict[str, int] = field(default_factory=dict)
+    source: dict[str, Any] = field(default_factory=dict)
+    eyes: dict[str, Any] = field(default_factory=dict)
+    created: str = ""
+
+    @property
+    def folder(self) -> str:
+        """Folder relative to the dataset: ``movies/<movie_id>/<key>``."""
+        return f"{MOVIES_DIR}/{self.movie_id}/{self.key}"
+
+    @classmethod
+    def from_manifest(cls, m: MovieManifest, sha256: str = "") -> MovieRef:
+        meta = m.meta or {}
+        src = meta.get("source")
+        source: dict[str, Any] = {}
+        if isinstance(src, dict):
+            source = {k: src[k] for k in ("fingerprint", "stat", "content") if src.get(k)}
+        elif meta.get("source_fingerprint"):
+            source = {"fingerprint": str(meta["source_fingerprint"])}
+        if meta.get("settings"):
+            source["settings"] = str(meta["settings"])
+        swap = meta.get("swapped_eyes") or {}
+        eyes = {}
+        if isinstance(swap, dict) and (swap.get("swapped_shots") or (swap.get("movie") or {}).get("swapped")):
+            eyes = {
+                "swapped_shots": list(swap.get("swapped_shots") or []),
+                "corrected_shots": list(swap.get("corrected_shots") or []),
+                "movie": {"swapped": bool((swap.get("movie") or {}).get("swapped"))},
+            }
+        counts = m.split_counts
+        split = str(meta.get("split") or (next(iter(counts)) if len(counts) == 1 else ""))
+        return cls(
+            movie_id=m.movie_id,
+            key=m.key,
+            path=f"{m.folder}/{MOVIE_MANIFEST_NAME}",
+            sha256=sha256,
+            rows=m.rows,
+            bytes=m.bytes,
+            shards=len(m.shards),
+            split=split,
+            split_counts=counts,
+            rejected_rows=m.rejected_rows,
+            rejected_reasons=dict(m.rejected_reasons),
+            source=source,
+            eyes=eyes,
+            created=m.created,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {
+            "movie_id": self.movie_id,
+            "key": self.key,
+            "path": self.path,
+            "sha256": self.sha256,
+            "rows": self.rows,
+            "bytes": self.bytes,
+            "shards": self.shards,
+            "split": self.split,
+            "split_counts": dict(self.split_counts),
+            "rejected_rows": self.rejected_rows,
+            "rejected_reasons": dict(self.rejected_reasons),
+            "source": self.source,
+            "created": self.created,
+        }
+        if self.eyes:
+            out["eyes"] = self.eyes
+        return out
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> MovieRef:
+        return cls(
+            movie_id=str(d["movie_id"]),
+            key=str(d["key"]),
+            path=str(d["path"]),
+            sha256=str(d.get("sha256", "")),
+            rows=int(d.get("rows", 0)),
+            bytes=int(d.get("bytes", 0)),
+            shards=int(d.get("shards", 0)),
+            split=str(d.get("split", "")),
+            split_counts={str(k): int(v) for k, v in d.get("split_counts", {}).items()},
+            rejected_rows=int(d.get("rejected_rows", 0)),
+            rejected_reasons={str(k): int(v) for k, v in d.get("rejected_reasons", {}).items()},
+            source=dict(d.get("source") or {}),
+            eyes=dict(d.get("eyes") or {}),
+            created=str(d.get("created", "")),
+        )
+
+
+def _join_root(root: str, rel: str) -> str:
+    return f"{root.rstrip('/')}/{rel}" if root not in ("", ".") else rel
+
+
+def read_movie_manifest(root: str, ref: MovieRef) -> MovieManifest:
+    """A listed movie's ``movie.json`` (local path or URI), checked against the index's checksum.
+
+    Raises:
+        BadInputError: the file is missing, unreadable, or its SHA-256 is not the one the dataset
+            manifest lists (it was changed or replaced after publishing), naming the file.
+    """
+    path = _join_root(root, ref.path)
+    try:
+        with fsspec.open(path, "rb") as fh:
+            data = fh.read()
+    except FileNotFoundError:
+        raise BadInputError(
+            path, "movie manifest listed in the dataset manifest is missing", "run depthmine verify"
+        ) from None
+    if ref.sha256:
+        got = hashlib.sha256(data).hexdigest()
+        if got != ref.sha256:
+            raise BadInputError(
+                path,
+                f"movie manifest checksum mismatch (sha256 {got[:16]}..., the dataset manifest lists {ref.sha256[:16]}...)",
+                "the movie folder changed after publishing; run depthmine verify, then rebuild or re-ingest the movie",
+            )
+    try:
+        m = MovieManifest.from_dict(json.loads(data))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BadInputError(path, f"movie manifest is unreadable ({exc})") from None
+    if (m.movie_id, m.key) != (ref.movie_id, ref.key):
+        raise BadInputError(path, f"movie manifest is of {m.movie_id}/{m.key}, listed as {ref.movie_id}/{ref.key}")
+    return m
+
+
+class MovieIndex(Mapping[str, MovieManifest]):
+    """The dataset's movies by id: :class:`MovieRef` entries, each loaded into a full
+    :class:`MovieManifest` (its ``movie.json``, checksum checked) the first time it is asked for.
+
+    Iterating, ``len`` and ``in`` never read a movie file; ``refs`` gives the small entries. Loaded
+    movies are kept, so a reader pays for each ``movie.json`` once.
+    """
+
+    def __init__(self, root: str, refs: Mapping[str, MovieRef], loaded: Mapping[str, MovieManifest] | None = None):
+        self.root = root
+        self.refs: dict[str, MovieRef] = dict(refs)
+        self._loaded: dict[str, MovieManifest] = dict(loaded or {})
+
+    @classmethod
+    def of(cls, root: str, movies: Mapping[str, MovieManifest]) -> MovieIndex:
+        """An index over movies already in memory (a single-level manifest, or one built by hand)."""
+        refs = {mid: MovieRef.from_manifest(m) for mid, m in movies.items()}
+        return cls(root, refs, movies)
+
+    def __getitem__(self, movie_id: str) -> MovieManifest:
+        m = self._loaded.get(movie_id)
+        if m is None:
+            m = read_movie_manifest(self.root, self.refs[movie_id])
+            self._loaded[movie_id] = m
+        return m
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.refs)
+
+    def __len__(self) -> int:
+        return len(self.refs)
+
+    def __contains__(self, movie_id: object) -> bool:
+        return movie_id in self.refs
+
+    def __repr__(self) -> str:
+        return f"MovieIndex({len(self.refs)} movies, {len(self._loaded)} loaded)"
+
+
+@dataclass
 class DatasetManifest:
     """One published dataset version: the movies it lists and, flattened, their shards.
 
     ``root`` is where it was read from (a local folder or a URI); shard paths are relative to it.
+    ``movies`` is a :class:`MovieIndex` (a plain dict given to the constructor is wrapped): a
+    movie's shards are read from its ``movie.json`` when first asked for, so totals
+    (``rows``, ``split_counts``, ``refs``) never read a movie file. ``format`` is the layout it
+    was read from (1: single-level, every shard inline; 2: two-level).
     """
 
     version: int
-    movies: dict[str, MovieManifest]
+    movies: Mapping[str, MovieManifest]
     created: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
     root: str = ""
+    format: int = FORMAT
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.movies, MovieIndex):
+            self.movies = MovieIndex.of(self.root, dict(self.movies))
+        elif self.root and not self.movies.root:
+            self.movies.root = self.root
+
+    @property
+    def refs(self) -> dict[str, MovieRef]:
+        """The small per-movie entries (no movie file is read)."""
+        assert isinstance(self.movies, MovieIndex)
+        return self.movies.refs
 
     @property
     def shards(self) -> list[ShardEntry]:
@@ -360,44 +577,52 @@ class DatasetManifest:
 
     @property
     def rows(self) -> int:
-        return sum(m.rows for m in self.movies.values())
+        return sum(r.rows for r in self.refs.values())
 
     @property
     def split_counts(self) -> dict[str, int]:
-        return _sum_counts(m.split_counts for m in self.movies.values())
+        return _sum_counts(r.split_counts for r in self.refs.values())
+
+    @property
+    def bytes(self) -> int:
+        return sum(r.bytes for r in self.refs.values())
 
     def to_dict(self) -> dict[str, Any]:
-        movies = {}
-        for mid, m in self.movies.items():
-            md = m.to_dict()
-            md["folder"] = m.folder
-            movies[mid] = md
+        """The two-level form: one :class:`MovieRef` per movie (their checksums must be known)."""
+        refs = self.refs
         return {
+            "format": FORMAT,
             "schema_version": self.schema_version,
             "version": self.version,
             "created": self.created,
             "meta": self.meta,
-            "movies": movies,
-            "shards": [s.to_dict() for s in self.shards],
+            "movies": [r.to_dict() for r in refs.values()],  # a list: jq and DuckDB unnest it as is
             "totals": {
-                "movies": len(self.movies),
-                "shards": sum(len(m.shards) for m in self.movies.values()),
+                "movies": len(refs),
+                "shards": sum(r.shards for r in refs.values()),
                 "rows": self.rows,
-                "bytes": sum(m.bytes for m in self.movies.values()),
+                "bytes": self.bytes,
                 "split_counts": self.split_counts,
-                "rejected_rows": sum(m.rejected_rows for m in self.movies.values()),
+                "rejected_rows": sum(r.rejected_rows for r in refs.values()),
             },
         }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], root: str = "") -> DatasetManifest:
+        fmt = int(d.get("format", 1))
+        movies: Mapping[str, MovieManifest]
+        if fmt >= 2:
+            movies = MovieIndex(root, {str(r["movie_id"]): MovieRef.from_dict(r) for r in d.get("movies", [])})
+        else:
+            movies = {mid: MovieManifest.from_dict(m) for mid, m in d.get("movies", {}).items()}
         return cls(
             version=int(d["version"]),
-            movies={mid: MovieManifest.from_dict(m) for mid, m in d.get("movies", {}).items()},
+            movies=movies,
             created=str(d.get("created", "")),
             meta=dict(d.get("meta", {})),
             schema_version=int(d.get("schema_version", SCHEMA_VERSION)),
             root=root,
+            format=fmt,
         )
 
 
@@ -434,6 +659,10 @@ def read_manifest(path: str | Path) -> DatasetManifest:
         raise BadInputError(mpath, f"manifest is not valid JSON ({exc})") from exc
     if not isinstance(data, dict) or "version" not in data or "movies" not in data:
         raise BadInputError(mpath, "not a depthmine dataset manifest (no version/movies)")
+    if int(data.get("format", 1)) > FORMAT:
+        raise BadInputError(
+            mpath, f"manifest format {data['format']} is newer than this reader ({FORMAT})", "upgrade depthmine"
+        )
     if int(data.get("schema_version", 0)) > SCHEMA_VERSION:
         raise BadInputError(
             mpath,
@@ -595,7 +824,7 @@ def publish(
 
 def publish_update(
     dataset_dir: str | Path,
-    add: Iterable[MovieManifest] = (),
+    add: Iterable[MovieManifest | MovieRef] = (),
     drop: Iterable[str] = (),
     keep: int | None = None,
     meta: dict[str, Any] | None = None,
@@ -606,11 +835,13 @@ def publish_update(
     The read of the current manifest and the write of the next one happen under one
     :func:`publish_lock`, so movies ingested in parallel can each publish themselves safely.
     ``only`` (a catalog's movie ids) drops every current movie not in it, decided under the lock.
+    Movies kept from the current version keep their index entries as they are (their
+    ``movie.json`` is not read again); an added movie's ``movie.json`` is read once for its checksum.
     """
     dataset_dir = Path(dataset_dir)
     with publish_lock(dataset_dir):
         current = _read_local_manifest(dataset_dir)
-        movies = dict(current.movies) if current else {}
+        movies: dict[str, MovieManifest | MovieRef] = dict(_entries(current)) if current else {}
         for mid in drop:
             movies.pop(mid, None)
         if only is not None:
@@ -619,39 +850,152 @@ def publish_update(
         for m in add:
             movies[m.movie_id] = m
         merged_meta = {**(current.meta if current else {}), **(meta or {})}
-        return _publish_locked(dataset_dir, list(movies.values()), keep, merged_meta)
+        return _publish_locked(dataset_dir, list(movies.values()), keep, merged_meta, current)
+
+
+def _entries(manifest: DatasetManifest) -> dict[str, MovieManifest | MovieRef]:
+    """A manifest's movies as publish inputs: index entries with a checksum as they are, the
+    movies of a single-level manifest (no checksum yet) as their loaded manifests."""
+    out: dict[str, MovieManifest | MovieRef] = {}
+    for mid, ref in manifest.refs.items():
+        out[mid] = ref if ref.sha256 else manifest.movies[mid]
+    return out
+
+
+def _ref_for(dataset_dir: Path, m: MovieManifest | MovieRef, previous: DatasetManifest | None) -> MovieRef:
+    """The index entry of a movie to publish: reused from the previous version when it lists the
+    same folder with a checksum (folders are immutable once committed), else from its ``movie.json``."""
+    folder = dataset_dir / m.folder
+    if isinstance(m, MovieRef) and m.sha256:
+        if not (dataset_dir / m.path).exists():
+            raise BadInputError(folder, "movie folder is not committed (no movie.json)", "finish() its writer first")
+        return m
+    if previous is not None:
+        old = previous.refs.get(m.movie_id)
+        if old is not None and old.sha256 and old.key == m.key:
+            return old
+    path = folder / MOVIE_MANIFEST_NAME
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise BadInputError(
+            folder, "movie folder is not committed (no movie.json)", "finish() its writer first"
+        ) from None
+    try:
+        own = MovieManifest.from_dict(json.loads(data))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BadInputError(path, f"movie manifest is unreadable ({exc})") from None
+    return MovieRef.from_manifest(own, hashlib.sha256(data).hexdigest())
 
 
 def _publish_locked(
-    dataset_dir: Path, movies: list[MovieManifest] | None, keep: int | None, meta: dict[str, Any] | None
+    dataset_dir: Path,
+    movies: list[MovieManifest | MovieRef] | None,
+    keep: int | None,
+    meta: dict[str, Any] | None,
+    previous: DatasetManifest | None = None,
 ) -> DatasetManifest:
     if movies is None:
         movies = [versions[-1] for versions in committed_movies(dataset_dir).values()]
-    by_id: dict[str, MovieManifest] = {}
+    if previous is None:
+        previous = _read_local_manifest(dataset_dir)
+    refs: dict[str, MovieRef] = {}
+    loaded: dict[str, MovieManifest] = {}
     for m in movies:
-        folder = dataset_dir / m.folder
-        if not (folder / MOVIE_MANIFEST_NAME).exists():
-            raise BadInputError(folder, "movie folder is not committed (no movie.json)", "finish() its writer first")
-        if m.movie_id in by_id:
+        if m.movie_id in refs:
             raise BadInputError(
-                dataset_dir, f"movie {m.movie_id!r} listed twice (keys {by_id[m.movie_id].key}, {m.key})"
+                dataset_dir, f"movie {m.movie_id!r} listed twice (keys {refs[m.movie_id].key}, {m.key})"
             )
-        by_id[m.movie_id] = m
-    previous = _read_local_manifest(dataset_dir)
+        refs[m.movie_id] = _ref_for(dataset_dir, m, previous)
+        if isinstance(m, MovieManifest):
+            loaded[m.movie_id] = m
+    refs = dict(sorted(refs.items()))
     manifest = DatasetManifest(
         version=(previous.version + 1) if previous else 1,
-        movies=dict(sorted(by_id.items())),
+        movies=MovieIndex(str(dataset_dir), refs, loaded),
         created=utc_now(),
         meta=dict(meta or {}),
         root=str(dataset_dir),
     )
-    data = manifest.to_dict()
-    write_json_atomic(dataset_dir / VERSIONS_DIR / f"manifest-{manifest.version:06d}.json", data)
-    write_json_atomic(dataset_dir / MANIFEST_NAME, data)
-    log.info("published %s version %d: %d movies, %d rows", dataset_dir, manifest.version, len(by_id), manifest.rows)
+    _write_version(dataset_dir, manifest)
+    log.info("published %s version %d: %d movies, %d rows", dataset_dir, manifest.version, len(refs), manifest.rows)
     if keep is not None:
         garbage_collect(dataset_dir, keep=keep)
     return manifest
+
+
+def _write_version(dataset_dir: Path, manifest: DatasetManifest) -> None:
+    """The version's copy in ``versions/``, then ``manifest.json`` (atomic each: readers see the
+    previous version until the rename). Compact JSON: it is read by programs, and small."""
+    data = manifest.to_dict()
+    write_json_atomic(dataset_dir / VERSIONS_DIR / f"manifest-{manifest.version:06d}.json", data, indent=None)
+    write_json_atomic(dataset_dir / MANIFEST_NAME, data, indent=None)
+
+
+def migrate(dataset_dir: str | Path) -> tuple[int, int] | None:
+    """Rewrite a single-level dataset (``format`` 1) as two-level; ``None`` when it already is.
+
+    Publishes the same movies as a new version (``meta.migrated_from`` names the old one) whose
+    entries point at the movies' existing ``movie.json``; no shard is touched and the old version
+    stays readable in ``versions/``. Idempotent, atomic (``manifest.json`` is replaced last) and
+    refused, not waited for, while another run holds the dataset's publish lock or a movie lock.
+    Every listed movie's ``movie.json`` must list the same shards as the old manifest.
+
+    Returns:
+        ``(old_version, new_version)``, or ``None`` when there was nothing to do.
+
+    Raises:
+        BadInputError: no manifest, a movie folder without ``movie.json`` or disagreeing with it.
+        DepthmineError: the dataset is locked by a running build or ingest.
+    """
+    from pipeline.errors import DepthmineError
+    from pipeline.shards.locks import movie_locked
+
+    dataset_dir = Path(dataset_dir)
+    read_manifest(dataset_dir)  # no manifest: a clear error before the lock file is created
+    with open(dataset_dir / LOCK_NAME, "a+b") as fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DepthmineError(
+                f"{dataset_dir}: the dataset is locked (a build or ingest is publishing); migrate it when that run ends"
+            ) from None
+        try:
+            current = read_manifest(dataset_dir)
+            if current.format >= FORMAT:
+                return None
+            busy = [mid for mid in current.movies if movie_locked(dataset_dir, mid)]
+            if busy:
+                raise DepthmineError(
+                    f"{dataset_dir}: movie(s) {', '.join(busy)} are locked by a running ingest; "
+                    "migrate the dataset when it ends"
+                )
+            refs: dict[str, MovieRef] = {}
+            for mid, inline in current.movies.items():
+                path = dataset_dir / inline.folder / MOVIE_MANIFEST_NAME
+                ref = _ref_for(dataset_dir, inline, None)
+                own = load_movie_manifest(path.parent)
+                listed = lambda m: [(s.path, s.rows, s.sha256) for s in m.shards]  # noqa: E731
+                if own is None or listed(own) != listed(inline):
+                    raise BadInputError(path, "lists other shards than the dataset manifest", "run depthmine verify")
+                refs[mid] = ref
+            manifest = DatasetManifest(
+                version=current.version + 1,
+                movies=MovieIndex(str(dataset_dir), dict(sorted(refs.items()))),
+                created=utc_now(),
+                meta={**current.meta, "migrated_from": current.version},
+                root=str(dataset_dir),
+            )
+            _write_version(dataset_dir, manifest)
+            log.info(
+                "migrated %s: version %d (single-level) -> %d (two-level)",
+                dataset_dir,
+                current.version,
+                manifest.version,
+            )
+            return current.version, manifest.version
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
 def garbage_collect(dataset_dir: str | Path, keep: int = 1) -> list[Path]:
@@ -672,11 +1016,11 @@ def garbage_collect(dataset_dir: str | Path, keep: int = 1) -> list[Path]:
     vdir = dataset_dir / VERSIONS_DIR
     version_files = sorted(vdir.glob("manifest-*.json")) if vdir.is_dir() else []
     if current is not None:
-        referenced.update(m.folder for m in current.movies.values())
+        referenced.update(r.folder for r in current.refs.values())
         kept_versions = [v for v in version_files if _version_of(v) <= current.version][-keep:]
         for vf in kept_versions:
             with contextlib.suppress(Exception):
-                referenced.update(m.folder for m in read_manifest(vf).movies.values())
+                referenced.update(r.folder for r in read_manifest(vf).refs.values())
         for vf in version_files:
             if vf not in kept_versions and _version_of(vf) < current.version:
                 vf.unlink()

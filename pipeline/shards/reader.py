@@ -230,19 +230,22 @@ def list_shards(
             root, _ = manifest_location(p)
             manifest = read_manifest(p)
     if manifest is not None:
+        # movie by movie: only the wanted movies' movie.json are read (and checked) in a two-level dataset
+        wanted_ids = [m for m in manifest.refs if movie_ids is None or m in set(movie_ids)]
         shards = [
             ShardInfo(
-                path=_join(root, s.path),
+                path=_join(root, f"{m.folder}/{s.path}"),
                 rows=s.rows,
                 split_counts=dict(s.split_counts),
-                movie_id=s.movie_id,
+                movie_id=m.movie_id,
                 row_groups=s.row_groups,
                 row_group_rows=tuple(s.row_group_rows),
                 bytes=s.bytes,
                 sha256=s.sha256,
                 footer_sha256=s.footer_sha256,
             )
-            for s in manifest.shards
+            for m in (manifest.movies[mid] for mid in wanted_ids)
+            for s in m.shards
         ]
     if split is not None:
         shards = [s for s in shards if s.split_counts.get(split, 0) > 0]

@@ -516,11 +516,15 @@ def _manifest_dict(manifest: Any) -> dict[str, Any]:
 
 
 def _result_from_manifest(movie_id, key, split, manifest, seconds) -> MovieResult:
+    kept = int(manifest.rows)
+    if manifest.meta.get("config", {}).get("sampling", {}).get("mode") == "clips":
+        # a clip keeps its rejected frames as rows without a label; they are counted as rejected
+        kept -= sum(int(n) for n in manifest.rejected_reasons.values())
     return MovieResult(
         movie_id=movie_id,
         key=key,
         split=split,
-        kept=int(manifest.rows),
+        kept=kept,
         rejected=dict(manifest.rejected_reasons),
         chunks=0,
         chunks_resumed=0,

@@ -55,3 +55,21 @@ def test_the_job_s_labellers_are_one_per_thread_and_configuration():
     assert 1 <= len(seen) <= 2  # never more labellers than threads
     assert borrow(swapped) not in seen  # another configuration gets its own engines
     assert borrow(normal) in seen  # and the first ones are reused, not rebuilt
+
+
+def test_a_committed_clips_movie_reports_its_labelled_frames_not_its_rows():
+    from pipeline.movie_job import _result_from_manifest
+    from pipeline.shards.manifest import MovieManifest, ShardEntry
+
+    shard = ShardEntry(path="part-00000.parquet", rows=16, bytes=1, sha256="0" * 64, split_counts={"train": 16})
+    for mode, kept in (("frames", 16), ("clips", 13)):
+        manifest = MovieManifest(
+            movie_id="m",
+            key="k",
+            shards=[shard],
+            rejected=None,
+            rejected_reasons={"left_right_consistency": 3},
+            meta={"config": {"sampling": {"mode": mode}}},
+        )
+        # clips keep their 3 rejected frames as rows without a label: they are not "kept"
+        assert _result_from_manifest("m", "k", "train", manifest, 0.0).kept == kept

@@ -60,3 +60,31 @@ def _fail_on_logged_errors(request):
             "logged errors (mark the test @pytest.mark.logs_errors if they are expected):\n  " + "\n  ".join(lines),
             pytrace=False,
         )
+
+
+# --------------------------------------------------------------------------- console handlers on live streams
+
+import sys  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _console_handlers_on_live_streams():
+    """Point logging handlers whose stream was closed back at the real stderr, before each test.
+
+    Prefect binds its console handler to ``sys.stderr`` when it first configures logging; if that
+    happens inside a test that captures output (an in-process CLI test with ``capsys``), the handler
+    keeps the capture's stream, which pytest closes afterwards. Every later log line through it then
+    prints "--- Logging error ---" with a traceback into the next test's stderr, and a CLI test that
+    asserts "no traceback" fails depending on the order tests ran in."""
+    loggers = [logging.getLogger()] + [
+        lg for lg in list(logging.Logger.manager.loggerDict.values()) if isinstance(lg, logging.Logger)
+    ]
+    for lg in loggers:
+        for handler in lg.handlers:
+            stream = getattr(handler, "stream", None)
+            if stream is not None and getattr(stream, "closed", False) and isinstance(handler, logging.StreamHandler):
+                handler.stream = sys.__stderr__  # not setStream: it flushes the closed stream first
+                console = getattr(handler, "console", None)  # Prefect's rich console keeps its own file
+                if console is not None:
+                    console.file = sys.__stderr__
+    yield

@@ -535,6 +535,7 @@ def _two_movie_release(release: Path, out: Path) -> Path:
     return out
 
 
+@pytest.mark.logs_errors  # the refused movie is a failed Prefect task and flow run: Prefect logs them at ERROR
 def test_hydrate_resumes_per_movie_after_a_failed_movie(released, film, sample_movie, copies, tmp_path):
     """The second movie's copy is another film: the flow fails and publishes nothing, but the first
     movie stays committed; the re-run with the right copy reuses it (its files are not rewritten) and

@@ -42,6 +42,7 @@ import dataclasses
 import logging
 import os
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -329,7 +330,7 @@ class _Aligner:
         region: CropBox,
         config: HydrateConfig,
         shot_config: Any,
-        encode: Callable[[np.ndarray], bytes],
+        encode: Callable[[np.ndarray], Any],  # bytes, or a Future of them
         progress: Callable[[int], None] | None = None,
         label_of: Callable[[int], tuple[np.ndarray, np.ndarray] | None] | None = None,
     ):
@@ -695,7 +696,7 @@ def align_and_extract(
     movie: ReleasedMovie,
     labels: pa.Table,
     config: HydrateConfig,
-    encode: Callable[[np.ndarray], bytes],
+    encode: Callable[[np.ndarray], Any],
     progress: Callable[[int], None] | None = None,
     label_of: Callable[[int], tuple[np.ndarray, np.ndarray] | None] | None = None,
 ) -> tuple[HydrateResult, dict[int, bytes], dict[int, bytes]]:
@@ -704,8 +705,9 @@ def align_and_extract(
     ``labels`` needs only ``frame_index``, ``phash`` and ``view``; ``label_of(row)`` gives a released
     row's disparity and valid mask (rows in frame order) for the check that the copy's eyes are the
     release's (without it the copy's eyes are taken as its layout says). Returns the result, the
-    stored pictures by released frame index, already encoded with ``encode`` (a film's thousands of
-    pictures stay a few hundred MB), and the other eye's (``config.right_views``; else empty).
+    stored pictures by released frame index as ``encode`` returned them (bytes, or futures of them;
+    a film's thousands of pictures stay a few hundred MB), and the other eye's (``config.right_views``;
+    else empty).
 
     Raises:
         BadInputError: another film or another cut (fewer than ``min_match_fraction`` confirmed).
@@ -977,12 +979,21 @@ def hydrate_movie(
     shard_cfg = _shard_config(movie, config.right_views)
     ids = pq.read_table(release.labels_path(movie.movie_id), columns=["frame_index", "phash", "view"])
 
-    def encode(img: np.ndarray) -> bytes:
-        return encode_image(img, shard_cfg.image_codec, shard_cfg.jpeg_quality, shard_cfg.jpeg_subsampling)
+    # pictures are encoded by two threads while the pass goes on (OpenCV's encoder releases the GIL):
+    # the pass's own thread only converts, crops and hashes
+    pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="hydrate-encode")
 
-    result, images, others = align_and_extract(
-        source, movie, ids, config, encode, progress, _label_reader(release.labels_path(movie.movie_id), movie)
-    )
+    def encode(img: np.ndarray) -> Future:
+        return pool.submit(encode_image, img, shard_cfg.image_codec, shard_cfg.jpeg_quality, shard_cfg.jpeg_subsampling)
+
+    try:
+        result, images, others = align_and_extract(
+            source, movie, ids, config, encode, progress, _label_reader(release.labels_path(movie.movie_id), movie)
+        )
+        images = {i: f.result() for i, f in images.items()}
+        others = {i: f.result() for i, f in others.items()}
+    finally:
+        pool.shutdown(cancel_futures=True)
     meta = dict(movie.meta)
     info = result.to_dict()
     meta["hydrated"] = {
@@ -1006,10 +1017,24 @@ def hydrate_movie(
             )
         },
     }
-    with MovieShardWriter(out, movie.movie_id, hydrated_key(movie), shard_cfg, meta) as writer:
-        labels = pq.ParquetFile(release.labels_path(movie.movie_id))
-        for g in range(labels.metadata.num_row_groups):  # one row group of label blobs in memory at a time
-            writer.write_table(hydrated_table(labels.read_row_group(g), images, shard_cfg, movie.labels, others))
+    labels = pq.ParquetFile(release.labels_path(movie.movie_id))
+
+    def rows(g: int) -> pa.Table:
+        return hydrated_table(labels.read_row_group(g), images, shard_cfg, movie.labels, others)
+
+    # a thread unpacks the next row groups' labels while the writer compresses this one (both
+    # release the GIL); at most three row groups of label blobs in memory
+    with (
+        MovieShardWriter(out, movie.movie_id, hydrated_key(movie), shard_cfg, meta) as writer,
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="hydrate-labels") as unpacker,
+    ):
+        ahead: collections.deque = collections.deque()
+        for g in range(labels.metadata.num_row_groups):
+            ahead.append(unpacker.submit(rows, g))
+            if len(ahead) > 2:
+                writer.write_table(ahead.popleft().result())
+        while ahead:
+            writer.write_table(ahead.popleft().result())
         rejected = release.read_rejected(movie.movie_id)
         if rejected.num_rows:
             writer.write_table(rejected)

@@ -378,6 +378,9 @@ class _Aligner:
         self.swap_votes: list[tuple[int, float, float]] = []  # (frame, error as is, error exchanged)
         self.swap_redo: list[int] = []  # frames taken from the wrong eye before the exchange was seen
         self.next_row = 0  # next released row (in frame order) to decide
+        self.sink: Callable[..., None] | None = None  # (group, its frames, images, others) once final
+        self.group_rows = 32  # released rows per row group of the label file
+        self.next_group = 0  # first row group not yet handed to the sink
         self.done = False  # the pass is over: frames past the end are missing, not yet to come
 
     # -- per frame ---------------------------------------------------------------------------
@@ -412,6 +415,7 @@ class _Aligner:
                     stop_detector_at = j + self.detector.latency if self.detector is not None else j
             if self.offset is not None:
                 self._decide_up_to(j - self.cfg.window)
+                self._flush_groups()
             if self.progress is not None:
                 self.progress(1)
         if self.detector is not None:
@@ -580,6 +584,26 @@ class _Aligner:
                 self.candidate_others.clear()
                 self.candidates_full = True
 
+    def _flush_groups(self) -> None:
+        """Hand the label file's row groups whose frames are all final to the sink, in order.
+
+        Final: taken, or missing for good (not "later"), and the eye check has decided (a copy
+        with exchanged eyes takes its earlier frames again). The sink writes them while the pass
+        goes on, so the dataset's shards are written while the copy is still decoding."""
+        if self.sink is None or self.swapped is None:
+            return
+        w = self.wanted
+        while self.next_group * self.group_rows < len(w.index):
+            lo = self.next_group * self.group_rows
+            hi = min(lo + self.group_rows, len(w.index))
+            if hi > self.next_row:
+                return
+            frames = [int(i) for i in w.index[lo:hi]]
+            if any(i not in self.images and self.missing.get(i, "later") == "later" for i in frames):
+                return
+            self.sink(self.next_group, frames, self.images, self.others)
+            self.next_group += 1
+
     # -- deciding released frames ---------------------------------------------------------------
     def _decide_up_to(self, last_copy: int, final: bool = False) -> None:
         """Decide released frames whose whole window lies at or before copy frame ``last_copy + window``."""
@@ -699,15 +723,18 @@ def align_and_extract(
     encode: Callable[[np.ndarray], Any],
     progress: Callable[[int], None] | None = None,
     label_of: Callable[[int], tuple[np.ndarray, np.ndarray] | None] | None = None,
-) -> tuple[HydrateResult, dict[int, bytes], dict[int, bytes]]:
+    sink: tuple[Callable[..., None], int] | None = None,
+) -> tuple[HydrateResult, dict[int, bytes], dict[int, bytes], int]:
     """Decode the copy once, align it to the release and extract every released frame it can confirm.
 
     ``labels`` needs only ``frame_index``, ``phash`` and ``view``; ``label_of(row)`` gives a released
     row's disparity and valid mask (rows in frame order) for the check that the copy's eyes are the
     release's (without it the copy's eyes are taken as its layout says). Returns the result, the
     stored pictures by released frame index as ``encode`` returned them (bytes, or futures of them;
-    a film's thousands of pictures stay a few hundred MB), and the other eye's (``config.right_views``;
-    else empty).
+    a film's thousands of pictures stay a few hundred MB), the other eye's (``config.right_views``;
+    else empty), and how many row groups (of ``sink[1]`` rows) were handed to ``sink[0]`` during the
+    pass: ``sink[0](group, frames, images, others)`` is called, in order, as soon as a group's frames
+    are final.
 
     Raises:
         BadInputError: another film or another cut (fewer than ``min_match_fraction`` confirmed).
@@ -726,6 +753,8 @@ def align_and_extract(
         [labels.column("view")[int(k)].as_py() for k in order],
     )
     al = _Aligner(source, movie, wanted, region, config, shot_cfg, encode, progress, label_of)
+    if sink is not None:
+        al.sink, al.group_rows = sink
     al.run()
     al.done = True
     passes = 1.0
@@ -764,7 +793,7 @@ def align_and_extract(
     )
     if total and found < config.min_match_fraction * total:
         raise BadInputError(source.path, _refusal(movie, al, wanted, found, total))
-    return result, al.images, al.others
+    return result, al.images, al.others, al.next_group
 
 
 def _check_same_edit(al: _Aligner) -> None:
@@ -986,14 +1015,51 @@ def hydrate_movie(
     def encode(img: np.ndarray) -> Future:
         return pool.submit(encode_image, img, shard_cfg.image_codec, shard_cfg.jpeg_quality, shard_cfg.jpeg_subsampling)
 
+    labels = pq.ParquetFile(release.labels_path(movie.movie_id))
+    sizes = [labels.metadata.row_group(g).num_rows for g in range(labels.metadata.num_row_groups)]
+    # the shards are written by one thread while the copy is still decoding (the pass mostly waits
+    # for frames): a row group of labels goes as soon as its frames are final, unpacked and
+    # compressed there; the meta (what was found) is set before the commit
+    writer = MovieShardWriter(out, movie.movie_id, hydrated_key(movie), shard_cfg, {})
+    write = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hydrate-write")
+    written: list[Future] = []
+
+    def write_group(g: int, pictures: dict[int, Any], other: dict[int, Any]) -> None:
+        pics = {i: f.result() if isinstance(f, Future) else f for i, f in pictures.items()}
+        oth = {i: f.result() if isinstance(f, Future) else f for i, f in other.items()}
+        writer.write_table(hydrated_table(labels.read_row_group(g), pics, shard_cfg, movie.labels, oth))
+
+    def sink(g: int, frames: list[int], images: dict[int, Any], others: dict[int, Any]) -> None:
+        pictures = {i: images[i] for i in frames if i in images}
+        other = {i: others[i] for i in frames if i in others}
+        written.append(write.submit(write_group, g, pictures, other))
+
+    uniform = all(n == sizes[0] for n in sizes[:-1]) if sizes else False
     try:
-        result, images, others = align_and_extract(
-            source, movie, ids, config, encode, progress, _label_reader(release.labels_path(movie.movie_id), movie)
+        writer.open()
+        result, images, others, done_groups = align_and_extract(
+            source,
+            movie,
+            ids,
+            config,
+            encode,
+            progress,
+            _label_reader(release.labels_path(movie.movie_id), movie),
+            (sink, sizes[0]) if uniform else None,
         )
-        images = {i: f.result() for i, f in images.items()}
-        others = {i: f.result() for i, f in others.items()}
+        starts = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
+        file_frames = ids.column("frame_index").to_pylist()  # the label file's rows, in its order
+        for g in range(done_groups, len(sizes)):
+            sink(g, [int(i) for i in file_frames[starts[g] : starts[g + 1]]], images, others)
+        for f in written:
+            f.result()
+    except BaseException:
+        write.shutdown(cancel_futures=True)
+        writer.abort()
+        raise
     finally:
         pool.shutdown(cancel_futures=True)
+        write.shutdown()
     meta = dict(movie.meta)
     info = result.to_dict()
     meta["hydrated"] = {
@@ -1017,24 +1083,8 @@ def hydrate_movie(
             )
         },
     }
-    labels = pq.ParquetFile(release.labels_path(movie.movie_id))
-
-    def rows(g: int) -> pa.Table:
-        return hydrated_table(labels.read_row_group(g), images, shard_cfg, movie.labels, others)
-
-    # a thread unpacks the next row groups' labels while the writer compresses this one (both
-    # release the GIL); at most three row groups of label blobs in memory
-    with (
-        MovieShardWriter(out, movie.movie_id, hydrated_key(movie), shard_cfg, meta) as writer,
-        ThreadPoolExecutor(max_workers=1, thread_name_prefix="hydrate-labels") as unpacker,
-    ):
-        ahead: collections.deque = collections.deque()
-        for g in range(labels.metadata.num_row_groups):
-            ahead.append(unpacker.submit(rows, g))
-            if len(ahead) > 2:
-                writer.write_table(ahead.popleft().result())
-        while ahead:
-            writer.write_table(ahead.popleft().result())
+    writer.movie_meta = meta
+    with writer:
         rejected = release.read_rejected(movie.movie_id)
         if rejected.num_rows:
             writer.write_table(rejected)

@@ -19,9 +19,10 @@ timestamp origin, another letterbox crop. Hydration:
    released frames were already passed) is **locked**: released frame ``i`` is then copy frame
    ``i + offset``. Frame indices count decoded frames, so the container's timestamp origin does
    not matter.
-4. **Confirms frame by frame**: the expected copy frame is converted, cropped and resized to the
-   stored size exactly as ingest did, and its hash must be within ``max_distance`` bits of the
-   released one; otherwise the other frames of a ``window`` either side are tried (a dropped or
+4. **Confirms frame by frame**: the expected copy frame's hash (from the Y plane of the mapped
+   picture area, or of its stored picture when it was kept before the lock) must be within
+   ``max_distance`` bits of the released one; its picture is then converted, cropped and resized
+   to the stored size exactly as ingest did (by the encoding threads); otherwise the other frames of a ``window`` either side are tried (a dropped or
    duplicated frame). A frame that fails is listed with the reason, never guessed. Before the lock,
    frames whose hash is close to any released one are kept as candidates (bounded by
    ``max_candidate_mb``); what could not be kept is taken in a second, partial pass.
@@ -39,8 +40,10 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import logging
 import os
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -330,7 +333,7 @@ class _Aligner:
         region: CropBox,
         config: HydrateConfig,
         shot_config: Any,
-        encode: Callable[[np.ndarray], Any],  # bytes, or a Future of them
+        encode: Callable[[Any], Any],  # a picture (or a function making it) -> bytes, or a Future of them
         progress: Callable[[int], None] | None = None,
         label_of: Callable[[int], tuple[np.ndarray, np.ndarray] | None] | None = None,
     ):
@@ -377,6 +380,7 @@ class _Aligner:
         self.swapped: bool | None = None if label_of is not None else False  # the copy's eyes exchanged?
         self.swap_votes: list[tuple[int, float, float]] = []  # (frame, error as is, error exchanged)
         self.swap_redo: list[int] = []  # frames taken from the wrong eye before the exchange was seen
+        self.convert_lock = threading.Lock()
         self.next_row = 0  # next released row (in frame order) to decide
         self.sink: Callable[..., None] | None = None  # (group, its frames, images, others) once final
         self.group_rows = 32  # released rows per row group of the label file
@@ -526,7 +530,10 @@ class _Aligner:
         return ok, int(sel.size)
 
     def _stored(self, raw: Any, view: str, swapped: bool | None = None) -> np.ndarray:
-        left, right = self.src.eyes(raw, crop=False)
+        # one conversion at a time: PyAV's converter of a frame is not safe to share between threads
+        # (the encoding threads and the pass's thread convert; cropping and resizing stay parallel)
+        with self.convert_lock:
+            left, right = self.src.eyes(raw, crop=False)
         if self.swapped if swapped is None else swapped:
             left, right = right, left
         return extract_stored(right if view == "right" else left, self.region, self.store)
@@ -574,7 +581,9 @@ class _Aligner:
                 len(votes),
             )
             if self.swapped:
-                self.swap_redo = sorted(self.images)
+                # taken from the wrong eye, or refused by the wrong eye's hash: all taken again
+                refused = [i for i, r in self.missing.items() if r.startswith("no copy frame")]
+                self.swap_redo = sorted(set(self.images) | set(refused))
                 for i in self.swap_redo:
                     del self.images[i]
                     self.copy_index.pop(i, None)
@@ -616,16 +625,23 @@ class _Aligner:
             self._decide(self.next_row, expected)
             self.next_row += 1
 
-    def _get(self, c: int, view: str) -> tuple[np.ndarray, int] | None | str:
+    def _get(self, c: int, view: str, exact: bool = False) -> tuple[Any, int] | None | str:
         """The stored picture and hash of copy frame ``c``: from the ring or the candidates.
 
-        None: no such frame, or it was decoded before the lock and its hash was not even close
-        (so it was not kept). ``"later"``: it may match but was not kept (memory cap): second pass.
+        A frame still in the ring is confirmed by its luma hash (the same DCT hash, from the Y plane
+        of the mapped picture area: what the lock already trusts) and its picture is returned as a
+        function that makes it, run by the encoding threads: converting, cropping and resizing
+        leave the pass's thread. None: no such frame, or it was decoded before the lock and its hash
+        was not even close (so it was not kept). ``"later"``: it may match but was not kept (memory
+        cap): second pass. ``exact`` (and in a copy with exchanged eyes, whose luma hashes are of the
+        other eye): the stored picture is made here and hashed.
         """
         for raw in self.ring:
             if raw.index == c:
-                img = self._stored(raw, view)
-                return img, phash(img)
+                if exact or self.swapped:
+                    img = self._stored(raw, view)
+                    return img, phash(img)
+                return functools.partial(self._stored, raw, view, bool(self.swapped)), int(self.luma[view][c])
         if (c, view) in self.candidates:
             return self.candidates[(c, view)]
         if c < 0 or c >= self.frames:
@@ -644,31 +660,37 @@ class _Aligner:
         order = sorted(
             range(expected - self.cfg.window, expected + self.cfg.window + 1), key=lambda c: (abs(c - expected), c)
         )
-        best: tuple[int, int, np.ndarray] | None = None
+        best: tuple[int, int, Any] | None = None
         deferred = False
-        for c in order:
-            got = self._get(c, view)
-            if got == "later":
-                deferred = True
-                continue
-            if got is None:
-                continue
-            img, h = got
-            d = hamming(h, target)
-            if best is None or d < best[0]:
-                best = (d, c, img)
-            if c == expected and d <= self.cfg.max_distance:
+        for exact in (False, True):  # luma hashes first; the stored pictures' own hashes if none passes
+            for c in order:
+                got = self._get(c, view, exact)
+                if got == "later":
+                    deferred = True
+                    continue
+                if got is None:
+                    continue
+                img, h = got
+                d = hamming(h, target)
+                if best is None or d < best[0] or (d == best[0] and exact):
+                    best = (d, c, img)
+                if c == expected and d <= self.cfg.max_distance:
+                    break
+            if best is not None and best[0] <= self.cfg.max_distance:
                 break
         if best is not None and best[0] <= self.cfg.max_distance:
             if self.swapped is None:
                 self._check_eyes(row, best[1], view)
                 if self.swapped:
-                    best = (best[0], best[1], self._stored(next(r for r in self.ring if r.index == best[1]), view))
+                    raw = next(r for r in self.ring if r.index == best[1])
+                    best = (best[0], best[1], functools.partial(self._stored, raw, view, True))
             self.images[i], self.copy_index[i], self.distances[i] = self.encode(best[2]), best[1], best[0]
             if self.cfg.right_views:
                 raw = next((r for r in self.ring if r.index == best[1]), None)
                 other = (
-                    self._stored(raw, _other(view)) if raw is not None else self.candidate_others.get((best[1], view))
+                    functools.partial(self._stored, raw, _other(view), bool(self.swapped))
+                    if raw is not None
+                    else self.candidate_others.get((best[1], view))
                 )
                 if other is not None:
                     self.others[i] = self.encode(other)
@@ -720,7 +742,7 @@ def align_and_extract(
     movie: ReleasedMovie,
     labels: pa.Table,
     config: HydrateConfig,
-    encode: Callable[[np.ndarray], Any],
+    encode: Callable[[Any], Any],
     progress: Callable[[int], None] | None = None,
     label_of: Callable[[int], tuple[np.ndarray, np.ndarray] | None] | None = None,
     sink: tuple[Callable[..., None], int] | None = None,
@@ -1008,12 +1030,16 @@ def hydrate_movie(
     shard_cfg = _shard_config(movie, config.right_views)
     ids = pq.read_table(release.labels_path(movie.movie_id), columns=["frame_index", "phash", "view"])
 
-    # pictures are encoded by two threads while the pass goes on (OpenCV's encoder releases the GIL):
-    # the pass's own thread only converts, crops and hashes
+    # pictures are made (converted, cropped, resized) and encoded by two threads while the pass goes
+    # on (PyAV's converter and OpenCV release the GIL): the pass's own thread hashes and decides
     pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="hydrate-encode")
 
-    def encode(img: np.ndarray) -> Future:
-        return pool.submit(encode_image, img, shard_cfg.image_codec, shard_cfg.jpeg_quality, shard_cfg.jpeg_subsampling)
+    def picture(img: Any) -> bytes:
+        img = img() if callable(img) else img  # a frame still to convert, crop and resize
+        return encode_image(img, shard_cfg.image_codec, shard_cfg.jpeg_quality, shard_cfg.jpeg_subsampling)
+
+    def encode(img: Any) -> Future:
+        return pool.submit(picture, img)
 
     labels = pq.ParquetFile(release.labels_path(movie.movie_id))
     sizes = [labels.metadata.row_group(g).num_rows for g in range(labels.metadata.num_row_groups)]

@@ -347,7 +347,7 @@ class ReleaseConfig:
         precision: ``valid`` (default): disparity and uncertainty released at valid pixels only
             (disparity codes exact there, uncertainty within 1/16 px; invalid pixels, which carry
             no label, come back not finite), or ``exact``: every byte of every label, so hydrated
-            label columns are the dataset's bytes (a fifth to a third larger).
+            label columns are the dataset's bytes (a third to a half larger).
     """
 
     splits: list[str] | None = None

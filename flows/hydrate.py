@@ -5,7 +5,8 @@ Table of contents (each step is a call into :mod:`pipeline.hydrate`)::
     check                read the release (checksums), match copies to movies, files exist (flow body:
                          a mistake fails before any decoding)
     hydrate_movie_task   one decode pass of a copy: align, confirm, extract; the movie's shard folder
-                         (task per movie; a movie already hydrated from the same copy is reused: resume)
+                         (task per movie, committed when done; a re-run after a failure reuses every
+                         movie hydrated from the same copy, released labels and right-views choice)
     publish_task         the dataset manifest, once, only when every movie was hydrated
     report               markdown artifact: offsets, frames found, frames missing with the reason
 
@@ -116,13 +117,15 @@ def hydrate_dataset(
     for spec in specs:
         res, manifest = hydrate_movie_task(rel, spec, out, cfg, progress)
         logger.info(
-            "%s: %d of %d frames from %s (offset %s frames, from %s)",
+            "%s: %d of %d frames from %s (offset %s frames, from %s)%s%s",
             spec.movie_id,
             res.found,
             res.released,
             spec.path,
             res.offset,
             res.offset_from,
+            "; eyes exchanged in the copy: the other eye taken" if res.eyes_swapped else "",
+            "; reused (hydrated by an earlier run)" if res.reused else "",
         )
         results.append(res)
         manifests.append(manifest)

@@ -50,6 +50,7 @@ def release_dataset(
     movies: list[str] | None = None,
     titles: dict[str, str] | None = None,
     compression: str = "zstd",
+    precision: str = "valid",
 ) -> dict[str, Any]:
     """Write a labels-only release of ``dataset`` into ``out``.
 
@@ -59,12 +60,15 @@ def release_dataset(
         splits: splits to release (default all); movies: movie ids (default all).
         titles: film titles by movie id, for the release's README.
         compression: ``zstd`` or ``brotli`` (smaller, slower) for the label files.
+        precision: ``valid`` (disparity and uncertainty at valid pixels only) or ``exact`` (every byte).
 
     Returns:
         Totals: ``movies``, ``rows``, ``bytes`` (release), ``dataset_bytes`` and the release path.
     """
     logger = get_run_logger()
-    config = ReleaseConfig(splits=splits, movies=movies, titles=dict(titles or {}), compression=compression)
+    config = ReleaseConfig(
+        splits=splits, movies=movies, titles=dict(titles or {}), compression=compression, precision=precision
+    )
     _check_out(Path(out))
     root, manifest, chosen = plan_release(dataset, config)
     released = [r for m in chosen if (r := release_movie_task(root, m, out, config)) is not None]

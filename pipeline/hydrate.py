@@ -19,9 +19,10 @@ timestamp origin, another letterbox crop. Hydration:
    released frames were already passed) is **locked**: released frame ``i`` is then copy frame
    ``i + offset``. Frame indices count decoded frames, so the container's timestamp origin does
    not matter.
-4. **Confirms frame by frame**: the expected copy frame is converted, cropped and resized to the
-   stored size exactly as ingest did, and its hash must be within ``max_distance`` bits of the
-   released one; otherwise the other frames of a ``window`` either side are tried (a dropped or
+4. **Confirms frame by frame**: the expected copy frame's hash (from the Y plane of the mapped
+   picture area, or of its stored picture when it was kept before the lock) must be within
+   ``max_distance`` bits of the released one; its picture is then converted, cropped and resized
+   to the stored size exactly as ingest did (by the encoding threads); otherwise the other frames of a ``window`` either side are tried (a dropped or
    duplicated frame). A frame that fails is listed with the reason, never guessed. Before the lock,
    frames whose hash is close to any released one are kept as candidates (bounded by
    ``max_candidate_mb``); what could not be kept is taken in a second, partial pass.
@@ -39,9 +40,12 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import logging
 import os
+import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -53,7 +57,7 @@ import pyarrow as pa
 from pipeline.errors import BadInputError, ConfigError
 from pipeline.layouts import CropBox, Layout
 from pipeline.phash import DEFAULT_MAX_DISTANCE, THUMB_SIZE, hamming, phash, phash_gray
-from pipeline.release import Release, ReleasedMovie
+from pipeline.release import Release, ReleasedMovie, unpack_labels
 from pipeline.shards import FRAME_SCHEMA, MovieShardWriter, ShardConfig
 from pipeline.shards.codec import encode_image
 
@@ -94,6 +98,8 @@ class HydrateConfig:
         max_offset_s: the largest lead-in or trimmed start looked for (seconds).
         cut_bits: after the lock, a hash jump this large between consecutive frames is a cut (frames
             of one shot differ by 0-6 bits, frames of two shots by 18 or more on the sample movies).
+        right_views: also rebuild the other eye of every hydrated frame (``right_image``, cropped
+            and resized as the stored view; for stereo-aware training). A release never holds one.
     """
 
     max_distance: int = DEFAULT_MAX_DISTANCE
@@ -104,6 +110,7 @@ class HydrateConfig:
     fps_tolerance: float = 0.002
     max_offset_s: float = 600.0
     cut_bits: int = 14
+    right_views: bool = False
 
     def __post_init__(self) -> None:
         if not 0 <= int(self.max_distance) < 32:
@@ -152,6 +159,8 @@ class HydrateResult:
     distances: dict[int, int] = field(default_factory=dict)  # released frame -> hash distance
     seconds: float = 0.0
     decode_passes: float = 1.0
+    eyes_swapped: bool = False  # the copy's eyes were exchanged (no tag said so): the other eye was taken
+    reused: bool = False  # hydrated by an earlier run from the same copy (resume): not decoded again
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -296,6 +305,10 @@ class _LumaHasher:
 # --------------------------------------------------------------------------- alignment
 
 
+def _other(view: str) -> str:
+    return "left" if view == "right" else "right"
+
+
 @dataclass
 class _Wanted:
     """The released frames of one movie, in frame order."""
@@ -320,8 +333,9 @@ class _Aligner:
         region: CropBox,
         config: HydrateConfig,
         shot_config: Any,
-        encode: Callable[[np.ndarray], bytes],
+        encode: Callable[[Any], Any],  # a picture (or a function making it) -> bytes, or a Future of them
         progress: Callable[[int], None] | None = None,
+        label_of: Callable[[int], tuple[np.ndarray, np.ndarray] | None] | None = None,
     ):
         from pipeline.shots import build_detector
 
@@ -355,12 +369,22 @@ class _Aligner:
         self.candidates_full = False
         self.ring: collections.deque = collections.deque()
         self.images: dict[int, bytes] = {}  # released frame index -> stored picture, encoded as the release's shards
+        self.others: dict[int, bytes] = {}  # released frame index -> the other eye (right_views)
+        self.candidate_others: dict[tuple[int, str], np.ndarray] = {}
         self.encode = encode
         self.copy_index: dict[int, int] = {}
         self.distances: dict[int, int] = {}
         self.missing: dict[int, str] = {}
         self.frames = 0
+        self.label_of = label_of  # released row -> (disparity, valid) at the stored size, for the eye check
+        self.swapped: bool | None = None if label_of is not None else False  # the copy's eyes exchanged?
+        self.swap_votes: list[tuple[int, float, float]] = []  # (frame, error as is, error exchanged)
+        self.swap_redo: list[int] = []  # frames taken from the wrong eye before the exchange was seen
+        self.convert_lock = threading.Lock()
         self.next_row = 0  # next released row (in frame order) to decide
+        self.sink: Callable[..., None] | None = None  # (group, its frames, images, others) once final
+        self.group_rows = 32  # released rows per row group of the label file
+        self.next_group = 0  # first row group not yet handed to the sink
         self.done = False  # the pass is over: frames past the end are missing, not yet to come
 
     # -- per frame ---------------------------------------------------------------------------
@@ -395,6 +419,7 @@ class _Aligner:
                     stop_detector_at = j + self.detector.latency if self.detector is not None else j
             if self.offset is not None:
                 self._decide_up_to(j - self.cfg.window)
+                self._flush_groups()
             if self.progress is not None:
                 self.progress(1)
         if self.detector is not None:
@@ -439,6 +464,9 @@ class _Aligner:
                     img = self._stored(raw, v)
                     self.candidates[(j, v)] = (img, phash(img))
                     self.candidate_bytes += img.nbytes
+                    if self.cfg.right_views:
+                        self.candidate_others[(j, v)] = self._stored(raw, _other(v))
+                        self.candidate_bytes += img.nbytes
                     if self.candidate_bytes > self.cfg.max_candidate_mb * (1 << 20):
                         self.candidates_full = True
                         log.warning(
@@ -501,9 +529,89 @@ class _Aligner:
             ok += int(np.count_nonzero(hamming(got, w.hashes[rows]) <= self.cfg.max_distance))
         return ok, int(sel.size)
 
-    def _stored(self, raw: Any, view: str) -> np.ndarray:
-        left, right = self.src.eyes(raw, crop=False)
+    def _stored(self, raw: Any, view: str, swapped: bool | None = None) -> np.ndarray:
+        # one conversion at a time: PyAV's converter of a frame is not safe to share between threads
+        # (the encoding threads and the pass's thread convert; cropping and resizing stay parallel)
+        with self.convert_lock:
+            left, right = self.src.eyes(raw, crop=False)
+        if self.swapped if swapped is None else swapped:
+            left, right = right, left
         return extract_stored(right if view == "right" else left, self.region, self.store)
+
+    # -- eyes exchanged without a tag ----------------------------------------------------------
+    def _check_eyes(self, row: int, c: int, view: str) -> None:
+        """Vote on whether the copy's eyes are exchanged, from one confirmed frame.
+
+        The two eyes of a frame hash alike (they differ by a few per cent of parallax), so the
+        hashes cannot tell them apart; the released disparity can: the stored view ``S`` and the
+        other eye ``O`` satisfy ``S(x) = O(x - d)``. The copy's frame is warped both ways; the
+        arrangement whose warp matches (median grey difference over valid pixels at least 25%
+        lower) gets the vote. Three agreeing votes decide; frames already taken from the wrong
+        eye are taken again in the partial second pass.
+        """
+        raw = next((r for r in self.ring if r.index == c), None)
+        label = self.label_of(row) if raw is not None and self.label_of is not None else None
+        if label is None:
+            return
+        disparity, valid = label
+        other = "left" if view == "right" else "right"
+        s_img = cv2.cvtColor(self._stored(raw, view, False), cv2.COLOR_RGB2GRAY).astype(np.float32)
+        o_img = cv2.cvtColor(self._stored(raw, other, False), cv2.COLOR_RGB2GRAY).astype(np.float32)
+        h, w = s_img.shape
+        if disparity.shape != (h, w):
+            return
+        xs = np.arange(w, dtype=np.float32)[None, :] - np.nan_to_num(disparity)
+        ys = np.repeat(np.arange(h, dtype=np.float32)[:, None], w, axis=1)
+        inside = valid & (xs >= 0) & (xs <= w - 1)
+        if inside.sum() < 0.05 * h * w:
+            return
+        as_is = float(np.median(np.abs(s_img - cv2.remap(o_img, xs, ys, cv2.INTER_LINEAR))[inside]))
+        exchanged = float(np.median(np.abs(o_img - cv2.remap(s_img, xs, ys, cv2.INTER_LINEAR))[inside]))
+        self.swap_votes.append((int(self.wanted.index[row]), as_is, exchanged))
+        votes = [
+            (a < 0.75 * b) - (b < 0.75 * a) for _, a, b in self.swap_votes
+        ]  # +1: as is, -1: exchanged, 0: no telling
+        if votes.count(1) >= 3 or votes.count(-1) >= 3 or len(votes) >= 9:
+            self.swapped = votes.count(-1) > votes.count(1)
+            log.info(
+                "%s: the copy's eyes are %s (%d of %d frames say so)",
+                self.src.path,
+                "exchanged: taking the other eye" if self.swapped else "the release's",
+                max(votes.count(-1), votes.count(1)),
+                len(votes),
+            )
+            if self.swapped:
+                # taken from the wrong eye, or refused by the wrong eye's hash: all taken again
+                refused = [i for i, r in self.missing.items() if r.startswith("no copy frame")]
+                self.swap_redo = sorted(set(self.images) | set(refused))
+                for i in self.swap_redo:
+                    del self.images[i]
+                    self.copy_index.pop(i, None)
+                    self.distances.pop(i, None)
+                    self.others.pop(i, None)
+                self.candidates.clear()  # kept from the wrong eye: the second pass takes them
+                self.candidate_others.clear()
+                self.candidates_full = True
+
+    def _flush_groups(self) -> None:
+        """Hand the label file's row groups whose frames are all final to the sink, in order.
+
+        Final: taken, or missing for good (not "later"), and the eye check has decided (a copy
+        with exchanged eyes takes its earlier frames again). The sink writes them while the pass
+        goes on, so the dataset's shards are written while the copy is still decoding."""
+        if self.sink is None or self.swapped is None:
+            return
+        w = self.wanted
+        while self.next_group * self.group_rows < len(w.index):
+            lo = self.next_group * self.group_rows
+            hi = min(lo + self.group_rows, len(w.index))
+            if hi > self.next_row:
+                return
+            frames = [int(i) for i in w.index[lo:hi]]
+            if any(i not in self.images and self.missing.get(i, "later") == "later" for i in frames):
+                return
+            self.sink(self.next_group, frames, self.images, self.others)
+            self.next_group += 1
 
     # -- deciding released frames ---------------------------------------------------------------
     def _decide_up_to(self, last_copy: int, final: bool = False) -> None:
@@ -517,16 +625,23 @@ class _Aligner:
             self._decide(self.next_row, expected)
             self.next_row += 1
 
-    def _get(self, c: int, view: str) -> tuple[np.ndarray, int] | None | str:
+    def _get(self, c: int, view: str, exact: bool = False) -> tuple[Any, int] | None | str:
         """The stored picture and hash of copy frame ``c``: from the ring or the candidates.
 
-        None: no such frame, or it was decoded before the lock and its hash was not even close
-        (so it was not kept). ``"later"``: it may match but was not kept (memory cap): second pass.
+        A frame still in the ring is confirmed by its luma hash (the same DCT hash, from the Y plane
+        of the mapped picture area: what the lock already trusts) and its picture is returned as a
+        function that makes it, run by the encoding threads: converting, cropping and resizing
+        leave the pass's thread. None: no such frame, or it was decoded before the lock and its hash
+        was not even close (so it was not kept). ``"later"``: it may match but was not kept (memory
+        cap): second pass. ``exact`` (and in a copy with exchanged eyes, whose luma hashes are of the
+        other eye): the stored picture is made here and hashed.
         """
         for raw in self.ring:
             if raw.index == c:
-                img = self._stored(raw, view)
-                return img, phash(img)
+                if exact or self.swapped:
+                    img = self._stored(raw, view)
+                    return img, phash(img)
+                return functools.partial(self._stored, raw, view, bool(self.swapped)), int(self.luma[view][c])
         if (c, view) in self.candidates:
             return self.candidates[(c, view)]
         if c < 0 or c >= self.frames:
@@ -545,23 +660,40 @@ class _Aligner:
         order = sorted(
             range(expected - self.cfg.window, expected + self.cfg.window + 1), key=lambda c: (abs(c - expected), c)
         )
-        best: tuple[int, int, np.ndarray] | None = None
+        best: tuple[int, int, Any] | None = None
         deferred = False
-        for c in order:
-            got = self._get(c, view)
-            if got == "later":
-                deferred = True
-                continue
-            if got is None:
-                continue
-            img, h = got
-            d = hamming(h, target)
-            if best is None or d < best[0]:
-                best = (d, c, img)
-            if c == expected and d <= self.cfg.max_distance:
+        for exact in (False, True):  # luma hashes first; the stored pictures' own hashes if none passes
+            for c in order:
+                got = self._get(c, view, exact)
+                if got == "later":
+                    deferred = True
+                    continue
+                if got is None:
+                    continue
+                img, h = got
+                d = hamming(h, target)
+                if best is None or d < best[0] or (d == best[0] and exact):
+                    best = (d, c, img)
+                if c == expected and d <= self.cfg.max_distance:
+                    break
+            if best is not None and best[0] <= self.cfg.max_distance:
                 break
         if best is not None and best[0] <= self.cfg.max_distance:
+            if self.swapped is None:
+                self._check_eyes(row, best[1], view)
+                if self.swapped:
+                    raw = next(r for r in self.ring if r.index == best[1])
+                    best = (best[0], best[1], functools.partial(self._stored, raw, view, True))
             self.images[i], self.copy_index[i], self.distances[i] = self.encode(best[2]), best[1], best[0]
+            if self.cfg.right_views:
+                raw = next((r for r in self.ring if r.index == best[1]), None)
+                other = (
+                    functools.partial(self._stored, raw, _other(view), bool(self.swapped))
+                    if raw is not None
+                    else self.candidate_others.get((best[1], view))
+                )
+                if other is not None:
+                    self.others[i] = self.encode(other)
         elif deferred:
             self.missing[i] = "later"
         else:
@@ -610,14 +742,21 @@ def align_and_extract(
     movie: ReleasedMovie,
     labels: pa.Table,
     config: HydrateConfig,
-    encode: Callable[[np.ndarray], bytes],
+    encode: Callable[[Any], Any],
     progress: Callable[[int], None] | None = None,
-) -> tuple[HydrateResult, dict[int, bytes]]:
+    label_of: Callable[[int], tuple[np.ndarray, np.ndarray] | None] | None = None,
+    sink: tuple[Callable[..., None], int] | None = None,
+) -> tuple[HydrateResult, dict[int, bytes], dict[int, bytes], int]:
     """Decode the copy once, align it to the release and extract every released frame it can confirm.
 
-    ``labels`` needs only ``frame_index``, ``phash`` and ``view``. Returns the result and the stored
-    pictures by released frame index, already encoded with ``encode`` (a film's thousands of
-    pictures stay a few hundred MB).
+    ``labels`` needs only ``frame_index``, ``phash`` and ``view``; ``label_of(row)`` gives a released
+    row's disparity and valid mask (rows in frame order) for the check that the copy's eyes are the
+    release's (without it the copy's eyes are taken as its layout says). Returns the result, the
+    stored pictures by released frame index as ``encode`` returned them (bytes, or futures of them;
+    a film's thousands of pictures stay a few hundred MB), the other eye's (``config.right_views``;
+    else empty), and how many row groups (of ``sink[1]`` rows) were handed to ``sink[0]`` during the
+    pass: ``sink[0](group, frames, images, others)`` is called, in order, as soon as a group's frames
+    are final.
 
     Raises:
         BadInputError: another film or another cut (fewer than ``min_match_fraction`` confirmed).
@@ -635,7 +774,9 @@ def align_and_extract(
         labels.column("phash").to_numpy()[order].astype(np.uint64),
         [labels.column("view")[int(k)].as_py() for k in order],
     )
-    al = _Aligner(source, movie, wanted, region, config, shot_cfg, encode, progress)
+    al = _Aligner(source, movie, wanted, region, config, shot_cfg, encode, progress, label_of)
+    if sink is not None:
+        al.sink, al.group_rows = sink
     al.run()
     al.done = True
     passes = 1.0
@@ -648,7 +789,7 @@ def align_and_extract(
         al._decide_up_to(0, final=True)
         later = sorted(i for i, r in al.missing.items() if r == "later")
         none_yet = [int(i) for i in wanted.index if int(i) not in al.images and int(i) not in al.missing]
-        redo = sorted(set(later) | set(none_yet))
+        redo = sorted(set(later) | set(none_yet) | set(al.swap_redo))
         if redo:
             passes += _second_pass(al, redo)
     found = len(al.images)
@@ -670,10 +811,11 @@ def align_and_extract(
         distances=dict(sorted(al.distances.items())),
         seconds=time.perf_counter() - t0,
         decode_passes=passes,
+        eyes_swapped=bool(al.swapped),
     )
     if total and found < config.min_match_fraction * total:
         raise BadInputError(source.path, _refusal(movie, al, wanted, found, total))
-    return result, al.images
+    return result, al.images, al.others, al.next_group
 
 
 def _check_same_edit(al: _Aligner) -> None:
@@ -747,6 +889,8 @@ def _second_pass(al: _Aligner, redo: list[int]) -> float:
                 if (raw.index, v) not in got:
                     img = al._stored(raw, v)
                     got[(raw.index, v)] = (img, phash(img))
+                    if al.cfg.right_views:
+                        al.candidate_others[(raw.index, v)] = al._stored(raw, _other(v))
         if raw.index >= last:
             break
     al.candidates.update(got)
@@ -764,24 +908,58 @@ def hydrated_key(movie: ReleasedMovie) -> str:
     return movie.key
 
 
-def _shard_config(movie: ReleasedMovie) -> ShardConfig:
+def _shard_config(movie: ReleasedMovie, right_views: bool = False) -> ShardConfig:
     known = {f.name for f in dataclasses.fields(ShardConfig)}
     cfg = {k: v for k, v in movie.shard_config.items() if k in known}
-    cfg["store_right"] = False  # the copy's right eye is not in the release's labels
+    cfg["store_right"] = bool(right_views)  # the other eye, from the copy, only when asked for
     return ShardConfig(**cfg)
 
 
-def hydrated_table(labels: pa.Table, images: dict[int, bytes], config: ShardConfig) -> pa.Table:
-    """Frame-schema rows: the released label values as they are, plus the copy's encoded pictures."""
+def hydrated_table(
+    labels: pa.Table,
+    images: dict[int, bytes],
+    config: ShardConfig,
+    packing: dict[str, Any] | None = None,
+    others: dict[int, bytes] | None = None,
+) -> pa.Table:
+    """Frame-schema rows: the released label values (unpacked to the dataset's blobs by the movie's
+    ``packing``, :func:`pipeline.release.unpack_labels`), plus the copy's encoded pictures."""
     idx = labels.column("frame_index").to_pylist()
     keep = [k for k, i in enumerate(idx) if int(i) in images]
     t = labels if len(keep) == len(idx) else labels.take(pa.array(keep, pa.int64()))
+    t = unpack_labels(t, packing or {})
     blobs = [images[int(i)] for i in t.column("frame_index").to_pylist()]
     t = t.drop_columns(["phash", "view"])
     t = t.append_column("image", pa.array(blobs, pa.binary()))
     t = t.append_column("image_codec", pa.array([config.image_codec] * t.num_rows, pa.string()))
-    t = t.append_column("right_image", pa.nulls(t.num_rows, pa.binary()))
+    others = others or {}
+    right = [others.get(int(i)) for i in t.column("frame_index").to_pylist()]
+    t = t.append_column("right_image", pa.array(right, pa.binary()))
     return t.select(FRAME_SCHEMA.names).cast(FRAME_SCHEMA)
+
+
+def _label_reader(path: Path, movie: ReleasedMovie) -> Callable[[int], tuple[np.ndarray, np.ndarray] | None]:
+    """``row -> (disparity px, valid)`` of a released row (rows in frame order), read one row
+    group at a time (only the eye check's few frames are read)."""
+    import pyarrow.parquet as pq
+
+    from pipeline.shards import decode_disparity
+    from pipeline.shards.codec import unpack_mask
+
+    pf = pq.ParquetFile(path)
+    size = pf.metadata.row_group(0).num_rows if pf.metadata.num_row_groups else 1
+
+    def label_of(row: int) -> tuple[np.ndarray, np.ndarray] | None:
+        g, k = divmod(int(row), size)
+        if g >= pf.metadata.num_row_groups:
+            return None
+        t = unpack_labels(pf.read_row_group(g).slice(k, 1), movie.labels)
+        r = t.to_pylist()[0]
+        h, w = r["height"], r["width"]
+        d = decode_disparity(r["disparity"], r["disparity_offset"], r["disparity_scale"], r["disparity_codec"], h, w)
+        return d, unpack_mask(r["valid"], h, w) & np.isfinite(d)
+
+    return label_of
 
 
 def hydrate_movie(
@@ -815,7 +993,10 @@ def hydrate_movie(
     fingerprint = source_fingerprint(spec.path, spec.right)
     folder = movie_folder(out, movie.movie_id, hydrated_key(movie))
     done = load_movie_manifest(folder)
-    if done is not None and (done.meta.get("hydrated") or {}).get("fingerprint") == fingerprint:
+    # reused only when made from the same copy, the same released labels and the same choice of views
+    same = {"fingerprint": fingerprint, "labels_sha256": movie.files["labels"]["sha256"]}
+    same["right_views"] = bool(config.right_views)
+    if done is not None and all((done.meta.get("hydrated") or {}).get(k) == v for k, v in same.items()):
         h = done.meta["hydrated"]
         res = HydrateResult(
             movie.movie_id,
@@ -829,6 +1010,8 @@ def hydrate_movie(
             h.get("found", 0),
             [MissingFrame(**m) for m in h.get("missing", [])],
             h.get("copy_frames", 0),
+            eyes_swapped=bool(h.get("eyes_swapped")),
+            reused=True,
         )
         return res, done
     if done is not None:
@@ -844,19 +1027,71 @@ def hydrate_movie(
     )
     import pyarrow.parquet as pq
 
-    shard_cfg = _shard_config(movie)
+    shard_cfg = _shard_config(movie, config.right_views)
     ids = pq.read_table(release.labels_path(movie.movie_id), columns=["frame_index", "phash", "view"])
 
-    def encode(img: np.ndarray) -> bytes:
+    # pictures are made (converted, cropped, resized) and encoded by two threads while the pass goes
+    # on (PyAV's converter and OpenCV release the GIL): the pass's own thread hashes and decides
+    pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="hydrate-encode")
+
+    def picture(img: Any) -> bytes:
+        img = img() if callable(img) else img  # a frame still to convert, crop and resize
         return encode_image(img, shard_cfg.image_codec, shard_cfg.jpeg_quality, shard_cfg.jpeg_subsampling)
 
-    result, images = align_and_extract(source, movie, ids, config, encode, progress)
+    def encode(img: Any) -> Future:
+        return pool.submit(picture, img)
+
+    labels = pq.ParquetFile(release.labels_path(movie.movie_id))
+    sizes = [labels.metadata.row_group(g).num_rows for g in range(labels.metadata.num_row_groups)]
+    # the shards are written by one thread while the copy is still decoding (the pass mostly waits
+    # for frames): a row group of labels goes as soon as its frames are final, unpacked and
+    # compressed there; the meta (what was found) is set before the commit
+    writer = MovieShardWriter(out, movie.movie_id, hydrated_key(movie), shard_cfg, {})
+    write = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hydrate-write")
+    written: list[Future] = []
+
+    def write_group(g: int, pictures: dict[int, Any], other: dict[int, Any]) -> None:
+        pics = {i: f.result() if isinstance(f, Future) else f for i, f in pictures.items()}
+        oth = {i: f.result() if isinstance(f, Future) else f for i, f in other.items()}
+        writer.write_table(hydrated_table(labels.read_row_group(g), pics, shard_cfg, movie.labels, oth))
+
+    def sink(g: int, frames: list[int], images: dict[int, Any], others: dict[int, Any]) -> None:
+        pictures = {i: images[i] for i in frames if i in images}
+        other = {i: others[i] for i in frames if i in others}
+        written.append(write.submit(write_group, g, pictures, other))
+
+    uniform = all(n == sizes[0] for n in sizes[:-1]) if sizes else False
+    try:
+        writer.open()
+        result, images, others, done_groups = align_and_extract(
+            source,
+            movie,
+            ids,
+            config,
+            encode,
+            progress,
+            _label_reader(release.labels_path(movie.movie_id), movie),
+            (sink, sizes[0]) if uniform else None,
+        )
+        starts = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
+        file_frames = ids.column("frame_index").to_pylist()  # the label file's rows, in its order
+        for g in range(done_groups, len(sizes)):
+            sink(g, [int(i) for i in file_frames[starts[g] : starts[g + 1]]], images, others)
+        for f in written:
+            f.result()
+    except BaseException:
+        write.shutdown(cancel_futures=True)
+        writer.abort()
+        raise
+    finally:
+        pool.shutdown(cancel_futures=True)
+        write.shutdown()
     meta = dict(movie.meta)
     info = result.to_dict()
     meta["hydrated"] = {
         "release": str(release.root),
         "copy_file": Path(spec.path).name,
-        "fingerprint": fingerprint,
+        **same,
         **{
             k: info[k]
             for k in (
@@ -870,13 +1105,12 @@ def hydrate_movie(
                 "missing",
                 "copy_frames",
                 "cuts_matched",
+                "eyes_swapped",
             )
         },
     }
-    with MovieShardWriter(out, movie.movie_id, hydrated_key(movie), shard_cfg, meta) as writer:
-        labels = pq.ParquetFile(release.labels_path(movie.movie_id))
-        for g in range(labels.metadata.num_row_groups):  # one row group of label blobs in memory at a time
-            writer.write_table(hydrated_table(labels.read_row_group(g), images, shard_cfg))
+    writer.movie_meta = meta
+    with writer:
         rejected = release.read_rejected(movie.movie_id)
         if rejected.num_rows:
             writer.write_table(rejected)

@@ -41,6 +41,7 @@ from pipeline.atomic import atomic_path, write_json_atomic
 from pipeline.errors import BadInputError, ConfigError
 from pipeline.phash import phash, to_hex
 from pipeline.shards import FRAME_SCHEMA, REJECTED_SCHEMA, SPLITS, decode_image, read_manifest
+from pipeline.shards.codec import join_bytes, unpack_mask
 from pipeline.shards.manifest import MovieManifest, sha256_file, utc_now
 from pipeline.shards.reader import open_shard
 from pipeline.shards.schema import COLUMN_DOCS
@@ -65,7 +66,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 RELEASE_FORMAT = "depthmine-release"
-RELEASE_VERSION = 1
+RELEASE_VERSION = 2  # 2: packed disparity and uncertainty (label packing below)
 RELEASE_MANIFEST = "release.json"
 LABELS_NAME = "labels.parquet"
 REJECTED_NAME = "rejected.parquet"
@@ -76,11 +77,27 @@ IMAGE_COLUMNS: tuple[str, ...] = ("image", "right_image", "image_codec")
 _LABEL_DOCS = {
     "phash": "64-bit DCT hash of the stored picture's 32x32 grey thumbnail (pipeline.phash): finds the frame again",
     "view": "which eye of the film the stored picture is: left | right (right when the eyes were exchanged)",
+    "disparity": (
+        "the dataset's 16-bit disparity codes q (see the dataset's disparity column: disparity = "
+        "disparity_offset + disparity_scale * q), packed (release label packing grad-zz8/1): 4 bytes "
+        "little-endian n, then height*width bytes z, then n uint32 little-endian values that replace, in "
+        "order, the bytes equal to 255; e = (z >> 1) ^ -(z & 1); q = cumsum(cumsum(e, rows), columns). With "
+        "precision valid only valid pixels are meaningful. Codecs other than u16d/u16: the dataset's bytes"
+    ),
+    "uncertainty": (
+        "the dataset's uncertainty codes (1/32 px, 65535 = NaN), packed: 2 bytes little-endian step, then "
+        "as disparity's z (4-byte n, height*width bytes, n uint32); code = z * step (65535 stays 65535). "
+        "With precision valid only valid pixels are meaningful"
+    ),
 }
 
 
 def _label_schema() -> pa.Schema:
-    fields = [f for f in FRAME_SCHEMA if f.name not in IMAGE_COLUMNS]
+    fields = [
+        f.with_metadata({b"doc": _LABEL_DOCS[f.name].encode()}) if f.name in _LABEL_DOCS else f
+        for f in FRAME_SCHEMA
+        if f.name not in IMAGE_COLUMNS
+    ]
     fields += [
         pa.field("phash", pa.uint64(), nullable=False, metadata={b"doc": _LABEL_DOCS["phash"].encode()}),
         pa.field("view", pa.string(), nullable=False, metadata={b"doc": _LABEL_DOCS["view"].encode()}),
@@ -99,6 +116,222 @@ def _label_schema() -> pa.Schema:
 LABEL_SCHEMA: pa.Schema = _label_schema()
 
 
+# --------------------------------------------------------------------------- label packing
+#
+# The dataset's label blobs are made to be read fast by the trainer (byte planes of row deltas,
+# zstd), not to be small. A release re-packs the two big ones losslessly on their 16-bit codes:
+#
+# * ``disparity``: the codes ``q`` minus the gradient prediction ``left + up - up_left`` (the
+#   difference of neighbouring rows' row deltas), so decoding is two cumulative sums, no per-pixel
+#   loop. Residuals are zigzag-mapped (0, -1, 1, -2, ... -> 0, 1, 2, 3, ...) to one byte each; 255
+#   escapes to a 32-bit value at the end of the blob. On film labels most residuals are a few
+#   codes: one byte plane an entropy coder (the Parquet column's zstd or brotli) squeezes to 2-3
+#   bits a pixel, where the dataset's two planes of row deltas take 3.5-4.
+# * ``uncertainty``: the codes divided by the frame's greatest common step (8 when the labelling
+#   resolution is the stored one: uncertainty is rounded to 1/4 px), one byte each, 255 escapes.
+#
+# The ``valid`` precision (default) releases these values only at valid pixels: an invalid pixel
+# carries no label (the trainer masks it), yet its leftover value costs a quarter of the bytes. The
+# encoder fills invalid pixels from their row's nearest valid pixel (cheap to code), hydration marks
+# them not finite (code 65535, NaN when decoded). Valid pixels' disparity codes, both masks and every
+# other column are the dataset's, exactly; the uncertainty is within 1/16 px (1/8 px steps, see
+# UNCERTAINTY_RELEASE_STEP_PX; exact when the dataset's already is on that grid). The ``exact`` precision keeps every pixel: hydrated blobs are
+# then byte for byte the dataset's. Other disparity codecs (``png16``) are kept as they are.
+
+#: Release label precisions: ``valid`` (codes exact at valid pixels) and ``exact`` (every byte).
+PRECISIONS: tuple[str, ...] = ("valid", "exact")
+#: How the label blobs of a release are packed (the ``depthmine.label_packing`` file metadata).
+PACKING = "grad-zz8/1"
+_ESCAPE = 255
+#: With the ``valid`` precision the uncertainty is released in steps of 1/8 px (4 codes of 1/32 px):
+#: within 1/16 px of the dataset's. It is an error scale that ranks labels (labelling rounds it to
+#: 1/4 px; a stored size half the labelling one makes that 1/8 px), and its finer digits, left by the
+#: resize's averaging, cost as many bytes as the disparity itself.
+UNCERTAINTY_RELEASE_STEP_PX = 1.0 / 8.0
+_UNC_ROUND = 4
+_NAN_CODE = 65535
+
+
+def _bytes_to_escaped(values: np.ndarray) -> bytes:
+    """Non-negative integers as one byte each, 255 escaping to a uint32 after the byte plane."""
+    v = values.reshape(-1)
+    esc = v >= _ESCAPE
+    plane = np.where(esc, _ESCAPE, v).astype(np.uint8)
+    extra = v[esc].astype("<u4")
+    return np.uint32(extra.size).astype("<u4").tobytes() + plane.tobytes() + extra.tobytes()
+
+
+def _escaped_to_values(blob: bytes | memoryview, n: int, what: str) -> np.ndarray:
+    buf = np.frombuffer(blob, np.uint8)
+    if buf.size < 4:
+        raise ValueError(f"packed {what} is truncated")
+    n_esc = int(buf[:4].view("<u4")[0])
+    if buf.size != 4 + n + 4 * n_esc:
+        raise ValueError(f"packed {what} has {buf.size} bytes, expected {4 + n + 4 * n_esc}")
+    out = buf[4 : 4 + n].astype(np.int32)
+    if n_esc:
+        esc = np.flatnonzero(buf[4 : 4 + n] == _ESCAPE)
+        if esc.size != n_esc:
+            raise ValueError(f"packed {what}: {esc.size} escapes, header says {n_esc}")
+        out[esc] = buf[4 + n :].view("<u4")
+    return out
+
+
+def _fill_invalid(x: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """``x`` with each invalid pixel set to its row's nearest valid pixel to the left (else to the
+    right); rows without a valid pixel copy the nearest row that has one. Only valid pixels matter
+    to the decoder; this makes the others cost next to nothing."""
+    h, w = x.shape
+    if valid.all() or not valid.any():
+        return x if valid.any() else np.zeros_like(x)
+    cols = np.arange(w)
+    left = np.maximum.accumulate(np.where(valid, cols, -1), axis=1)
+    right = np.minimum.accumulate(np.where(valid, cols, w)[:, ::-1], axis=1)[:, ::-1]
+    idx = np.where(left >= 0, left, np.minimum(right, w - 1))
+    out = np.take_along_axis(x, idx, axis=1)
+    has = valid.any(axis=1)
+    if not has.all():
+        rows = np.arange(h)
+        up = np.maximum.accumulate(np.where(has, rows, -1))
+        down = np.minimum.accumulate(np.where(has, rows, h)[::-1])[::-1]
+        src = np.where(up >= 0, up, down)
+        out = out[src]
+    return out
+
+
+def disparity_codes(blob: bytes | memoryview, codec: str, height: int, width: int) -> np.ndarray:
+    """A dataset disparity blob's 16-bit codes (``u16d`` or ``u16``), HxW uint16."""
+    if codec == "u16d":
+        return np.cumsum(join_bytes(blob, height, width), axis=1, dtype=np.uint16)
+    if codec == "u16":
+        return np.frombuffer(blob, "<u2").reshape(height, width)
+    raise ValueError(f"disparity codec {codec!r} has no packed form")
+
+
+def _planes(codes: np.ndarray) -> bytes:
+    """:func:`pipeline.shards.codec.split_bytes`'s bytes (all low bytes, then all high bytes) in one copy."""
+    return np.ascontiguousarray(codes, "<u2").reshape(-1).view(np.uint8).reshape(-1, 2).T.tobytes()
+
+
+def encode_disparity_codes(codes: np.ndarray, codec: str) -> bytes:
+    """16-bit codes as a dataset blob of ``codec`` (``u16d``, ``u16``): :func:`encode_disparity`'s bytes."""
+    if codec == "u16d":
+        delta = np.empty_like(codes)
+        delta[:, :1] = codes[:, :1]
+        np.subtract(codes[:, 1:], codes[:, :-1], out=delta[:, 1:])
+        return _planes(delta)
+    if codec == "u16":
+        return codes.astype("<u2", copy=False).tobytes()
+    raise ValueError(f"disparity codec {codec!r} has no packed form")
+
+
+def _class_order(valid: np.ndarray, sky: np.ndarray) -> np.ndarray:
+    """Pixel positions grouped sky, then other valid, then invalid (row-major within each): the
+    residuals of a group are alike (sky: zero; invalid: filled), so the entropy coder's tables fit."""
+    v, k = valid.reshape(-1), sky.reshape(-1)
+    return np.concatenate([np.flatnonzero(k), np.flatnonzero(v & ~k), np.flatnonzero(~v & ~k)])
+
+
+def pack_disparity(codes: np.ndarray, valid: np.ndarray, sky: np.ndarray, only_valid: bool = True) -> bytes:
+    """Disparity codes (HxW uint16) as the release's packed blob (residuals in mask-class order);
+    ``only_valid``: invalid pixels are filled first, their codes are not kept."""
+    x = codes.astype(np.int32)
+    if only_valid:
+        x = _fill_invalid(x, valid)
+    hd = np.diff(x, axis=1, prepend=0)
+    e = np.diff(hd, axis=0, prepend=0).astype(np.int64).reshape(-1)
+    return _bytes_to_escaped(((e << 1) ^ (e >> 63))[_class_order(valid, sky)])
+
+
+def unpack_disparity(
+    blob: bytes | memoryview, valid: np.ndarray, sky: np.ndarray, only_valid: bool = True
+) -> np.ndarray:
+    """Inverse of :func:`pack_disparity`: HxW uint16 codes; with ``only_valid`` 65535 at invalid pixels."""
+    h, w = valid.shape
+    z = np.empty(h * w, np.int32)
+    z[_class_order(valid, sky)] = _escaped_to_values(blob, h * w, "disparity")
+    e = ((z >> 1) ^ -(z & 1)).reshape(h, w)
+    # the row deltas, then the codes, in 16-bit arithmetic: it wraps, and the codes are 16-bit, so
+    # the sums are exact (the release file's SHA-256 was checked: no range test per pixel needed)
+    hd = np.cumsum(e, axis=0, dtype=np.int32).astype(np.uint16)
+    q = np.cumsum(hd, axis=1, dtype=np.uint16)
+    if only_valid:
+        q[~valid] = _NAN_CODE
+    return q
+
+
+def pack_uncertainty(codes: np.ndarray, valid: np.ndarray, only_valid: bool = True) -> bytes:
+    """Uncertainty codes (HxW uint16, 1/32 px, 65535 = NaN) as the release's packed blob: the
+    frame's step (the codes' greatest common divisor, NaN aside; 2 bytes), then the codes / step of
+    every pixel, or (``only_valid``) of the valid pixels only, rounded to
+    :data:`UNCERTAINTY_RELEASE_STEP_PX`, one byte each."""
+    x = codes.astype(np.int64).reshape(-1)
+    if only_valid:
+        x = x[valid.reshape(-1)]
+        q = _UNC_ROUND
+        x = np.where(x == _NAN_CODE, _NAN_CODE, np.minimum(np.rint(x / q).astype(np.int64) * q, _NAN_CODE - q))
+    finite = x != _NAN_CODE
+    step = int(np.gcd.reduce(x[finite])) if finite.any() else 1
+    step = step if 0 < step < _NAN_CODE else 1
+    v = np.where(finite, x // step, _NAN_CODE)
+    return np.uint16(step).astype("<u2").tobytes() + _bytes_to_escaped(v)
+
+
+def unpack_uncertainty(blob: bytes | memoryview, valid: np.ndarray, only_valid: bool = True) -> np.ndarray:
+    """Inverse of :func:`pack_uncertainty`: HxW uint16 codes; with ``only_valid`` 65535 at invalid pixels."""
+    buf = memoryview(blob)
+    step = int(np.frombuffer(buf[:2], "<u2")[0])
+    m = valid.reshape(-1)
+    n = int(np.count_nonzero(m)) if only_valid else m.size
+    v = _escaped_to_values(buf[2:], n, "uncertainty")
+    q = v.astype(np.uint16) if step == 1 else np.where(v == _NAN_CODE, _NAN_CODE, v * step).astype(np.uint16)
+    if only_valid:
+        out = np.full(m.size, _NAN_CODE, np.uint16)
+        out[m] = q
+        return out.reshape(valid.shape)
+    return q.astype(np.uint16).reshape(valid.shape)
+
+
+_PACKED_CODECS = ("u16d", "u16")
+
+
+def _replace(t: pa.Table, name: str, values: list[Any]) -> pa.Table:
+    i = t.schema.get_field_index(name)
+    return t.set_column(i, t.schema.field(name), pa.array(values, t.schema.field(name).type))
+
+
+def pack_labels(t: pa.Table, precision: str = "valid") -> pa.Table:
+    """Rows with the dataset's label blobs -> rows with the release's packed ``disparity`` and
+    ``uncertainty`` (see the label packing notes above); every other column unchanged."""
+    only = precision == "valid"
+    disp, unc = [], []
+    cols = t.select(["disparity", "disparity_codec", "uncertainty", "valid", "sky", "height", "width"]).to_pydict()
+    for d, codec, u, v, k, h, w in zip(*cols.values()):
+        valid, sky = unpack_mask(v, h, w), unpack_mask(k, h, w)
+        packed = codec in _PACKED_CODECS
+        disp.append(pack_disparity(disparity_codes(d, codec, h, w), valid, sky, only) if packed else d)
+        unc.append(None if u is None else pack_uncertainty(join_bytes(u, h, w), valid, only))
+    return _replace(_replace(t, "disparity", disp), "uncertainty", unc)
+
+
+def unpack_labels(t: pa.Table, labels: dict[str, Any]) -> pa.Table:
+    """Inverse of :func:`pack_labels`: the dataset's blobs (``labels``: the movie's ``labels`` entry
+    of ``release.json``; empty for a version-1 release, whose blobs are the dataset's already)."""
+    if not labels.get("packing"):
+        return t
+    if labels["packing"] != PACKING:
+        raise BadInputError(None, f"release label packing {labels['packing']!r} is unknown", "upgrade depthmine")
+    only = labels.get("precision") == "valid"
+    disp, unc = [], []
+    cols = t.select(["disparity", "disparity_codec", "uncertainty", "valid", "sky", "height", "width"]).to_pydict()
+    for d, codec, u, v, k, h, w in zip(*cols.values()):
+        valid, sky = unpack_mask(v, h, w), unpack_mask(k, h, w)
+        packed = codec in _PACKED_CODECS
+        disp.append(encode_disparity_codes(unpack_disparity(d, valid, sky, only), codec) if packed else d)
+        unc.append(None if u is None else _planes(unpack_uncertainty(u, valid, only)))
+    return _replace(_replace(t, "disparity", disp), "uncertainty", unc)
+
+
 @dataclass
 class ReleaseConfig:
     """What goes into a release.
@@ -110,7 +343,11 @@ class ReleaseConfig:
         compression: Parquet compression of the label files: ``zstd`` (fast) or ``brotli`` (about
             15% smaller label files at level 11, and about ten times slower to write). The values
             are the same bytes whatever the choice.
-        compression_level: the codec's level (None: zstd 9, brotli 11).
+        compression_level: the codec's level (None: zstd 19, brotli 11).
+        precision: ``valid`` (default): disparity and uncertainty released at valid pixels only
+            (disparity codes exact there, uncertainty within 1/16 px; invalid pixels, which carry
+            no label, come back not finite), or ``exact``: every byte of every label, so hydrated
+            label columns are the dataset's bytes (a third to a half larger).
     """
 
     splits: list[str] | None = None
@@ -118,6 +355,7 @@ class ReleaseConfig:
     titles: dict[str, str] = field(default_factory=dict)
     compression: str = "zstd"
     compression_level: int | None = None
+    precision: str = "valid"
 
     def __post_init__(self) -> None:
         bad = [s for s in self.splits or [] if s not in SPLITS]
@@ -127,12 +365,14 @@ class ReleaseConfig:
             raise ConfigError("no split to release (give at least one of train, val, test)")
         if self.compression not in ("zstd", "brotli"):
             raise ConfigError(f"release compression {self.compression!r}: expected zstd or brotli")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"release precision {self.precision!r}: expected one of {', '.join(PRECISIONS)}")
 
     @property
     def level(self) -> int:
         if self.compression_level is not None:
             return int(self.compression_level)
-        return 11 if self.compression == "brotli" else 9
+        return 11 if self.compression == "brotli" else 19
 
 
 @dataclass
@@ -151,6 +391,7 @@ class ReleasedMovie:
     meta: dict[str, Any]
     files: dict[str, dict[str, Any]]
     dataset_bytes: int = 0
+    labels: dict[str, Any] = field(default_factory=dict)  # {"packing", "precision"}; {} in version-1 releases
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -175,11 +416,13 @@ class Release:
     def rejected_path(self, movie_id: str) -> Path:
         return self.root / self.movies[movie_id].files["rejected"]["path"]
 
-    def read_labels(self, movie_id: str) -> pa.Table:
-        return pq.read_table(self.labels_path(movie_id))
+    def read_labels(self, movie_id: str, unpack: bool = False) -> pa.Table:
+        """The movie's released rows; ``unpack``: disparity and uncertainty as the dataset's blobs."""
+        t = pq.read_table(self.labels_path(movie_id))
+        return unpack_labels(t, self.movies[movie_id].labels) if unpack else t
 
     def read_rejected(self, movie_id: str) -> pa.Table:
-        return pq.read_table(self.rejected_path(movie_id))
+        return pq.read_table(self.rejected_path(movie_id)).cast(REJECTED_SCHEMA)
 
 
 def movie_views(meta: dict[str, Any]) -> tuple[bool, set[int]]:
@@ -275,7 +518,7 @@ def release_movie(
             t = t.append_column("phash", pa.array(hashes, pa.uint64())).append_column(
                 "view", pa.array(views, pa.string())
             )
-            parts.append(t.select(LABEL_SCHEMA.names).cast(LABEL_SCHEMA))
+            parts.append(pack_labels(t.select(LABEL_SCHEMA.names).cast(LABEL_SCHEMA), config.precision))
             if progress is not None:
                 progress(t.num_rows)
     if not parts:
@@ -292,14 +535,23 @@ def release_movie(
     folder = Path(out) / "movies" / movie.movie_id
     folder.mkdir(parents=True, exist_ok=True)
     # no dictionary for the label blobs (all distinct: a dictionary page is only work); small row
-    # groups, so hydration holds a few frames' labels in memory at a time
+    # groups, so hydration holds a few frames' labels in memory at a time. The column docs are in
+    # release.json once, not in every file's footer (with the Arrow schema they were 12 kB a file:
+    # more than a short movie's masks)
     opts = dict(compression=config.compression, compression_level=config.level, write_statistics=False)
+    labels = {"packing": PACKING, "precision": config.precision}
     files = {}
     for name, table, kind in ((LABELS_NAME, frames, "labels"), (REJECTED_NAME, rejected, "rejected")):
         path = folder / name
         with atomic_path(path) as tmp:
             strings = [f.name for f in table.schema if pa.types.is_string(f.type)]
-            pq.write_table(table, tmp, row_group_size=32, use_dictionary=strings, **opts)
+            meta = {b"depthmine.release_version": str(RELEASE_VERSION).encode(), b"depthmine.kind": kind.encode()}
+            if kind == "labels":
+                meta |= {f"depthmine.label_{k}".encode(): v.encode() for k, v in labels.items()}
+            plain = pa.schema([pa.field(f.name, f.type, f.nullable) for f in table.schema], metadata=meta)
+            pq.write_table(
+                table.cast(plain), tmp, row_group_size=32, use_dictionary=strings, store_schema=False, **opts
+            )
         files[kind] = {
             "path": f"movies/{movie.movie_id}/{name}",
             "rows": table.num_rows,
@@ -322,6 +574,7 @@ def release_movie(
         meta=_public_meta(movie.meta),
         files=files,
         dataset_bytes=int(movie.bytes),
+        labels=labels,
     )
 
 
@@ -341,6 +594,7 @@ def write_release_manifest(out: str | os.PathLike, movies: Sequence[ReleasedMovi
             "dataset_bytes": sum(m.dataset_bytes for m in movies),
         },
         "movies": {m.movie_id: m.to_dict() for m in movies},
+        "columns": json.loads(LABEL_SCHEMA.metadata[b"depthmine.columns"]),
     }
     with atomic_path(out / "README.md") as tmp:
         Path(tmp).write_text(_readme(movies), encoding="utf-8")

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
@@ -51,12 +53,10 @@ LABEL_COLUMNS = [
     "split",
     "width",
     "height",
-    "disparity",
     "disparity_codec",
     "disparity_scale",
     "disparity_offset",
     "valid",
-    "uncertainty",
     "sky",
     "crop_x",
     "crop_y",
@@ -129,6 +129,17 @@ def make_copy(movie, kind: str, out: Path) -> tuple[str, str | None, int]:
         ffmpeg("-i", src, "-an", "-vf", "crop=iw/2:ih:0:0,scale=iw*2:ih,setsar=1", *X264, str(p))
         ffmpeg("-i", src, "-an", "-vf", "crop=iw/2:ih:iw/2:0,scale=iw*2:ih,setsar=1", *X264, str(right))
         return str(p), str(right), 0
+    elif kind == "swapped-eyes":  # right eye in the left half, tagged left-right as if it were not
+        ffmpeg(
+            "-i",
+            src,
+            "-an",
+            "-filter_complex",
+            "[0:v]crop=iw/2:ih:0:0[l];[0:v]crop=iw/2:ih:iw/2:0[r];[r][l]hstack,setsar=1",
+            *X264,
+            *tag,
+            str(p),
+        )
     elif kind == "letterbox-cropped":  # the ripper cut most of the black bars away (16 of 26 rows each)
         ffmpeg("-i", src, "-an", "-vf", "crop=iw:ih-32:0:16", *X264, *tag, str(p))
     else:
@@ -169,7 +180,6 @@ def copies(tmp_path_factory):
 
 def _table(path: Path):
     """Every frame row of a dataset (or of one movie folder), in frame order."""
-    import pyarrow as pa
 
     from pipeline.shards import list_shards
 
@@ -182,10 +192,38 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return 99.0 if mse == 0 else 10.0 * np.log10(255.0**2 / mse)
 
 
-def _truth(film, index: int, size: tuple[int, int]) -> np.ndarray:
+def assert_same_labels(got, want, exact: bool = False) -> None:
+    """The released labels: every column byte for byte; disparity and uncertainty too with an
+    ``exact`` release, else disparity equal and uncertainty within 1/16 px at every valid pixel, both
+    NaN (no label) at the others."""
+    from pipeline.shards import decode_disparity
+    from pipeline.shards.codec import decode_uncertainty, unpack_mask
+
+    for col in LABEL_COLUMNS + (["disparity", "uncertainty"] if exact else []):
+        assert got.column(col).to_pylist() == want.column(col).to_pylist(), col
+    invalid = 0
+    for a, b in zip(got.select(["disparity", "uncertainty"]).to_pylist(), want.to_pylist()):
+        h, w = b["height"], b["width"]
+        valid = unpack_mask(b["valid"], h, w)
+        invalid += int((~valid).sum())
+        args = (b["disparity_offset"], b["disparity_scale"], b["disparity_codec"], h, w)
+        da, db = decode_disparity(a["disparity"], *args), decode_disparity(b["disparity"], *args)
+        assert np.array_equal(da[valid], db[valid])
+        ua, ub = decode_uncertainty(a["uncertainty"], h, w), decode_uncertainty(b["uncertainty"], h, w)
+        assert (
+            np.array_equal(ua[valid], ub[valid], equal_nan=True)
+            if exact
+            else np.nanmax(np.abs(ua[valid] - ub[valid])) <= 1 / 16
+        )
+        if not exact:
+            assert np.isnan(da[~valid]).all() and np.isnan(ua[~valid]).all()
+    assert invalid > 0  # the film's labels have invalid pixels: the comparison above means something
+
+
+def _truth(film, index: int, size: tuple[int, int], eye: str = "left") -> np.ndarray:
     c = film.crop
-    left = render_movie_frame(film, index).left[c.y : c.y + c.h, c.x : c.x + c.w]
-    return cv2.resize(left, size, interpolation=cv2.INTER_AREA)
+    view = getattr(render_movie_frame(film, index), eye)[c.y : c.y + c.h, c.x : c.x + c.w]
+    return cv2.resize(view, size, interpolation=cv2.INTER_AREA)
 
 
 # ------------------------------------------------------------------------------------------- release
@@ -240,16 +278,15 @@ def test_release_lists_labels_signature_and_readme(released, film):
     assert [tuple(s) for s in sig["shots"]] == truth.shots  # the detector found the sample's cuts
     assert sig["duration_s"] == pytest.approx(film.frame_count / film.fps)
     assert [h[0] for h in sig["hashes"]] == sorted(h[0] for h in sig["hashes"]) and len(sig["hashes"]) == m.rows
-    labels = rel.read_labels("film")
+    labels = rel.read_labels("film", unpack=True)
     original = _table(dataset)
     assert labels.num_rows == original.num_rows == result["rows"] > 20
-    for col in LABEL_COLUMNS:
-        assert labels.column(col).to_pylist() == original.column(col).to_pylist(), col
+    assert_same_labels(labels, original)
     assert set(labels.column("view").to_pylist()) == {"left"}
     readme = (release / "README.md").read_text()
     assert "depthmine hydrate" in readme and "Sample Film" in readme and "0:00:10.000" in readme
-    # a release is labels only: far smaller than the dataset it came from (see bench/RESULTS.md)
-    assert result["bytes"] < 0.75 * result["dataset_bytes"]
+    # a release is labels only: at most a third of the dataset it came from (see bench/RESULTS.md)
+    assert result["bytes"] < result["dataset_bytes"] / 3
 
 
 def test_release_refuses_a_changed_file(released, tmp_path):
@@ -273,17 +310,30 @@ def test_release_refuses_a_changed_file(released, tmp_path):
 
 @pytest.mark.parametrize(
     "kind",
-    ["mp4-mpeg4", "lead-in-ts", "trimmed-offset-ts", "sbs-full", "tab-half-small", "separate", "letterbox-cropped"],
+    [
+        "mp4-mpeg4",
+        "lead-in-ts",
+        "trimmed-offset-ts",
+        "sbs-full",
+        "tab-half-small",
+        "separate",
+        "letterbox-cropped",
+        "swapped-eyes",
+    ],
 )
 def test_hydrate_finds_every_frame_in_another_rip(released, film, copies, tmp_path, kind):
-    from pipeline.hydrate import CopySpec, hydrate_movie
+    from pipeline.hydrate import CopySpec, HydrateConfig, hydrate_movie
     from pipeline.release import read_release
     from pipeline.shards import decode_image
 
     dataset, release, _ = released
     path, right, offset = make_copy(film, kind, copies)
     rel = read_release(release)
-    result, manifest = hydrate_movie(rel, CopySpec("film", path, right), tmp_path / "out")
+    right_views = kind in ("sbs-full", "swapped-eyes")  # the other eye rebuilt as well
+    config = HydrateConfig(right_views=right_views)
+    result, manifest = hydrate_movie(rel, CopySpec("film", path, right), tmp_path / "out", config)
+    # a copy with exchanged eyes and no tag saying so: seen, and the film's left eye taken anyway
+    assert result.eyes_swapped == (kind == "swapped-eyes")
     original = _table(dataset)
     released_idx = original.column("frame_index").to_pylist()
     expect_missing = [i for i in released_idx if i + offset < 0]
@@ -295,8 +345,7 @@ def test_hydrate_finds_every_frame_in_another_rip(released, film, copies, tmp_pa
 
     hydrated = _table(tmp_path / "out" / manifest.folder)
     kept = [k for k, i in enumerate(released_idx) if i not in expect_missing]
-    for col in LABEL_COLUMNS:  # the released labels, byte for byte
-        assert hydrated.column(col).to_pylist() == original.column(col).take(kept).to_pylist(), col
+    assert_same_labels(hydrated, original.take(kept))
     floor = PSNR_FLOOR.get(kind, PSNR_FLOOR["x264"])
     scores = []
     for row, k in enumerate(kept):
@@ -310,6 +359,14 @@ def test_hydrate_finds_every_frame_in_another_rip(released, film, copies, tmp_pa
         # camera pans slowly: the next frame is too alike to tell apart after two encodings)
         by_frame = {j: psnr(img, _truth(film, j, size)) for j in (i - 4, i, i + 4) if 0 <= j < film.frame_count}
         assert max(by_frame, key=by_frame.get) == i, (i, by_frame)
+        # the left eye, not the right one (they differ by the parallax: ~2.5 dB on this film)
+        assert psnr(img, _truth(film, i, size)) > psnr(img, _truth(film, i, size, "right")) + 1.0
+        other = hydrated.column("right_image")[row].as_py()
+        if right_views:
+            other = decode_image(other)
+            assert psnr(other, _truth(film, i, size, "right")) > psnr(other, _truth(film, i, size)) + 1.0
+        else:
+            assert other is None
     shifted = [
         psnr(
             decode_image(original.column("image")[k].as_py())[:, 1:],
@@ -405,6 +462,7 @@ def test_cli_release_and_hydrate_make_a_dataset_the_trainer_reads(released, film
                 "--title",
                 "film=Sample Film",
                 "--smallest",
+                "--exact",
             ]
         )
         == 0
@@ -419,6 +477,8 @@ def test_cli_release_and_hydrate_make_a_dataset_the_trainer_reads(released, film
     m = read_manifest(out).movies["film"]
     assert m.meta["hydrated"]["offset"] == int(LEAD_IN_S * film.fps) and m.meta["hydrated"]["missing"] == []
     assert m.rejected_rows == read_manifest(dataset).movies["film"].rejected_rows
+    train = _table(dataset).filter(pc.equal(_table(dataset).column("split"), "train"))
+    assert_same_labels(_table(out), train, exact=True)  # an --exact release: every label byte
     sample = next(iter(ShardDataset(out, split="train", infinite=False, shuffle=False)))
     assert set(sample) >= {"image", "disparity", "mask"} or len(sample) >= 2
     # resume: a second run reuses the hydrated movie (same copy) and publishes the same rows
@@ -443,3 +503,68 @@ def test_cli_hydrate_with_another_film_fails_in_one_line_and_publishes_nothing(
     # a user mistake fails before any work: an id the release does not hold
     assert main(["hydrate", str(release), "--movie", f"nope={other.path}", "--out", str(out)]) == 2
     assert "not in the release" in capsys.readouterr().err
+
+
+def _two_movie_release(release: Path, out: Path) -> Path:
+    """The fixture's release with its movie also released as ``film2`` (the same film under a second
+    id, as a re-release of another version would list it): a release of two movies, checksums right."""
+    import json
+    import shutil
+
+    from pipeline.shards.manifest import sha256_file
+
+    shutil.copytree(release, out)
+    data = json.loads((out / "release.json").read_text())
+    entry = json.loads(json.dumps(data["movies"]["film"]))
+    entry["movie_id"] = "film2"
+    (out / "movies" / "film2").mkdir()
+    for kind, name in (("labels", "labels.parquet"), ("rejected", "rejected.parquet")):
+        t = pq.read_table(out / "movies" / "film" / name)
+        t = t.set_column(t.schema.get_field_index("movie_id"), "movie_id", pa.array(["film2"] * t.num_rows))
+        path = out / "movies" / "film2" / name
+        pq.write_table(t, path)
+        entry["files"][kind] = {
+            "path": f"movies/film2/{name}",
+            "rows": t.num_rows,
+            "bytes": path.stat().st_size,
+            "sha256": sha256_file(path),
+        }
+    entry["labels"]["packing"] = data["movies"]["film"]["labels"]["packing"]
+    data["movies"]["film2"] = entry
+    (out / "release.json").write_text(json.dumps(data))
+    return out
+
+
+@pytest.mark.logs_errors  # the refused movie is a failed Prefect task and flow run: Prefect logs them at ERROR
+def test_hydrate_resumes_per_movie_after_a_failed_movie(released, film, sample_movie, copies, tmp_path):
+    """The second movie's copy is another film: the flow fails and publishes nothing, but the first
+    movie stays committed; the re-run with the right copy reuses it (its files are not rewritten) and
+    hydrates only the second. Asking for right views is another result: that re-run rebuilds."""
+    from flows.hydrate import hydrate_dataset
+    from pipeline.shards import read_manifest
+
+    _, release, _ = released
+    rel = _two_movie_release(release, tmp_path / "release2")
+    good, _, _ = make_copy(film, "lead-in-ts", copies)
+    other = sample_movie(layout="sbs-half", seconds=10.0, size=(384, 216), seed=4, shots=6)
+    out = tmp_path / "hydrated"
+    with pytest.raises(BadInputError, match="matched only"):
+        hydrate_dataset(release=str(rel), out=str(out), movies={"film": good, "film2": str(other.path)})
+    assert not (out / "manifest.json").exists()  # nothing published
+    first = next((out / "movies" / "film").glob("*/movie.json"))
+    before = {p.name: p.stat().st_mtime_ns for p in first.parent.iterdir()}
+    assert not list((out / "movies" / "film2").glob("*/movie.json"))
+
+    result = hydrate_dataset(release=str(rel), out=str(out), movies={"film": good, "film2": good})
+    assert result["movies"]["film"]["reused"] and not result["movies"]["film2"]["reused"]
+    assert {p.name: p.stat().st_mtime_ns for p in first.parent.iterdir()} == before  # not rewritten
+    m = read_manifest(out)
+    assert set(m.movies) == {"film", "film2"} and m.movies["film2"].rows == m.movies["film"].rows
+    assert result["found"] == result["released"] == 2 * m.movies["film"].rows
+
+    result = hydrate_dataset(
+        release=str(rel), out=str(out), movies={"film": good, "film2": good}, config={"right_views": True}
+    )
+    assert not result["movies"]["film"]["reused"]
+    rows = _table(out / read_manifest(out).movies["film"].folder)
+    assert all(v is not None for v in rows.column("right_image").to_pylist())

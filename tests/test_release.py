@@ -62,10 +62,10 @@ def test_release_of_a_dataset_keeps_every_label_and_no_picture(tiny_dataset, tmp
     from pipeline.shards import decode_image, list_shards
 
     ds = tiny_dataset(n_movies=2, frames_per_movie=6, with_right=True)
-    data = make_release(ds, tmp_path / "rel", ReleaseConfig(splits=["train"]))
+    data = make_release(ds, tmp_path / "rel", ReleaseConfig(splits=["train"], precision="exact"))
     assert list(data["movies"]) == ["movie-00"]  # movie-01 is a val movie
     rel = read_release(tmp_path / "rel")
-    labels = rel.read_labels("movie-00")
+    labels = rel.read_labels("movie-00", unpack=True)
     original = pa.concat_tables([pq.read_table(s.path) for s in list_shards(ds, movie_ids=["movie-00"])])
     assert not set(labels.schema.names) & set(IMAGE_COLUMNS)
     for name in original.schema.names:
@@ -82,3 +82,77 @@ def test_release_of_a_dataset_keeps_every_label_and_no_picture(tiny_dataset, tmp
         make_release(ds, tmp_path / "busy")
     with pytest.raises(ConfigError, match="unknown split"):
         ReleaseConfig(splits=["training"])
+
+
+def _label_arrays(seed: int, h: int = 37, w: int = 53):
+    """Codes as a film's labels hold them: smooth with noise, invalid holes with leftover values,
+    a sky region at one code, a NaN code, a jump wider than a byte, uncertainty up to the cap."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    q = (1000 + 7 * xx + 3 * yy + rng.integers(-3, 4, (h, w))).astype(np.uint16)
+    q[:, w // 2 :] += 3000  # a depth edge: residuals that escape the byte
+    sky = np.zeros((h, w), bool)
+    sky[:5] = True
+    q[sky] = 0
+    valid = rng.random((h, w)) > 0.1
+    valid[10:14] = False  # whole invalid rows (a frame's black bar)
+    valid |= sky
+    q[2, 3] = 65535
+    unc = rng.integers(0, 320, (h, w)).astype(np.uint16)  # 1/32 px codes, as a resized label holds
+    unc[0, :4] = 8160
+    unc[1, 1] = 65535
+    return q, unc, valid, sky
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_label_packing_is_lossless_where_it_promises(seed):
+    from pipeline.release import pack_disparity, pack_uncertainty, unpack_disparity, unpack_uncertainty
+
+    q, unc, valid, sky = _label_arrays(seed)
+    # exact: every code back
+    assert np.array_equal(unpack_disparity(pack_disparity(q, valid, sky, False), valid, sky, False), q)
+    assert np.array_equal(unpack_uncertainty(pack_uncertainty(unc, valid, False), valid, False), unc)
+    # valid: every valid pixel's code back, the others not finite (65535)
+    got = unpack_disparity(pack_disparity(q, valid, sky), valid, sky)
+    assert np.array_equal(got[valid], q[valid]) and (got[~valid] == 65535).all()
+    got = unpack_uncertainty(pack_uncertainty(unc, valid), valid)
+    finite = valid & (unc != 65535)
+    assert np.abs(got[finite].astype(int) - unc[finite]).max() <= 2  # codes of 1/32 px: within 1/16 px
+    assert (got[valid & ~finite] == 65535).all() and (got[~valid] == 65535).all()
+    on_grid = (unc // 8 * 8).astype(np.uint16)  # 1/4 px steps (labels stored at their labelling size): exact
+    assert np.array_equal(unpack_uncertainty(pack_uncertainty(on_grid, valid), valid)[valid], on_grid[valid])
+    # and smaller than the dataset's blobs before any entropy coding (one byte a pixel, not two)
+    assert len(pack_disparity(q, valid, sky)) < 0.6 * q.nbytes
+
+
+def test_packed_release_hydrates_to_the_datasets_label_blobs(tiny_dataset, tmp_path):
+    """Release rows unpacked = the dataset's rows: byte for byte with ``exact``; with ``valid`` the
+    decoded disparity equal at valid pixels, the uncertainty within 1/16 px there, both NaN elsewhere;
+    masks and every other column identical."""
+    from pipeline.release import ReleaseConfig, make_release, read_release
+    from pipeline.shards import decode_disparity, list_shards, unpack_mask
+    from pipeline.shards.codec import decode_uncertainty
+
+    ds = tiny_dataset(n_movies=1, frames_per_movie=6)
+    original = pa.concat_tables([pq.read_table(s.path) for s in list_shards(ds)]).sort_by("frame_index")
+    for precision in ("exact", "valid"):
+        make_release(ds, tmp_path / precision, ReleaseConfig(precision=precision))
+        rel = read_release(tmp_path / precision)
+        mid = next(iter(rel.movies))
+        assert rel.movies[mid].labels == {"packing": "grad-zz8/1", "precision": precision}
+        packed, got = rel.read_labels(mid), rel.read_labels(mid, unpack=True)
+        assert packed.column("disparity").to_pylist() != original.column("disparity").to_pylist()
+        for name in got.schema.names:
+            if name in ("phash", "view") or (precision == "valid" and name in ("disparity", "uncertainty")):
+                continue
+            assert got.column(name).to_pylist() == original.column(name).to_pylist(), (precision, name)
+        if precision == "exact":
+            continue
+        for a, b in zip(got.to_pylist(), original.to_pylist()):
+            h, w = b["height"], b["width"]
+            valid = unpack_mask(b["valid"], h, w)
+            args = (b["disparity_offset"], b["disparity_scale"], b["disparity_codec"], h, w)
+            da, db = decode_disparity(a["disparity"], *args), decode_disparity(b["disparity"], *args)
+            assert np.array_equal(da[valid], db[valid]) and np.isnan(da[~valid]).all()
+            ua, ub = decode_uncertainty(a["uncertainty"], h, w), decode_uncertainty(b["uncertainty"], h, w)
+            assert np.nanmax(np.abs(ua[valid] - ub[valid])) <= 1 / 16 and np.isnan(ua[~valid]).all()

@@ -30,8 +30,10 @@ def register(subparsers) -> None:
             "A copy may be another rip: other codec, container, resolution, 3D layout, letterbox, "
             "a black lead-in or a trimmed start. Frames that cannot be confirmed are listed with the "
             "reason; a copy of another film or cut is refused and nothing is published. Not "
-            "supported (and detected): PAL 25 fps copies of 24 fps films, other edits. Re-running "
-            "reuses the movies already hydrated from the same copy."
+            "supported (and detected): PAL 25 fps copies of 24 fps films, other edits. A copy whose eyes "
+            "are exchanged without a tag saying so is detected (the released disparity matches its eyes "
+            "only the other way round) and the other eye is taken. Re-running after a failure or an "
+            "interruption reuses the movies already hydrated from the same copies."
         ),
     )
     p.add_argument("release", metavar="RELEASE", help="release folder (from `depthmine release`)")
@@ -59,6 +61,11 @@ def register(subparsers) -> None:
         help="hydration setting, repeatable: max_distance (bits, default 10), window (frames, 2), "
         "min_match_fraction (0.8), lock_votes (3), max_offset_s (600)",
     )
+    p.add_argument(
+        "--right-views",
+        action="store_true",
+        help="also rebuild the other eye of every frame from your copy (right_image; a release never holds one)",
+    )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=run)
 
@@ -70,6 +77,8 @@ def run(args: argparse.Namespace) -> int:
     prefect_env_defaults(args.verbose)
     config: dict = {}
     apply_overrides(config, list(args.overrides))
+    if args.right_views:
+        config["right_views"] = True
     from flows.hydrate import hydrate_dataset
 
     result = hydrate_dataset(
@@ -85,7 +94,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
     for mid, r in result["movies"].items():
         print(
-            f"{mid}: {r['found']} of {r['released']} frames from {r['copy']} ({r['layout']}, offset {r['offset']:+d} frames)"
+            f"{mid}: {r['found']} of {r['released']} frames from {r['copy']} ({r['layout']}, offset {r['offset']:+d} frames"
+            + (", eyes exchanged: the other eye taken" if r.get("eyes_swapped") else "")
+            + ")"
         )
         for m in r["missing"][:20]:
             print(f"  frame {m['frame_index']} not hydrated: {m['reason']}")

@@ -48,7 +48,14 @@ def register(subparsers) -> None:
     p.add_argument(
         "--smallest",
         action="store_true",
-        help="brotli 11 instead of zstd for the label files: about 15%% smaller, ten times slower to write",
+        help="brotli 11 instead of zstd 19 for the label files: about 8%% smaller, three times slower to write",
+    )
+    p.add_argument(
+        "--exact",
+        action="store_true",
+        help="release disparity and uncertainty at every pixel, so hydrated label columns are the dataset's "
+        "bytes (a third to a half larger); default: only at valid pixels (disparity exact there, uncertainty "
+        "within 1/16 px; invalid pixels carry no label and come back not finite)",
     )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=run)
@@ -67,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
         movies=args.movies,
         titles=dict(args.title),
         compression="brotli" if args.smallest else "zstd",
+        precision="exact" if args.exact else "valid",
     )
     if args.json:
         print(json.dumps(result, indent=2))

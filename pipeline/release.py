@@ -659,11 +659,25 @@ def plan_release(dataset: str | os.PathLike, config: ReleaseConfig) -> tuple[str
             f"movie(s) {unknown} are not in {dataset}; its movies: {', '.join(manifest.movies) or 'none'}"
         )
     movies = [manifest.movies[m] for m in wanted]
+    _refuse_clips(root, movies)
     splits = set(config.splits or SPLITS)
     movies = [m for m in movies if set(m.split_counts) & splits]
     if not movies:
         raise ConfigError(f"{dataset}: no frame of split(s) {sorted(splits)} in the chosen movies: nothing to release")
     return root, manifest, movies
+
+
+def _refuse_clips(root: str, movies: list[MovieManifest]) -> None:
+    """Clips-mode movies cannot be released yet: the release format carries one label per frame,
+    so their clip columns and temporal flow would be lost and hydration would give single frames."""
+    from pipeline.shards.clips import is_clip_dataset
+
+    clips = [m.movie_id for m in movies if m.shards and is_clip_dataset(f"{root}/{m.folder}/{m.shards[0].path}")]
+    if clips:
+        raise ConfigError(
+            f"movie(s) {', '.join(clips)} were ingested in clips mode (sampling.mode=clips): labels-only releases "
+            "hold single frames and would lose their clips and temporal flow; release a frames-mode dataset"
+        )
 
 
 def make_release(

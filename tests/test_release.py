@@ -156,3 +156,14 @@ def test_packed_release_hydrates_to_the_datasets_label_blobs(tiny_dataset, tmp_p
             assert np.array_equal(da[valid], db[valid]) and np.isnan(da[~valid]).all()
             ua, ub = decode_uncertainty(a["uncertainty"], h, w), decode_uncertainty(b["uncertainty"], h, w)
             assert np.nanmax(np.abs(ua[valid] - ub[valid])) <= 1 / 16 and np.isnan(ua[~valid]).all()
+
+
+def test_a_clips_mode_dataset_is_refused_before_anything_is_written(tmp_path):
+    from pipeline.release import make_release
+    from tests.test_clips import _clip_dataset
+
+    dataset = _clip_dataset(tmp_path / "clips", movies=1, clips=2, frames=3)
+    out = tmp_path / "release"
+    with pytest.raises(ConfigError, match="clips mode"):
+        make_release(dataset, out)
+    assert not out.exists() or not any(out.iterdir())

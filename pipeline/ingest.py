@@ -53,7 +53,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 
 import pipeline
-from pipeline.atomic import write_json_atomic
+from pipeline.atomic import fsync_dir, write_json_atomic
 from pipeline.config import apply_overrides, config_from_dict, config_hash, config_to_dict, merge_dicts
 from pipeline.disparity import DisparityConfig, Labeller, resize_result
 from pipeline.errors import BadInputError, ConfigError
@@ -749,7 +749,7 @@ def commit_movie(
         if state == "staged":
             _place(work.chunk_path(name), target)
         shards.append(entry)
-    _fsync_folder(folder)
+    fsync_dir(folder)  # the renames are durable before the commit marker is written
     rejected = [rec for name in sorted(chunk_names) for rec in work.rejected(name)]
     table = encode_rejected(rejected) if rejected else REJECTED_SCHEMA.empty_table()
     shards = [ShardEntry.from_dict({**e.to_dict(), "movie_id": movie_id}) for e in shards]
@@ -803,16 +803,6 @@ def missing_chunks(
 def _place(staged: Path, shard: Path) -> None:
     """Move a staged chunk to its shard name: a rename (one filesystem), atomic, never a copy."""
     os.replace(staged, shard)
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Make the renames into ``folder`` durable before the commit marker is written."""
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def project_version() -> str:

@@ -439,20 +439,24 @@ def load_ground_truth(path: str | Path) -> GroundTruth:
         return GroundTruth(meta=meta, disparity=data["disparity"], sky=data["sky"])
 
 
+def _movie_meta(movie: SampleMovie | GroundTruth | dict | str | Path) -> dict:
+    """The ground-truth metadata of a sample movie given in any of the forms the callers take."""
+    if isinstance(movie, SampleMovie):
+        return json.loads(movie.gt_json.read_text())
+    if isinstance(movie, GroundTruth):
+        return movie.meta
+    if isinstance(movie, dict):
+        return movie
+    return json.loads(ground_truth_paths(movie)[0].read_text())
+
+
 def render_movie_frame(movie: SampleMovie | GroundTruth | dict | str | Path, frame_index: int) -> StereoFrameTruth:
     """Re-render frame ``frame_index`` of a sample movie exactly as it was encoded (before the codec).
 
     ``movie`` is a :class:`SampleMovie`, a :class:`GroundTruth`, its JSON dict, or the movie's path.
     Tests compare decoded eyes with this: the generator's view, at full per-eye resolution.
     """
-    if isinstance(movie, SampleMovie):
-        meta = json.loads(movie.gt_json.read_text())
-    elif isinstance(movie, GroundTruth):
-        meta = movie.meta
-    elif isinstance(movie, dict):
-        meta = movie
-    else:
-        meta = json.loads(ground_truth_paths(movie)[0].read_text())
+    meta = _movie_meta(movie)
     fps = float(meta["fps"])
     for shot_i, (s0, s1) in enumerate(meta["shots"]):  # noqa: B007  (the shot found is used after the loop)
         if s0 <= frame_index < s1:
@@ -481,14 +485,7 @@ def movie_frame_motion(movie: SampleMovie | GroundTruth | dict | str | Path, fra
     HxWx2 float32 in full per-eye pixels, NaN in the bars; the frame and the next must share a shot
     (a cut has no motion). Tests compare the stored temporal flow with it.
     """
-    if isinstance(movie, SampleMovie):
-        meta = json.loads(movie.gt_json.read_text())
-    elif isinstance(movie, GroundTruth):
-        meta = movie.meta
-    elif isinstance(movie, dict):
-        meta = movie
-    else:
-        meta = json.loads(ground_truth_paths(movie)[0].read_text())
+    meta = _movie_meta(movie)
     fps = float(meta["fps"])
     for shot_i, (s0, s1) in enumerate(meta["shots"]):  # noqa: B007
         if s0 <= frame_index < s1:

@@ -54,7 +54,7 @@ import cv2
 import numpy as np
 import pyarrow as pa
 
-from pipeline.errors import BadInputError, ConfigError
+from pipeline.errors import BadInputError, ConfigError, DepthmineError
 from pipeline.layouts import CropBox, Layout
 from pipeline.phash import DEFAULT_MAX_DISTANCE, THUMB_SIZE, hamming, phash, phash_gray
 from pipeline.release import Release, ReleasedMovie, unpack_labels
@@ -903,9 +903,20 @@ def _second_pass(al: _Aligner, redo: list[int]) -> float:
 # --------------------------------------------------------------------------- writing
 
 
-def hydrated_key(movie: ReleasedMovie) -> str:
-    """The hydrated movie's folder key: the released one (the labels are the released labels)."""
-    return movie.key
+def hydrated_key(movie: ReleasedMovie, fingerprint: str, right_views: bool) -> str:
+    """The hydrated movie's folder key: the released key, the released labels, the copy and the
+    choice of views. A committed folder is immutable (a published version may list it), so a
+    hydration from another copy or with right views goes to a folder of its own, never over it."""
+    from pipeline.config import config_hash
+
+    return config_hash(
+        {
+            "released": movie.key,
+            "labels": movie.files["labels"]["sha256"],
+            "copy": fingerprint,
+            "right_views": bool(right_views),
+        }
+    )
 
 
 def _shard_config(movie: ReleasedMovie, right_views: bool = False) -> ShardConfig:
@@ -991,7 +1002,8 @@ def hydrate_movie(
         if p is not None and not Path(p).exists():
             raise BadInputError(p, "no such file", "give the path of your copy of the film")
     fingerprint = source_fingerprint(spec.path, spec.right)
-    folder = movie_folder(out, movie.movie_id, hydrated_key(movie))
+    key = hydrated_key(movie, fingerprint, config.right_views)
+    folder = movie_folder(out, movie.movie_id, key)
     done = load_movie_manifest(folder)
     # reused only when made from the same copy, the same released labels and the same choice of views
     same = {"fingerprint": fingerprint, "labels_sha256": movie.files["labels"]["sha256"]}
@@ -1014,10 +1026,8 @@ def hydrate_movie(
             reused=True,
         )
         return res, done
-    if done is not None:
-        import shutil
-
-        shutil.rmtree(folder)  # hydrated from another copy: this copy replaces it
+    if done is not None:  # the key names copy, labels and views: only a tampered folder lands here
+        raise DepthmineError(f"{folder}: committed, but not from this copy and release; remove it or hydrate elsewhere")
     source = open_stereo(spec.path, layout=spec.layout, right_path=spec.right)
     check_frame_rate(
         spec.path,
@@ -1046,7 +1056,7 @@ def hydrate_movie(
     # the shards are written by one thread while the copy is still decoding (the pass mostly waits
     # for frames): a row group of labels goes as soon as its frames are final, unpacked and
     # compressed there; the meta (what was found) is set before the commit
-    writer = MovieShardWriter(out, movie.movie_id, hydrated_key(movie), shard_cfg, {})
+    writer = MovieShardWriter(out, movie.movie_id, key, shard_cfg, {})
     write = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hydrate-write")
     written: list[Future] = []
 

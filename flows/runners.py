@@ -110,31 +110,27 @@ def open_task_runner(spec: RunnerSpec) -> Iterator[Any]:
 
     Worker processes must report to the same Prefect API as the flow. With a temporary local
     server (no ``PREFECT_API_URL`` set) each new process would otherwise start a server of its
-    own, so the flow's API URL is exported to the environment the workers are started with.
+    own, so the flow's API URL goes into the settings the runner serialises with every task, for
+    this block only (:func:`prefect.settings.temporary_settings`; the process environment is
+    never touched).
     """
-    restore = _export_api_url() if spec.kind != "threads" else None
-    try:
-        with make_task_runner(spec) as runner:
-            yield runner
-    finally:
-        if restore is not None:
-            restore()
+    with _api_url_for_workers(spec), make_task_runner(spec) as runner:
+        yield runner
 
 
-def _export_api_url():
-    if os.environ.get("PREFECT_API_URL"):
-        return None
+@contextlib.contextmanager
+def _api_url_for_workers(spec: RunnerSpec) -> Iterator[None]:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    if spec.kind == "threads" or PREFECT_API_URL.value():
+        yield
+        return
     from prefect.client.orchestration import get_client
 
     with get_client(sync_client=True) as client:
         url = str(client.api_url).rstrip("/")
-    os.environ["PREFECT_API_URL"] = url
-
-    def restore() -> None:
-        if os.environ.get("PREFECT_API_URL") == url:
-            del os.environ["PREFECT_API_URL"]
-
-    return restore
+    with temporary_settings(updates={PREFECT_API_URL: url}):
+        yield
 
 
 # --------------------------------------------------------------------------- the temporary API server

@@ -235,6 +235,9 @@ def ingest_key(fingerprint: str, config: IngestConfig, extra: dict[str, Any] | N
             cfg["sampling"].pop(name, None)
     if not cfg.get("store_temporal_flow"):
         cfg.pop("store_temporal_flow", None)
+    for name in ("flow_options", "matcher_options"):  # none given: the keys they had before options existed
+        if not cfg["disparity"].get(name):
+            cfg["disparity"].pop(name, None)
     return config_hash({"source": fingerprint, "config": cfg, "extra": extra or {}})
 
 

@@ -394,18 +394,27 @@ class _Aligner:
         frames' hashes, which costs nothing more (the detector is a third of the per-frame work)."""
         thumb_w = int(getattr(self.shot_config, "thumb_width", 160) or 160)
         stop_detector_at: int | None = None
-        for raw in self.src.iter_raw():
+        views, hasher, src = tuple(self.views), self.hasher, self.src
+
+        def prepare(raw: Any) -> tuple[tuple[int, ...], Any]:
+            # on the decode thread, beside this one's work: the frame's hashes, and its detection
+            # thumbnail while the detector still runs (read without a lock: a late one is made here)
+            thumb = src.thumb(raw, thumb_w) if self.detector is not None else None
+            return tuple(hasher(raw, v) for v in views), thumb
+
+        for raw in src.iter_raw(prepare=prepare):
             j = raw.index
             self.frames = j + 1
+            hashes, thumb = raw.prepared
             new_cuts: list[int] = []
             if self.detector is not None:
-                new_cuts = self.detector.push(j, self.src.thumb(raw, thumb_w))
+                new_cuts = self.detector.push(j, thumb if thumb is not None else src.thumb(raw, thumb_w))
                 for c in new_cuts:
                     self._cut(c)
                 if stop_detector_at is not None and j >= stop_detector_at:
                     self.detector = None
-            for v in self.views:
-                self.luma[v].append(self.hasher(raw, v))
+            for v, h in zip(views, hashes):
+                self.luma[v].append(h)
             if self.detector is None and j > 0:
                 seq = self.luma[self.views[0]]
                 if hamming(seq[j - 1], seq[j]) >= self.cfg.cut_bits and (not self.cuts or self.cuts[-1] < j):
@@ -1038,7 +1047,8 @@ def hydrate_movie(
     import pyarrow.parquet as pq
 
     shard_cfg = _shard_config(movie, config.right_views)
-    ids = pq.read_table(release.labels_path(movie.movie_id), columns=["frame_index", "phash", "view"])
+    # ParquetFile, not read_table: read_table imports pyarrow.dataset (and pandas), seconds cold
+    ids = pq.ParquetFile(release.labels_path(movie.movie_id)).read(columns=["frame_index", "phash", "view"])
 
     # pictures are made (converted, cropped, resized) and encoded by two threads while the pass goes
     # on (PyAV's converter and OpenCV release the GIL): the pass's own thread hashes and decides

@@ -26,7 +26,7 @@ import collections
 import dataclasses
 import logging
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import cv2
 import numpy as np
@@ -94,6 +94,7 @@ class _Raw:
     frame: object  # av.VideoFrame (left file's, or the packed frame)
     right: object | None  # av.VideoFrame of the right file (separate layout)
     thumb: np.ndarray | None = None
+    prepared: Any = None  # what ``iter_raw(prepare=...)`` computed for this frame on the decode thread
 
 
 class StereoSource:
@@ -150,19 +151,28 @@ class StereoSource:
         stream.thread_type = "AUTO" if frame_threads else "SLICE"
         return container, stream
 
-    def iter_raw(self, prefetch: int = 8, thumb_width: int | None = None) -> Iterator[_Raw]:
+    def iter_raw(
+        self,
+        prefetch: int = 8,
+        thumb_width: int | None = None,
+        prepare: Callable[[_Raw], Any] | None = None,
+    ) -> Iterator[_Raw]:
         """Decoded frames (not converted) with index and time; pairs the two files of ``separate``.
 
         With ``prefetch > 0`` demuxing and decoding run in a background thread that stays up to
         ``prefetch`` frames ahead (FFmpeg and OpenCV release the GIL while they work), so the
         per-frame Python work of the caller overlaps the decoder instead of stalling its frame
-        threads. With ``thumb_width`` that thread also makes each frame's detection thumbnail.
+        threads. With ``thumb_width`` that thread also makes each frame's detection thumbnail, and
+        ``prepare(raw)`` (stored as ``raw.prepared``) runs there too: per-frame work that needs no
+        state of the caller's (a hash of every frame) then runs beside the caller's, not in turn.
         """
         if prefetch <= 0:
-            return self._decode_raw(thumb_width)
-        return _prefetched(lambda: self._decode_raw(thumb_width), prefetch)
+            return self._decode_raw(thumb_width, prepare)
+        return _prefetched(lambda: self._decode_raw(thumb_width, prepare), prefetch)
 
-    def _decode_raw(self, thumb_width: int | None = None) -> Iterator[_Raw]:
+    def _decode_raw(
+        self, thumb_width: int | None = None, prepare: Callable[[_Raw], Any] | None = None
+    ) -> Iterator[_Raw]:
         import av
 
         fps = self.info.fps
@@ -195,6 +205,8 @@ class StereoSource:
                 raw = _Raw(index, float(pts), frame, right)
                 if thumb_width:
                     raw.thumb = self.thumb(raw, thumb_width)
+                if prepare is not None:
+                    raw.prepared = prepare(raw)
                 yield raw
             if unpaired:
                 log.warning(

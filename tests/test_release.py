@@ -125,6 +125,49 @@ def test_label_packing_is_lossless_where_it_promises(seed):
     assert len(pack_disparity(q, valid, sky)) < 0.6 * q.nbytes
 
 
+@pytest.mark.parametrize("precision", ["exact", "valid"])
+def test_unpack_labels_rebuilds_each_row_of_a_table(precision):
+    """Table level: rows of both packed codecs, a ``png16`` row kept as it is, a row without
+    uncertainty (null stays null), read from a slice (Arrow offsets not at zero)."""
+    import pyarrow as pa
+
+    from pipeline.release import encode_disparity_codes, pack_labels, unpack_disparity, unpack_labels
+    from pipeline.shards.codec import pack_mask, split_bytes
+
+    rows = []
+    for seed, codec in enumerate(["u16d", "u16", "png16", "u16d"]):
+        q, unc, valid, sky = _label_arrays(seed)
+        h, w = q.shape
+        rows.append(
+            {
+                "disparity": encode_disparity_codes(q, codec) if codec != "png16" else b"not-a-packed-codec",
+                "disparity_codec": codec,
+                "uncertainty": None if seed == 3 else split_bytes(unc),
+                "valid": pack_mask(valid),
+                "sky": pack_mask(sky),
+                "height": h,
+                "width": w,
+            }
+        )
+    pad = dict(rows[0])
+    t = pa.Table.from_pylist([pad] + rows).slice(1)
+    packed = pack_labels(t, precision)
+    got = unpack_labels(packed, {"packing": "grad-zz8/1", "precision": precision}).to_pylist()
+    assert len(got) == 4
+    assert got[2]["disparity"] == b"not-a-packed-codec" and got[3]["uncertainty"] is None
+    for seed, (row, want) in enumerate(zip(got, rows)):
+        q, unc, valid, sky = _label_arrays(seed)
+        if want["disparity_codec"] != "png16":
+            if precision == "exact":
+                assert row["disparity"] == want["disparity"]
+            else:
+                only = unpack_disparity(pack_labels(t.slice(seed, 1), precision)["disparity"][0].as_py(), valid, sky)
+                assert row["disparity"] == encode_disparity_codes(only, want["disparity_codec"])
+        if want["uncertainty"] is not None and precision == "exact":
+            assert row["uncertainty"] == want["uncertainty"]
+    assert unpack_labels(packed.slice(0, 0), {"packing": "grad-zz8/1", "precision": precision}).num_rows == 0
+
+
 def test_packed_release_hydrates_to_the_datasets_label_blobs(tiny_dataset, tmp_path):
     """Release rows unpacked = the dataset's rows: byte for byte with ``exact``; with ``valid`` the
     decoded disparity equal at valid pixels, the uncertainty within 1/16 px there, both NaN elsewhere;

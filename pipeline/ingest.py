@@ -48,7 +48,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -79,6 +79,8 @@ __all__ = [
     "swap_report",
     "source_fingerprint",
     "ingest_key",
+    "UnhashedField",
+    "UNHASHED_FIELDS",
     "ChunkJob",
     "ChunkSummary",
     "Chunk",
@@ -222,22 +224,68 @@ def source_fingerprint(path: str | os.PathLike, right: str | os.PathLike | None 
     return h.hexdigest()[:24]
 
 
+@dataclass(frozen=True)
+class UnhashedField:
+    """A field of the resolved :class:`IngestConfig` that :func:`ingest_key` leaves out, and when.
+
+    Attributes:
+        path: the field's dotted path in :func:`pipeline.config.config_to_dict` of the configuration.
+        left_out: ``left_out(config_dict)`` says whether the key leaves it out of this configuration.
+        why: the reason, in words.
+    """
+
+    path: str
+    left_out: Callable[[dict[str, Any]], bool]
+    why: str
+
+
+def _value(config: dict[str, Any], path: str) -> Any:
+    *parents, name = path.split(".")
+    for p in parents:
+        config = config.get(p) or {}
+    return config.get(name)
+
+
+def _unset(path: str) -> Callable[[dict[str, Any]], bool]:
+    """Left out while empty or off (the default of an option, a flag or a mapping of options)."""
+    return lambda config: not _value(config, path)
+
+
+def _frames_mode(config: dict[str, Any]) -> bool:
+    return _value(config, "sampling.mode") == "frames"
+
+
+#: The one rule that keeps older datasets' keys: a field added to :class:`IngestConfig` after
+#: datasets were built is not hashed while at its default (or while it cannot matter), so those
+#: datasets' keys stay what they were and a rebuild finds them current instead of relabelling
+#: every movie. A new field that changes no existing dataset's rows is one more line here;
+#: ``tests/test_ingest_key.py`` pins the keys, so a key that moves fails a test.
+UNHASHED_FIELDS: tuple[UnhashedField, ...] = (
+    UnhashedField("disparity.device", lambda config: True, "where labelling runs, not what it computes"),
+    UnhashedField("sampling.mode", _frames_mode, "added with clips; frames is the default"),
+    UnhashedField("sampling.clip_frames", _frames_mode, "added with clips; unused in frames mode"),
+    UnhashedField("sampling.clip_stride", _frames_mode, "added with clips; unused in frames mode"),
+    UnhashedField("store_temporal_flow", _unset("store_temporal_flow"), "added with clips; off by default"),
+    UnhashedField("disparity.flow_options", _unset("disparity.flow_options"), "added with backend options"),
+    UnhashedField("disparity.matcher_options", _unset("disparity.matcher_options"), "added with backend options"),
+)
+
+
 def ingest_key(fingerprint: str, config: IngestConfig, extra: dict[str, Any] | None = None) -> str:
     """The work/shard folder name for one (input, configuration): 16 hex digits.
 
-    ``extra`` holds what else decides the rows (split, layout choice, project version).
+    The resolved configuration is hashed without the :data:`UNHASHED_FIELDS` that leave
+    themselves out of it. ``extra`` holds what else decides the rows (split, layout choice,
+    project version).
     """
     cfg = config_to_dict(config)
-    cfg["disparity"].pop("device", None)
-    if cfg["sampling"].get("mode") == "frames":
-        # frames mode keeps the keys it had before clips existed: datasets built then stay current
-        for name in ("mode", "clip_frames", "clip_stride"):
-            cfg["sampling"].pop(name, None)
-    if not cfg.get("store_temporal_flow"):
-        cfg.pop("store_temporal_flow", None)
-    for name in ("flow_options", "matcher_options"):  # none given: the keys they had before options existed
-        if not cfg["disparity"].get(name):
-            cfg["disparity"].pop(name, None)
+    left_out = [f.path for f in UNHASHED_FIELDS if f.left_out(cfg)]  # all decided on the whole configuration
+    for path in left_out:
+        *parents, name = path.split(".")
+        parent = cfg
+        for p in parents:
+            parent = parent[p]
+        parent.pop(name, None)
     return config_hash({"source": fingerprint, "config": cfg, "extra": extra or {}})
 
 

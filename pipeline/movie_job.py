@@ -293,7 +293,7 @@ def _run_locked(job, probe, key, t0, on_progress, on_report, logger) -> MovieRes
         source_height=probe.eye_height,
         provenance={
             "flow_backend": config.disparity.flow,
-            "config_hash": key,
+            "ingest_key": key,
             "source_fingerprint": probe.fingerprint,
             "project_version": project_version(),
         },

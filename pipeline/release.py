@@ -44,7 +44,7 @@ from pipeline.shards import FRAME_SCHEMA, REJECTED_SCHEMA, SPLITS, decode_image,
 from pipeline.shards.codec import join_bytes, unpack_mask
 from pipeline.shards.manifest import MovieManifest, sha256_file, utc_now
 from pipeline.shards.reader import open_shard
-from pipeline.shards.schema import COLUMN_DOCS
+from pipeline.shards.schema import COLUMN_DOCS, current_names
 
 __all__ = [
     "RELEASE_FORMAT",
@@ -325,11 +325,13 @@ def pack_labels(t: pa.Table, precision: str = "valid") -> pa.Table:
 
 def unpack_labels(t: pa.Table, labels: dict[str, Any]) -> pa.Table:
     """Inverse of :func:`pack_labels`: the dataset's blobs (``labels``: the movie's ``labels`` entry
-    of ``release.json``; empty for a version-1 release, whose blobs are the dataset's already).
+    of ``release.json``; empty for a version-1 release, whose blobs are the dataset's already), and
+    the columns under the current shard schema's names (a release of an older schema version).
 
     Hydration runs this on every released row while the copy decodes, so it reads the packed blobs
     in place and writes each column's output into one buffer (no per-row ``bytes`` copies, less
     time holding the GIL the decoding thread needs)."""
+    t = current_names(t)
     if not labels.get("packing"):
         return t
     if labels["packing"] != PACKING:
@@ -511,8 +513,9 @@ class Release:
         return self.root / self.movies[movie_id].files["rejected"]["path"]
 
     def read_labels(self, movie_id: str, unpack: bool = False) -> pa.Table:
-        """The movie's released rows; ``unpack``: disparity and uncertainty as the dataset's blobs."""
-        t = pq.read_table(self.labels_path(movie_id))
+        """The movie's released rows (columns under their current names); ``unpack``: disparity and
+        uncertainty as the dataset's blobs."""
+        t = current_names(pq.read_table(self.labels_path(movie_id)))
         return unpack_labels(t, self.movies[movie_id].labels) if unpack else t
 
     def read_rejected(self, movie_id: str) -> pa.Table:
@@ -599,7 +602,7 @@ def release_movie(
     for shard in movie.shards:
         pf = open_shard(f"{dataset_root.rstrip('/')}/{movie.folder}/{shard.path}")
         for g in range(pf.metadata.num_row_groups):
-            t = pf.read_row_group(g)
+            t = current_names(pf.read_row_group(g))  # a shard of an older schema version: current names
             mask = pc.is_in(t.column("split"), pa.array(sorted(splits)))
             t = t.filter(mask)
             if not t.num_rows:

@@ -14,12 +14,14 @@ from pipeline.errors import BadInputError, ConfigError
 from training.config import DatasetSpec
 from training.datasets import (
     CsvDataset,
+    DatasetKind,
     FolderDataset,
     GlobalBatchSampler,
     MixedLoader,
     PositionDataset,
     ShardDataset,
     SyntheticDataset,
+    TrainingDataset,
     _collate,
     target_to_disparity,
     validation_samples,
@@ -347,3 +349,77 @@ def test_uncertainty_weighting_reaches_the_loss(shards_ds, tmp_path):
     weighted = run_training(cfg("weighted", uncertainty_weighting=0.25)).losses[0]
     masked = run_training(cfg("masked", max_uncertainty_px=0.2)).losses[0]
     assert weighted != pytest.approx(plain, rel=1e-4) and masked != pytest.approx(plain, rel=1e-4)
+
+
+# ---- a kind of its own plugs in without MixedLoader or the pre-flight knowing it --------------
+
+
+class _Stream(torch.utils.data.IterableDataset, TrainingDataset):
+    """A streaming dataset that is none of the trainer's classes: ``shards`` parts, sample ``i``'s
+    pixels all equal ``i`` (so a batch shows which samples it holds)."""
+
+    def __init__(self, shards: int):
+        self.shards, self.start = shards, 0
+
+    @property
+    def shard_count(self) -> int:
+        return self.shards
+
+    def __iter__(self):
+        for i in range(self.start, self.start + 1000):
+            yield {
+                "image": torch.full((3, 8, 8), i % 256, dtype=torch.uint8),
+                "target": torch.full((8, 8), float(i)),
+                "mask": torch.ones((8, 8), dtype=torch.bool),
+            }
+
+    def data_loader(self, global_batch, rank, world_size, start_batch, **options):
+        per_rank = global_batch // world_size
+        self.start = start_batch * per_rank
+        return DataLoader(self, batch_size=per_rank, **options)
+
+    def first_samples(self, n):
+        return [s for _, s in zip(range(n), self)]
+
+
+class _StreamKind(DatasetKind):
+    needs_path = False
+
+    def open(self, spec, options):
+        return _Stream(shards=spec.size)
+
+
+@pytest.fixture
+def stream_kind(monkeypatch):
+    """``kind: stream`` registered for this test only."""
+    from training.datasets import DATASET_KINDS
+
+    monkeypatch.setattr(DATASET_KINDS, "_plain", dict(DATASET_KINDS._plain))
+    DATASET_KINDS.register("stream", _StreamKind)
+    return DatasetSpec(name="stream", kind="stream", size=3)
+
+
+def test_a_new_kind_mixes_with_the_others_and_resumes(stream_kind):
+    from training.datasets import build_dataset
+
+    small = AugmentConfig(size=8, enabled=False)
+    synthetic = DatasetSpec(kind="synthetic", size=6, image_size=(48, 32))
+    loader = MixedLoader([build_dataset(synthetic, small, 0), build_dataset(stream_kind, small, 0)], 2, num_workers=0)
+    batches = [next(loader) for _ in range(3)]
+    assert batches[0]["dataset"].tolist() == [0, 0, 1, 1]
+    assert [b["target"][2:, 0, 0].tolist() for b in batches] == [[0.0, 1.0], [2.0, 3.0], [4.0, 5.0]]
+    again = [build_dataset(synthetic, small, 0), build_dataset(stream_kind, small, 0)]
+    resumed = next(MixedLoader(again, 2, num_workers=0, start_batch=2))
+    assert torch.equal(resumed["target"], batches[2]["target"]) and torch.equal(resumed["image"], batches[2]["image"])
+
+
+def test_the_preflight_asks_a_new_kind_for_its_shards_and_first_sample(stream_kind, tmp_path):
+    from training.config import DataConfig, TrainConfig
+    from training.preflight import preflight
+
+    config = TrainConfig(
+        out_dir=str(tmp_path / "run"), data=DataConfig(datasets=[stream_kind], batch_size=2, num_workers=4)
+    )
+    checked = preflight(config, world_size=1)
+    assert checked.shard_counts == {"stream": 3}
+    assert checked.config.data.num_workers == 3 and "lowered to 3" in checked.notices[0]

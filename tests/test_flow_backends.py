@@ -173,9 +173,13 @@ def test_user_options_reach_the_backend_and_keep_the_named_defaults():
     from pipeline.disparity import DisparityConfig, backend_from_config, matcher_from_config
 
     config = DisparityConfig(flow_options={"patch_stride": 2}, matcher_options={"block_size": 7})
+    from pipeline.flow.opencv import DisOptions
+    from pipeline.flow.sgbm import SgbmOptions
+
     flow, matcher = backend_from_config(config), matcher_from_config(config)
-    assert (flow.patch_stride, flow.patch_size, flow.finest_scale) == (2, 6, 0)  # dis-medium's others kept
-    assert matcher.block_size == 7 and matcher.uniqueness_ratio == 5
+    # the backends hold their options dataclass: dis-medium's other values kept, SGBM's defaults
+    assert flow.options == DisOptions(finest_scale=0, patch_size=6, patch_stride=2)
+    assert matcher.options == SgbmOptions(block_size=7)
 
 
 @pytest.mark.parametrize(

@@ -71,7 +71,7 @@ def test_ingest_writes_a_verified_dataset_with_every_kept_frame(ingested):
     rows = list(iter_samples(out))
     assert [r["frame_index"] for r in rows] == sorted(r["frame_index"] for r in rows)  # shot order kept
     assert {r["split"] for r in rows} == {"val"}
-    assert rows[0]["flow_backend"] == "dis-ultrafast" and rows[0]["config_hash"] == result["key"]
+    assert rows[0]["flow_backend"] == "dis-ultrafast" and rows[0]["ingest_key"] == result["key"]
     assert result["chunks"] > 1 and result["chunks_resumed"] == 0
     assert not (out / ".work" / "tiny").exists(), "staging must be cleaned up after the commit"
 

@@ -67,7 +67,7 @@ LABEL_COLUMNS = [
     "valid_fraction",
     "disparity_p50",
     "flow_backend",
-    "config_hash",
+    "ingest_key",
     "source_fingerprint",
     "project_version",
 ]
@@ -568,3 +568,73 @@ def test_hydrate_resumes_per_movie_after_a_failed_movie(released, film, sample_m
     assert not result["movies"]["film"]["reused"]
     rows = _table(out / read_manifest(out).movies["film"].folder)
     assert all(v is not None for v in rows.column("right_image").to_pylist())
+
+
+# ------------------------------------------------------------------------------------------- schema version 1
+
+
+@pytest.fixture(scope="module")
+def old_dataset(released, tmp_path_factory):
+    """The ingested film's dataset as shard schema version 1 wrote it (the ingest key's column named
+    ``config_hash``): tests.fixtures.datasets.make_schema_v1 on a copy."""
+    import shutil
+
+    from tests.fixtures.datasets import make_schema_v1
+
+    old = tmp_path_factory.mktemp("schema-v1") / "dataset"
+    shutil.copytree(released[0], old)
+    make_schema_v1(old)
+    return old
+
+
+def test_a_rebuild_keeps_an_old_datasets_movie_as_it_is(released, old_dataset, film, tmp_path):
+    """The same movie and settings give the same key: the version-1 movie is found committed, not
+    labelled again, and published again with its files untouched."""
+    import shutil
+
+    from pipeline.ingest import ingest_config
+    from pipeline.movie_job import MovieJob, run_movie_job
+    from pipeline.shards import read_manifest, verify
+
+    old = tmp_path / "dataset"
+    shutil.copytree(old_dataset, old)
+    before = read_manifest(old).movies["film"]
+    job = MovieJob(
+        movie=str(film.path), out=str(old), movie_id="film", config=ingest_config(INGEST, flow="dis-ultrafast")
+    )
+    result = run_movie_job(MovieJob(**{**job.__dict__, "publish": True}))
+    assert result["skipped"] and result["key"] == before.key == read_manifest(released[0]).movies["film"].key
+    after = read_manifest(old).movies["film"]
+    assert [s.sha256 for s in after.shards] == [s.sha256 for s in before.shards] and after.schema_version == 1
+    assert verify(str(old)) == []
+
+
+def test_an_old_ingested_dataset_releases_the_same_labels(released, old_dataset, tmp_path):
+    from pipeline.release import make_release, read_release
+
+    _, release, _ = released
+    make_release(old_dataset, tmp_path / "release")
+    got, want = read_release(tmp_path / "release"), read_release(release)
+    assert got.read_labels("film").equals(want.read_labels("film"))
+    assert "ingest_key" in pq.read_schema(got.labels_path("film")).names
+
+
+def test_an_old_release_hydrates_to_the_current_schema(released, film, tmp_path):
+    """A release made by version 1 (``config_hash`` in its label files) hydrates from a copy to shards
+    of the current schema with the released labels."""
+    import shutil
+
+    from pipeline.hydrate import CopySpec, hydrate_movie
+    from pipeline.release import read_release
+    from pipeline.shards import FRAME_SCHEMA
+    from tests.fixtures.datasets import make_release_v1
+
+    dataset, release, _ = released
+    old = tmp_path / "release"
+    shutil.copytree(release, old)
+    make_release_v1(old)
+    result, manifest = hydrate_movie(read_release(old), CopySpec("film", str(film.path)), tmp_path / "out")
+    assert result.offset == 0 and not result.missing
+    hydrated = _table(tmp_path / "out" / manifest.folder)
+    assert hydrated.schema.names == FRAME_SCHEMA.names
+    assert_same_labels(hydrated, _table(dataset))  # ingest_key among them: the released values

@@ -59,7 +59,7 @@ def _job(work, movie_id, config, swap=False):
         source_height=H,
         provenance={
             "flow_backend": config.disparity.flow,
-            "config_hash": "k",
+            "ingest_key": "k",
             "source_fingerprint": "f",
             "project_version": "0",
         },

@@ -130,6 +130,18 @@ def test_check_schema_reports_drift():
     assert any("extra" in p for p in problems)
 
 
+def test_older_schema_versions_check_under_the_current_names_and_newer_ones_are_refused():
+    from pipeline.shards.schema import current_names, stored_names
+    from tests.fixtures.datasets import schema_v1
+
+    old = schema_v1(FRAME_SCHEMA)
+    assert "config_hash" in old.names and check_schema(old) == []
+    assert current_names(old).names == FRAME_SCHEMA.names and current_names(FRAME_SCHEMA) is FRAME_SCHEMA
+    assert stored_names(["ingest_key", "clip_id", "movie_id"], old.names) == ["config_hash", "movie_id"]
+    newer = FRAME_SCHEMA.with_metadata({**FRAME_SCHEMA.metadata, b"depthmine.schema_version": b"3"})
+    assert check_schema(newer) == ["schema version 3 (this reader knows 1 to 2)"]
+
+
 def test_physical_columns_projection_and_unknown_names():
     cols = physical_columns(["disparity"])
     assert {"disparity", "disparity_scale", "disparity_offset", "movie_id", "split"} <= set(cols)

@@ -9,6 +9,8 @@
   of processes (each rank takes its slice), which also makes resuming exact.
 - :class:`MixedLoader` zips one loader per dataset so every batch holds the same number of samples
   from each (naive mixing in the paper), and records its position for checkpoints.
+- :class:`TrainingDataset` is what the trainer asks of any of them (its loader at a batch position,
+  its first samples, its shard count), so the loader and the pre-flight never tell kinds apart.
 
 Every target becomes disparity scaled to [0, 1] over its valid pixels (the paper's common space);
 every sample is a dict ``image`` (``3xSxS`` uint8 RGB; normalise with
@@ -42,6 +44,7 @@ __all__ = [
     "CsvDataset",
     "SyntheticDataset",
     "PositionDataset",
+    "TrainingDataset",
     "GlobalBatchSampler",
     "MixedLoader",
     "DATASET_KINDS",
@@ -185,10 +188,40 @@ def _finish_sample(
 
 
 # ---------------------------------------------------------------------------------------------
+# what the trainer asks of a dataset
+
+
+class TrainingDataset:
+    """What the trainer asks of a dataset object, whatever its kind (:meth:`DatasetKind.open` returns one).
+
+    :class:`MixedLoader`, :func:`validation_samples` and :mod:`training.preflight` call these and
+    never test a dataset's class, so a new kind plugs in by implementing them: a streaming one as
+    :class:`ShardDataset` does, a map-style one by returning a :class:`PositionDataset`.
+    """
+
+    @property
+    def shard_count(self) -> int | None:
+        """How many parts are dealt over the readers (processes x loader workers), each reader needing
+        one of its own (pre-flight lowers the workers to fit); None: readers share it by position."""
+        return None
+
+    def data_loader(
+        self, global_batch: int, rank: int, world_size: int, start_batch: int, **options: Any
+    ) -> DataLoader:
+        """A DataLoader giving this process its ``global_batch / world_size`` samples of every global
+        batch, from global batch ``start_batch`` on (a resumed run); ``options`` go to the DataLoader."""
+        raise NotImplementedError
+
+    def first_samples(self, n: int) -> list[dict[str, torch.Tensor]]:
+        """Up to ``n`` samples in stored order (validation; pre-flight reads one: empty means no rows)."""
+        raise NotImplementedError
+
+
+# ---------------------------------------------------------------------------------------------
 # shards
 
 
-class ShardDataset(IterableDataset):
+class ShardDataset(IterableDataset, TrainingDataset):
     """Stream a depthmine shard dataset, split over ranks and workers, deterministically shuffled.
 
     For epoch ``e`` the shards are permuted by ``(seed, e)`` and dealt round-robin to the
@@ -267,6 +300,29 @@ class ShardDataset(IterableDataset):
         self.epoch = int(state["epoch"])
         self._skip_batches = int(state["batches"])
         self._batch_size = int(state["batch_size"])
+
+    # -- what the trainer asks (TrainingDataset) -------------------------------------------
+    @property
+    def shard_count(self) -> int:
+        return len(self.shards)
+
+    def data_loader(
+        self, global_batch: int, rank: int, world_size: int, start_batch: int, **options: Any
+    ) -> DataLoader:
+        """Streams this rank's shards; the position after ``start_batch`` batches is skipped exactly."""
+        per_rank = global_batch // world_size
+        self.load_state_dict(self.state_dict(start_batch, per_rank))
+        return DataLoader(self, batch_size=per_rank, **options)
+
+    def first_samples(self, n: int) -> list[dict[str, torch.Tensor]]:
+        out: list[dict[str, torch.Tensor]] = []
+        if n < 1:
+            return out
+        for sample in self:
+            out.append(sample)
+            if len(out) >= n:
+                break
+        return out
 
     # -- layout --------------------------------------------------------------------------
     def rows_of(self, shard: Any) -> int:
@@ -517,7 +573,7 @@ class SyntheticDataset(Dataset):
         return f.left, disp, valid
 
 
-class PositionDataset(Dataset):
+class PositionDataset(Dataset, TrainingDataset):
     """Indexes a map-style dataset by *stream position*: position ``p`` is item
     ``perm(seed, p // n)[p % n]``, augmented with a generator seeded by ``(seed, p)``."""
 
@@ -554,6 +610,17 @@ class PositionDataset(Dataset):
         rng = np.random.default_rng([self.seed, int(position), 4])
         weight = np.ones(valid.shape, np.float32) if self.weighting else None
         return _finish_sample(image, disp, valid, rng, self.augment, weight)
+
+    def data_loader(
+        self, global_batch: int, rank: int, world_size: int, start_batch: int, **options: Any
+    ) -> DataLoader:
+        """Read by stream position through :class:`GlobalBatchSampler` (the same global batches at any
+        process count)."""
+        sampler = GlobalBatchSampler(global_batch, rank, world_size, start_batch=start_batch)
+        return DataLoader(self, batch_sampler=sampler, **options)
+
+    def first_samples(self, n: int) -> list[dict[str, torch.Tensor]]:
+        return [self[i] for i in range(min(n, self.n))]
 
 
 class GlobalBatchSampler(Sampler[list[int]]):
@@ -628,15 +695,14 @@ class DatasetKind:
         if self.needs_path and not spec.path:
             raise ConfigError(f"{label}: path is empty")
 
-    def open(self, spec: DatasetSpec, options: OpenOptions) -> Dataset:
-        """The dataset object the trainer reads (a streaming :class:`ShardDataset` or a
-        :class:`PositionDataset` read through :class:`GlobalBatchSampler`)."""
+    def open(self, spec: DatasetSpec, options: OpenOptions) -> TrainingDataset:
+        """The dataset object the trainer reads (a :class:`TrainingDataset`: a streaming
+        :class:`ShardDataset`, a :class:`PositionDataset` over a map-style adapter, or a kind's own)."""
         raise NotImplementedError
 
     def first_samples(self, spec: DatasetSpec, n: int, options: OpenOptions) -> list[dict[str, torch.Tensor]]:
-        """Up to ``n`` samples in order (validation); map-style datasets by position."""
-        ds = self.open(spec, options)
-        return [ds[i] for i in range(min(n, len(ds)))]
+        """Up to ``n`` samples in order (validation)."""
+        return self.open(spec, options).first_samples(n)
 
 
 #: every dataset kind by name (:class:`pipeline.registry.Registry`): ``DATASET_KINDS.create(kind)`` is
@@ -676,14 +742,6 @@ class ShardsKind(DatasetKind):
                 **self._streaming(spec, options),
             )
         return ShardDataset(spec.path, spec.split, **self._streaming(spec, options))
-
-    def first_samples(self, spec: DatasetSpec, n: int, options: OpenOptions) -> list[dict[str, torch.Tensor]]:
-        out: list[dict[str, torch.Tensor]] = []
-        for sample in self.open(spec, options):
-            out.append(sample)
-            if len(out) >= n:
-                break
-        return out
 
 
 class _MapKind(DatasetKind):
@@ -763,7 +821,7 @@ def build_dataset(
     world_size: int | None = None,
     clip_frames: int = 1,
     clip_max_rejected: int | None = None,
-) -> ShardDataset | PositionDataset:
+) -> TrainingDataset:
     """The dataset object for one :class:`DatasetSpec`, opened by its kind (:data:`DATASET_KINDS`;
     an unknown kind lists the valid ones). Arguments as :class:`OpenOptions`."""
     options = OpenOptions(
@@ -794,7 +852,7 @@ class MixedLoader:
 
     def __init__(
         self,
-        datasets: list[ShardDataset | PositionDataset],
+        datasets: list[TrainingDataset],
         global_batch: int,
         num_workers: int,
         start_batch: int = 0,
@@ -812,13 +870,7 @@ class MixedLoader:
             common = dict(num_workers=num_workers, collate_fn=_collate, pin_memory=pin_memory, persistent_workers=False)
             if num_workers > 0:
                 common["prefetch_factor"] = 2
-            if isinstance(ds, ShardDataset):
-                ds.load_state_dict(ds.state_dict(self.batches, self.per_rank))
-                loader = DataLoader(ds, batch_size=self.per_rank, **common)
-            else:
-                sampler = GlobalBatchSampler(global_batch, rank, world, start_batch=self.batches)
-                loader = DataLoader(ds, batch_sampler=sampler, **common)
-            self.loaders.append(loader)
+            self.loaders.append(ds.data_loader(global_batch, rank, world, self.batches, **common))
         self._iters: list[Iterator] | None = None
 
     def __iter__(self) -> MixedLoader:

@@ -105,8 +105,9 @@ def _check_out_dir(out_dir: str) -> None:
 
 
 def _open_and_sample(spec, cfg: TrainConfig, world_size: int, validation: bool = False) -> int | None:
-    """Open the dataset as the trainer will and read one sample; returns its shard count (shards)."""
-    from training.datasets import ShardDataset, UncertaintyUse, build_dataset
+    """Open the dataset as the trainer will and read one sample; returns its shard count (None: the
+    dataset's readers share it by position, :attr:`training.datasets.TrainingDataset.shard_count`)."""
+    from training.datasets import UncertaintyUse, build_dataset
     from training.transforms import AugmentConfig
 
     where = "data.val" if validation else f"dataset {spec.name!r}"
@@ -121,18 +122,15 @@ def _open_and_sample(spec, cfg: TrainConfig, world_size: int, validation: bool =
         ds = build_dataset(
             spec, aug, cfg.seed, infinite=False, shuffle=False, uncertainty=use, rank=0, world_size=1, **clips
         )
-        if isinstance(ds, ShardDataset):
-            next(iter(ds))
-            return len(ds.shards)
-        ds[0]
-        return None
+        first = ds.first_samples(1)
     except BadInputError as exc:
         raise BadInputError(exc.path, f"{where}: {exc.problem}", exc.hint) from exc
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from exc
-    except StopIteration:
-        raise BadInputError(spec.path, f"{where}: no rows of split {spec.split!r}") from None
     except (OSError, ValueError) as exc:
         raise BadInputError(
             spec.path, f"{where}: cannot read the first sample ({exc.__class__.__name__}: {exc})"
         ) from exc
+    if not first:
+        raise BadInputError(spec.path, f"{where}: no rows of split {spec.split!r}")
+    return ds.shard_count

@@ -14,7 +14,7 @@ OpenCV's preset unchanged, for previews.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import cv2
 import numpy as np
@@ -38,7 +38,15 @@ class DisOptions:
     """What a user may tune of a ``dis-*`` backend (``--set disparity.flow_options.patch_stride=2``).
 
     ``None`` keeps the named backend's value (``dis-medium``: finest scale 0, 6 px patches every
-    3 px); see :class:`DisBackend` for each one's meaning.
+    3 px), else the OpenCV preset's.
+
+    Attributes:
+        finest_scale: finest pyramid level DIS refines to (0 = full resolution; ``None`` keeps the
+            preset's, which is 1 or 2 levels coarser and smears depth edges).
+        patch_size, patch_stride: patch geometry.
+        variational_iterations: variational refinement iterations after each level. Measured on
+            Middlebury: more iterations smooth the field and neither raise the kept fraction nor
+            lower the bad pixels; kept configurable.
     """
 
     finest_scale: int | None = None
@@ -61,37 +69,20 @@ class DisBackend(FlowBackend):
     """OpenCV DIS optical flow on gray images, both directions.
 
     Args:
-        preset: ``ultrafast``, ``fast`` or ``medium`` (OpenCV's presets, then overridden below).
-        finest_scale: finest pyramid level DIS refines to (0 = full resolution; ``None`` keeps the
-            preset's, which is 1 or 2 levels coarser and smears depth edges).
-        patch_size, patch_stride: patch geometry (``None`` keeps the preset's).
-        variational_iterations: variational refinement iterations after each level (``None``
-            keeps the preset's). Measured on Middlebury: more iterations smooth the field and
-            neither raise the kept fraction nor lower the bad pixels; kept configurable.
+        preset: ``ultrafast``, ``fast`` or ``medium`` (OpenCV's presets, then overridden by the options).
         working_width: see :class:`FlowBackend`.
+        **options: the fields of :class:`DisOptions` (checked there), held as :attr:`options`.
     """
 
     name = "dis"
     options_type = DisOptions
 
-    def __init__(
-        self,
-        preset: str = "medium",
-        finest_scale: int | None = None,
-        patch_size: int | None = None,
-        patch_stride: int | None = None,
-        variational_iterations: int | None = None,
-        working_width: int | None = None,
-    ):
+    def __init__(self, preset: str = "medium", working_width: int | None = None, **options: Any):
         super().__init__(working_width)
         if preset not in _PRESETS:
             raise ConfigError(f"unknown DIS preset {preset!r}; valid: {sorted(_PRESETS)}")
-        DisOptions(finest_scale, patch_size, patch_stride, variational_iterations)  # the same checks
         self.preset = preset
-        self.finest_scale = finest_scale
-        self.patch_size = patch_size
-        self.patch_stride = patch_stride
-        self.variational_iterations = variational_iterations
+        self.options = DisOptions(**options)
         self.name = f"dis-{preset}"
 
     def _engine(self, width: int, height: int) -> cv2.DISOpticalFlow:
@@ -104,14 +95,15 @@ class DisBackend(FlowBackend):
         engine = cache.get((width, height))
         if engine is None:
             engine = cv2.DISOpticalFlow_create(_PRESETS[self.preset])
-            if self.finest_scale is not None:
-                engine.setFinestScale(self.finest_scale)
-            if self.patch_size is not None:
-                engine.setPatchSize(self.patch_size)
-            if self.patch_stride is not None:
-                engine.setPatchStride(self.patch_stride)
-            if self.variational_iterations is not None:
-                engine.setVariationalRefinementIterations(self.variational_iterations)
+            o = self.options
+            if o.finest_scale is not None:
+                engine.setFinestScale(o.finest_scale)
+            if o.patch_size is not None:
+                engine.setPatchSize(o.patch_size)
+            if o.patch_stride is not None:
+                engine.setPatchStride(o.patch_stride)
+            if o.variational_iterations is not None:
+                engine.setVariationalRefinementIterations(o.variational_iterations)
             if len(cache) >= 8:
                 cache.clear()
             cache[(width, height)] = engine

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import cv2
 import numpy as np
@@ -38,8 +38,17 @@ _COARSE_MIN_WIDTH = 96  # the coarse pass is skipped for images narrower than 4x
 class SgbmOptions:
     """What a user may tune of the ``sgbm`` matcher (``--set disparity.matcher_options.block_size=7``).
 
-    The defaults are the measured ones of the consensus labeller; see :class:`SgbmBackend` for
-    each one's meaning.
+    The defaults are the measured ones of the consensus labeller.
+
+    Attributes:
+        max_disparity_fraction: largest |disparity| the range search considers, as a fraction of
+            the image width (0.25: +-470 px at 1880).
+        auto_range: find the range per frame with a coarse pass (else search the whole
+            +-``max_disparity_fraction``, slow at full HD).
+        range_margin_fraction: margin added on both sides of the coarse range, as a fraction of
+            its span (at least 16 px).
+        block_size: matching block size (odd).
+        uniqueness_ratio, speckle_window, speckle_range: OpenCV's filters of unreliable matches.
     """
 
     max_disparity_fraction: float = 0.25
@@ -67,52 +76,20 @@ class SgbmBackend(FlowBackend):
     """StereoSGBM both ways over a per-frame search range.
 
     Args:
-        max_disparity_fraction: largest |disparity| the range search considers, as a fraction of
-            the image width (0.25: +-470 px at 1880).
-        auto_range: find the range per frame with a coarse pass (else search the whole
-            +-``max_disparity_fraction``, slow at full HD).
-        range_margin_fraction: margin added on both sides of the coarse range, as a fraction of
-            its span (at least 16 px).
-        block_size: matching block size (odd).
-        uniqueness_ratio, speckle_window, speckle_range: OpenCV's filters of unreliable matches.
         working_width: see :class:`FlowBackend`.
+        **options: the fields of :class:`SgbmOptions` (checked there), held as :attr:`options`.
     """
 
     name = "sgbm"
     options_type = SgbmOptions
 
-    def __init__(
-        self,
-        max_disparity_fraction: float = 0.25,
-        auto_range: bool = True,
-        range_margin_fraction: float = 0.15,
-        block_size: int = 5,
-        uniqueness_ratio: int = 5,
-        speckle_window: int = 100,
-        speckle_range: int = 2,
-        working_width: int | None = None,
-    ):
+    def __init__(self, working_width: int | None = None, **options: Any):
         super().__init__(working_width)
-        SgbmOptions(  # the same checks as a user's options
-            max_disparity_fraction,
-            auto_range,
-            range_margin_fraction,
-            block_size,
-            uniqueness_ratio,
-            speckle_window,
-            speckle_range,
-        )
-        self.max_disparity_fraction = max_disparity_fraction
-        self.auto_range = auto_range
-        self.range_margin_fraction = range_margin_fraction
-        self.block_size = block_size
-        self.uniqueness_ratio = uniqueness_ratio
-        self.speckle_window = speckle_window
-        self.speckle_range = speckle_range
+        self.options = SgbmOptions(**options)
 
     def search_range(self, width: int) -> tuple[int, int]:
         """(minDisparity, numDisparities) of the full symmetric range for this width."""
-        half = max(16, 16 * math.ceil(self.max_disparity_fraction * width / 16))
+        half = max(16, 16 * math.ceil(self.options.max_disparity_fraction * width / 16))
         return -half, 2 * half
 
     def _matcher(self, min_d: int, num_d: int) -> cv2.StereoSGBM:
@@ -121,7 +98,8 @@ class SgbmBackend(FlowBackend):
             cache = self._impl_matchers = {}
         key = (min_d, num_d)
         if key not in cache:
-            bs = self.block_size
+            o = self.options
+            bs = o.block_size
             if len(cache) >= 16:
                 cache.clear()
             cache[key] = cv2.StereoSGBM_create(
@@ -131,9 +109,9 @@ class SgbmBackend(FlowBackend):
                 P1=8 * bs * bs,
                 P2=32 * bs * bs,
                 disp12MaxDiff=-1,  # our own left-right check runs afterwards
-                uniquenessRatio=self.uniqueness_ratio,
-                speckleWindowSize=self.speckle_window,
-                speckleRange=self.speckle_range,
+                uniquenessRatio=o.uniqueness_ratio,
+                speckleWindowSize=o.speckle_window,
+                speckleRange=o.speckle_range,
                 mode=cv2.STEREO_SGBM_MODE_SGBM_3WAY,
             )
         return cache[key]
@@ -153,7 +131,7 @@ class SgbmBackend(FlowBackend):
         """(minDisparity, numDisparities) for this gray pair: the coarse pass's range plus margin."""
         h, w = left.shape
         full = self.search_range(w)
-        if not self.auto_range or w < 4 * _COARSE_MIN_WIDTH:
+        if not self.options.auto_range or w < 4 * _COARSE_MIN_WIDTH:
             return full
         scale = 4
         size = (w // scale, max(8, h // scale))
@@ -165,7 +143,7 @@ class SgbmBackend(FlowBackend):
         if d.size < 0.05 * size[0] * size[1]:
             return full
         lo, hi = np.percentile(d, [1.0, 99.0]) * (w / size[0])
-        margin = max(16.0, self.range_margin_fraction * (hi - lo), 2.0 * scale)
+        margin = max(16.0, self.options.range_margin_fraction * (hi - lo), 2.0 * scale)
         lo, hi = max(lo - margin, full[0]), min(hi + margin, full[0] + full[1])
         min_d = int(math.floor(lo / 16.0) * 16)
         num_d = max(16, int(math.ceil((hi - min_d) / 16.0) * 16))

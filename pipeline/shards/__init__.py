@@ -57,8 +57,10 @@ from pipeline.shards.schema import (
     FRAME_SCHEMA,
     PROVENANCE_COLUMNS,
     REJECTED_SCHEMA,
+    RENAMED_COLUMNS,
     SCHEMA_VERSION,
     STATS_COLUMNS,
+    current_names,
 )
 from pipeline.shards.verify import Problem, verify
 from pipeline.shards.writer import (
@@ -72,6 +74,8 @@ from pipeline.shards.writer import (
 
 __all__ = [
     "SCHEMA_VERSION",
+    "RENAMED_COLUMNS",
+    "current_names",
     "FRAME_SCHEMA",
     "REJECTED_SCHEMA",
     "STATS_COLUMNS",

@@ -5,7 +5,9 @@ its previous keys kept for older versions, and uncommitted leftovers, so counts 
 after a re-ingest with other settings. :func:`connect` instead builds the views from the manifest's
 own file list: ``frames`` (the frame shards), ``rejected`` (the rejected frames) and ``movies``
 (one row per movie: id, key, split counts, rows, source). The manifest is read once, so a query sees
-one version even while a new one is being published.
+one version even while a new one is being published. Shards of an older schema version show their
+columns under the current names (:data:`pipeline.shards.schema.RENAMED_COLUMNS`), so a dataset
+holding movies of both versions has one ``ingest_key`` column.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 
 from pipeline.errors import DepthmineError
 from pipeline.shards.manifest import DatasetManifest, manifest_location, read_manifest
-from pipeline.shards.schema import FRAME_SCHEMA, REJECTED_SCHEMA
+from pipeline.shards.schema import FRAME_SCHEMA, REJECTED_SCHEMA, RENAMED_COLUMNS
 
 __all__ = ["connect", "shard_files", "VIEWS"]
 
@@ -40,6 +42,35 @@ def _literal(paths: list[str]) -> str:
     return "[" + ", ".join("'" + p.replace("'", "''") + "'" for p in paths) + "]"
 
 
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _current_columns(con: Any, view: str) -> str:
+    """The select list of ``view``'s columns under their current names: an old name becomes the
+    current one, or is merged into it (``coalesce``) where files of both versions are read."""
+    names = [
+        r[0]
+        for r in con.execute(
+            "SELECT column_name FROM duckdb_columns() WHERE table_name = ? ORDER BY column_index", [view]
+        ).fetchall()
+    ]
+    if not set(names) & set(RENAMED_COLUMNS):
+        return "*"
+    older = {new: old for old, new in RENAMED_COLUMNS.items()}
+    present, done, out = set(names), set(), []
+    for c in names:
+        name = RENAMED_COLUMNS.get(c, c)
+        if name in done:
+            continue
+        done.add(name)
+        if name in present and older.get(name) in present:
+            out.append(f"coalesce({_quote(name)}, {_quote(older[name])}) AS {_quote(name)}")
+        else:
+            out.append(_quote(c) if c == name else f"{_quote(c)} AS {_quote(name)}")
+    return ", ".join(out)
+
+
 def connect(dataset: str | Path) -> Any:
     """An in-memory DuckDB connection with the views ``frames``, ``rejected`` and ``movies``.
 
@@ -57,7 +88,11 @@ def connect(dataset: str | Path) -> Any:
     for name, files, schema in (("frames", frames, FRAME_SCHEMA), ("rejected", rejected, REJECTED_SCHEMA)):
         if files:
             # by name: a dataset may hold clips-mode movies (extra clip columns, NULL for the others)
-            con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet({_literal(files)}, union_by_name = true)")
+            # and shards of an older schema version (renamed columns: shown under the current names)
+            con.execute(
+                f"CREATE VIEW _{name}_files AS SELECT * FROM read_parquet({_literal(files)}, union_by_name = true)"
+            )
+            con.execute(f"CREATE VIEW {name} AS SELECT {_current_columns(con, f'_{name}_files')} FROM _{name}_files")
         else:  # an empty dataset: the same columns, no rows
             con.register(f"_{name}_empty", schema.empty_table())
             con.execute(f"CREATE VIEW {name} AS SELECT * FROM _{name}_empty")

@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 from pipeline.errors import BadInputError, DepthmineError
 from pipeline.shards.codec import decode_disparity, decode_flow, decode_image, decode_uncertainty, unpack_mask
 from pipeline.shards.manifest import DatasetManifest, footer_digest, manifest_location, read_manifest
-from pipeline.shards.schema import ARRAY_COLUMNS, ID_COLUMNS, physical_columns
+from pipeline.shards.schema import ARRAY_COLUMNS, ID_COLUMNS, current_names, physical_columns, stored_names
 
 __all__ = [
     "ShardInfo",
@@ -147,13 +147,13 @@ def _check_against_manifest(pf: pq.ParquetFile, info: ShardInfo) -> None:
 
 
 def _read_group(pf: pq.ParquetFile, shard: ShardInfo, index: int, columns: list[str] | None) -> pa.Table:
-    """One row group, its pages checked; a failure is an error naming the shard, and so is a row
-    of another movie (a shard of one movie copied over another's)."""
+    """One row group, its pages checked, its columns under their current names (a shard of an older
+    schema version reads as it is); a failure is an error naming the shard, and so is a row of
+    another movie (a shard of one movie copied over another's)."""
     if columns is not None:  # clip columns asked of a frames-mode shard: rows give None for them
-        present = set(pf.schema_arrow.names)
-        columns = [c for c in columns if c in present]
+        columns = stored_names(columns, pf.schema_arrow.names)
     try:
-        table = pf.read_row_group(index, columns=columns)
+        table = current_names(pf.read_row_group(index, columns=columns))
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise BadInputError(shard.path, f"row group {index} is corrupt ({exc})", _HINT) from None
     if shard.movie_id and "movie_id" in table.column_names and table.num_rows:

@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from pipeline.shards.schema import CROP_COLUMNS, PROVENANCE_COLUMNS, STATS_COLUMNS
+from pipeline.shards.schema import CROP_COLUMNS, PROVENANCE_COLUMNS, RENAMED_COLUMNS, STATS_COLUMNS
 
 __all__ = ["SPLITS", "FrameRecord", "RejectedRecord", "stats_dict", "provenance_dict"]
 
@@ -45,8 +45,9 @@ def stats_dict(stats: Any, *, allow_missing: bool = False) -> dict[str, float]:
 
 
 def provenance_dict(provenance: Any) -> dict[str, str]:
-    """The four provenance strings; missing ones become ``""`` (a test record has none)."""
-    src = _as_mapping(provenance)
+    """The four provenance strings; missing ones become ``""`` (a test record has none); a name of an
+    older schema version (``config_hash``) counts as the current one."""
+    src = {RENAMED_COLUMNS.get(k, k): v for k, v in _as_mapping(provenance).items()}
     return {k: str(src.get(k, "") or "") for k in PROVENANCE_COLUMNS}
 
 

@@ -5,6 +5,11 @@ The schema is the contract between the data side (ingest writes rows) and the tr
 in the Parquet metadata (any tool that opens a shard can read what each column means), and is
 checked by :func:`check_schema` when a shard is verified.
 
+Older versions stay readable as written, never rewritten: a column renamed since is listed in
+:data:`RENAMED_COLUMNS`, and readers take a file's columns through :func:`current_names` (a table
+or schema as read) and :func:`stored_names` (the columns to ask a file for), so every reader sees
+the current names whichever version wrote the file.
+
 Encoded columns (``image``, ``disparity``, masks, ``uncertainty``) are stored as binary blobs in
 formats any language reads (JPEG/PNG/WebP, 16-bit codes or 16-bit PNG, bit-packed bytes);
 :mod:`pipeline.shards.codec` holds the exact encodings.
@@ -18,6 +23,9 @@ import pyarrow as pa
 
 __all__ = [
     "SCHEMA_VERSION",
+    "RENAMED_COLUMNS",
+    "current_names",
+    "stored_names",
     "STATS_COLUMNS",
     "PROVENANCE_COLUMNS",
     "CROP_COLUMNS",
@@ -36,8 +44,14 @@ __all__ = [
     "check_schema",
 ]
 
-# Bump on any change a reader must know about; readers refuse a newer major schema.
-SCHEMA_VERSION = 1
+# Bump on any change a reader must know about; readers refuse a newer schema and read every older one.
+# 2: config_hash renamed ingest_key (RENAMED_COLUMNS).
+SCHEMA_VERSION = 2
+
+#: Columns renamed since schema version 1: old name -> current name. Version 2 named the
+#: ``config_hash`` column for what it holds, the ingest key (``pipeline.ingest.ingest_key`` of the
+#: source fingerprint and the resolved configuration), not a hash of a configuration.
+RENAMED_COLUMNS: dict[str, str] = {"config_hash": "ingest_key"}
 
 ID_COLUMNS: tuple[str, ...] = ("movie_id", "shot_id", "frame_index", "pts_seconds", "split")
 
@@ -54,7 +68,7 @@ STATS_COLUMNS: tuple[str, ...] = (
     "sky_fraction",
 )
 
-PROVENANCE_COLUMNS: tuple[str, ...] = ("flow_backend", "config_hash", "source_fingerprint", "project_version")
+PROVENANCE_COLUMNS: tuple[str, ...] = ("flow_backend", "ingest_key", "source_fingerprint", "project_version")
 
 CROP_COLUMNS: tuple[str, ...] = ("crop_x", "crop_y", "crop_w", "crop_h", "source_width", "source_height")
 
@@ -103,7 +117,10 @@ COLUMN_DOCS: dict[str, str] = {
     "disparity_range_px": "disparity range used by the rejection rule (px)",
     "sky_fraction": "fraction of pixels labelled sky",
     "flow_backend": "optical-flow backend that produced the disparity",
-    "config_hash": "hash of the resolved ingest configuration",
+    "ingest_key": (
+        "the ingest key: hash of the source fingerprint and the resolved ingest configuration, the name of "
+        "the movie's folder (movies/<movie_id>/<ingest_key>); named config_hash before schema version 2"
+    ),
     "source_fingerprint": "fingerprint of the source movie file",
     "project_version": "depthmine version that wrote the row",
     "reason": "why the frame was rejected",
@@ -223,6 +240,33 @@ def frame_schema_for(schema: pa.Schema) -> pa.Schema:
     return CLIP_FRAME_SCHEMA if schema.get_field_index("clip_id") >= 0 else FRAME_SCHEMA
 
 
+def _renamed(names: list[str]) -> list[str]:
+    """``names`` with each old name of :data:`RENAMED_COLUMNS` replaced, unless the current one is there too."""
+    present = set(names)
+    return [RENAMED_COLUMNS[n] if n in RENAMED_COLUMNS and RENAMED_COLUMNS[n] not in present else n for n in names]
+
+
+def current_names(data: pa.Table | pa.Schema) -> pa.Table | pa.Schema:
+    """A table or schema as read from a shard of any version, its columns under their current names
+    (:data:`RENAMED_COLUMNS`); the same object when nothing was renamed. Metadata is kept."""
+    names = list(data.names) if isinstance(data, pa.Schema) else list(data.column_names)
+    new = _renamed(names)
+    if new == names:
+        return data
+    if isinstance(data, pa.Schema):
+        return pa.schema([f.with_name(n) for f, n in zip(data, new)], metadata=data.metadata)
+    return data.rename_columns(new).replace_schema_metadata(data.schema.metadata)
+
+
+def stored_names(columns: list[str] | tuple[str, ...], file_names: list[str] | tuple[str, ...]) -> list[str]:
+    """The columns to ask a file holding ``file_names`` for, to get ``columns`` (current names): a
+    column the file holds under an older name is asked by that name, one it lacks is left out (a clip
+    column of a frames-mode shard: its rows give None for it)."""
+    present = set(file_names)
+    older = {new: old for old, new in RENAMED_COLUMNS.items()}
+    return [c if c in present else older[c] for c in columns if c in present or older.get(c) in present]
+
+
 _INTERNAL = ("image_codec", "disparity_codec", "disparity_scale", "disparity_offset", *TEMPORAL_FLOW_COLUMNS[1:5])
 
 
@@ -239,6 +283,9 @@ def physical_columns(columns: list[str] | tuple[str, ...] | None) -> list[str]:
         return list(CLIP_FRAME_SCHEMA.names)
     valid = set(CLIP_FRAME_SCHEMA.names) - set(_INTERNAL)
     unknown = [c for c in columns if c not in valid]
+    renamed = [f"{c} (now {RENAMED_COLUMNS[c]})" for c in unknown if c in RENAMED_COLUMNS]
+    if renamed:
+        raise ValueError(f"renamed shard column(s): {', '.join(renamed)}")
     if unknown:
         raise ValueError(f"unknown shard column(s) {unknown}; valid columns: {sorted(valid)}")
     wanted: list[str] = list(ID_COLUMNS)
@@ -252,8 +299,10 @@ def check_schema(schema: pa.Schema, expected: pa.Schema = FRAME_SCHEMA) -> list[
     """Differences between a file's schema and the expected one (empty list: it matches).
 
     A file with clip columns is checked against :data:`CLIP_FRAME_SCHEMA` when the frame schema is
-    expected (clips-mode datasets).
+    expected (clips-mode datasets). A file of an older schema version is checked under the current
+    column names (:func:`current_names`): it reads as it is.
     """
+    schema = current_names(schema)
     if expected is FRAME_SCHEMA:
         expected = frame_schema_for(schema)
     problems: list[str] = []
@@ -261,8 +310,8 @@ def check_schema(schema: pa.Schema, expected: pa.Schema = FRAME_SCHEMA) -> list[
     version = meta.get(b"depthmine.schema_version")
     if version is None:
         problems.append("no depthmine.schema_version in the Parquet metadata")
-    elif version != str(SCHEMA_VERSION).encode():
-        problems.append(f"schema version {version.decode()} (this reader knows {SCHEMA_VERSION})")
+    elif not version.isdigit() or not 1 <= int(version) <= SCHEMA_VERSION:
+        problems.append(f"schema version {version.decode()} (this reader knows 1 to {SCHEMA_VERSION})")
     for field in expected:
         idx = schema.get_field_index(field.name)
         if idx < 0:

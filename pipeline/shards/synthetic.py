@@ -89,7 +89,7 @@ def make_frame_record(
         "stats": frame_stats(disparity, valid, sky_s),
         "provenance": {
             "flow_backend": "synthetic-truth",
-            "config_hash": "0" * 16,
+            "ingest_key": "0" * 16,
             "source_fingerprint": f"synthetic:{movie_id}:{seed}",
             "project_version": "test",
         },

@@ -57,6 +57,7 @@ from pipeline.shards.schema import (
     PROVENANCE_COLUMNS,
     REJECTED_SCHEMA,
     check_schema,
+    current_names,
     frame_schema_for,
 )
 
@@ -264,6 +265,7 @@ def _kind(table: pa.Table) -> str:
 
 
 def _conform(table: pa.Table, schema: pa.Schema, where: str) -> pa.Table:
+    table = current_names(table)  # a chunk staged or a table read under an older schema version
     problems = [p for p in check_schema(table.schema, schema) if "schema_version" not in p]
     if problems:
         raise BadInputError(where, "table does not match the shard schema: " + "; ".join(problems))

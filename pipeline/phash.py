@@ -74,6 +74,8 @@ def phash(image: np.ndarray) -> int:
 
 def hamming(a: int | np.ndarray, b: int | np.ndarray) -> np.ndarray | int:
     """Bits in which hashes differ (element-wise for arrays)."""
+    if isinstance(a, int) and isinstance(b, int):  # per frame in hydration: no numpy round trip
+        return (a ^ b).bit_count()
     x = np.bitwise_xor(np.asarray(a, dtype=np.uint64), np.asarray(b, dtype=np.uint64))
     out = np.bitwise_count(x) if hasattr(np, "bitwise_count") else _popcount(x)
     return int(out) if np.ndim(out) == 0 else out.astype(np.int32)

@@ -368,8 +368,7 @@ def _row_bytes(table: pa.Table) -> np.ndarray:
     total = np.zeros(table.num_rows, dtype=np.int64)
     for f in table.schema:
         if pa.types.is_binary(f.type):
-            lengths = pc.binary_length(table.column(f.name)).to_numpy(zero_copy_only=False)
-            total += np.nan_to_num(lengths.astype(np.float64), nan=0.0).astype(np.int64)
+            total += pc.binary_length(table.column(f.name)).fill_null(0).to_numpy(zero_copy_only=False)
     return total + 256  # ids, floats, strings: roughly
 
 

@@ -27,6 +27,7 @@ that movie (an unreachable movie is never a removal). :class:`RebuildCheck` is w
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -36,6 +37,7 @@ from typing import Any, Iterable, Sequence
 
 from pipeline.atomic import write_json_atomic
 from pipeline.config import config_hash, config_to_dict
+from pipeline.errors import DepthmineError
 from pipeline.shards.manifest import MANIFEST_NAME, DatasetManifest, MovieManifest, MovieRef, absolute_location
 
 __all__ = [
@@ -253,24 +255,19 @@ class RebuildCheck:
         self.verdicts[movie_id] = verdict
         return ref if verdict else None
 
-    @staticmethod
-    def result(ref: MovieRef, seconds: float = 0.0) -> dict[str, Any]:
-        """The build summary's row for a movie kept unchanged (the shape of an ingest's result)."""
-        return {
-            "movie_id": ref.movie_id,
-            "key": ref.key,
-            "split": ref.split,
-            "kept": ref.rows,
-            "rejected": dict(ref.rejected_reasons),
-            "chunks": 0,
-            "chunks_resumed": 0,
-            "shots": 0,
-            "seconds": seconds,
-            "label_seconds": 0.0,
-            "skipped": True,
-            "swapped_eyes": dict(ref.eyes),
-            "manifest": {},
-        }
+    def result(self, ref: MovieRef, seconds: float = 0.0) -> dict[str, Any]:
+        """The build summary's row for a movie kept unchanged (:meth:`pipeline.movie_job.MovieResult.committed`).
+
+        An index entry written before the labelled-row count was recorded has its ``movie.json``
+        read for it, and only when it lists rejected frames (without any, the rows are the kept
+        frames in either sampling mode).
+        """
+        from pipeline.movie_job import MovieResult
+
+        if ref.labelled_rows is None and ref.rejected_reasons and self.current is not None:
+            with contextlib.suppress(DepthmineError, OSError):  # unreadable: the row says its rows
+                ref = dataclasses.replace(ref, labelled_rows=self.current.movies[ref.movie_id].labelled_rows)
+        return MovieResult.committed(ref, seconds).to_dict()
 
     def publishes(self, movies: Iterable[MovieManifest | MovieRef], catalog_ids: Iterable[str]) -> bool:
         """Would publishing ``movies`` for this catalog (``publish_update(add=movies, only=catalog_ids)``)

@@ -33,12 +33,15 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from pipeline.atomic import write_json_atomic
 from pipeline.config import config_hash, config_to_dict
 from pipeline.errors import DepthmineError
 from pipeline.shards.manifest import MANIFEST_NAME, DatasetManifest, MovieManifest, MovieRef, absolute_location
+
+if TYPE_CHECKING:
+    from pipeline.ingest import LabelSettings
 
 __all__ = [
     "STAT_DIR",
@@ -202,42 +205,34 @@ def check_unchanged(
 
 class RebuildCheck:
     """A rebuild's change detection: the published index read once, settings hashed once per
-    distinct set of overrides.
+    distinct set of overrides; ``labelling`` is the run's (:class:`pipeline.ingest.LabelSettings`).
 
     ``build_dataset`` asks :meth:`unchanged` for each catalog entry before ingesting it (an
     unchanged movie keeps its published entry and is not ingested), then :meth:`publishes` whether
     the version it would publish differs from the current one.
     """
 
-    def __init__(
-        self,
-        dataset: str | os.PathLike,
-        flow: str | None = None,
-        ckpt: str | None = None,
-        device: str | None = None,
-        overrides: Sequence[str] = (),
-    ):
+    def __init__(self, dataset: str | os.PathLike, labelling: LabelSettings | None = None):
+        from pipeline.ingest import LabelSettings
         from pipeline.shards.manifest import read_manifest
 
         self.dataset = absolute_location(dataset)
-        self.flow, self.ckpt, self.device = flow, ckpt, device
-        self.overrides = list(overrides or ())
+        self.labelling = labelling or LabelSettings()
         self.current: DatasetManifest | None = (
             read_manifest(self.dataset) if (Path(self.dataset) / MANIFEST_NAME).exists() else None
         )
-        self._configs: dict[tuple[str, ...], Any] = {}
+        self._configs: dict[LabelSettings, Any] = {}
         self._settings: dict[tuple[Any, ...], str] = {}
         self.verdicts: dict[str, Verdict] = {}
 
     def settings(self, split: str, layout: str | None, overrides: Sequence[str] = ()) -> str:
-        from pipeline.ingest import ingest_config
-
-        key = tuple(self.overrides) + tuple(overrides)
-        if key not in self._configs:
-            self._configs[key] = ingest_config(list(key), flow=self.flow, ckpt=self.ckpt, device=self.device)
-        cached = (key, split, layout)
+        """The settings hash of a catalog entry: the run's labelling with the entry's own ``overrides``."""
+        labelling = self.labelling.with_overrides(overrides)
+        if labelling not in self._configs:
+            self._configs[labelling] = labelling.config()
+        cached = (labelling, split, layout)
         if cached not in self._settings:
-            self._settings[cached] = settings_hash(self._configs[key], layout, split)
+            self._settings[cached] = settings_hash(self._configs[labelling], layout, split)
         return self._settings[cached]
 
     def unchanged(

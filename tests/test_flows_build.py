@@ -128,8 +128,11 @@ def _write_catalog(path: Path, entries: list[dict]) -> Path:
 
 def _build(catalog: Path, out: Path):
     from flows.build import build_dataset
+    from flows.runners import RunnerSpec
+    from pipeline.ingest import LabelSettings
 
-    return build_dataset(catalog=str(catalog), out=str(out), flow="dis-ultrafast", overrides=OVERRIDES, workers=2)
+    labelling = LabelSettings("dis-ultrafast", overrides=OVERRIDES)
+    return build_dataset(catalog=str(catalog), out=str(out), labelling=labelling, runner=RunnerSpec(workers=2))
 
 
 @pytest.mark.slow

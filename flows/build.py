@@ -40,13 +40,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import prefect
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from flows.artifacts import artifact_key, markdown_table, publish_markdown
 from flows.catalog import CatalogEntry, load_catalog
 from flows.ingest import IO_RETRIES, publish_task, retry_unless_bad_input
+from flows.parameters import movie_flow
 from flows.runners import RunnerSpec, default_workers, open_task_runner
 from pipeline.changes import RebuildCheck
 from pipeline.errors import ConfigError, DepthmineError
@@ -156,7 +156,7 @@ def collect_garbage_task(out: str, keep_versions: int, movie_ids: list[str], cur
     return removed
 
 
-@prefect.flow(name="build-dataset", log_prints=False, persist_result=False)
+@movie_flow(name="build-dataset", log_prints=False, persist_result=False)
 def build_dataset(
     catalog: str,
     out: str,

@@ -25,11 +25,11 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any, Sequence
 
-import prefect
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from flows.artifacts import ProgressArtifact, markdown_table, png_data_uri, publish_markdown
+from flows.parameters import movie_flow
 from flows.runners import RunnerSpec, open_task_runner
 from pipeline.errors import DepthmineError
 from pipeline.ingest import ChunkPlan, ChunkSummary, IngestConfig, LabelSettings, WorkDir, preflight, publish_with
@@ -126,7 +126,7 @@ def movie_task_for(job: MovieJob) -> Any:
     return movie_task.with_options(task_run_name=f"movie-{job.movie_id}", tags=movie_tags(job.config))
 
 
-@prefect.flow(name="ingest-movie", log_prints=False, persist_result=False)
+@movie_flow(name="ingest-movie", log_prints=False, persist_result=False)
 def ingest_movie(
     movie: str,
     out: str,

@@ -22,6 +22,7 @@ schema says ``runner`` is an object.)
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import json
@@ -106,11 +107,21 @@ class _MovieFlow(prefect.Flow):
         self._shown = fn
 
     def validate_parameters(self, parameters: dict[str, Any]) -> dict[str, Any]:
-        defaults = {name: p.default for name, p in self.__signature__.parameters.items()}
-        parameters, moved = upgrade_flat_parameters(self.name, parameters, defaults)
+        parameters, moved = upgrade_flat_parameters(self.name, parameters, self._defaults())
         if moved:
             _warn_flat(self.name, moved, parameters)
         return super().validate_parameters(parameters)
+
+    def serialize_parameters(self, parameters: dict[str, Any]) -> dict[str, Any]:
+        # What a run started here (a Python call) records: the new shape, not the flat names (those
+        # Prefect bound to their None default included). Both shapes at once: recorded as given,
+        # and validate_parameters fails the run saying why.
+        with contextlib.suppress(ConfigError):
+            parameters, _ = upgrade_flat_parameters(self.name, parameters, self._defaults())
+        return super().serialize_parameters(parameters)
+
+    def _defaults(self) -> dict[str, Any]:
+        return {name: p.default for name, p in self.__signature__.parameters.items()}
 
     def with_options(self, **options: Any) -> Any:
         new = super().with_options(**options)  # Prefect builds a plain Flow over our fn
@@ -146,7 +157,8 @@ def movie_flow(**options: Any) -> Callable[[Callable[..., Any]], Any]:
 
 
 def _warn_flat(flow_name: str, moved: list[str], parameters: dict[str, Any]) -> None:
-    """Say in the run's own log (when its id is known: a deployment's run) which names to update."""
+    """Say which names to update: in the run's own log when its id is known (a deployment's run, on a
+    worker or under ``serve``), else in this module's log (a Python call: its caller's console)."""
     new = {k: parameters[k] for k in ("labelling", "runner") if isinstance(parameters.get(k), dict)}
     message = (
         f"{flow_name}: parameter(s) {', '.join(moved)} are the old flat shape, read as "

@@ -152,6 +152,22 @@ def test_one_value_in_both_shapes_is_one_line_naming_the_new_shape(mixed, names)
     assert "README: flow parameters" in message
 
 
+@pytest.mark.logs_errors  # the flow fails on purpose (no catalog); Prefect logs the failure
+def test_a_python_call_with_an_old_keyword_runs_and_records_only_the_new_shape(prefect_harness, tmp_path, caplog):
+    from flows.build import build_dataset
+
+    state = build_dataset(
+        catalog=str(tmp_path / "absent.yaml"), out=str(tmp_path / "ds"), flow="dis-fast", return_state=True
+    )
+    assert state.is_failed()
+    with pytest.raises(ConfigError, match="absent.yaml"):  # past the parameters: the catalog is checked
+        state.result()
+    run, _ = _run_and_logs(state.state_details.flow_run_id)
+    assert "flow" not in run.parameters and "workers" not in run.parameters  # no flat name bound to None
+    assert run.parameters["labelling"] == {"flow": "dis-fast"}  # the run records the new shape
+    assert any("old flat shape" in r.getMessage() for r in caplog.records)  # the caller's log (no run id yet)
+
+
 # ---------------------------------------------------------------------------- deployment runs
 
 

@@ -105,6 +105,8 @@ def setup(eye: tuple[int, int] = (1920, 1080)) -> tuple[Path, Path]:
     release = OUT / f"release-{movie.stem}"
     if not (release / "release.json").exists():
         from flows.ingest import ingest_movie
+        from flows.runners import RunnerSpec
+        from pipeline.ingest import LabelSettings
         from pipeline.release import make_release
 
         dataset = OUT / f"dataset-{movie.stem}"
@@ -115,9 +117,10 @@ def setup(eye: tuple[int, int] = (1920, 1080)) -> tuple[Path, Path]:
             out=str(dataset),
             movie_id="film",
             split="train",
-            flow="dis-ultrafast",
-            overrides=["sampling.drop_first_chapters=0", "sampling.drop_last_chapters=0"],
-            workers=2,
+            labelling=LabelSettings(
+                "dis-ultrafast", overrides=["sampling.drop_first_chapters=0", "sampling.drop_last_chapters=0"]
+            ),
+            runner=RunnerSpec(workers=2),
         )
         make_release(dataset, release)
     copy = OUT / f"copy-leadin-{movie.stem}.mp4"
@@ -189,6 +192,8 @@ def release_sizes() -> dict:
     """Release bytes / dataset bytes on the default sample movie and default ingest, for each
     precision and compression, with where the bytes go (the dataset's columns in the same run)."""
     from flows.ingest import ingest_movie
+    from flows.runners import RunnerSpec
+    from pipeline.ingest import LabelSettings
     from pipeline.release import ReleaseConfig, make_release
     from pipeline.shards import list_shards
 
@@ -203,7 +208,12 @@ def release_sizes() -> dict:
         dataset = root / name
         if not (dataset / "manifest.json").exists():
             ingest_movie(
-                movie=str(movie), out=str(dataset), movie_id="sample", split="train", workers=2, overrides=overrides
+                movie=str(movie),
+                out=str(dataset),
+                movie_id="sample",
+                split="train",
+                labelling=LabelSettings(overrides=overrides),
+                runner=RunnerSpec(workers=2),
             )
         shard_cols: dict[str, int] = {}
         for s in list_shards(str(dataset)):

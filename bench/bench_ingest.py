@@ -64,11 +64,17 @@ def ingest_seconds(movie: Path, out: Path, flow: str, workers: int) -> tuple[flo
     import shutil
 
     from flows.ingest import ingest_movie
+    from flows.runners import RunnerSpec
+    from pipeline.ingest import LabelSettings
 
     shutil.rmtree(out, ignore_errors=True)
     t0 = time.perf_counter()
     result = ingest_movie(
-        movie=str(movie), out=str(out), movie_id="bench", flow=flow, workers=workers, overrides=OVERRIDES
+        movie=str(movie),
+        out=str(out),
+        movie_id="bench",
+        labelling=LabelSettings(flow, overrides=OVERRIDES),
+        runner=RunnerSpec(workers=workers),
     )
     return time.perf_counter() - t0, result
 

@@ -74,6 +74,8 @@ def build(catalog: Path, out: Path, workers: int, flow: str) -> dict:
     from distributed import LocalCluster
 
     from flows.build import build_dataset
+    from flows.runners import RunnerSpec
+    from pipeline.ingest import LabelSettings
 
     with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
         meter = TaskBytes()
@@ -82,10 +84,8 @@ def build(catalog: Path, out: Path, workers: int, flow: str) -> dict:
         state = build_dataset(
             catalog=str(catalog),
             out=str(out),
-            flow=flow,
-            overrides=OVERRIDES,
-            runner="dask",
-            dask_address=cluster.scheduler_address,
+            labelling=LabelSettings(flow, overrides=OVERRIDES),
+            runner=RunnerSpec("dask", dask_address=cluster.scheduler_address),
             return_state=True,
         )
         seconds = time.perf_counter() - t0

@@ -40,16 +40,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-import prefect
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from flows.artifacts import artifact_key, markdown_table, publish_markdown
 from flows.catalog import CatalogEntry, load_catalog
 from flows.ingest import IO_RETRIES, publish_task, retry_unless_bad_input
+from flows.parameters import movie_flow
 from flows.runners import RunnerSpec, default_workers, open_task_runner
 from pipeline.changes import RebuildCheck
 from pipeline.errors import ConfigError, DepthmineError
+from pipeline.ingest import LabelSettings
 from pipeline.shards.manifest import absolute_location
 
 __all__ = ["build_dataset", "validate_build", "summary_artifact_key", "NothingPublished", "MAX_FAILED_SHARE"]
@@ -68,44 +69,38 @@ MAX_FAILED_SHARE = 0.25
 def validate_build(
     catalog: str,
     out: str,
-    flow: str | None = None,
-    ckpt: str | None = None,
-    device: str | None = None,
-    overrides: list[str] | None = None,
-    runner: str = "threads",
-    workers: int | None = None,
-    dask_address: str | None = None,
+    labelling: LabelSettings = LabelSettings(),
+    runner: RunnerSpec = RunnerSpec(),
     keep_versions: int = 2,
     max_failed_share: float = MAX_FAILED_SHARE,
 ) -> list[CatalogEntry]:
     """Every check of a rebuild that needs no decoding: a mistake here fails the whole run at once.
 
-    The catalog, each entry's configuration (global ``overrides`` then the entry's own: an unknown
-    key or a bad value is a configuration error of the run, named with its catalog line, never a
-    "bad movie"), the runner, ``keep_versions``, ``max_failed_share`` and the dataset folder.
-    Nothing is written but the dataset folder itself (created if missing). The CLI calls it before
-    Prefect starts; the flow calls it again first thing.
+    The catalog, each entry's configuration (``labelling``, then the entry's own overrides: an
+    unknown key or a bad value is a configuration error of the run, named with its catalog line,
+    never a "bad movie"), ``keep_versions``, ``max_failed_share`` and the dataset folder (``runner``
+    checked itself when it was built). Nothing is written but the dataset folder itself (created if
+    missing). The CLI calls it before Prefect starts; the flow calls it again first thing.
 
     Raises:
         ConfigError, BadInputError: one line naming the problem.
     """
-    from flows.runners import RunnerSpec
-    from pipeline.ingest import ingest_config
     from pipeline.shards.manifest import check_dataset_writable
 
     entries = load_catalog(catalog)
     if not entries:
         raise ConfigError(f"{catalog}: the catalog lists no movies (to empty a dataset, delete it)")
     try:
-        ingest_config(list(overrides or ()), flow=flow, ckpt=ckpt, device=device)
+        labelling.config()
     except ConfigError as exc:
         raise ConfigError(f"--set: {exc}") from None
     for entry in (e for e in entries if e.overrides):
         try:
-            ingest_config(list(overrides or ()) + list(entry.overrides), flow=flow, ckpt=ckpt, device=device)
+            labelling.with_overrides(entry.overrides).config()
         except ConfigError as exc:
             raise ConfigError(f"{catalog}:{entry.line} ({entry.movie_id}): {exc}") from None
-    RunnerSpec(runner, workers, dask_address)
+    if not isinstance(runner, RunnerSpec):
+        raise ConfigError(f"runner must be a RunnerSpec, got {runner!r}")
     if int(keep_versions) < 1:
         raise ConfigError(f"--keep-versions must be >= 1, got {keep_versions}")
     if not 0.0 <= float(max_failed_share) <= 1.0:
@@ -118,20 +113,13 @@ def validate_build(
 def load_catalog_task(
     catalog: str,
     out: str,
-    flow,
-    ckpt,
-    device,
-    overrides,
-    runner,
-    workers,
-    dask_address,
-    keep_versions,
-    max_failed_share,
+    labelling: LabelSettings,
+    runner: RunnerSpec,
+    keep_versions: int,
+    max_failed_share: float,
 ) -> list[CatalogEntry]:
     """Parse and validate the catalog and every setting (:func:`validate_build`)."""
-    return validate_build(
-        catalog, out, flow, ckpt, device, overrides, runner, workers, dask_address, keep_versions, max_failed_share
-    )
+    return validate_build(catalog, out, labelling, runner, keep_versions, max_failed_share)
 
 
 @task(name="collect-garbage", cache_policy=NO_CACHE)
@@ -168,17 +156,12 @@ def collect_garbage_task(out: str, keep_versions: int, movie_ids: list[str], cur
     return removed
 
 
-@prefect.flow(name="build-dataset", log_prints=False, persist_result=False)
+@movie_flow(name="build-dataset", log_prints=False, persist_result=False)
 def build_dataset(
     catalog: str,
     out: str,
-    flow: str | None = None,
-    ckpt: str | None = None,
-    device: str | None = None,
-    overrides: list[str] | None = None,
-    runner: str = "threads",
-    workers: int | None = None,
-    dask_address: str | None = None,
+    labelling: LabelSettings = LabelSettings(),
+    runner: RunnerSpec = RunnerSpec(),
     keep_versions: int = 2,
     progress: bool = False,
     max_failed_share: float = MAX_FAILED_SHARE,
@@ -188,12 +171,12 @@ def build_dataset(
     Args:
         catalog: a YAML or CSV catalog (see :mod:`flows.catalog`).
         out: the dataset folder.
-        flow, ckpt, device, overrides: ingest settings for every movie; a catalog entry's own
-            ``overrides`` apply after these. Checked for every entry before any work.
-        runner, workers, dask_address: where the movies' tasks run (:mod:`flows.runners`): one task
-            per movie, as many at once as the runner has slots (``workers``, or a Dask
-            scheduler's threads over all its workers); each labels its chunks on its machine's
-            cores.
+        labelling: flow backend, checkpoint, device and overrides for every movie
+            (:class:`~pipeline.ingest.LabelSettings`); a catalog entry's own ``overrides`` apply
+            after these. Checked for every entry before any work.
+        runner: where the movies' tasks run (:class:`~flows.runners.RunnerSpec`): one task per
+            movie, as many at once as the runner has slots (``workers``, or a Dask scheduler's
+            threads over all its workers); each labels its chunks on its machine's cores.
         keep_versions: dataset versions whose movie folders are kept on disk (>= 1).
         progress: terminal progress bars (the CLI sets it in a terminal).
         max_failed_share: publish nothing when more than this share of the currently published
@@ -207,124 +190,113 @@ def build_dataset(
         ConfigError, BadInputError: a mistake found before any work (nothing written).
         NothingPublished: too many movies failed; the current version stays as it was.
     """
-    logger = get_run_logger()
     t0 = time.monotonic()
     out = absolute_location(out)  # as every worker will read it (#13: relative --out with Dask)
-    entries = load_catalog_task(
-        catalog, out, flow, ckpt, device, overrides, runner, workers, dask_address, keep_versions, max_failed_share
-    )
-    logger.info("catalog %s: %d movies", catalog, len(entries))
+    entries = load_catalog_task(catalog, out, labelling, runner, keep_versions, max_failed_share)
+    get_run_logger().info("catalog %s: %d movies", catalog, len(entries))
     previous = _current_ids(out)
-    # change detection (pipeline/changes.py): unchanged movies keep their published entry, unopened
-    changes = RebuildCheck(out, flow=flow, ckpt=ckpt, device=device, overrides=list(overrides or ()))
-    outcomes: dict[int, Any] = {}
-    for i, entry in enumerate(entries):
-        t_entry = time.monotonic()
-        kept_ref = changes.unchanged(
-            entry.movie_id, entry.path, entry.split, entry.layout, entry.right, list(entry.overrides)
-        )
-        if kept_ref is not None:
-            outcomes[i] = (changes.result(kept_ref, time.monotonic() - t_entry), kept_ref)
+    changes = RebuildCheck(out, labelling)  # pipeline/changes.py: unchanged movies stay as published
+    outcomes = _kept_unchanged(entries, changes)
     todo = [i for i in range(len(entries)) if i not in outcomes]
-    ingested = _ingest_movies(
-        [entries[i] for i in todo],
-        out,
-        flow,
-        ckpt,
-        device,
-        overrides,
-        RunnerSpec(runner, workers, dask_address),
-        progress,
-    )
-    outcomes.update(zip(todo, ingested))
-    rows: list[dict[str, Any]] = []
-    failed: list[dict[str, Any]] = []
-    manifests = []
-    for i, entry in enumerate(entries):
-        outcome = outcomes[i]
-        if isinstance(outcome, tuple):  # unchanged: its published entry as it is
-            rows.append(outcome[0])
-            manifests.append(outcome[1])
-            continue
-        if isinstance(outcome, DepthmineError):
-            kept = entry.movie_id in previous
-            logger.warning(
-                "%s (catalog line %d) failed%s: %s",
-                entry.movie_id,
-                entry.line,
-                "; its published version is kept" if kept else "",
-                outcome,
-            )
-            failed.append(
-                {
-                    "movie_id": entry.movie_id,
-                    "path": entry.path,
-                    "line": entry.line,
-                    "error": str(outcome),
-                    "kept_previous": kept,
-                }
-            )
-            continue
-        result = outcome
-        rows.append(result)
-        if result.get("swapped_eyes", {}).get("swapped_shots") and not result["swapped_eyes"].get("corrected_shots"):
-            logger.warning(
-                "%s: eyes look reversed in shot(s) %s; set swap_eyes=auto in its catalog overrides to correct",
-                entry.movie_id,
-                ", ".join(map(str, result["swapped_eyes"]["swapped_shots"])),
-            )
-        manifests.append(_load_manifest(out, entry.movie_id, result["key"]))
-    refusal = _refusal(entries, failed, previous, max_failed_share)
+    outcomes.update(zip(todo, _ingest_movies([entries[i] for i in todo], out, labelling, runner, progress)))
+    done = _Movies.collect(entries, outcomes, previous, out)
+    refusal = _refusal(entries, done.failed, previous, max_failed_share)
     if refusal:
-        summary = {
-            "version": None,
-            "rows": 0,
-            "movies": rows,
-            "failed": failed,
-            "removed": [],
-            "gc_removed_paths": 0,
-            "seconds": time.monotonic() - t0,
-            "refused": refusal,
-        }
-        publish_markdown(summary_artifact_key(out), _summary_markdown(catalog, out, summary), "dataset rebuild summary")
+        _publish_summary(catalog, out, done.summary(None, 0, t0, refused=refusal))
         raise NothingPublished(f"{out}: nothing published: {refusal}")
     catalog_ids = [e.movie_id for e in entries]
-    if not changes.publishes(manifests, catalog_ids):  # nothing changed: no new version
-        gc = collect_garbage_task(out, keep_versions, catalog_ids, {r["movie_id"]: r["key"] for r in rows})
-        return _unchanged_summary(catalog, out, changes, rows, failed, gc, t0)
+    if not changes.publishes(done.manifests, catalog_ids):  # nothing changed: no new version
+        gc = collect_garbage_task(out, keep_versions, catalog_ids, done.keys)
+        return _unchanged_summary(catalog, out, changes, done, gc, t0)
     # Exactly the catalog: its good movies, plus the published version of those that failed now.
-    manifest = publish_task(out, manifests, only=catalog_ids)
-    removed_ids = sorted(previous - set(catalog_ids))
-    removed_paths = collect_garbage_task(out, keep_versions, catalog_ids, {r["movie_id"]: r["key"] for r in rows})
-    summary = {
-        "version": manifest.version,
-        "rows": manifest.rows,
-        "movies": rows,
-        "failed": failed,
-        "removed": removed_ids,
-        "gc_removed_paths": removed_paths,
-        "seconds": time.monotonic() - t0,
-    }
-    publish_markdown(summary_artifact_key(out), _summary_markdown(catalog, out, summary), "dataset rebuild summary")
-    if failed:
-        logger.warning(
-            "published version %d without new labels for %d failed movie(s): %s",
-            manifest.version,
-            len(failed),
-            ", ".join(f["movie_id"] for f in failed),
-        )
-    else:
-        logger.info("published version %d: %d movies, %d rows", manifest.version, len(rows), manifest.rows)
-    return summary
+    manifest = publish_task(out, done.manifests, only=catalog_ids)
+    gc = collect_garbage_task(out, keep_versions, catalog_ids, done.keys)
+    return _published_summary(catalog, out, manifest, done, sorted(previous - set(catalog_ids)), gc, t0)
+
+
+def _kept_unchanged(entries: list[CatalogEntry], changes: RebuildCheck) -> dict[int, Any]:
+    """``{catalog index: (summary row, published entry)}`` of the movies the rebuild keeps as
+    published (:meth:`pipeline.changes.RebuildCheck.unchanged`: no probe, no task)."""
+    kept: dict[int, Any] = {}
+    for i, entry in enumerate(entries):
+        t_entry = time.monotonic()
+        ref = changes.unchanged(entry.movie_id, entry.path, entry.split, entry.layout, entry.right, entry.overrides)
+        if ref is not None:
+            kept[i] = (changes.result(ref, time.monotonic() - t_entry), ref)
+    return kept
+
+
+@dataclasses.dataclass
+class _Movies:
+    """A rebuild's movies once ingested or kept: the summary's rows, the failures, what to publish."""
+
+    rows: list[dict[str, Any]]
+    failed: list[dict[str, Any]]
+    manifests: list[Any]
+
+    @classmethod
+    def collect(cls, entries: list[CatalogEntry], outcomes: dict[int, Any], previous: set[str], out: str) -> _Movies:
+        """Each entry's outcome, in catalog order: a kept ``(row, ref)``, an ingest's row, or its error."""
+        logger = get_run_logger()
+        done = cls([], [], [])
+        for i, entry in enumerate(entries):
+            outcome = outcomes[i]
+            if isinstance(outcome, tuple):  # unchanged: its published entry as it is
+                done.rows.append(outcome[0])
+                done.manifests.append(outcome[1])
+            elif isinstance(outcome, DepthmineError):
+                kept = entry.movie_id in previous
+                logger.warning(
+                    "%s (catalog line %d) failed%s: %s",
+                    entry.movie_id,
+                    entry.line,
+                    "; its published version is kept" if kept else "",
+                    outcome,
+                )
+                done.failed.append(
+                    {
+                        "movie_id": entry.movie_id,
+                        "path": entry.path,
+                        "line": entry.line,
+                        "error": str(outcome),
+                        "kept_previous": kept,
+                    }
+                )
+            else:
+                swap = outcome.get("swapped_eyes", {})
+                if swap.get("swapped_shots") and not swap.get("corrected_shots"):
+                    logger.warning(
+                        "%s: eyes look reversed in shot(s) %s; set swap_eyes=auto in its catalog overrides to correct",
+                        entry.movie_id,
+                        ", ".join(map(str, swap["swapped_shots"])),
+                    )
+                done.rows.append(outcome)
+                done.manifests.append(_load_manifest(out, entry.movie_id, outcome["key"]))
+        return done
+
+    @property
+    def keys(self) -> dict[str, str]:
+        """The key of every movie now current (what garbage collection keeps the staging of)."""
+        return {r["movie_id"]: r["key"] for r in self.rows}
+
+    def summary(self, version: int | None, rows: int, t0: float, removed=(), gc: int = 0, **extra: Any) -> dict:
+        """The flow's result (and the summary artifact's content)."""
+        return {
+            "version": version,
+            "rows": rows,
+            "movies": self.rows,
+            "failed": self.failed,
+            "removed": list(removed),
+            "gc_removed_paths": gc,
+            "seconds": time.monotonic() - t0,
+            **extra,
+        }
 
 
 def _ingest_movies(
     entries: list[CatalogEntry],
     out: str,
-    flow: str | None,
-    ckpt: str | None,
-    device: str | None,
-    overrides: list[str] | None,
+    labelling: LabelSettings,
     spec: RunnerSpec,
     progress: bool,
 ) -> list[dict[str, Any] | DepthmineError]:
@@ -350,16 +322,7 @@ def _ingest_movies(
     for i, entry in enumerate(entries):
         movie, right = absolute_location(entry.path), absolute_location(entry.right) if entry.right else None
         try:
-            movie_id, config = preflight(
-                movie,
-                out,
-                entry.movie_id,
-                right,
-                list(overrides or ()) + list(entry.overrides),
-                flow=flow,
-                ckpt=ckpt,
-                device=device,
-            )
+            movie_id, config = preflight(movie, out, entry.movie_id, right, labelling.with_overrides(entry.overrides))
         except DepthmineError as err:
             outcomes[i] = err
             continue
@@ -414,25 +377,37 @@ def runner_slots(runner: Any, spec: RunnerSpec) -> int:
     return spec.n_workers
 
 
-def _unchanged_summary(
-    catalog: str, out: str, changes: Any, rows: list, failed: list, gc_removed: int, t0: float
-) -> dict[str, Any]:
+def _unchanged_summary(catalog: str, out: str, changes: RebuildCheck, done: _Movies, gc: int, t0: float) -> dict:
     """A rebuild that would publish the current version again publishes nothing (no new version);
     garbage collection still runs (staging a failed run left behind)."""
     current = changes.current
-    summary = {
-        "version": current.version,
-        "rows": current.rows,
-        "movies": rows,
-        "failed": failed,
-        "removed": [],
-        "gc_removed_paths": gc_removed,
-        "seconds": time.monotonic() - t0,
-        "unchanged": True,
-    }
-    publish_markdown(summary_artifact_key(out), _summary_markdown(catalog, out, summary), "dataset rebuild summary")
+    summary = done.summary(current.version, current.rows, t0, gc=gc, unchanged=True)
+    _publish_summary(catalog, out, summary)
     get_run_logger().info("unchanged: version %d stays current; nothing published", current.version)
     return summary
+
+
+def _published_summary(
+    catalog: str, out: str, manifest: Any, done: _Movies, removed: list[str], gc: int, t0: float
+) -> dict[str, Any]:
+    """The summary of a rebuild that published ``manifest``; says which failed movies kept no new labels."""
+    summary = done.summary(manifest.version, manifest.rows, t0, removed=removed, gc=gc)
+    _publish_summary(catalog, out, summary)
+    logger = get_run_logger()
+    if done.failed:
+        logger.warning(
+            "published version %d without new labels for %d failed movie(s): %s",
+            manifest.version,
+            len(done.failed),
+            ", ".join(f["movie_id"] for f in done.failed),
+        )
+    else:
+        logger.info("published version %d: %d movies, %d rows", manifest.version, len(done.rows), manifest.rows)
+    return summary
+
+
+def _publish_summary(catalog: str, out: str, summary: dict[str, Any]) -> None:
+    publish_markdown(summary_artifact_key(out), _summary_markdown(catalog, out, summary), "dataset rebuild summary")
 
 
 def _refusal(entries: list[CatalogEntry], failed: list[dict[str, Any]], previous: set[str], max_share: float) -> str:

@@ -25,14 +25,14 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any, Sequence
 
-import prefect
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from flows.artifacts import ProgressArtifact, markdown_table, png_data_uri, publish_markdown
+from flows.parameters import movie_flow
 from flows.runners import RunnerSpec, open_task_runner
 from pipeline.errors import DepthmineError
-from pipeline.ingest import ChunkPlan, ChunkSummary, IngestConfig, WorkDir, preflight, publish_with
+from pipeline.ingest import ChunkPlan, ChunkSummary, IngestConfig, LabelSettings, WorkDir, preflight, publish_with
 from pipeline.movie_job import MovieJob, MovieProbe, MovieReport, MovieResult, run_movie_job, uses_gpu
 from pipeline.shards.manifest import absolute_location
 
@@ -126,7 +126,7 @@ def movie_task_for(job: MovieJob) -> Any:
     return movie_task.with_options(task_run_name=f"movie-{job.movie_id}", tags=movie_tags(job.config))
 
 
-@prefect.flow(name="ingest-movie", log_prints=False, persist_result=False)
+@movie_flow(name="ingest-movie", log_prints=False, persist_result=False)
 def ingest_movie(
     movie: str,
     out: str,
@@ -134,13 +134,8 @@ def ingest_movie(
     split: str = "train",
     layout: str | None = None,
     right: str | None = None,
-    flow: str | None = None,
-    ckpt: str | None = None,
-    device: str | None = None,
-    overrides: list[str] | None = None,
-    runner: str = "threads",
-    workers: int | None = None,
-    dask_address: str | None = None,
+    labelling: LabelSettings = LabelSettings(),
+    runner: RunnerSpec = RunnerSpec(),
     publish: bool = True,
     progress: bool = False,
     replace: bool = False,
@@ -154,12 +149,10 @@ def ingest_movie(
         split: ``train``, ``val`` or ``test`` (splits are by movie).
         layout: stereo layout; None detects it from metadata and content.
         right: the right eye's file (layout ``separate``).
-        flow: optical-flow backend (default ``dis-medium``); ``ckpt``: its weights file.
-        device: ``cpu``/``cuda``/``cuda:1`` for torch backends; cuda tasks get the ``gpu`` tag.
-        overrides: dotted configuration overrides (``disparity.lr_threshold_px=1.5``).
-        runner, workers, dask_address: where the movie's task runs (:mod:`flows.runners`); its
-            chunks are labelled there on ``workers`` threads (a remote Dask worker uses its own
-            cores).
+        labelling: flow backend, checkpoint, device and overrides
+            (:class:`~pipeline.ingest.LabelSettings`); a ``cuda`` device tags the task ``gpu``.
+        runner: where the movie's task runs (:class:`~flows.runners.RunnerSpec`); its chunks are
+            labelled there on ``workers`` threads (a remote Dask worker uses its own cores).
         publish: publish the dataset manifest at the end (``build_dataset`` publishes once).
         progress: show a terminal progress bar (the CLI sets it in a terminal).
         replace: replace a published movie of this id that came from another source file
@@ -177,18 +170,7 @@ def ingest_movie(
     out, movie = absolute_location(out), absolute_location(movie)
     right = absolute_location(right) if right else right
     # Everything that can be checked is checked before the dataset folder is touched.
-    movie_id, config = preflight(
-        movie,
-        out,
-        movie_id,
-        right,
-        overrides or (),
-        flow=flow,
-        ckpt=ckpt,
-        device=device,
-        replace=replace or not publish,
-    )
-    spec = RunnerSpec(runner, workers, dask_address)
+    movie_id, config = preflight(movie, out, movie_id, right, labelling, replace=replace or not publish)
     job = MovieJob(
         movie=movie,
         out=out,
@@ -200,13 +182,13 @@ def ingest_movie(
         publish=publish,
         refuse_replace=publish and not replace,
         # one movie: its chunks use the workers' cores (a remote worker decides for itself)
-        threads=None if spec.dask_address else spec.n_workers,
+        threads=None if runner.dask_address else runner.n_workers,
     )
     task = movie_task_for(job)
-    if spec.kind == "threads":
+    if runner.kind == "threads":
         return task(job=job, progress=progress)  # in this process: nothing to send anywhere
-    with open_task_runner(spec) as runner:
-        return runner.submit(task, parameters={"job": job, "progress": progress}).result()
+    with open_task_runner(runner) as task_runner:
+        return task_runner.submit(task, parameters={"job": job, "progress": progress}).result()
 
 
 def _progress_bar(progress: bool, movie_id: str, position: int = 0):

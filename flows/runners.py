@@ -1,8 +1,8 @@
 """Choosing where tasks run: threads, processes, or a Dask cluster (one machine or many).
 
-The flows take the runner as plain parameters (``runner="threads"|"processes"|"dask"``,
-``workers``, ``dask_address``) so that deployments and the CLI can pass them as JSON, and
-open the runner themselves for the per-movie tasks with :func:`open_task_runner`: one task per movie
+The flows take the runner as one parameter, a :class:`RunnerSpec` (a deployment stores it as JSON:
+``{"kind": "threads"|"processes"|"dask", "workers": N, "dask_address": ...}``), and open the runner
+themselves for the per-movie tasks with :func:`open_task_runner`: one task per movie
 (:mod:`pipeline.movie_job`), which decodes and labels its movie where it runs.
 
 * ``threads`` (default): :class:`prefect.task_runners.ThreadPoolTaskRunner`. OpenCV's optical
@@ -40,7 +40,11 @@ def default_workers() -> int:
 
 @dataclass(frozen=True)
 class RunnerSpec:
-    """Which task runner to use; JSON-able so flows can take it as parameters.
+    """Which task runner to use: the flows' ``runner`` parameter (a JSON object in a deployment).
+
+    Checked when built, so a bad value fails before any work whether it comes from the CLI, a
+    Python caller or a deployment's JSON (Prefect builds it through pydantic, which calls
+    ``__post_init__``).
 
     Attributes:
         kind: ``threads``, ``processes`` or ``dask``.
@@ -55,8 +59,12 @@ class RunnerSpec:
     def __post_init__(self) -> None:
         if self.kind not in RUNNERS:
             raise ConfigError(f"unknown runner {self.kind!r}; valid runners: {', '.join(RUNNERS)}")
-        if self.workers is not None and int(self.workers) < 1:
+        if self.workers is not None and (isinstance(self.workers, bool) or not isinstance(self.workers, int)):
+            raise ConfigError(f"workers must be a whole number, got {self.workers!r}")
+        if self.workers is not None and self.workers < 1:
             raise ConfigError(f"workers must be >= 1, got {self.workers}")
+        if self.dask_address is not None and not isinstance(self.dask_address, str):
+            raise ConfigError(f"dask_address must be a string such as tcp://host:8786, got {self.dask_address!r}")
         if self.dask_address and self.kind != "dask":
             raise ConfigError(f"--dask-address needs --runner dask (got --runner {self.kind})")
 

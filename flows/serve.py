@@ -11,14 +11,28 @@ two never replace each other.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ConfigError
 
-__all__ = ["rebuild_deployment", "serve_rebuild", "DEFAULT_DEPLOYMENT"]
+__all__ = ["rebuild_deployment", "serve_rebuild", "deployment_parameters", "DEFAULT_DEPLOYMENT"]
 
 DEFAULT_DEPLOYMENT = "nightly-rebuild"
+
+
+def deployment_parameters(parameters: dict[str, Any]) -> dict[str, Any]:
+    """The JSON a deployment stores for ``parameters``: a typed value as an object of the fields it
+    sets, and values left at None or empty not sent at all, so the flow's own defaults apply."""
+    out: dict[str, Any] = {}
+    for name, value in parameters.items():
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            value = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(value).items()}
+            value = {k: v for k, v in value.items() if v is not None and v != []}
+        if value is not None and value != [] and value != {}:
+            out[name] = value
+    return out
 
 
 def rebuild_deployment(
@@ -35,7 +49,8 @@ def rebuild_deployment(
         catalog, out: the flow's parameters (made absolute: runs start in other processes).
         cron: a cron schedule (``"0 3 * * *"``: every night at 03:00, server time zone UTC).
         interval_s: or an interval in seconds.
-        parameters: more ``build_dataset`` parameters (runner, flow, overrides, ...).
+        parameters: more ``build_dataset`` parameters (``labelling``, ``runner``, ``keep_versions``, ...),
+            typed or as JSON; stored as :func:`deployment_parameters` gives them.
     """
     from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
     from prefect.deployments.runner import EntrypointType
@@ -47,7 +62,7 @@ def rebuild_deployment(
     if not Path(catalog).exists():
         raise ConfigError(f"{catalog}: no such catalog file")
     params = {"catalog": str(Path(catalog).resolve()), "out": str(Path(out).resolve())}
-    params.update(parameters or {})
+    params.update(deployment_parameters(parameters or {}))
     return build_dataset.to_deployment(
         name=name,
         cron=cron or None,

@@ -27,16 +27,21 @@ that movie (an unreachable movie is never a removal). :class:`RebuildCheck` is w
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from pipeline.atomic import write_json_atomic
 from pipeline.config import config_hash, config_to_dict
+from pipeline.errors import DepthmineError
 from pipeline.shards.manifest import MANIFEST_NAME, DatasetManifest, MovieManifest, MovieRef, absolute_location
+
+if TYPE_CHECKING:
+    from pipeline.ingest import LabelSettings
 
 __all__ = [
     "STAT_DIR",
@@ -200,42 +205,34 @@ def check_unchanged(
 
 class RebuildCheck:
     """A rebuild's change detection: the published index read once, settings hashed once per
-    distinct set of overrides.
+    distinct set of overrides; ``labelling`` is the run's (:class:`pipeline.ingest.LabelSettings`).
 
     ``build_dataset`` asks :meth:`unchanged` for each catalog entry before ingesting it (an
     unchanged movie keeps its published entry and is not ingested), then :meth:`publishes` whether
     the version it would publish differs from the current one.
     """
 
-    def __init__(
-        self,
-        dataset: str | os.PathLike,
-        flow: str | None = None,
-        ckpt: str | None = None,
-        device: str | None = None,
-        overrides: Sequence[str] = (),
-    ):
+    def __init__(self, dataset: str | os.PathLike, labelling: LabelSettings | None = None):
+        from pipeline.ingest import LabelSettings
         from pipeline.shards.manifest import read_manifest
 
         self.dataset = absolute_location(dataset)
-        self.flow, self.ckpt, self.device = flow, ckpt, device
-        self.overrides = list(overrides or ())
+        self.labelling = labelling or LabelSettings()
         self.current: DatasetManifest | None = (
             read_manifest(self.dataset) if (Path(self.dataset) / MANIFEST_NAME).exists() else None
         )
-        self._configs: dict[tuple[str, ...], Any] = {}
+        self._configs: dict[LabelSettings, Any] = {}
         self._settings: dict[tuple[Any, ...], str] = {}
         self.verdicts: dict[str, Verdict] = {}
 
     def settings(self, split: str, layout: str | None, overrides: Sequence[str] = ()) -> str:
-        from pipeline.ingest import ingest_config
-
-        key = tuple(self.overrides) + tuple(overrides)
-        if key not in self._configs:
-            self._configs[key] = ingest_config(list(key), flow=self.flow, ckpt=self.ckpt, device=self.device)
-        cached = (key, split, layout)
+        """The settings hash of a catalog entry: the run's labelling with the entry's own ``overrides``."""
+        labelling = self.labelling.with_overrides(overrides)
+        if labelling not in self._configs:
+            self._configs[labelling] = labelling.config()
+        cached = (labelling, split, layout)
         if cached not in self._settings:
-            self._settings[cached] = settings_hash(self._configs[key], layout, split)
+            self._settings[cached] = settings_hash(self._configs[labelling], layout, split)
         return self._settings[cached]
 
     def unchanged(
@@ -253,24 +250,19 @@ class RebuildCheck:
         self.verdicts[movie_id] = verdict
         return ref if verdict else None
 
-    @staticmethod
-    def result(ref: MovieRef, seconds: float = 0.0) -> dict[str, Any]:
-        """The build summary's row for a movie kept unchanged (the shape of an ingest's result)."""
-        return {
-            "movie_id": ref.movie_id,
-            "key": ref.key,
-            "split": ref.split,
-            "kept": ref.rows,
-            "rejected": dict(ref.rejected_reasons),
-            "chunks": 0,
-            "chunks_resumed": 0,
-            "shots": 0,
-            "seconds": seconds,
-            "label_seconds": 0.0,
-            "skipped": True,
-            "swapped_eyes": dict(ref.eyes),
-            "manifest": {},
-        }
+    def result(self, ref: MovieRef, seconds: float = 0.0) -> dict[str, Any]:
+        """The build summary's row for a movie kept unchanged (:meth:`pipeline.movie_job.MovieResult.committed`).
+
+        An index entry written before the labelled-row count was recorded has its ``movie.json``
+        read for it, and only when it lists rejected frames (without any, the rows are the kept
+        frames in either sampling mode).
+        """
+        from pipeline.movie_job import MovieResult
+
+        if ref.labelled_rows is None and ref.rejected_reasons and self.current is not None:
+            with contextlib.suppress(DepthmineError, OSError):  # unreadable: the row says its rows
+                ref = dataclasses.replace(ref, labelled_rows=self.current.movies[ref.movie_id].labelled_rows)
+        return MovieResult.committed(ref, seconds).to_dict()
 
     def publishes(self, movies: Iterable[MovieManifest | MovieRef], catalog_ids: Iterable[str]) -> bool:
         """Would publishing ``movies`` for this catalog (``publish_update(add=movies, only=catalog_ids)``)

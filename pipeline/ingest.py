@@ -70,6 +70,7 @@ __all__ = [
     "IngestConfig",
     "SWAP_MODES",
     "ingest_config",
+    "LabelSettings",
     "store_size",
     "chunk_name",
     "parse_chunk_name",
@@ -202,6 +203,50 @@ def ingest_config(overrides: Sequence[str] = (), base: dict[str, Any] | None = N
     data.update({k: v for k, v in fields.items() if v is not None})
     apply_overrides(data, list(overrides))
     return config_from_dict(IngestConfig, data, "ingest")
+
+
+@dataclass(frozen=True)
+class LabelSettings:
+    """How a run labels its movies: the flow backend, its weights and device, and the overrides.
+
+    One typed value in place of four loose ones, passed from the CLI through the flows
+    (``ingest_movie``, ``build_dataset``: one flow parameter, which a deployment stores as
+    ``{"flow": ..., "ckpt": ..., "device": ..., "overrides": [...]}``) to the preflight and the
+    rebuild's change detection. :meth:`config` resolves it to the :class:`IngestConfig` a movie is
+    labelled with; a catalog entry's own overrides apply after these (:meth:`with_overrides`).
+
+    Attributes:
+        flow: optical-flow backend (None: ``dis-medium``); ``ckpt``: its local weights file.
+        device: ``cpu``, ``cuda`` or ``cuda:N`` for torch backends (None: CUDA when present).
+        overrides: dotted ``KEY=VALUE`` configuration overrides, applied in order after the above
+            (``disparity.lr_threshold_px=1.5``); checked by :meth:`config`.
+    """
+
+    flow: str | None = None
+    ckpt: str | None = None
+    device: str | None = None
+    overrides: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for name in ("flow", "ckpt", "device"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise ConfigError(f"{name} must be a string, got {value!r}")
+        if isinstance(self.overrides, str) or not all(isinstance(o, str) for o in self.overrides):
+            raise ConfigError(f"overrides must be a list of KEY=VALUE strings, got {self.overrides!r}")
+        object.__setattr__(self, "overrides", tuple(self.overrides))  # a list from JSON or a caller
+
+    def config(self) -> IngestConfig:
+        """The resolved configuration (:func:`ingest_config`).
+
+        Raises:
+            ConfigError: an unknown key or a bad value, named.
+        """
+        return ingest_config(list(self.overrides), flow=self.flow, ckpt=self.ckpt, device=self.device)
+
+    def with_overrides(self, overrides: Sequence[str]) -> LabelSettings:
+        """These settings with ``overrides`` (a catalog entry's own) applied after their own."""
+        return dataclasses.replace(self, overrides=(*self.overrides, *overrides)) if overrides else self
 
 
 def source_fingerprint(path: str | os.PathLike, right: str | os.PathLike | None = None) -> str:
@@ -347,15 +392,12 @@ def preflight(
     out: str,
     movie_id: str | None = None,
     right: str | None = None,
-    overrides: Sequence[str] = (),
-    flow: str | None = None,
-    ckpt: str | None = None,
-    device: str | None = None,
+    labelling: LabelSettings = LabelSettings(),
     replace: bool = True,
 ) -> tuple[str, IngestConfig]:
     """Every check an ingest can make before it touches the dataset or decodes a frame.
 
-    The movie id, the configuration (overrides included), the input files, the dataset folder
+    The movie id, the configuration (``labelling`` resolved), the input files, the dataset folder
     (writable, not a file, free space) and, unless ``replace``, that the id does not hold another
     source. The CLI calls it before Prefect starts; the flow calls it again first thing.
 
@@ -365,7 +407,7 @@ def preflight(
     from pipeline.shards.manifest import check_dataset_writable
 
     movie_id = resolve_movie_id(movie, movie_id)
-    config = ingest_config(overrides, flow=flow, ckpt=ckpt, device=device)
+    config = labelling.config()
     check_movie_readable(movie)
     if right:
         check_movie_readable(right, "right-eye file")

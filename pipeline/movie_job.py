@@ -52,6 +52,7 @@ from pipeline.ingest import (
     swap_report,
 )
 from pipeline.layouts import CropBox
+from pipeline.shards.manifest import MovieManifest, MovieRef
 
 __all__ = [
     "MovieJob",
@@ -169,6 +170,32 @@ class MovieResult:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @classmethod
+    def committed(cls, ref: MovieRef, seconds: float = 0.0, manifest: MovieManifest | None = None) -> MovieResult:
+        """The row of a movie that was not relabelled: kept unchanged by a rebuild (from its index
+        entry) or found committed under its key by an ingest (``manifest``, its ``movie.json``, adds
+        the shots, the full reversed-eyes report and the manifest itself).
+
+        ``kept`` is the labelled frames (:attr:`pipeline.shards.MovieManifest.labelled_rows`), as
+        the movie's own ingest reported them, not its rows (a clips-mode movie keeps some rejected
+        frames as rows). An index entry written before the count was recorded says its rows.
+        """
+        meta = manifest.meta if manifest is not None else {}
+        return cls(
+            movie_id=ref.movie_id,
+            key=ref.key,
+            split=ref.split,
+            kept=ref.rows if ref.labelled_rows is None else ref.labelled_rows,
+            rejected=dict(ref.rejected_reasons),
+            chunks=0,
+            chunks_resumed=0,
+            shots=len(meta.get("shots", [])),
+            seconds=seconds,
+            skipped=True,
+            swapped_eyes=dict(meta.get("swapped_eyes", ref.eyes)),
+            manifest=_manifest_dict(manifest),
+        )
+
 
 @dataclass
 class MovieReport:
@@ -279,7 +306,7 @@ def _run_locked(job, probe, key, t0, on_progress, on_report, logger) -> MovieRes
         WorkDir.for_movie(out, movie_id, key).remove()  # a crash after the commit left it behind
         if job.publish:
             publish_with(out, [committed])
-        return _result_from_manifest(movie_id, key, split, committed, time.monotonic() - t0)
+        return MovieResult.committed(MovieRef.from_manifest(committed), time.monotonic() - t0, committed)
 
     threads = labelling_threads(job)
     work = WorkDir.for_movie(out, movie_id, key)
@@ -340,6 +367,7 @@ def _run_locked(job, probe, key, t0, on_progress, on_report, logger) -> MovieRes
         "frame_count": probe.frame_count,
         "shots": plan.shots,
         "split": split,
+        "labelled_rows": kept,  # the kept frames: not the rows in clips mode (MovieManifest.labelled_rows)
         "config": _config_dict(config),
         "eyes_swapped_metadata": probe.eyes_swapped_metadata,
         "swapped_eyes": swap.to_dict(),
@@ -513,24 +541,3 @@ def _manifest_dict(manifest: Any) -> dict[str, Any]:
 
     out = config_to_dict(manifest)
     return out if isinstance(out, dict) else {"value": out}
-
-
-def _result_from_manifest(movie_id, key, split, manifest, seconds) -> MovieResult:
-    kept = int(manifest.rows)
-    if manifest.meta.get("config", {}).get("sampling", {}).get("mode") == "clips":
-        # a clip keeps its rejected frames as rows without a label; they are counted as rejected
-        kept -= sum(int(n) for n in manifest.rejected_reasons.values())
-    return MovieResult(
-        movie_id=movie_id,
-        key=key,
-        split=split,
-        kept=kept,
-        rejected=dict(manifest.rejected_reasons),
-        chunks=0,
-        chunks_resumed=0,
-        shots=len(manifest.meta.get("shots", [])),
-        seconds=seconds,
-        skipped=True,
-        swapped_eyes=dict(manifest.meta.get("swapped_eyes", {})),
-        manifest=_manifest_dict(manifest),
-    )

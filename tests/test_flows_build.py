@@ -128,8 +128,11 @@ def _write_catalog(path: Path, entries: list[dict]) -> Path:
 
 def _build(catalog: Path, out: Path):
     from flows.build import build_dataset
+    from flows.runners import RunnerSpec
+    from pipeline.ingest import LabelSettings
 
-    return build_dataset(catalog=str(catalog), out=str(out), flow="dis-ultrafast", overrides=OVERRIDES, workers=2)
+    labelling = LabelSettings("dis-ultrafast", overrides=OVERRIDES)
+    return build_dataset(catalog=str(catalog), out=str(out), labelling=labelling, runner=RunnerSpec(workers=2))
 
 
 @pytest.mark.slow
@@ -258,6 +261,41 @@ def test_noop_rebuild_publishes_nothing_a_touch_relabels_nothing_a_change_relabe
     # a catalog change (beta's split) publishes too
     _write_catalog(cat, [{"path": str(alpha), "movie_id": "alpha"}, {"path": str(beta), "movie_id": "beta"}])
     assert _build(cat, out)["version"] == 3 and read_manifest(out).refs["beta"].split == "train"
+
+
+# clips mode with a range threshold that rejects whole chunks of one shot (no rows) and single
+# frames of another (rows without a label in their clip): the rows are neither the kept frames
+# nor the kept frames plus the rejected ones
+CLIPS_WITH_REJECTIONS = ["sampling.mode=clips", "sampling.clip_frames=4", "disparity.min_range_px=90"]
+
+
+@pytest.mark.slow
+def test_an_unchanged_clips_movie_reports_the_kept_frames_of_its_first_build(prefect_harness, movies, tmp_path):
+    """#12 review: a rebuild's row of an unchanged clips movie said its rows, not its labelled frames."""
+    import json
+
+    from pipeline.shards import read_manifest
+
+    out = tmp_path / "dataset"
+    entry = {"path": str(movies["alpha"].path), "movie_id": "alpha", "overrides": CLIPS_WITH_REJECTIONS}
+    cat = _write_catalog(tmp_path / "catalog.yaml", [entry])
+    (first,) = _build(cat, out)["movies"]
+    ref = read_manifest(out).refs["alpha"]
+    assert not first["skipped"] and first["rejected"], "the sample movie should have rejected frames here"
+    assert ref.rows not in (first["kept"], first["kept"] + sum(first["rejected"].values()))
+
+    (again,) = _build(cat, out)["movies"]
+    assert again["skipped"] and (again["kept"], again["rejected"]) == (first["kept"], first["rejected"])
+    assert ref.labelled_rows == first["kept"]  # the index entry says it: a rebuild reads no movie.json
+
+    # an index written before the count was recorded still reads; the count comes from movie.json
+    index = json.loads((out / "manifest.json").read_text())
+    for movie in index["movies"]:
+        movie.pop("labelled_rows")
+    (out / "manifest.json").write_text(json.dumps(index))
+    assert read_manifest(out).refs["alpha"].labelled_rows is None
+    (old,) = _build(cat, out)["movies"]
+    assert old["skipped"] and old["kept"] == first["kept"]
 
 
 @pytest.mark.logs_errors  # the flow fails on purpose; Prefect logs the failure

@@ -11,12 +11,15 @@ OVERRIDES = ["chunk_frames=3", "sampling.eval_fps=4"]
 
 def test_dask_local_cluster_builds_the_same_shards_as_threads(prefect_harness, sample_movie, tmp_path):
     from flows.ingest import ingest_movie
+    from flows.runners import RunnerSpec
+    from pipeline.ingest import LabelSettings
     from pipeline.shards import read_manifest, verify
 
     movie = sample_movie(layout="sbs-half", seconds=5.0, size=(160, 96), seed=31)
-    common = dict(movie=str(movie.path), movie_id="dask", split="val", flow="dis-ultrafast", overrides=OVERRIDES)
-    threads = ingest_movie(out=str(tmp_path / "threads"), runner="threads", workers=2, **common)
-    dask = ingest_movie(out=str(tmp_path / "dask"), runner="dask", workers=2, **common)
+    labelling = LabelSettings("dis-ultrafast", overrides=OVERRIDES)
+    common = dict(movie=str(movie.path), movie_id="dask", split="val", labelling=labelling)
+    threads = ingest_movie(out=str(tmp_path / "threads"), runner=RunnerSpec("threads", 2), **common)
+    dask = ingest_movie(out=str(tmp_path / "dask"), runner=RunnerSpec("dask", 2), **common)
     assert dask["chunks"] == threads["chunks"] >= 2 and dask["kept"] == threads["kept"] > 0
     assert verify(str(tmp_path / "dask")) == []
     shards = lambda out: [(s.sha256, s.rows) for s in read_manifest(out).shards]  # noqa: E731
@@ -64,6 +67,8 @@ def test_relative_out_reaches_dask_workers_started_elsewhere(prefect_harness, sa
     from distributed import LocalCluster
 
     from flows.ingest import ingest_movie
+    from flows.runners import RunnerSpec
+    from pipeline.ingest import LabelSettings
     from pipeline.shards import verify
 
     movie = sample_movie(layout="sbs-half", seconds=5.0, size=(160, 96), seed=31)
@@ -77,10 +82,8 @@ def test_relative_out_reaches_dask_workers_started_elsewhere(prefect_harness, sa
             out="dataset",
             movie_id="rel",
             split="val",
-            flow="dis-ultrafast",
-            overrides=OVERRIDES,
-            runner="dask",
-            dask_address=cluster.scheduler_address,
+            labelling=LabelSettings("dis-ultrafast", overrides=OVERRIDES),
+            runner=RunnerSpec("dask", dask_address=cluster.scheduler_address),
         )
     assert result["kept"] > 0
     assert verify(str(tmp_path / "host" / "dataset")) == []

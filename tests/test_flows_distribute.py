@@ -13,9 +13,13 @@ import pytest
 import yaml
 from distributed.diagnostics.plugin import SchedulerPlugin
 
+from flows.runners import RunnerSpec
+from pipeline.ingest import LabelSettings
+
 pytestmark = pytest.mark.slow  # a Prefect API, a LocalCluster of two processes, real ingests
 
 OVERRIDES = ["chunk_frames=3", "sampling.eval_fps=4"]
+LABELS = LabelSettings("dis-ultrafast", overrides=OVERRIDES)
 IDS = ("dist-a", "dist-b")
 
 
@@ -107,10 +111,8 @@ def dask_build(prefect_harness, catalog, tmp_path_factory):
         state = build_dataset(
             catalog=str(catalog),
             out=str(out),
-            flow="dis-ultrafast",
-            overrides=OVERRIDES,
-            runner="dask",
-            dask_address=cluster.scheduler_address,
+            labelling=LABELS,
+            runner=RunnerSpec("dask", dask_address=cluster.scheduler_address),
             return_state=True,
         )
     return out, state.result(), meter.sizes, state.state_details.flow_run_id, in_flight
@@ -157,7 +159,7 @@ def test_threads_write_the_same_shards_as_dask(dask_build, catalog, tmp_path):
     from pipeline.shards import verify
 
     out, _, _, _, _ = dask_build
-    build_dataset(catalog=str(catalog), out=str(tmp_path / "ds"), flow="dis-ultrafast", overrides=OVERRIDES, workers=2)
+    build_dataset(catalog=str(catalog), out=str(tmp_path / "ds"), labelling=LABELS, runner=RunnerSpec(workers=2))
     assert verify(str(out)) == [] and verify(str(tmp_path / "ds")) == []
     assert _shards(tmp_path / "ds") == _shards(out)
     assert all(len(shards) >= 2 for shards in _shards(out).values())
@@ -177,7 +179,7 @@ def test_a_commit_interrupted_between_renames_resumes_to_the_same_dataset(
     from pipeline.shards import garbage_collect, verify
 
     movie = sample_movie(layout="sbs-half", seconds=5.0, size=(160, 96), seed=41)
-    args = dict(movie=str(movie.path), movie_id="renamed", flow="dis-ultrafast", overrides=OVERRIDES, workers=1)
+    args = dict(movie=str(movie.path), movie_id="renamed", labelling=LABELS, runner=RunnerSpec(workers=1))
     real_place, placed = ingest_module._place, []
 
     def place_once(staged, shard):  # the first rename happens, then the process "dies"

@@ -7,7 +7,9 @@ import asyncio
 import numpy as np
 import pytest
 
+from flows.runners import RunnerSpec
 from pipeline.errors import BadInputError
+from pipeline.ingest import LabelSettings
 
 pytestmark = pytest.mark.slow  # a Prefect API and real ingests
 
@@ -54,9 +56,8 @@ def ingested(prefect_harness, tiny_movie, tmp_path_factory):
         out=str(out),
         movie_id="tiny",
         split="val",
-        flow="dis-ultrafast",
-        overrides=FAST,
-        workers=2,
+        labelling=LabelSettings("dis-ultrafast", overrides=FAST),
+        runner=RunnerSpec(workers=2),
     )
     return out, result
 
@@ -97,9 +98,8 @@ def test_swapped_eyes_are_reported_and_auto_corrected(prefect_harness, sample_mo
         movie=str(movie.path),
         out=str(out),
         movie_id=mid,
-        flow="dis-ultrafast",
-        overrides=FAST + ["swap_eyes=auto"],
-        workers=1,
+        labelling=LabelSettings("dis-ultrafast", overrides=FAST + ["swap_eyes=auto"]),
+        runner=RunnerSpec(workers=1),
     )
     swap = result["swapped_eyes"]
     md = _artifacts(f"ingest-{mid}")[0].data
@@ -139,7 +139,11 @@ def test_reingest_of_an_unchanged_movie_recomputes_nothing(ingested, tiny_movie)
 
     out, first = ingested
     again = ingest_movie(
-        movie=str(tiny_movie.path), out=str(out), movie_id="tiny", split="val", flow="dis-ultrafast", overrides=FAST
+        movie=str(tiny_movie.path),
+        out=str(out),
+        movie_id="tiny",
+        split="val",
+        labelling=LabelSettings("dis-ultrafast", overrides=FAST),
     )
     assert again["skipped"] and again["key"] == first["key"] and again["kept"] == first["kept"]
     assert read_manifest(out).movies["tiny"].key == first["key"]
@@ -253,7 +257,10 @@ def test_auto_correction_resumes_after_a_crash_before_the_commit(prefect_harness
 
     movie = sample_movie(layout="sbs-half", seconds=4.0, size=(320, 180), seed=5, swap_eyes=True)
     args = dict(
-        movie=str(movie.path), movie_id="rev", flow="dis-ultrafast", overrides=FAST + ["swap_eyes=auto"], workers=1
+        movie=str(movie.path),
+        movie_id="rev",
+        labelling=LabelSettings("dis-ultrafast", overrides=FAST + ["swap_eyes=auto"]),
+        runner=RunnerSpec(workers=1),
     )
     real_commit = job_module.commit_movie
 

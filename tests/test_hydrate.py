@@ -157,6 +157,8 @@ def released(prefect_harness, film, tmp_path_factory):
     """The film ingested (real flow), then released with the release flow."""
     from flows.ingest import ingest_movie
     from flows.release import release_dataset
+    from flows.runners import RunnerSpec
+    from pipeline.ingest import LabelSettings
 
     root = tmp_path_factory.mktemp("release")
     dataset = root / "dataset"
@@ -165,9 +167,8 @@ def released(prefect_harness, film, tmp_path_factory):
         out=str(dataset),
         movie_id="film",
         split="train",
-        flow="dis-ultrafast",
-        overrides=INGEST,
-        workers=2,
+        labelling=LabelSettings("dis-ultrafast", overrides=INGEST),
+        runner=RunnerSpec(workers=2),
     )
     result = release_dataset(dataset=str(dataset), out=str(root / "release"), titles={"film": "Sample Film"})
     return dataset, root / "release", result

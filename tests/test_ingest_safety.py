@@ -20,11 +20,15 @@ from pathlib import Path
 import pytest
 
 from flows.cli import main
+from flows.runners import RunnerSpec
 from pipeline.errors import BadInputError, ConfigError
+from pipeline.ingest import LabelSettings
 from tests.fixtures.prefect import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["chunk_frames=4", "sampling.eval_fps=4"]
+FAST_LABELS = LabelSettings("dis-ultrafast", overrides=FAST)
+TWO = RunnerSpec(workers=2)
 
 
 def _tree(root: Path) -> list[str]:
@@ -99,9 +103,7 @@ def test_non_ascii_names_get_distinct_ids_and_another_source_needs_replace(
     shutil.copy2(two.path, films / "中国.mkv")
     out = tmp_path / "ds"
     for name in ("日本", "中国"):
-        result = ingest_movie(
-            movie=str(films / f"{name}.mkv"), out=str(out), flow="dis-ultrafast", overrides=FAST, workers=2
-        )
+        result = ingest_movie(movie=str(films / f"{name}.mkv"), out=str(out), labelling=FAST_LABELS, runner=TWO)
         assert result["movie_id"] == name
     v = read_manifest(out)
     assert set(v.movies) == {"日本", "中国"} and v.version == 2
@@ -115,10 +117,10 @@ def test_non_ascii_names_get_distinct_ids_and_another_source_needs_replace(
     err = capsys.readouterr().err
     assert rc == 2 and "already holds another source" in err and "--replace" in err and err.count("\n") == 1
     with pytest.raises(ConfigError, match="--replace"):
-        ingest_movie(movie=str(other), out=str(out), flow="dis-ultrafast", overrides=FAST, workers=2)
+        ingest_movie(movie=str(other), out=str(out), labelling=FAST_LABELS, runner=TWO)
     assert _tree(out) == before and read_manifest(out).version == 2
     # with --replace it is replaced, the other movie stays
-    result = ingest_movie(movie=str(other), out=str(out), flow="dis-ultrafast", overrides=FAST, workers=2, replace=True)
+    result = ingest_movie(movie=str(other), out=str(out), labelling=FAST_LABELS, runner=TWO, replace=True)
     v = read_manifest(out)
     assert set(v.movies) == {"日本", "中国"} and v.movies["日本"].key == result["key"]
     assert v.movies["日本"].meta["source"]["path"] == str(other)
@@ -167,9 +169,11 @@ def test_a_movie_that_keeps_no_frame_is_a_failure_with_the_reasons(prefect_harne
             movie=str(flat),
             out=str(out),
             layout="sbs-half",
-            flow="dis-ultrafast",
-            overrides=["chunk_frames=8", "sampling.drop_first_chapters=0", "sampling.drop_last_chapters=0"],
-            workers=2,
+            labelling=LabelSettings(
+                "dis-ultrafast",
+                overrides=["chunk_frames=8", "sampling.drop_first_chapters=0", "sampling.drop_last_chapters=0"],
+            ),
+            runner=TWO,
         )
     assert not (out / "manifest.json").exists() and not (out / "movies").exists() and not (out / ".work").exists()
 

@@ -26,6 +26,7 @@ def pair_movies(stereo_gt_pairs, tmp_path_factory):
 @pytest.fixture(scope="module")
 def ingested(prefect_harness, pair_movies, tmp_path_factory):
     from flows.ingest import ingest_movie
+    from flows.runners import RunnerSpec
 
     out = tmp_path_factory.mktemp("pair_ingest") / "dataset"
     results = {}
@@ -36,7 +37,7 @@ def ingested(prefect_harness, pair_movies, tmp_path_factory):
             movie_id=name.replace("_", "-"),
             split="train",
             layout="sbs-full",
-            workers=2,
+            runner=RunnerSpec(workers=2),
         )
     return out, results
 

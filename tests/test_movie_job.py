@@ -57,9 +57,9 @@ def test_the_job_s_labellers_are_one_per_thread_and_configuration():
     assert borrow(normal) in seen  # and the first ones are reused, not rebuilt
 
 
-def test_a_committed_clips_movie_reports_its_labelled_frames_not_its_rows():
-    from pipeline.movie_job import _result_from_manifest
-    from pipeline.shards.manifest import MovieManifest, ShardEntry
+def test_a_clips_movie_committed_before_its_count_was_recorded_reports_rows_less_rejected():
+    from pipeline.movie_job import MovieResult
+    from pipeline.shards.manifest import MovieManifest, MovieRef, ShardEntry
 
     shard = ShardEntry(path="part-00000.parquet", rows=16, bytes=1, sha256="0" * 64, split_counts={"train": 16})
     for mode, kept in (("frames", 16), ("clips", 13)):
@@ -72,4 +72,23 @@ def test_a_committed_clips_movie_reports_its_labelled_frames_not_its_rows():
             meta={"config": {"sampling": {"mode": mode}}},
         )
         # clips keep their 3 rejected frames as rows without a label: they are not "kept"
-        assert _result_from_manifest("m", "k", "train", manifest, 0.0).kept == kept
+        assert MovieResult.committed(MovieRef.from_manifest(manifest), 0.0, manifest).kept == kept
+
+
+def test_a_committed_clips_movie_found_again_reports_the_kept_frames_of_its_ingest(sample_movie, tmp_path):
+    """Some rejected clip frames are rows without a label, others (whole chunks) are no rows: only
+    the count the ingest recorded at its commit gives the kept frames back."""
+    from pipeline.movie_job import run_movie_job
+
+    movie = sample_movie(layout="sbs-half", seconds=5.0, size=(160, 96), seed=21)
+    config = ingest_config(
+        ["chunk_frames=4", "sampling.eval_fps=4", "sampling.mode=clips", "sampling.clip_frames=4"]
+        + ["disparity.min_range_px=90"],
+        flow="dis-ultrafast",
+    )
+    job = MovieJob(movie=str(movie.path), out=str(tmp_path / "ds"), movie_id="m", config=config, threads=2)
+    first = run_movie_job(job)
+    rows = first["manifest"]["rows"]
+    assert first["rejected"] and rows not in (first["kept"], first["kept"] + sum(first["rejected"].values()))
+    again = run_movie_job(job)
+    assert again["skipped"] and (again["kept"], again["rejected"]) == (first["kept"], first["rejected"])

@@ -106,7 +106,8 @@ def test_prefect_deploy_all_from_a_checkout_then_a_worker_runs_it(prefect_server
     (checkout / "catalog.yaml").write_text(
         yaml.safe_dump({"movies": [{"path": "films/pooled.mkv", "movie_id": "pooled", "split": "train"}]})
     )
-    _prefect(["deployment", "run", DEPLOYMENT, "--param", "flow=dis-ultrafast", "--param", "workers=1"], env, checkout)
+    labelling, runner = 'labelling={"flow": "dis-ultrafast"}', 'runner={"workers": 1}'  # README: flow parameters
+    _prefect(["deployment", "run", DEPLOYMENT, "--param", labelling, "--param", runner], env, checkout)
     worker_dir = tmp_path / "worker-cwd"  # the worker starts elsewhere: only the pull step finds the checkout
     worker_dir.mkdir()
     worker = subprocess.run(

@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from flows.cli.ingest import add_ingest_options, add_runner_options, prefect_env_defaults
+from flows.cli.ingest import add_ingest_options, add_runner_options, label_settings, prefect_env_defaults, runner_spec
 
 __all__ = ["register", "add_rebuild_options", "rebuild_parameters", "validate_rebuild"]
 
@@ -57,17 +57,14 @@ def add_rebuild_options(p: argparse.ArgumentParser) -> None:
 
 
 def rebuild_parameters(args: argparse.Namespace) -> dict:
-    """``build_dataset``'s parameters from the options of :func:`add_rebuild_options` (plus catalog, out)."""
+    """``build_dataset``'s parameters from the options of :func:`add_rebuild_options` (plus catalog, out):
+    ``labelling`` (:class:`~pipeline.ingest.LabelSettings`) and ``runner`` (:class:`~flows.runners.RunnerSpec`,
+    checked as it is built) as their typed values."""
     return {
         "catalog": args.catalog,
         "out": args.out,
-        "flow": args.flow,
-        "ckpt": args.ckpt,
-        "device": args.device,
-        "overrides": list(args.overrides),
-        "runner": args.runner,
-        "workers": args.workers,
-        "dask_address": args.dask_address,
+        "labelling": label_settings(args),
+        "runner": runner_spec(args),
         "keep_versions": args.keep_versions,
         "max_failed_share": args.max_failed_share,
     }
@@ -90,10 +87,9 @@ def validate_rebuild(params: dict) -> None:
     from pipeline.flow import BACKENDS
 
     validate_build(**params)
-    flow = params.get("flow")
+    flow, ckpt = params["labelling"].flow, params["labelling"].ckpt
     if flow and flow not in BACKENDS and not BACKENDS.is_family(flow):
         raise BACKENDS.unknown(flow)
-    ckpt = params.get("ckpt")
     if ckpt and not Path(ckpt).is_file():
         raise BadInputError(ckpt, "checkpoint file not found", "--ckpt")
 

@@ -72,6 +72,7 @@ def run_demo(out: Path, size: tuple[int, int], flow: str, train_steps: int, clip
     from flows.build import build_dataset
     from flows.cli.build import print_summary
     from pipeline.errors import DepthmineError
+    from pipeline.ingest import LabelSettings
     from pipeline.shards import inspect_dataset, verify
     from pipeline.synthetic import make_sample_movie
 
@@ -94,9 +95,8 @@ def run_demo(out: Path, size: tuple[int, int], flow: str, train_steps: int, clip
     summary = build_dataset(
         catalog=str(catalog),
         out=str(dataset),
-        flow=flow,
+        labelling=LabelSettings(flow, overrides=CLIP_OVERRIDES if clips else ()),
         progress=os.isatty(2),
-        overrides=list(CLIP_OVERRIDES) if clips else None,
     )
     print_summary(summary, str(dataset))
 

@@ -11,7 +11,14 @@ from flows.runners import RUNNERS
 from pipeline.layouts import Layout
 from pipeline.sampling import SPLITS
 
-__all__ = ["register", "add_ingest_options", "add_runner_options", "prefect_env_defaults"]
+__all__ = [
+    "register",
+    "add_ingest_options",
+    "add_runner_options",
+    "label_settings",
+    "runner_spec",
+    "prefect_env_defaults",
+]
 
 
 def prefect_env_defaults(verbose: int = 0) -> None:
@@ -51,6 +58,21 @@ def add_runner_options(p: argparse.ArgumentParser) -> None:
         metavar="ADDR",
         help="a running Dask scheduler, e.g. tcp://10.0.0.5:8786 (with --runner dask); the dataset must be on storage every worker sees",
     )
+
+
+def runner_spec(args: argparse.Namespace):
+    """The :class:`flows.runners.RunnerSpec` of :func:`add_runner_options`' options (checked: a
+    bad combination is a :class:`~pipeline.errors.ConfigError`)."""
+    from flows.runners import RunnerSpec
+
+    return RunnerSpec(args.runner, args.workers, args.dask_address)
+
+
+def label_settings(args: argparse.Namespace):
+    """The :class:`pipeline.ingest.LabelSettings` of :func:`add_ingest_options`' options."""
+    from pipeline.ingest import LabelSettings
+
+    return LabelSettings(args.flow, args.ckpt, args.device, tuple(args.overrides))
 
 
 def add_ingest_options(p: argparse.ArgumentParser) -> None:
@@ -111,22 +133,12 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from flows.runners import RunnerSpec
     from pipeline.ingest import preflight
 
+    labelling = label_settings(args)
     # Mistakes fail here, in the first second, before Prefect starts or the dataset is touched.
-    preflight(
-        args.movie,
-        args.out,
-        args.movie_id,
-        args.right,
-        args.overrides,
-        flow=args.flow,
-        ckpt=args.ckpt,
-        device=args.device,
-        replace=args.replace,
-    )
-    RunnerSpec(args.runner, args.workers, args.dask_address)
+    preflight(args.movie, args.out, args.movie_id, args.right, labelling, replace=args.replace)
+    runner = runner_spec(args)
     prefect_env_defaults(args.verbose)
     from flows.ingest import ingest_movie
 
@@ -137,13 +149,8 @@ def run(args: argparse.Namespace) -> int:
         split=args.split,
         layout=args.layout,
         right=args.right,
-        flow=args.flow,
-        ckpt=args.ckpt,
-        device=args.device,
-        overrides=args.overrides,
-        runner=args.runner,
-        workers=args.workers,
-        dask_address=args.dask_address,
+        labelling=labelling,
+        runner=runner,
         progress=sys.stderr.isatty(),
         replace=args.replace,
     )

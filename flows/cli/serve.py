@@ -9,10 +9,12 @@ backend, device and dataset its nightly rebuild uses.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 from flows.cli.build import add_rebuild_options, rebuild_parameters, validate_rebuild
 from flows.cli.ingest import prefect_env_defaults
+from flows.serve import deployment_parameters
 
 __all__ = ["register", "serve_plan"]
 
@@ -59,13 +61,11 @@ def _absolute(path: str | None) -> str | None:
 
 
 def serve_plan(args: argparse.Namespace) -> dict:
-    """The deployment ``serve`` registers: name, schedule and ``build_dataset`` parameters.
-
-    Parameters left at ``None`` or empty are not sent, so the flow's own defaults apply to them.
-    """
+    """The deployment ``serve`` registers: name, schedule and ``build_dataset`` parameters (typed:
+    :func:`flows.serve.deployment_parameters` gives the JSON the deployment stores)."""
     params = rebuild_parameters(args)
-    params.update(catalog=_absolute(params["catalog"]), out=_absolute(params["out"]), ckpt=_absolute(params["ckpt"]))
-    params = {k: v for k, v in params.items() if v is not None and v != []}
+    labelling = dataclasses.replace(params["labelling"], ckpt=_absolute(params["labelling"].ckpt))
+    params.update(catalog=_absolute(params["catalog"]), out=_absolute(params["out"]), labelling=labelling)
     return {
         "deployment": f"build-dataset/{args.name}",
         "schedule": f"cron {args.cron!r} (UTC)" if args.cron else f"every {args.interval:g} s",
@@ -74,13 +74,15 @@ def serve_plan(args: argparse.Namespace) -> dict:
 
 
 def print_plan(plan: dict) -> None:
-    params = dict(plan["parameters"])
+    params = deployment_parameters(plan["parameters"])
+    labelling, runner = params.pop("labelling", {}), params.pop("runner")
     print(f"deployment {plan['deployment']}")
     print(f"  schedule  {plan['schedule']}")
     print(f"  catalog   {params.pop('catalog')}")
     print(f"  out       {params.pop('out')}")
-    overrides = params.pop("overrides", [])
-    print(f"  options   {' '.join(f'{k}={v}' for k, v in params.items())}")
+    overrides = labelling.pop("overrides", [])
+    options = {**labelling, "runner": runner.pop("kind"), **runner, **params}
+    print(f"  options   {' '.join(f'{k}={v}' for k, v in options.items())}")
     for item in overrides:
         print(f"  --set     {item}")
 
@@ -139,8 +141,8 @@ def _warn_without_gpu(params: dict) -> None:
     """
     import sys
 
-    device = str(params.get("device") or "")
-    if not device.startswith("cuda") or params.get("runner") == "dask":
+    device = str(params["labelling"].device or "")
+    if not device.startswith("cuda") or params["runner"].kind == "dask":
         return
     import torch
 

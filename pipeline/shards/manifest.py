@@ -299,6 +299,22 @@ class MovieManifest:
     def rejected_rows(self) -> int:
         return self.rejected.rows if self.rejected else 0
 
+    @property
+    def labelled_rows(self) -> int:
+        """Rows that carry a label: the frames the ingest kept.
+
+        Not ``rows`` in clips mode, where a rejected frame stays in its clip as a row without a label
+        (unless no frame of its chunk was kept: such a chunk has no shard), so the ingest records the
+        count at its commit (``meta["labelled_rows"]``). A movie committed before that was recorded
+        gets its rows less its rejected frames in clips mode: exact unless a chunk was rejected whole.
+        """
+        recorded = self.meta.get("labelled_rows")
+        if recorded is not None:
+            return int(recorded)
+        if (self.meta.get("config") or {}).get("sampling", {}).get("mode") == "clips":
+            return max(0, self.rows - sum(int(n) for n in self.rejected_reasons.values()))
+        return self.rows
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "schema_version": self.schema_version,
@@ -348,7 +364,9 @@ class MovieRef:
     ("" when unknown: a single-level dataset's movie, whose shards are inline). ``source`` keeps the
     source file's fingerprint and, when the ingest recorded them, its ``stat`` (size and mtime_ns of
     the movie and right-eye files), ``content`` fingerprint and the ``settings`` hash, so a rebuild
-    can tell an unchanged movie from this entry alone (:mod:`pipeline.changes`).
+    can tell an unchanged movie from this entry alone (:mod:`pipeline.changes`), and
+    ``labelled_rows`` its kept frames (:attr:`MovieManifest.labelled_rows`; None in an index written
+    before it was recorded).
     """
 
     movie_id: str
@@ -365,6 +383,7 @@ class MovieRef:
     source: dict[str, Any] = field(default_factory=dict)
     eyes: dict[str, Any] = field(default_factory=dict)
     created: str = ""
+    labelled_rows: int | None = None
 
     @property
     def folder(self) -> str:
@@ -407,6 +426,7 @@ class MovieRef:
             source=source,
             eyes=eyes,
             created=m.created,
+            labelled_rows=m.labelled_rows,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -427,6 +447,8 @@ class MovieRef:
         }
         if self.eyes:
             out["eyes"] = self.eyes
+        if self.labelled_rows is not None:
+            out["labelled_rows"] = self.labelled_rows
         return out
 
     @classmethod
@@ -446,6 +468,7 @@ class MovieRef:
             source=dict(d.get("source") or {}),
             eyes=dict(d.get("eyes") or {}),
             created=str(d.get("created", "")),
+            labelled_rows=None if d.get("labelled_rows") is None else int(d["labelled_rows"]),
         )
 
 

@@ -124,16 +124,17 @@ def settings_hash(config: Any, layout: str | None, split: str) -> str:
 
     ``config`` is the resolved :class:`pipeline.ingest.IngestConfig` (flow, checkpoint and device are
     its ``disparity`` fields; overrides are applied), so two spellings of one configuration agree;
-    ``layout`` is the requested layout (None: detected), ``split`` the catalog's split; the project
-    version is included, so an upgrade relabels.
+    ``layout`` is the requested layout (None: detected), ``split`` the catalog's split;
+    :data:`pipeline.ingest.LABELS_VERSION` is included, so an upgrade that changes rows relabels
+    (and one that does not, does not).
     """
-    from pipeline.ingest import project_version
+    from pipeline.ingest import LABELS_VERSION
 
     value = {
         "config": config_to_dict(config),
         "layout": str(layout) if layout else None,
         "split": str(split),
-        "version": project_version(),
+        "version": LABELS_VERSION,
     }
     return config_hash(value, length=32)
 

@@ -95,6 +95,7 @@ __all__ = [
     "find_committed",
     "publish_with",
     "project_version",
+    "LABELS_VERSION",
     "resolve_movie_id",
     "check_movie_readable",
     "check_replace",
@@ -316,12 +317,21 @@ UNHASHED_FIELDS: tuple[UnhashedField, ...] = (
 )
 
 
+#: The version of what ingest writes for a given input and configuration, in the ingest key and the
+#: rebuild check instead of the package version: a release that changes no row (a trainer fix, a
+#: new CLI option) must not relabel a library of films at the next rebuild, which costs days of
+#: GPU time. Bump it in the change that alters the rows of an unchanged configuration (labels,
+#: sampling, stored pictures, the shard format); every movie is then relabelled once. Its value is
+#: the package version of the last such change (0.1.0: the keys datasets were built with).
+LABELS_VERSION = "0.1.0"
+
+
 def ingest_key(fingerprint: str, config: IngestConfig, extra: dict[str, Any] | None = None) -> str:
     """The work/shard folder name for one (input, configuration): 16 hex digits.
 
     The resolved configuration is hashed without the :data:`UNHASHED_FIELDS` that leave
     themselves out of it. ``extra`` holds what else decides the rows (split, layout choice,
-    project version).
+    :data:`LABELS_VERSION`).
     """
     cfg = config_to_dict(config)
     left_out = [f.path for f in UNHASHED_FIELDS if f.left_out(cfg)]  # all decided on the whole configuration

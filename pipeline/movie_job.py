@@ -46,6 +46,7 @@ from pipeline.ingest import (
     label_chunk,
     merge_relabelled,
     missing_chunks,
+    LABELS_VERSION,
     project_version,
     publish_with,
     source_fingerprint,
@@ -275,7 +276,7 @@ def run_movie_job(
     probe = probe_movie_file(job.movie, job.layout, job.right)
     config = job.config
     key = ingest_key(
-        probe.fingerprint, config, {"split": job.split, "layout": probe.layout, "version": project_version()}
+        probe.fingerprint, config, {"split": job.split, "layout": probe.layout, "version": LABELS_VERSION}
     )
     logger.info(
         "%s: %s %dx%d per eye, %d frames, key %s",

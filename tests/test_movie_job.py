@@ -92,3 +92,28 @@ def test_a_committed_clips_movie_found_again_reports_the_kept_frames_of_its_inge
     assert first["rejected"] and rows not in (first["kept"], first["kept"] + sum(first["rejected"].values()))
     again = run_movie_job(job)
     assert again["skipped"] and (again["kept"], again["rejected"]) == (first["kept"], first["rejected"])
+
+
+def test_a_package_upgrade_that_changes_no_row_relabels_nothing(sample_movie, tmp_path, monkeypatch):
+    """The key holds LABELS_VERSION, not the package version: a release that changes no row finds
+    every movie committed (a library of films is not relabelled for a trainer fix); bumping
+    LABELS_VERSION does relabel."""
+    import pipeline
+    from pipeline import ingest, movie_job
+    from pipeline.changes import settings_hash
+    from pipeline.movie_job import run_movie_job
+
+    movie = sample_movie(layout="sbs-half", seconds=2.0, size=(160, 96), seed=3)
+    config = ingest_config(["sampling.eval_fps=2"], flow="dis-ultrafast")
+    job = MovieJob(movie=str(movie.path), out=str(tmp_path / "ds"), movie_id="m", config=config, threads=1)
+    first = run_movie_job(job)
+    before = settings_hash(config, None, "train")
+    monkeypatch.setattr(pipeline, "__version__", "9.9.9")
+    again = run_movie_job(job)
+    assert again["skipped"] and again["key"] == first["key"]
+    assert settings_hash(config, None, "train") == before
+    monkeypatch.setattr(ingest, "LABELS_VERSION", "9.9.9")
+    monkeypatch.setattr(movie_job, "LABELS_VERSION", "9.9.9")
+    assert settings_hash(config, None, "train") != before
+    relabelled = run_movie_job(job)
+    assert not relabelled["skipped"] and relabelled["key"] != first["key"]

@@ -982,6 +982,46 @@ def _label_reader(path: Path, movie: ReleasedMovie) -> Callable[[int], tuple[np.
     return label_of
 
 
+class _LabelGroups:
+    """The release's label row groups of one movie, read and unpacked ahead on a thread of their own.
+
+    Unpacking (:func:`pipeline.release.unpack_labels`) is most of the writing's CPU and does not
+    depend on the copy, so it starts before the copy is even opened (a core would idle while its
+    layout is detected) and runs beside the writer instead of in turn. At most ``ahead`` groups
+    wait unpacked (60 MB each at 940x528, 32 rows), so a film's thousands of frames never are all
+    in memory.
+    """
+
+    def __init__(self, path: Path, packing: dict[str, Any], ahead: int = 3):
+        import pyarrow.parquet as pq
+
+        self.file = pq.ParquetFile(path)
+        self.sizes = [self.file.metadata.row_group(g).num_rows for g in range(self.file.metadata.num_row_groups)]
+        self.packing = packing
+        self.ahead = ahead
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hydrate-labels")
+        self._ready: dict[int, Future] = {}
+        for g in range(ahead):
+            self.want(g)
+
+    def want(self, g: int) -> None:
+        """Start unpacking group ``g`` (if it exists and is not started)."""
+        if g < len(self.sizes) and g not in self._ready:
+            self._ready[g] = self._pool.submit(self._unpack, g)
+
+    def take(self, g: int) -> pa.Table:
+        """Group ``g``'s rows with the dataset's label blobs (waits for its unpacking)."""
+        self.want(g)
+        return self._ready.pop(g).result()
+
+    def _unpack(self, g: int) -> pa.Table:
+        return unpack_labels(self.file.read_row_group(g), self.packing)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._ready.clear()
+
+
 def hydrate_movie(
     release: Release,
     spec: CopySpec,
@@ -1037,13 +1077,19 @@ def hydrate_movie(
         return res, done
     if done is not None:  # the key names copy, labels and views: only a tampered folder lands here
         raise DepthmineError(f"{folder}: committed, but not from this copy and release; remove it or hydrate elsewhere")
-    source = open_stereo(spec.path, layout=spec.layout, right_path=spec.right)
-    check_frame_rate(
-        spec.path,
-        stream_rates(spec.path, source.info.fps),
-        float(movie.signature.get("fps") or 0.0),
-        config.fps_tolerance,
-    )
+    # the labels do not depend on the copy: their unpacking starts now, beside the copy's opening
+    groups = _LabelGroups(release.labels_path(movie.movie_id), movie.labels)
+    try:
+        source = open_stereo(spec.path, layout=spec.layout, right_path=spec.right)
+        check_frame_rate(
+            spec.path,
+            stream_rates(spec.path, source.info.fps),
+            float(movie.signature.get("fps") or 0.0),
+            config.fps_tolerance,
+        )
+    except BaseException:
+        groups.close()
+        raise
     import pyarrow.parquet as pq
 
     shard_cfg = _shard_config(movie, config.right_views)
@@ -1061,11 +1107,10 @@ def hydrate_movie(
     def encode(img: Any) -> Future:
         return pool.submit(picture, img)
 
-    labels = pq.ParquetFile(release.labels_path(movie.movie_id))
-    sizes = [labels.metadata.row_group(g).num_rows for g in range(labels.metadata.num_row_groups)]
-    # the shards are written by one thread while the copy is still decoding (the pass mostly waits
-    # for frames): a row group of labels goes as soon as its frames are final, unpacked and
-    # compressed there; the meta (what was found) is set before the commit
+    sizes = groups.sizes
+    # The shards are written while the copy is still decoding: a row group as soon as its frames
+    # are final, by one thread, with its labels unpacked ahead by ``groups``. The meta (what was
+    # found) is set before the commit.
     writer = MovieShardWriter(out, movie.movie_id, key, shard_cfg, {})
     write = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hydrate-write")
     written: list[Future] = []
@@ -1073,11 +1118,13 @@ def hydrate_movie(
     def write_group(g: int, pictures: dict[int, Any], other: dict[int, Any]) -> None:
         pics = {i: f.result() if isinstance(f, Future) else f for i, f in pictures.items()}
         oth = {i: f.result() if isinstance(f, Future) else f for i, f in other.items()}
-        writer.write_table(hydrated_table(labels.read_row_group(g), pics, shard_cfg, movie.labels, oth))
+        writer.write_table(hydrated_table(groups.take(g), pics, shard_cfg, None, oth))
 
     def sink(g: int, frames: list[int], images: dict[int, Any], others: dict[int, Any]) -> None:
         pictures = {i: images[i] for i in frames if i in images}
         other = {i: others[i] for i in frames if i in others}
+        groups.want(g)
+        groups.want(g + groups.ahead)
         written.append(write.submit(write_group, g, pictures, other))
 
     uniform = all(n == sizes[0] for n in sizes[:-1]) if sizes else False
@@ -1105,6 +1152,7 @@ def hydrate_movie(
         raise
     finally:
         pool.shutdown(cancel_futures=True)
+        groups.close()
         write.shutdown()
     meta = dict(movie.meta)
     info = result.to_dict()

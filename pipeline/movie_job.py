@@ -30,6 +30,7 @@ from typing import Any, Callable
 from pipeline.changes import recorded_source, settings_hash
 from pipeline.errors import BadInputError, DepthmineError
 from pipeline.ingest import (
+    LABELS_VERSION,
     ChunkJob,
     ChunkPlan,
     ChunkSummary,
@@ -46,7 +47,6 @@ from pipeline.ingest import (
     label_chunk,
     merge_relabelled,
     missing_chunks,
-    LABELS_VERSION,
     project_version,
     publish_with,
     source_fingerprint,
@@ -275,9 +275,7 @@ def run_movie_job(
     logger = logger or log
     probe = probe_movie_file(job.movie, job.layout, job.right)
     config = job.config
-    key = ingest_key(
-        probe.fingerprint, config, {"split": job.split, "layout": probe.layout, "version": LABELS_VERSION}
-    )
+    key = ingest_key(probe.fingerprint, config, {"split": job.split, "layout": probe.layout, "version": LABELS_VERSION})
     logger.info(
         "%s: %s %dx%d per eye, %d frames, key %s",
         job.movie_id,

@@ -292,10 +292,18 @@ def detect_layout(
         raise BadInputError(path, "no frames to detect the stereo layout from", "the file may be empty or corrupt")
     h, w = frames[0].shape[:2]
     per: dict[str, list[float]] = {"sbs": [], "tab": []}
-    for f in frames:
+    # The frames are scored on two threads (OpenCV's template matching releases the GIL): opening
+    # an untagged copy waits for this, with the other core idle otherwise. The scores are the same.
+    from concurrent.futures import ThreadPoolExecutor
+
+    def score(f: np.ndarray) -> tuple[float | None, float | None]:
         g = _to_gray(f)
-        for key, sbs in (("sbs", True), ("tab", False)):
-            s = _halves_similarity(g, sbs)
+        return _halves_similarity(g, True), _halves_similarity(g, False)
+
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="layout") as pool:
+        scored = list(pool.map(score, frames))
+    for pair in scored:
+        for key, s in zip(("sbs", "tab"), pair):
             if s is not None:
                 per[key].append(s)
     scores = {k: (float(np.median(v)) if v else 0.0) for k, v in per.items()}

@@ -1001,18 +1001,22 @@ class _LabelGroups:
         self.ahead = ahead
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hydrate-labels")
         self._ready: dict[int, Future] = {}
+        self._lock = threading.Lock()  # the pass's thread asks ahead, the writer's takes
         for g in range(ahead):
             self.want(g)
 
     def want(self, g: int) -> None:
         """Start unpacking group ``g`` (if it exists and is not started)."""
-        if g < len(self.sizes) and g not in self._ready:
-            self._ready[g] = self._pool.submit(self._unpack, g)
+        with self._lock:
+            if g < len(self.sizes) and g not in self._ready:
+                self._ready[g] = self._pool.submit(self._unpack, g)
 
     def take(self, g: int) -> pa.Table:
         """Group ``g``'s rows with the dataset's label blobs (waits for its unpacking)."""
         self.want(g)
-        return self._ready.pop(g).result()
+        with self._lock:
+            future = self._ready.pop(g)
+        return future.result()
 
     def _unpack(self, g: int) -> pa.Table:
         return unpack_labels(self.file.read_row_group(g), self.packing)

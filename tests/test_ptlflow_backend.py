@@ -14,7 +14,7 @@ import torch
 from pipeline.disparity import DisparityConfig, compute_disparity
 from pipeline.errors import BadInputError, ConfigError
 from pipeline.flow import get_backend
-from pipeline.flow.ptlflow_backend import PtlflowBackend, images_to_batch, pad_to_multiple
+from pipeline.flow.ptlflow_backend import PtlflowBackend, PtlflowOptions, images_to_batch, pad_to_multiple
 
 
 class KnownFlow(torch.nn.Module):
@@ -82,6 +82,7 @@ def test_padding_to_the_model_stride_and_cropping_back():
 def test_batches_hold_both_directions_and_keep_order():
     net = KnownFlow()
     backend = PtlflowBackend("stand-in", model=net, batch_size=4)
+    assert backend.options == PtlflowOptions(batch_size=4)  # the backend holds its options object
     values = [(20, 60), (100, 80), (30, 30), (200, 50), (10, 250)]
     pairs = backend.compute([flat(a) for a, _ in values], [flat(b) for _, b in values])
     assert [c[0] for c in net.calls] == [4, 4, 2], "2 pairs (4 inputs) per pass, then the rest"

@@ -93,8 +93,8 @@ class PtlflowBackend(FlowBackend):
             state dict). Required unless ``allow_random_weights``.
         device: ``cuda``, ``cuda:1``, ``cpu``; ``None`` picks CUDA when present.
         allow_random_weights: build the model without weights (tests and timing only).
-        batch_size: image pairs (network inputs) per forward pass; both directions count.
-        amp: use autocast on CUDA.
+        options: :class:`PtlflowOptions` (``batch_size``: image pairs, both directions, per forward
+            pass; ``amp``: autocast on CUDA), as a user sets them in ``disparity.flow_options``.
         model: an already built ``torch.nn.Module`` honouring ptlflow's forward contract (tests
             pass a stand-in here); skips building and loading.
         working_width: see :class:`FlowBackend`.
@@ -108,10 +108,9 @@ class PtlflowBackend(FlowBackend):
         ckpt: str | Path | None = None,
         device: str | None = None,
         allow_random_weights: bool = False,
-        batch_size: int = 8,
-        amp: bool = True,
         model: Any = None,
         working_width: int | None = None,
+        **options: Any,
     ):
         super().__init__(working_width)
         self.model_name = model_name
@@ -119,8 +118,7 @@ class PtlflowBackend(FlowBackend):
         self.ckpt = None if ckpt is None else str(ckpt)
         self.device = device
         self.allow_random_weights = allow_random_weights
-        self.batch_size = max(1, int(batch_size))
-        self.amp = amp
+        self.options = PtlflowOptions(**options)
         if model is not None:
             self._impl_model = model
         self._validate()
@@ -209,7 +207,7 @@ class PtlflowBackend(FlowBackend):
         out: list[FlowPair | None] = [None] * len(lefts)
         for idx in groups.values():
             # a chunk of k pairs is 2k network inputs (both directions)
-            k = max(1, self.batch_size // 2)
+            k = max(1, self.options.batch_size // 2)
             for s in range(0, len(idx), k):
                 chunk = idx[s : s + k]
                 flows = self._run(self._batch([lefts[i] for i in chunk], [rights[i] for i in chunk]))
@@ -229,7 +227,7 @@ class PtlflowBackend(FlowBackend):
         device = self._torch_device()
         padded, (h, w) = pad_to_multiple(batch, self.stride())
         padded = padded.to(device)
-        use_amp = self.amp and device.type == "cuda"
+        use_amp = self.options.amp and device.type == "cuda"
         dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
         with torch.inference_mode(), torch.autocast(device_type=device.type, dtype=dtype, enabled=use_amp):
             result = model({"images": padded})

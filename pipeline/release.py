@@ -41,7 +41,7 @@ from pipeline.atomic import atomic_path, write_json_atomic
 from pipeline.errors import BadInputError, ConfigError
 from pipeline.phash import phash, to_hex
 from pipeline.shards import FRAME_SCHEMA, REJECTED_SCHEMA, SPLITS, decode_image, read_manifest
-from pipeline.shards.codec import join_bytes, unpack_mask
+from pipeline.shards.codec import join_bytes, split_bytes, unpack_mask
 from pipeline.shards.manifest import MovieManifest, sha256_file, utc_now
 from pipeline.shards.reader import open_shard
 from pipeline.shards.schema import COLUMN_DOCS, current_names
@@ -208,18 +208,13 @@ def disparity_codes(blob: bytes | memoryview, codec: str, height: int, width: in
     raise ValueError(f"disparity codec {codec!r} has no packed form")
 
 
-def _planes(codes: np.ndarray) -> bytes:
-    """:func:`pipeline.shards.codec.split_bytes`'s bytes (all low bytes, then all high bytes) in one copy."""
-    return np.ascontiguousarray(codes, "<u2").reshape(-1).view(np.uint8).reshape(-1, 2).T.tobytes()
-
-
 def encode_disparity_codes(codes: np.ndarray, codec: str) -> bytes:
     """16-bit codes as a dataset blob of ``codec`` (``u16d``, ``u16``): :func:`encode_disparity`'s bytes."""
     if codec == "u16d":
         delta = np.empty_like(codes)
         delta[:, :1] = codes[:, :1]
         np.subtract(codes[:, 1:], codes[:, :-1], out=delta[:, 1:])
-        return _planes(delta)
+        return split_bytes(delta)
     if codec == "u16":
         return codes.astype("<u2", copy=False).tobytes()
     raise ValueError(f"disparity codec {codec!r} has no packed form")
@@ -304,11 +299,6 @@ def unpack_uncertainty(blob: bytes | memoryview, valid: np.ndarray, only_valid: 
 _PACKED_CODECS = ("u16d", "u16")
 
 
-def _replace(t: pa.Table, name: str, values: list[Any]) -> pa.Table:
-    i = t.schema.get_field_index(name)
-    return t.set_column(i, t.schema.field(name), pa.array(values, t.schema.field(name).type))
-
-
 def pack_labels(t: pa.Table, precision: str = "valid") -> pa.Table:
     """Rows with the dataset's label blobs -> rows with the release's packed ``disparity`` and
     ``uncertainty`` (see the label packing notes above); every other column unchanged."""
@@ -320,7 +310,8 @@ def pack_labels(t: pa.Table, precision: str = "valid") -> pa.Table:
         packed = codec in _PACKED_CODECS
         disp.append(pack_disparity(disparity_codes(d, codec, h, w), valid, sky, only) if packed else d)
         unc.append(None if u is None else pack_uncertainty(join_bytes(u, h, w), valid, only))
-    return _replace(_replace(t, "disparity", disp), "uncertainty", unc)
+    t = _set(t, "disparity", pa.array(disp, pa.binary()))
+    return _set(t, "uncertainty", pa.array(unc, pa.binary()))
 
 
 def unpack_labels(t: pa.Table, labels: dict[str, Any]) -> pa.Table:

@@ -235,12 +235,7 @@ def sample_clips(
     inside the range rule 1 keeps; its frames are ``clip_stride`` apart.
     """
     config = config or SamplingConfig()
-    spans = _spans(shots)
-    if frame_count is None:
-        frame_count = spans[-1][1] if spans else 0
-    first, last = kept_frame_range(frame_count, fps, chapters, config)
-    frame_step(fps, split, config)  # validates the split
-    shortest = min_clip_frames(fps, config)
+    spans, first, last, _, shortest = _movie_rules(shots, fps, split, chapters, config, frame_count)
     span = clip_span(config)
     out: list[list[int]] = []
     for start, end in spans:
@@ -257,6 +252,18 @@ def sample_clips(
 
 def _spans(shots: Iterable) -> list[tuple[int, int]]:
     return [(s.start_frame, s.end_frame) if hasattr(s, "start_frame") else (int(s[0]), int(s[1])) for s in shots]
+
+
+def _movie_rules(
+    shots: Iterable, fps: float, split: str, chapters: Sequence, config: SamplingConfig, frame_count: int | None
+) -> tuple[list[tuple[int, int]], int, int, int, int]:
+    """What both sampling modes start from: the shots' spans, rule 1's kept range ``[first, last)``,
+    the split's frame step (which also checks the split) and the shortest shot kept."""
+    spans = _spans(shots)
+    if frame_count is None:
+        frame_count = spans[-1][1] if spans else 0
+    first, last = kept_frame_range(frame_count, fps, chapters, config)
+    return spans, first, last, frame_step(fps, split, config), min_clip_frames(fps, config)
 
 
 def sample_frames(
@@ -283,12 +290,7 @@ def sample_frames(
     config = config or SamplingConfig()
     if config.mode == "clips":
         return [i for clip in sample_clips(shots, fps, split, chapters, config, frame_count) for i in clip]
-    spans = _spans(shots)
-    if frame_count is None:
-        frame_count = spans[-1][1] if spans else 0
-    first, last = kept_frame_range(frame_count, fps, chapters, config)
-    step = frame_step(fps, split, config)
-    shortest = min_clip_frames(fps, config)
+    spans, first, last, step, shortest = _movie_rules(shots, fps, split, chapters, config, frame_count)
     out: list[int] = []
     for start, end in spans:
         if end - start < shortest:

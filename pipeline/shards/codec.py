@@ -115,7 +115,7 @@ def split_bytes(codes: np.ndarray) -> bytes:
     better than interleaved little-endian words.
     """
     b = np.ascontiguousarray(codes, dtype="<u2").reshape(-1).view(np.uint8).reshape(-1, 2)
-    return np.concatenate([b[:, 0], b[:, 1]]).tobytes()
+    return b.T.tobytes()  # the transposed view's bytes: both planes in one copy
 
 
 def join_bytes(data: bytes | memoryview | np.ndarray, height: int, width: int) -> np.ndarray:
